@@ -610,9 +610,9 @@ class WatchPlan:
 
 def plan_watches(root: str, ignored_dir: Callable[[str, str], bool]) -> WatchPlan:
     """Spend no watches in ignored trees: a recursive watch cannot exclude a subtree, so a
-    directory above a heavy ignored tree (a .venv, node_modules, .git) gets a one-level watch
-    and each of its other subdirectories is planned the same way.  A small ignored leaf (a
-    __pycache__) is cheaper to watch than to split around."""
+    directory above an ignored tree (a .venv, node_modules, .git, even while still empty) gets a
+    one-level watch and each of its other subdirectories is planned the same way.  A flat
+    __pycache__ or egg-info is cheaper to watch than to split around."""
 
     @dataclass
     class Node:
@@ -639,11 +639,11 @@ def plan_watches(root: str, ignored_dir: Callable[[str, str], bool]) -> WatchPla
         node = Node(path)
         for entry in entries:
             if ignored_dir(entry.name, entry.path):
-                below = subdirectories(entry.path)
-                if below:
-                    node.heavy = True
-                else:
+                cheap = entry.name == "__pycache__" or entry.name.endswith(".egg-info")
+                if cheap and not subdirectories(entry.path):
                     node.leaves += 1
+                else:
+                    node.heavy = True
                 continue
             child = scan(entry.path)
             if child is not None:
@@ -767,28 +767,41 @@ class Watcher:
         self.scheduled[path] = self.observer.schedule(self.handler, path, recursive=recursive)
 
     def directory_event(self, kind: str, path: str) -> None:
-        """Keep watches in step with directories created or deleted below one-level watches."""
+        """Keep watches in step with the tree: a directory created below a one-level watch gets
+        its own, and an ignored one (a new .venv) created inside a recursive watch splits it, so
+        watchdog does not spend watches below it."""
         with self._lock:
             if kind == "deleted":
                 for watched in [
                     p for p in self.scheduled if p == path or p.startswith(path + os.sep)
                 ]:
-                    with contextlib.suppress(Exception):
-                        self.observer.unschedule(self.scheduled.pop(watched))
-                    self.flat.discard(watched)
-            elif kind == "created" and os.path.dirname(path) in self.flat:
-                if self.ignored_dir(os.path.basename(path), path) or not os.path.isdir(path):
+                    self._unschedule(watched)
+            elif kind == "created" and os.path.isdir(path):
+                name, parent = os.path.basename(path), os.path.dirname(path)
+                if not self.ignored_dir(name, path):
+                    if parent in self.flat:
+                        self._schedule_plan(path)
                     return
-                plan = plan_watches(path, self.ignored_dir)
-                try:
-                    for p in plan.recursive:
-                        self._schedule(p, recursive=True)
-                    for p in plan.flat:
-                        self._schedule(p, recursive=False)
-                except OSError as exc:
-                    self.warn(f"cannot watch {path}: {exc.strerror}")
-                self.flat.update(plan.flat)
-                self.watches += plan.watches
+                for watched in list(self.scheduled):
+                    if watched not in self.flat and path.startswith(watched + os.sep):
+                        self._unschedule(watched)
+                        self._schedule_plan(watched)
+
+    def _schedule_plan(self, path: str) -> None:
+        plan = plan_watches(path, self.ignored_dir)
+        try:
+            for p in plan.recursive:
+                self._schedule(p, recursive=True)
+            for p in plan.flat:
+                self._schedule(p, recursive=False)
+        except OSError as exc:
+            self.warn(f"cannot watch {path}: {exc.strerror}")
+        self.flat.update(plan.flat)
+
+    def _unschedule(self, path: str) -> None:
+        with contextlib.suppress(Exception):
+            self.observer.unschedule(self.scheduled.pop(path))
+        self.flat.discard(path)
 
     def stop(self) -> None:
         if self.observer is not None:
@@ -945,6 +958,7 @@ class RunResult:
     seconds: float
     output: str
     note: str = ""
+    warm: bool = False  # forked from the warm interpreter
 
     @property
     def passed(self) -> bool:
@@ -1044,7 +1058,9 @@ class Run:
         if verdict == FAILED and note == "timed out":
             text = self._output() + text
         self.out.close()
-        return RunResult(self.package, verdict, time.monotonic() - self.started, text, note)
+        seconds = time.monotonic() - self.started
+        warm = isinstance(self.proc, WarmProcess)
+        return RunResult(self.package, verdict, seconds, text, note, warm)
 
     def kill(self) -> None:
         if self.proc is not None:
@@ -1134,13 +1150,15 @@ class WarmProcess:
 
 
 class WarmLauncher:
-    """Starts runs by forking them from a warm interpreter.  Where there is no fork, or the
-    runner is not a Python module, ``launch`` returns None and the run starts cold."""
+    """Starts runs by forking them from a warm interpreter.  Until that interpreter is ready,
+    where there is no fork, or when the runner is not a Python module, ``launch`` returns None
+    and the run starts cold."""
 
     def __init__(self, runner: Runner, env: Mapping[str, str]) -> None:
         self.runner = runner
         self.exits: dict[int, int] = {}
         self.buffer = b""
+        self.ready = False
         self.sock: socket.socket | None = None
         self.server: subprocess.Popen[bytes] | None = None
         if not (POSIX and hasattr(os, "fork") and hasattr(socket, "send_fds") and runner.module):
@@ -1158,16 +1176,6 @@ class WarmLauncher:
         finally:
             theirs.close()
         self.sock = ours
-        ours.settimeout(10)
-        try:
-            if self._read_line() != "ready":
-                self.close()
-        except OSError:
-            self.close()
-
-    @property
-    def alive(self) -> bool:
-        return self.sock is not None
 
     def _read_line(self) -> str:
         assert self.sock is not None
@@ -1180,22 +1188,38 @@ class WarmLauncher:
         return line.decode()
 
     def _handle(self, line: str) -> int | None:
-        kind, pid, *rest = line.split()
-        if kind == "exit":
-            self.exits[int(pid)] = int(rest[0])
-            return None
-        return int(pid)
+        kind, *numbers = line.split()
+        if kind == "ready":
+            self.ready = True
+        elif kind == "exit":
+            self.exits[int(numbers[0])] = int(numbers[1])
+        elif kind == "pid":
+            return int(numbers[0])
+        return None
+
+    def _is_ready(self) -> bool:
+        if not self.ready and self.sock is not None:
+            try:
+                self.sock.settimeout(0)
+                while not self.ready:
+                    self._handle(self._read_line())
+            except (BlockingIOError, socket.timeout):
+                pass
+            except OSError:
+                self.close()
+        return self.ready and self.sock is not None
 
     def launch(
         self, package: Package, command: Sequence[str], env: Mapping[str, str], out: IO[bytes]
     ) -> WarmProcess | None:
-        if self.sock is None or list(command[:3]) != list(self.runner.argv[:3]):
+        if list(command[:3]) != list(self.runner.argv[:3]) or not self._is_ready():
             return None
         import json
 
         request = json.dumps(
             {"cwd": str(package.path), "env": dict(env), "args": list(command[3:])}
         )
+        assert self.sock is not None
         try:
             socket.send_fds(self.sock, [request.encode() + b"\n"], [out.fileno()])
             self.sock.settimeout(10)
@@ -1784,6 +1808,8 @@ class Session:
             )
         self.env = run_environment(self.runner, pycache_dir(self.root))
         self.launcher: WarmLauncher | None = None
+        self.run_times: dict[bool, dict[Package, float]] = {True: {}, False: {}}
+        self.warm_judged = False
         self.failed: set[Package] = set()
         self.pending: dict[str, float] = {}
         self.keys: list[str] = []
@@ -1867,7 +1893,35 @@ class Session:
 
     def start_run(self, package: Package) -> Run:
         command = self.runner.command(package, self.options.runner_args)
-        return Run(package, command, self.env, self.runner, self.options.timeout, self.launcher)
+        launcher = self.launcher if self.window[0] >= 0 else None  # the first cycle runs cold
+        return Run(package, command, self.env, self.runner, self.options.timeout, launcher)
+
+    def record(self, result: RunResult) -> None:
+        self.reporter.verdict(result)
+        times = self.run_times[result.warm]
+        times[result.package] = min(result.seconds, times.get(result.package, result.seconds))
+
+    def judge_warm_runner(self) -> None:
+        """Keep the warm runner only if it is faster: once three packages (or all) have run both
+        ways, compare their best warm runs with their best cold ones, and decide for good."""
+        if self.launcher is None or self.warm_judged:
+            return
+        both = [p for p in self.run_times[True] if p in self.run_times[False]]
+        if len(both) < min(3, len(self.packages)):
+            return
+        self.warm_judged = True
+        warm = sum(self.run_times[True][p] for p in both)
+        cold = sum(self.run_times[False][p] for p in both)
+        if warm >= cold:
+            self.launcher.close()
+            self.launcher = None
+            self.reporter.say(
+                self.reporter.paint(
+                    f"autotest: forked runs were no faster than cold ones ({warm:.2f}s against "
+                    f"{cold:.2f}s); starting every run cold from now on",
+                    "dim",
+                )
+            )
 
     def cycle(
         self, changed: Mapping[str, float], header: str, only: set[Package] | None = None
@@ -1894,7 +1948,7 @@ class Session:
                 self.options.jobs,
                 self.collect if watching else lambda: False,
                 self.options.restart,
-                self.reporter.verdict,
+                self.record,
             )
         finally:
             self.window = (self.cycle_started, time.monotonic())
@@ -1906,6 +1960,7 @@ class Session:
         self.reporter.summary(outcome)
         if not outcome.interrupted:
             self.after_cycle(outcome)
+        self.judge_warm_runner()
         return outcome
 
     def after_cycle(self, outcome: CycleOutcome) -> None:
