@@ -1859,24 +1859,29 @@ class Session:
         return bool(self.pending) or any(k in QUIT_KEYS for k in self.keys)
 
     def written_by_run(self, path: str, at: float) -> bool:
+        """A change the loop guard attributes to the test runs: a path it named, changed while
+        a cycle ran.  The same path changed while idle was a person's doing, so it counts again."""
         if path not in self.run_written:
             return False
-        if self.cycle_started is not None and at >= self.cycle_started:
+        running = self.cycle_started is not None and at >= self.cycle_started
+        if running or self.window[0] <= at <= self.window[1] + ECHO_GRACE:
             return True
-        return self.window[0] <= at <= self.window[1] + ECHO_GRACE
+        self.run_written.discard(path)
+        return False
 
-    def set_off_by_runs(self, batch: Mapping[str, float]) -> bool:
-        """The loop guard.  True (and the paths are reported) when the last cycles were set off
-        by nothing but files the runs before them wrote, the same files each time."""
+    def guard_against_loops(self, batch: Mapping[str, float]) -> None:
+        """The loop guard: when two cycles in a row were set off by nothing but the same files
+        changing during the cycle before, the runs write them.  Say which, and from then on let
+        their changes during runs pass, so that this cycle is the last they set off."""
         start, end = self.window
         if not all(start <= t <= end + ECHO_GRACE for t in batch.values()):
             self.echo_streak = 0
-            return False
-        repeated = self.echo_streak and set(batch) & self.echo_paths
+            return
+        repeated = self.echo_streak and set(batch) == self.echo_paths
         self.echo_streak = self.echo_streak + 1 if repeated else 1
         self.echo_paths = set(batch)
-        if self.echo_streak <= 2:
-            return False
+        if self.echo_streak < 2:
+            return
         self.echo_streak = 0
         self.run_written |= set(batch)
         rels = sorted(os.path.relpath(p, self.root) for p in batch)
@@ -1885,9 +1890,8 @@ class Session:
         )
         self.reporter.warn(
             f"each test run changes {', '.join(rels)}, which sets off the next run; "
-            f"no longer reacting to that during runs. To ignore it for good: {globs}"
+            f"not reacting to that during runs any more. To ignore it for good: {globs}"
         )
-        return True
 
     # Cycles.
 
@@ -2069,8 +2073,7 @@ class Session:
                 return CycleOutcome([])
             return self.cycle({}, f"testing {len(self.failed)} failed", only=set(self.failed))
         batch, self.pending = self.pending, {}
-        if self.set_off_by_runs(batch):
-            return CycleOutcome([])
+        self.guard_against_loops(batch)
         self.follow_tree(batch)
         return self.cycle(batch, describe_changes(batch, self.root, self.packages))
 
