@@ -62,7 +62,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, NoReturn, Optional
+from typing import IO, Any, Callable, NoReturn
 
 try:
     from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -176,14 +176,21 @@ def load_toml(path: Path) -> dict[str, Any] | None:
 
 
 def pyproject_requirements_without_toml(text: str) -> tuple[str | None, list[str]]:
-    """Name and dependencies of ``[project]`` read with regular expressions: enough here."""
-    section = re.search(r"^\[project\][ \t]*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
-    if not section:
-        return None, []
-    body = section.group(1)
-    name = re.search(r"""^name\s*=\s*["']([^"']+)["']""", body, re.M)
-    deps = re.search(r"^dependencies\s*=\s*\[(.*?)\]", body, re.M | re.S)
-    listed = re.findall(r"""["']([^"']+)["']""", deps.group(1)) if deps else []
+    """Name and requirements of ``[project]`` read with regular expressions, where this Python
+    has no TOML parser: enough for string lists, which is all that metadata holds."""
+
+    def section(name: str) -> str:
+        found = re.search(rf"^\[{re.escape(name)}\][ \t]*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
+        return found.group(1) if found else ""
+
+    string_list = r"""\[((?:"[^"]*"|'[^']*'|[^\]"'])*)\]"""
+    project = section("project")
+    name = re.search(r"""^name\s*=\s*["']([^"']+)["']""", project, re.M)
+    lists = re.findall(r"^dependencies\s*=\s*" + string_list, project, re.M)
+    lists += re.findall(
+        r"^[\w.-]+\s*=\s*" + string_list, section("project.optional-dependencies"), re.M
+    )
+    listed = [r for group in lists for r in re.findall(r"""["']([^"']+)["']""", group)]
     return (name.group(1) if name else None), listed
 
 
@@ -232,6 +239,10 @@ def setup_py_requirements(path: Path) -> tuple[str | None, list[str]]:
                     name = value
                 elif keyword.arg == "install_requires" and isinstance(value, (list, tuple)):
                     listed.extend(v for v in value if isinstance(v, str))
+                elif keyword.arg == "extras_require" and isinstance(value, dict):
+                    for extra in value.values():
+                        extra = [extra] if isinstance(extra, str) else extra
+                        listed.extend(v for v in extra if isinstance(v, str))
     return name, listed
 
 
@@ -390,7 +401,7 @@ class IgnoreRules:
         self.root = str(root)
         self.user_globs = tuple(user_globs)
         self.use_git = is_git_work_tree(root)
-        self._venv_dirs: dict[str, bool] = {}
+        self._venv_dirs: set[str] = set()
 
     def relative(self, path: str) -> str | None:
         if path == self.root:
@@ -404,10 +415,12 @@ class IgnoreRules:
             fnmatch.fnmatchcase(name, g) for g in IGNORED_DIR_GLOBS
         ):
             return True
-        known = self._venv_dirs.get(path)
-        if known is None:
-            known = self._venv_dirs[path] = is_virtualenv(path)
-        return known
+        if path in self._venv_dirs:
+            return True
+        if is_virtualenv(path):  # only a yes is kept: pyvenv.cfg comes after its directory
+            self._venv_dirs.add(path)
+            return True
+        return False
 
     def is_ignored(self, path: str, is_dir: bool = False) -> bool:
         """Built-in and ``--ignore`` rules: cheap enough for every event."""
@@ -849,11 +862,13 @@ def cycle_order(
         for used in sorted(uses.get(package, ()), key=lambda p: p.rel):
             users.setdefault(used, []).append(package)
     frontier = sorted(changed, key=lambda p: (-changed[p], p.rel))
+    reached = set(frontier)
     while frontier:
         following: list[Package] = []
         for package in frontier:
             for user in users.get(package, []):
-                if user not in seen:
+                if user not in reached:
+                    reached.add(user)
                     add(user, f"uses {package.rel}")
                     following.append(user)
         frontier = following
@@ -1473,7 +1488,7 @@ class Options:
     runner: str = "nose"
     runner_args: tuple[str, ...] = ()
     jobs: int = 1
-    timeout: Optional[float] = None  # noqa: UP045 (dataclass fields are evaluated on 3.9)
+    timeout: float | None = None
     restart: bool = False
     debounce: float = 0.05
     ignore: tuple[str, ...] = ()

@@ -1,0 +1,772 @@
+"""Unit tests for the pure functions and small classes of utilities/autotest.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from conftest import Repo
+
+AUTOTEST = Path(__file__).resolve().parent.parent / "utilities" / "autotest.py"
+
+
+def load_autotest() -> ModuleType:
+    """The script is not a package: load it by path (registered first, for its dataclasses)."""
+    spec = importlib.util.spec_from_file_location("autotest", AUTOTEST)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+at = load_autotest()
+
+
+def write(root: Path, rel: str, text: str = "") -> Path:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def pkg(root: Path, rel: str) -> Any:
+    return at.Package(root / rel, rel)
+
+
+def rels(packages: Any) -> list[str]:
+    return [p.rel for p in packages]
+
+
+# ---------------------------------------------------------------------------------------------
+# discover_packages, owner_of
+# ---------------------------------------------------------------------------------------------
+
+
+def test_discover_finds_nested_packages_by_any_marker_but_not_the_root(tmp_path: Path) -> None:
+    write(tmp_path, "pyproject.toml", "[tool.autotest]\n")
+    write(tmp_path, "exporter/foo-http/pyproject.toml")
+    write(tmp_path, "exporter/bar-grpc/setup.py")
+    write(tmp_path, "legacy/setup.cfg")
+    write(tmp_path, "docs/index.rst")
+    packages, unreadable = at.discover_packages(tmp_path)
+    assert rels(packages) == ["exporter/bar-grpc", "exporter/foo-http", "legacy"]
+    assert packages[0].path == tmp_path / "exporter" / "bar-grpc"
+    assert unreadable == []
+
+
+TOOL_DIRS = [
+    ".git", ".hidden", ".venv", "env", "site-packages", "node_modules", ".tox", ".nox", "build",
+    "dist", "__pycache__", "foo.egg-info",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("skipped", TOOL_DIRS)
+def test_discover_skips_tool_directories(tmp_path: Path, skipped: str) -> None:
+    write(tmp_path, "real/pyproject.toml")
+    if skipped == "env":
+        write(tmp_path, "env/pyvenv.cfg", "home = /usr/bin\n")
+    write(tmp_path, f"{skipped}/pyproject.toml")
+    write(tmp_path, f"{skipped}/inner/setup.py")
+    packages, _ = at.discover_packages(tmp_path)
+    assert rels(packages) == ["real"]
+
+
+def test_discover_does_not_hang_on_a_symlink_loop(tmp_path: Path) -> None:
+    write(tmp_path, "a/pyproject.toml")
+    (tmp_path / "a" / "loop").symlink_to(tmp_path, target_is_directory=True)
+    (tmp_path / "a" / "self").symlink_to(".", target_is_directory=True)
+    found: list[Any] = []
+    worker = threading.Thread(target=lambda: found.append(at.discover_packages(tmp_path)))
+    worker.daemon = True
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "discover_packages hangs on a symlink loop"
+    assert rels(found[0][0]) == ["a"]
+
+
+def test_discover_reports_an_unreadable_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "ok/pyproject.toml")
+    locked = tmp_path / "locked"
+    write(tmp_path, "locked/inner/pyproject.toml")
+    # Tests run as root, for whom chmod 000 does not make a directory unreadable; so the one
+    # scandir of that directory is made to fail as it would for an ordinary user.
+    real_scandir = os.scandir
+
+    def scandir(path: Any = ".") -> Any:
+        if os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    packages, unreadable = at.discover_packages(tmp_path)
+    assert rels(packages) == ["ok"]
+    assert unreadable == [str(locked)]
+
+
+@pytest.mark.parametrize("inner_first", [False, True])
+def test_owner_of_innermost_package_wins(tmp_path: Path, inner_first: bool) -> None:
+    outer, inner = pkg(tmp_path, "exporter"), pkg(tmp_path, "exporter/foo-http")
+    packages = [inner, outer] if inner_first else [outer, inner]
+    assert at.owner_of(str(tmp_path / "exporter/foo-http/foo/x.py"), packages) == inner
+    assert at.owner_of(str(tmp_path / "exporter/foo-http"), packages) == inner
+    assert at.owner_of(str(tmp_path / "exporter/README.md"), packages) == outer
+
+
+def test_owner_of_outside_every_package_and_the_prefix_trap(tmp_path: Path) -> None:
+    packages = [pkg(tmp_path, "pkg")]
+    assert at.owner_of(str(tmp_path / "pkg2" / "x.py"), packages) is None
+    assert at.owner_of(str(tmp_path / "README.md"), packages) is None
+    assert at.owner_of(str(tmp_path), packages) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Metadata and the dependency graph
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "normal"),
+    [("Foo_Bar", "foo-bar"), ("foo.bar", "foo-bar"), ("FOO-._bar", "foo-bar"), ("a", "a")],
+)
+def test_normalize_name(name: str, normal: str) -> None:
+    assert at.normalize_name(name) == normal
+
+
+@pytest.mark.parametrize(
+    ("requirement", "name"),
+    [
+        ("Foo_Bar>=1.0", "foo-bar"),
+        ("foo.bar[extra1,extra2] >= 2, <3 ; python_version < '3.10'", "foo-bar"),
+        ("  zope.interface", "zope-interface"),
+        ("pkg;sys_platform=='linux'", "pkg"),
+        ("name @ https://example.com/name.zip", "name"),
+        ("A", "a"),
+        ("", None),
+        ("# a comment", None),
+        ("-e .", None),
+    ],
+)
+def test_requirement_name(requirement: str, name: str | None) -> None:
+    assert at.requirement_name(requirement) == name
+
+
+def test_read_metadata_from_pyproject(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "p/pyproject.toml",
+        '[project]\nname = "My_Pkg"\ndependencies = ["Foo_Bar>=1", "baz[x]; os_name == \'nt\'"]\n'
+        '[project.optional-dependencies]\ntest = ["qux.lib"]\ndocs = ["Sphinx"]\n',
+    )
+    meta = at.read_metadata(pkg(tmp_path, "p"))
+    assert meta == at.Metadata("my-pkg", frozenset({"foo-bar", "baz", "qux-lib", "sphinx"}))
+
+
+def test_read_metadata_from_setup_cfg(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "p/setup.cfg",
+        "[metadata]\nname = cfg.pkg\n\n[options]\ninstall_requires =\n"
+        "    Foo_Bar>=1\n    baz\n\n[options.extras_require]\ntest =\n    pytest\n    qux\n",
+    )
+    meta = at.read_metadata(pkg(tmp_path, "p"))
+    assert meta == at.Metadata("cfg-pkg", frozenset({"foo-bar", "baz", "pytest", "qux"}))
+
+
+def test_read_metadata_from_setup_py_without_running_it(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "p/setup.py",
+        "raise SystemExit('setup.py was executed')\n"
+        "from setuptools import setup\n"
+        "setup(name='Py_Pkg', install_requires=['Foo_Bar>=1', 'baz'])\n",
+    )
+    meta = at.read_metadata(pkg(tmp_path, "p"))
+    assert meta == at.Metadata("py-pkg", frozenset({"foo-bar", "baz"}))
+
+
+def test_read_metadata_without_a_name_uses_the_directory(tmp_path: Path) -> None:
+    write(tmp_path, "Some_Dir/setup.cfg", "[options]\ninstall_requires = foo\n")
+    assert at.read_metadata(pkg(tmp_path, "Some_Dir")) == at.Metadata(
+        "some-dir", frozenset({"foo"})
+    )
+
+
+def test_pyproject_requirements_without_toml() -> None:
+    text = (
+        "[build-system]\nrequires = ['setuptools']\n\n"
+        "[project]\nname = 'plain'\ndependencies = [\n    \"foo>=1\",\n    'bar',\n]\n\n"
+        '[tool.other]\nname = "not-this"\n'
+    )
+    assert at.pyproject_requirements_without_toml(text) == ("plain", ["foo>=1", "bar"])
+    assert at.pyproject_requirements_without_toml("[tool.x]\na = 1\n") == (None, [])
+
+
+def test_pyproject_requirements_without_toml_reads_requirements_with_extras() -> None:
+    text = '[project]\nname = "a"\ndependencies = ["foo[extra]>=1", "bar"]\n'
+    assert at.pyproject_requirements_without_toml(text) == ("a", ["foo[extra]>=1", "bar"])
+
+
+def by_rel(graph: Any) -> dict[str, set[str]]:
+    return {p.rel: {u.rel for u in used} for p, used in graph.uses.items()}
+
+
+def test_dependency_graph_from_declared_names(repo: Repo) -> None:
+    repo.package("foo-bar", name="Foo_Bar")
+    repo.package("app", deps=["foo-bar>=1", "requests", "app"], code="import other\n")
+    repo.package("other", deps=["FOO.BAR[x]; python_version > '3'"])
+    packages, _ = at.discover_packages(repo.path)
+    graph = at.dependency_graph(packages)
+    assert by_rel(graph) == {"app": {"foo-bar"}, "foo-bar": set(), "other": {"foo-bar"}}
+    assert rels(graph.scanned) == ["foo-bar"]
+
+
+def test_dependency_graph_scans_imports_when_nothing_is_declared(repo: Repo) -> None:
+    repo.package("core")
+    repo.write("lib/pyproject.toml", '[project]\nname = "lib"\n')
+    repo.write("lib/src/libmod/__init__.py")
+    repo.write("api/pyproject.toml", '[project]\nname = "company-api"\n')
+    repo.write("api/company/api/__init__.py")  # namespace package: no company/__init__.py
+    repo.write("web/pyproject.toml", '[project]\nname = "company-web"\n')
+    repo.write("web/company/web/__init__.py")
+    repo.write("app/pyproject.toml", '[project]\nname = "app"\n')
+    repo.write("app/app.py", "from core import VALUE\nimport libmod.sub\n")
+    repo.write("app/tests/test_app.py", "from company.api import thing\n")
+    repo.write("declared/pyproject.toml", '[project]\nname = "d"\ndependencies = ["lib"]\n')
+    repo.write("declared/d.py", "import core\n")  # declared requirements decide
+    packages, _ = at.discover_packages(repo.path)
+    graph = at.dependency_graph(packages)
+    assert by_rel(graph)["app"] == {"core", "lib", "api"}
+    assert by_rel(graph)["declared"] == {"lib"}
+    assert by_rel(graph)["web"] == set()
+    assert sorted(rels(graph.scanned)) == ["api", "app", "core", "lib", "web"]
+
+
+# ---------------------------------------------------------------------------------------------
+# cycle_order
+# ---------------------------------------------------------------------------------------------
+
+
+def order(packages: dict[str, Any], changed: dict[str, float], failed: list[str],
+          uses: dict[str, list[str]]) -> list[tuple[str, str]]:  # fmt: skip
+    steps = at.cycle_order(
+        sorted(packages.values(), key=lambda p: p.rel),
+        {packages[r]: t for r, t in changed.items()},
+        [packages[r] for r in failed],
+        {packages[r]: {packages[u] for u in used} for r, used in uses.items()},
+    )
+    return [(s.package.rel, s.reason) for s in steps]
+
+
+@pytest.fixture
+def named() -> dict[str, Any]:
+    names = ("aaa", "app", "core", "lib", "tool", "util", "web", "zzz")
+    return {r: at.Package(Path("/r") / r, r) for r in names}
+
+
+def test_cycle_order_changed_failed_dependents_rest(named: dict[str, Any]) -> None:
+    uses = {"lib": ["core"], "web": ["lib"], "app": ["util"], "util": ["web"]}
+    assert order(named, {"core": 2.0, "util": 1.0}, ["tool"], uses) == [
+        ("core", "changed"),
+        ("util", "changed"),
+        ("tool", "failed last time"),
+        ("lib", "uses core"),
+        ("app", "uses util"),
+        ("web", "uses lib"),
+        ("aaa", ""),
+        ("zzz", ""),
+    ]
+
+
+def test_cycle_order_without_changes_is_failed_then_sorted(named: dict[str, Any]) -> None:
+    assert order(named, {}, ["web", "core"], {"lib": ["core"]}) == [
+        ("core", "failed last time"),
+        ("web", "failed last time"),
+        ("aaa", ""),
+        ("app", ""),
+        ("lib", ""),
+        ("tool", ""),
+        ("util", ""),
+        ("zzz", ""),
+    ]
+
+
+def test_cycle_order_each_package_once_despite_cycles(named: dict[str, Any]) -> None:
+    uses = {"lib": ["core"], "core": ["lib"]}
+    steps = order(named, {"core": 1.0}, ["core"], uses)
+    assert steps[:2] == [("core", "changed"), ("lib", "uses core")]
+    assert sorted(r for r, _ in steps) == sorted(named)
+
+
+def test_cycle_order_dependents_reached_through_a_failed_package(named: dict[str, Any]) -> None:
+    # web uses lib uses core; core changed and lib failed last time: web still depends on the
+    # change, so it comes before the unrelated packages.
+    steps = order(named, {"core": 1.0}, ["lib"], {"lib": ["core"], "web": ["lib"]})
+    assert steps[:3] == [("core", "changed"), ("lib", "failed last time"), ("web", "uses lib")]
+
+
+# ---------------------------------------------------------------------------------------------
+# IgnoreRules, glob_matches, is_vim_probe
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rules(tmp_path: Path) -> Any:
+    write(tmp_path, "env1/pyvenv.cfg", "home = /usr/bin\n")
+    return at.IgnoreRules(tmp_path, ["*.log", "docs/_build", "generated/"])
+
+
+def ignored(rules: Any, rel: str, is_dir: bool = False) -> bool:
+    return bool(rules.is_ignored(os.path.join(rules.root, rel), is_dir))
+
+
+EDITOR_FILES = [
+    "pkg/.x.py.swp", "pkg/.x.py.swx", "pkg/.x.py.swo", "pkg/x.py~", "pkg/4913", "pkg/5036",
+    "pkg/#x.py#", "pkg/.#x.py", "pkg/x.py___jb_tmp___", "pkg/x.py___jb_old___",
+    "pkg/.goutputstream-ABC", "pkg/x.py.kate-swp",
+]  # fmt: skip
+TOOL_OUTPUT = [
+    "pkg/__pycache__/x.cpython-311.pyc", "pkg/x.pyc", ".coverage", "pkg/.coverage.abc",
+    "pkg/.noseids", "pkg/.pytest_cache/v/cache/lastfailed", ".hypothesis/examples/x",
+    ".mypy_cache/3.11/x.json", "pkg/.ruff_cache/CACHEDIR.TAG", ".tox/py311/log",
+    ".nox/tests/x", "pkg/foo.egg-info/PKG-INFO", "pkg/build/lib/x.py", "pkg/dist/x.whl",
+    "env1/lib/python3.11/x.py", "env1/pyvenv.cfg",
+]  # fmt: skip
+NOT_IGNORED = [
+    "development.ini", "pkg/x.py", "pkg/4914", ".coveragerc", "pkg/setup.cfg", "docs/x/_build",
+    "pkg/mylog.txt", "other/docs/_build/x",
+]  # fmt: skip
+USER_IGNORED = ["pkg/out.log", "docs/_build/index.html", "docs/_build", "pkg/generated/x.py"]
+
+
+@pytest.mark.parametrize("rel", EDITOR_FILES + TOOL_OUTPUT + USER_IGNORED)
+def test_is_ignored(rules: Any, rel: str) -> None:
+    assert ignored(rules, rel)
+
+
+@pytest.mark.parametrize(
+    "rel", [".hypothesis", ".mypy_cache", ".ruff_cache", ".tox", ".nox", "pkg/__pycache__"]
+)
+def test_is_ignored_tool_directory_itself(rules: Any, rel: str) -> None:
+    assert ignored(rules, rel, is_dir=True)
+
+
+@pytest.mark.parametrize("rel", NOT_IGNORED)
+def test_is_not_ignored(rules: Any, rel: str) -> None:
+    assert not ignored(rules, rel)
+
+
+def test_is_ignored_new_directory_and_outside_root(rules: Any, tmp_path: Path) -> None:
+    assert not ignored(rules, "pkg/newdir", is_dir=True)
+    assert not rules.is_ignored(str(tmp_path))
+    assert rules.is_ignored(str(tmp_path.parent / "elsewhere.py"))
+    assert rules.is_ignored(str(tmp_path) + "2/x.py")
+
+
+def test_is_ignored_virtualenv_made_while_watching(tmp_path: Path) -> None:
+    # The order of events while `python -m venv myenv` runs: the directory, then pyvenv.cfg.
+    rules = at.IgnoreRules(tmp_path)
+    (tmp_path / "myenv" / "bin").mkdir(parents=True)
+    assert not ignored(rules, "myenv", is_dir=True)
+    write(tmp_path, "myenv/pyvenv.cfg", "home = /usr/bin\n")
+    assert ignored(rules, "myenv/pyvenv.cfg")
+    assert ignored(rules, "myenv/bin/activate")
+
+
+@pytest.mark.parametrize(
+    ("rel", "glob", "matches"),
+    [
+        ("a/b/x.log", "*.log", True),
+        ("a/generated/x.py", "generated/", True),
+        ("a/generated/x.py", "generated", True),
+        ("docs/_build/x.html", "docs/_build", True),
+        ("docs/_build", "/docs/_build/", True),
+        ("pkg/docs/_build/x.html", "docs/_build", False),
+        ("a/regenerated/x.py", "generated", False),
+        ("a/x.log.py", "*.log", False),
+    ],
+)
+def test_glob_matches(rel: str, glob: str, matches: bool) -> None:
+    assert at.glob_matches(rel, glob) is matches
+
+
+@pytest.mark.parametrize(
+    ("name", "probe"),
+    [
+        ("4913", True),
+        ("5036", True),
+        ("5159", True),
+        ("4914", False),
+        ("4790", False),
+        ("x4913", False),
+        ("", False),
+    ],
+)
+def test_is_vim_probe(name: str, probe: bool) -> None:
+    assert at.is_vim_probe(name) is probe
+
+
+def git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def test_git_ignored_reads_every_gitignore(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    write(tmp_path, ".gitignore", "*.log\n")
+    write(tmp_path, "sub/.gitignore", "generated/\nsecret.txt\n")
+    write(tmp_path / ".git", "info/exclude", "local-only.txt\n")
+    rules = at.IgnoreRules(tmp_path)
+    assert rules.use_git
+    ignored = ["a.log", "sub/generated/x.py", "sub/secret.txt", "local-only.txt"]
+    ignored += ["with space.log", "ünïcode.log", "new\nline.log"]
+    kept = ["keep.py", "secret.txt", "sub/x.py", "ünïcode.py", "new\nline.py"]
+    paths = [str(tmp_path / rel) for rel in ignored + kept]
+    assert rules.git_ignored(paths) == {str(tmp_path / rel) for rel in ignored}
+    assert rules.git_ignored([]) == set()
+
+
+def test_git_ignored_outside_git_is_empty(tmp_path: Path) -> None:
+    write(tmp_path, ".gitignore", "*.log\n")
+    rules = at.IgnoreRules(tmp_path)
+    assert not rules.use_git
+    assert rules.git_ignored([str(tmp_path / "a.log")]) == set()
+
+
+# ---------------------------------------------------------------------------------------------
+# ChangeSet
+# ---------------------------------------------------------------------------------------------
+
+
+def test_changeset_add_take_and_keys() -> None:
+    changes = at.ChangeSet()
+    assert not changes.pending()
+    changes.add(["/r/a.py", "/r/b.py"])
+    changes.press("f")
+    assert changes.pending()
+    paths, keys = changes.take()
+    assert sorted(paths) == ["/r/a.py", "/r/b.py"]
+    assert keys == ["f"]
+    assert not changes.pending()
+    assert changes.take() == ({}, [])
+
+
+def test_changeset_transient_file_is_no_change() -> None:
+    changes = at.ChangeSet()
+    changes.add(["/r/pkg/.x.tmp123"], created=True)
+    changes.add(["/r/pkg/.x.tmp123"])  # written to
+    changes.remove("/r/pkg/.x.tmp123")  # then renamed away
+    assert not changes.pending()
+
+
+def test_changeset_removal_of_an_existing_file_counts() -> None:
+    changes = at.ChangeSet()
+    changes.add(["/r/old.py"])
+    changes.remove("/r/old.py")
+    changes.remove("/r/never-seen.py")
+    changes.add(["/r/new.py"], created=True)
+    assert sorted(changes.take()[0]) == ["/r/never-seen.py", "/r/new.py", "/r/old.py"]
+    changes.remove("/r/new.py")  # created before the last take: its removal is a change
+    assert list(changes.take()[0]) == ["/r/new.py"]
+
+
+def in_thread(action: Callable[[], None]) -> threading.Thread:
+    thread = threading.Thread(target=action, daemon=True)
+    thread.start()
+    return thread
+
+
+def timed(action: Callable[[], None]) -> float:
+    started = time.monotonic()
+    action()
+    return time.monotonic() - started
+
+
+def test_wait_settled_waits_for_a_quiet_debounce() -> None:
+    changes = at.ChangeSet()
+
+    def burst() -> None:
+        for _ in range(6):
+            changes.add(["/r/a.py"])
+            time.sleep(0.05)
+
+    thread = in_thread(burst)
+    elapsed = timed(lambda: changes.wait_settled(0.2, timeout=10))
+    thread.join()
+    assert 0.25 + 0.2 <= elapsed < 5  # the burst lasts ~0.25s, then 0.2s of quiet
+
+
+def test_wait_settled_returns_on_a_key() -> None:
+    changes = at.ChangeSet()
+
+    def press() -> None:
+        time.sleep(0.1)
+        changes.press("q")
+
+    thread = in_thread(press)
+    elapsed = timed(lambda: changes.wait_settled(0.05, timeout=10))
+    thread.join()
+    assert 0.1 <= elapsed < 5
+
+
+def test_wait_settled_honours_its_timeout() -> None:
+    elapsed = timed(lambda: at.ChangeSet().wait_settled(0.05, timeout=0.3))
+    assert 0.29 <= elapsed < 5
+
+
+# ---------------------------------------------------------------------------------------------
+# plan_watches
+# ---------------------------------------------------------------------------------------------
+
+
+def make_dirs(root: Path, *rels: str) -> None:
+    for rel in rels:
+        (root / rel).mkdir(parents=True, exist_ok=True)
+
+
+def test_plan_watches_splits_around_a_heavy_ignored_tree(tmp_path: Path) -> None:
+    clean = ["pkg", "pkg/mod", "pkg/tests", "docs"]
+    make_dirs(tmp_path, *clean, "pkg/__pycache__", ".venv/lib/python3.11/site-packages/x")
+    rules = at.IgnoreRules(tmp_path)
+    plan = at.plan_watches(str(tmp_path), rules.is_ignored_dir_name)
+    venv = str(tmp_path / ".venv")
+    assert not any(venv == r or venv.startswith(r + os.sep) for r in plan.recursive)
+    assert str(tmp_path) in plan.flat
+    assert str(tmp_path / "pkg") in plan.recursive  # a __pycache__ leaf is cheap to watch
+    for rel in clean:
+        path = str(tmp_path / rel)
+        assert path in plan.flat or any(path.startswith(r) for r in plan.recursive)
+    assert plan.watches <= 2 * (len(clean) + 1)
+    assert plan.unreadable == ()
+
+
+def test_plan_watches_one_recursive_watch_without_ignored_dirs(tmp_path: Path) -> None:
+    make_dirs(tmp_path, "a/b/c", "d")
+    plan = at.plan_watches(str(tmp_path), at.IgnoreRules(tmp_path).is_ignored_dir_name)
+    assert plan.recursive == (str(tmp_path),)
+    assert plan.flat == ()
+    assert plan.watches == 5
+
+
+# ---------------------------------------------------------------------------------------------
+# Runner, make_runner
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("runner", "code", "output", "verdict"),
+    [
+        ("nose", 0, "....\nRan 4 tests in 0.010s\n\nOK\n", "ok"),
+        ("nose", 0, "\nRan 0 tests in 0.000s\n\nOK\n", "no tests"),
+        ("nose", 1, "Ran 2 tests in 0.1s\nFAILED (failures=1)\n", "FAILED"),
+        ("nose", 5, "", "FAILED"),
+        ("pytest", 5, "no tests ran in 0.01s\n", "no tests"),
+        ("pytest", 0, "1 passed\n", "ok"),
+        ("pytest", 1, "1 failed\n", "FAILED"),
+        ("pytest", 2, "interrupted\n", "FAILED"),
+        ("unittest", 5, "\nRan 0 tests in 0.000s\n\nNO TESTS RAN\n", "no tests"),
+        ("unittest", 0, "Ran 0 tests in 0.000s\n", "no tests"),
+        ("unittest", 1, "FAILED (errors=1)\n", "FAILED"),
+        ("mytool {package}", 0, "Ran 0 tests in 0.000s\n", "ok"),
+        ("mytool {package}", 5, "", "FAILED"),
+        ("mytool {package}", 139, "", "FAILED"),
+    ],
+)
+def test_runner_verdict(runner: str, code: int, output: str, verdict: str) -> None:
+    assert at.make_runner(runner).verdict(code, output) == verdict
+
+
+def test_make_runner_builtin() -> None:
+    runner = at.make_runner("pytest")
+    assert runner.argv == (sys.executable, "-m", "pytest")
+    assert runner.module == "pytest"
+
+
+def test_make_runner_command_substitutes_the_package_as_one_argument(tmp_path: Path) -> None:
+    runner = at.make_runner("mytool --root {package} -k 'two words' --out={package}/out")
+    assert runner.module is None
+    package = pkg(tmp_path, "a b; rm -rf ~")
+    assert runner.command(package, ["-x"]) == [
+        "mytool", "--root", str(package.path), "-k", "two words",
+        f"--out={package.path}/out", "-x",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("spec", ["no-such-runner-xyz", "", "   ", "mytool 'unclosed {package}"])
+def test_make_runner_rejects_bad_specs(spec: str) -> None:
+    with pytest.raises(at.UsageError):
+        at.make_runner(spec)
+
+
+# ---------------------------------------------------------------------------------------------
+# parse_options, read_config
+# ---------------------------------------------------------------------------------------------
+
+
+def options(root: Path, *args: str) -> Any:
+    return at.parse_options(["--root", str(root), *args], lambda text: None)
+
+
+PYPROJECT_CONFIG = """\
+[tool.autotest]
+runner = "pytest"
+runner-args = ["-x", "-q"]
+jobs = 2
+timeout = 30
+restart = true
+debounce = 0.2
+ignore = ["*.log", "tmp/"]
+poll = true
+warm = false
+explain = true
+clear = true
+bell = true
+notify = true
+"""
+
+SETUP_CFG_CONFIG = """\
+[autotest]
+runner = pytest
+runner-args = -x -q
+jobs = 2
+timeout = 30
+restart = yes
+debounce = 0.2
+ignore = *.log tmp/
+poll = true
+warm = no
+explain = on
+clear = 1
+bell = true
+notify = true
+"""
+
+
+@pytest.mark.parametrize(
+    ("filename", "text"),
+    [("pyproject.toml", PYPROJECT_CONFIG), ("setup.cfg", SETUP_CFG_CONFIG)],
+)
+def test_config_file(tmp_path: Path, filename: str, text: str) -> None:
+    write(tmp_path, filename, text)
+    assert options(tmp_path) == at.Options(
+        root=tmp_path.resolve(), runner="pytest", runner_args=("-x", "-q"), jobs=2,
+        timeout=30.0, restart=True, debounce=0.2, ignore=("*.log", "tmp/"), poll=True,
+        warm=False, explain=True, clear=True, bell=True, notify=True,
+    )  # fmt: skip
+
+
+def test_defaults_without_config(tmp_path: Path) -> None:
+    assert options(tmp_path) == at.Options(root=tmp_path.resolve())
+
+
+def test_pyproject_wins_over_setup_cfg(tmp_path: Path) -> None:
+    write(tmp_path, "setup.cfg", "[autotest]\njobs = 3\nrunner = unittest\n")
+    write(tmp_path, "pyproject.toml", '[tool.autotest]\nrunner = "pytest"\n')
+    opts = options(tmp_path)
+    assert (opts.runner, opts.jobs) == ("pytest", 3)
+
+
+def test_command_line_wins_over_config(tmp_path: Path) -> None:
+    write(tmp_path, "pyproject.toml", PYPROJECT_CONFIG)
+    opts = options(tmp_path, "--runner", "unittest", "-j", "3", "--debounce", "0", "--ignore", "x")
+    assert (opts.runner, opts.jobs, opts.debounce, opts.ignore) == ("unittest", 3, 0.0, ("x",))
+    assert opts.runner_args == ("-x", "-q")
+
+
+def test_runner_args_after_double_dash(tmp_path: Path) -> None:
+    write(tmp_path, "pyproject.toml", PYPROJECT_CONFIG)
+    opts = options(tmp_path, "--once", "--", "-k", "foo", "--", "--verbose")
+    assert opts.once
+    assert opts.runner_args == ("-k", "foo", "--", "--verbose")
+
+
+def test_command_line_values(tmp_path: Path) -> None:
+    opts = options(
+        tmp_path, "--changed", "a.py", "b.py", "--timeout", "2.5", "-j", "auto", "--no-warm",
+        "-v", "--restart", "--poll",
+    )  # fmt: skip
+    assert opts.changed == ("a.py", "b.py")
+    assert (opts.timeout, opts.jobs, opts.warm) == (2.5, os.cpu_count() or 1, False)
+    assert opts.explain and opts.restart and opts.poll
+
+
+@pytest.mark.parametrize(
+    ("filename", "text"),
+    [
+        ("pyproject.toml", "[tool.autotest]\ncolour = true\n"),
+        ("setup.cfg", "[autotest]\ncolour = true\n"),
+        ("pyproject.toml", "[tool.autotest]\njobs = 0\n"),
+        ("pyproject.toml", '[tool.autotest]\njobs = "many"\n'),
+        ("pyproject.toml", "[tool.autotest]\ntimeout = 0\n"),
+        ("setup.cfg", "[autotest]\ntimeout = soon\n"),
+        ("setup.cfg", "[autotest]\ndebounce = -1\n"),
+        ("pyproject.toml", '[tool.autotest]\npoll = "maybe"\n'),
+        ("pyproject.toml", "[tool.autotest\n"),
+        ("setup.cfg", "no section header\n"),
+    ],
+)
+def test_bad_config_is_a_usage_error(tmp_path: Path, filename: str, text: str) -> None:
+    write(tmp_path, filename, text)
+    with pytest.raises(at.UsageError):
+        options(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-j", "0"],
+        ["-j", "x"],
+        ["--timeout", "0"],
+        ["--debounce", "-1"],
+        ["--debounce", "nan"],
+        ["--timeout", "inf"],
+        ["--bogus"],
+        ["--changed"],
+    ],
+)
+def test_bad_command_line_is_a_usage_error(tmp_path: Path, args: list[str]) -> None:
+    with pytest.raises(at.UsageError):
+        options(tmp_path, *args)
+
+
+def test_root_that_is_not_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(at.UsageError):
+        options(tmp_path / "missing")
+
+
+def test_read_config_names_with_underscores(tmp_path: Path) -> None:
+    write(tmp_path, "pyproject.toml", '[tool.autotest]\nrunner_args = "-x --pdb"\n')
+    assert at.read_config(tmp_path, lambda text: None) == {"runner-args": ("-x", "--pdb")}
+
+
+# ---------------------------------------------------------------------------------------------
+# describe_changes
+# ---------------------------------------------------------------------------------------------
+
+
+def test_describe_changes(tmp_path: Path) -> None:
+    packages = [pkg(tmp_path, "alpha"), pkg(tmp_path, "beta")]
+    a1 = write(tmp_path, "alpha/a/one.py")
+    a2 = write(tmp_path, "alpha/a/two.py")
+    b1 = write(tmp_path, "beta/b.py")
+    top = write(tmp_path, "README.md")
+
+    def describe(*paths: Path) -> str:
+        return str(at.describe_changes([str(p) for p in paths], tmp_path, packages))
+
+    assert describe(a1) == "changed: alpha/a/one.py"
+    assert describe(tmp_path / "beta/gone.py") == "changed: beta/gone.py (removed)"
+    assert describe(a1, a2) == "changed: 2 files in 1 package"
+    assert describe(a1, a2, b1) == "changed: 3 files in 2 packages"
+    assert describe(a1, top) == "changed: 2 files in 1 package and outside them"
