@@ -95,6 +95,11 @@ def run_autotest(
     )
 
 
+def default_sigint() -> None:
+    """A suite started in the background has SIGINT ignored, which children inherit; undo it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Watch:
     """autotest in watch mode, its output collected line by line as it comes."""
 
@@ -107,6 +112,7 @@ class Watch:
             env=env or clean_env(),
             text=True,
             errors="replace",
+            preexec_fn=default_sigint if os.name == "posix" else None,
         )
         self.lines: list[str] = []
         self._eof = False

@@ -48,6 +48,7 @@ import configparser
 import contextlib
 import errno
 import fnmatch
+import json
 import os
 import re
 import shlex
@@ -364,7 +365,7 @@ IGNORED_DIR_NAMES = frozenset(
         "site-packages", ".idea", ".vscode", ".cache", "htmlcov", ".ipynb_checkpoints",
     }
 )  # fmt: skip
-IGNORED_DIR_GLOBS = ("*.egg-info",)
+IGNORED_DIR_GLOBS = ("*.egg-info", "pytest-cache-files-*")  # pytest renames the latter into place
 
 # Files written beside the real ones: by test runs and coverage, and by editors while saving.
 IGNORED_FILE_GLOBS = (
@@ -532,8 +533,10 @@ class ChangeSet:
         now = time.monotonic()
         with self._cond:
             if path in self._created:
-                self._created.discard(path)
-                del self._paths[path]
+                inside = [p for p in self._paths if p.startswith(path + os.sep)]
+                for gone in [path, *inside]:
+                    self._created.discard(gone)
+                    self._paths.pop(gone, None)
             else:
                 self._paths[path] = now
             self._last = now
@@ -547,6 +550,10 @@ class ChangeSet:
     def pending(self) -> bool:
         with self._cond:
             return bool(self._paths or self._keys)
+
+    def peek(self) -> tuple[dict[str, float], list[str]]:
+        with self._cond:
+            return dict(self._paths), list(self._keys)
 
     def take(self) -> tuple[dict[str, float], list[str]]:
         with self._cond:
@@ -991,11 +998,10 @@ def run_environment(runner: Runner, pycache: str) -> dict[str, str]:
     return env
 
 
-def pycache_dir(root: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha1(str(root).encode()).hexdigest()[:12]
-    return os.path.join(tempfile.gettempdir(), f"autotest-pycache-{digest}")
+def pycache_dir() -> str:
+    """One bytecode cache for every repository (the prefix mirrors absolute paths), per user."""
+    user = f"-{os.getuid()}" if hasattr(os, "getuid") else ""
+    return os.path.join(tempfile.gettempdir(), f"autotest-pycache{user}")
 
 
 def own_process_group() -> dict[str, Any]:
@@ -1158,9 +1164,8 @@ class WarmProcess:
         return self.returncode
 
     def wait(self) -> int:
-        while self.poll() is None:
-            self.launcher.exit_code(self.pid, block=True)
-        assert self.returncode is not None
+        while self.returncode is None:
+            self.returncode = self.launcher.exit_code(self.pid, block=True)
         return self.returncode
 
 
@@ -1229,8 +1234,6 @@ class WarmLauncher:
     ) -> WarmProcess | None:
         if list(command[:3]) != list(self.runner.argv[:3]) or not self._is_ready():
             return None
-        import json
-
         request = json.dumps(
             {"cwd": str(package.path), "env": dict(env), "args": list(command[3:])}
         )
@@ -1273,6 +1276,8 @@ class WarmLauncher:
                 self.server.wait(timeout=2)
             self.server = None
 
+
+# A cycle: packages in order, up to --jobs at once, until the first failure.
 
 POLL_INTERVAL = 0.01  # how often running packages are checked; well below what a person notices
 
@@ -1444,7 +1449,7 @@ def notify(title: str, message: str) -> None:
     if shutil.which("notify-send"):
         command = ["notify-send", title, message]
     elif sys.platform == "darwin" and shutil.which("osascript"):
-        script = f"display notification {json_string(message)} with title {json_string(title)}"
+        script = f"display notification {json.dumps(message)} with title {json.dumps(title)}"
         command = ["osascript", "-e", script]
     else:
         return
@@ -1452,12 +1457,6 @@ def notify(title: str, message: str) -> None:
         subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-
-
-def json_string(text: str) -> str:
-    import json
-
-    return json.dumps(text)
 
 
 def describe_changes(paths: Iterable[str], root: Path, packages: Sequence[Package]) -> str:
@@ -1821,12 +1820,13 @@ class Session:
                 f"no packages under {self.root} (a package is a directory holding "
                 f"{', '.join(PACKAGE_MARKERS[:-1])} or {PACKAGE_MARKERS[-1]}); pass --root DIR"
             )
-        self.env = run_environment(self.runner, pycache_dir(self.root))
+        self.env = run_environment(self.runner, pycache_dir())
         self.launcher: WarmLauncher | None = None
         self.run_times: dict[bool, dict[Package, float]] = {True: {}, False: {}}
         self.warm_judged = False
         self.failed: set[Package] = set()
         self.pending: dict[str, float] = {}
+        self.git_verdicts: dict[str, bool] = {}  # path -> ignored by git, during one cycle
         self.keys: list[str] = []
         self.cycle_started: float | None = None
         self.window = (-1.0, -1.0)  # when the last cycle ran
@@ -1864,14 +1864,27 @@ class Session:
 
     # Changes: gathered from the ChangeSet, filtered by git, guarded against loops.
 
-    def collect(self) -> bool:
-        """Move what the ChangeSet holds into ``pending``; True when a cycle is wanted now."""
+    def collect(self) -> None:
+        """Move what the ChangeSet holds into ``pending``, less what git ignores."""
         paths, keys = self.changes.take()
         self.keys.extend(keys)
         fresh = {p: t for p, t in paths.items() if not self.written_by_run(p, t)}
         ignored = self.rules.git_ignored(fresh)
         self.pending.update((p, t) for p, t in fresh.items() if p not in ignored)
-        return bool(self.pending) or any(k in QUIT_KEYS for k in self.keys)
+
+    def changed_meanwhile(self) -> bool:
+        """Whether a change that counts (or q) arrived during this cycle.  It only looks: the
+        burst stays in the ChangeSet until it settles, so an editor's save stays one change."""
+        paths, keys = self.changes.peek()
+        if any(k in QUIT_KEYS for k in keys):
+            return True
+        unknown = [p for p in paths if p not in self.git_verdicts]
+        if unknown:
+            ignored = self.rules.git_ignored(unknown)
+            self.git_verdicts.update((p, p in ignored) for p in unknown)
+        return any(
+            not self.git_verdicts[p] and not self.written_by_run(p, t) for p, t in paths.items()
+        )
 
     def written_by_run(self, path: str, at: float) -> bool:
         """A change the loop guard attributes to the test runs: a path it named, changed while
@@ -1959,13 +1972,14 @@ class Session:
         if self.options.explain:
             self.reporter.explain(steps)
         self.cycle_started = time.monotonic()
+        self.git_verdicts = {}
         watching = not self.options.once
         try:
             outcome = run_cycle(
                 steps,
                 self.start_run,
                 self.options.jobs,
-                self.collect if watching else lambda: False,
+                self.changed_meanwhile if watching else lambda: False,
                 self.options.restart,
                 self.record,
             )
