@@ -1004,6 +1004,25 @@ def pycache_dir() -> str:
     return os.path.join(tempfile.gettempdir(), f"autotest-pycache{user}")
 
 
+def forget_bytecode(paths: Iterable[str], prefix: str | None) -> None:
+    """Delete the cached bytecode of changed sources.  Python trusts a cache whose recorded
+    mtime (whole seconds) and size match, so a second save of the same size within a second
+    would otherwise run the old code."""
+    tag = sys.implementation.cache_tag
+    for path in paths:
+        if not path.endswith(".py") or tag is None:
+            continue
+        folder, name = os.path.split(path)
+        stem = name[:-3]
+        places = [os.path.join(folder, "__pycache__")]
+        if prefix:
+            places.append(os.path.join(prefix, os.path.splitdrive(folder)[1].lstrip(os.sep)))
+        for place in places:
+            for suffix in (".pyc", ".opt-1.pyc", ".opt-2.pyc"):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(place, f"{stem}.{tag}{suffix}"))
+
+
 def own_process_group() -> dict[str, Any]:
     """Popen arguments that give the run its own process group, so its whole tree can be killed
     and a Ctrl+C in the terminal reaches autotest alone."""
@@ -1459,13 +1478,19 @@ def notify(title: str, message: str) -> None:
         )
 
 
+def shown(path: str) -> str:
+    """A path as one printable line: newlines, other control characters and bytes that are
+    not UTF-8 (surrogate escapes) are escaped."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in path)
+
+
 def describe_changes(paths: Iterable[str], root: Path, packages: Sequence[Package]) -> str:
     """One short line: the file that changed, or how many changed in how many packages."""
     paths = sorted(paths)
     if len(paths) == 1:
         path = paths[0]
         gone = "" if os.path.lexists(path) else " (removed)"
-        return f"changed: {os.path.relpath(path, root)}{gone}"
+        return f"changed: {shown(os.path.relpath(path, root))}{gone}"
     owners = {owner_of(p, packages) for p in paths}
     inside = len(owners - {None})
     text = f"changed: {len(paths)} files in {inside} package{'s' if inside != 1 else ''}"
@@ -1869,6 +1894,15 @@ class Session:
         paths, keys = self.changes.take()
         self.keys.extend(keys)
         fresh = {p: t for p, t in paths.items() if not self.written_by_run(p, t)}
+        echoes = sorted(shown(os.path.relpath(p, self.root)) for p in paths if p not in fresh)
+        if echoes:
+            self.reporter.say(
+                self.reporter.paint(
+                    f"autotest: not rerun for {', '.join(echoes)}, changed during the run as the "
+                    "runs change it (save it again to rerun)",
+                    "dim",
+                )
+            )
         ignored = self.rules.git_ignored(fresh)
         self.pending.update((p, t) for p, t in fresh.items() if p not in ignored)
 
@@ -1902,7 +1936,9 @@ class Session:
         changing during the cycle before, the runs write them.  Say which, and from then on let
         their changes during runs pass, so that this cycle is the last they set off."""
         start, end = self.window
-        if not all(start <= t <= end + ECHO_GRACE for t in batch.values()):
+        # Sources and metadata are what people edit, during runs too: never take them for echoes.
+        edited = any(p.endswith(".py") or os.path.basename(p) in PACKAGE_MARKERS for p in batch)
+        if edited or not all(start <= t <= end + ECHO_GRACE for t in batch.values()):
             self.echo_streak = 0
             return
         repeated = self.echo_streak and set(batch) == self.echo_paths
@@ -1912,7 +1948,7 @@ class Session:
             return
         self.echo_streak = 0
         self.run_written |= set(batch)
-        rels = sorted(os.path.relpath(p, self.root) for p in batch)
+        rels = sorted(shown(os.path.relpath(p, self.root)) for p in batch)
         globs = " ".join(
             f"--ignore {shlex.quote(g)}" for g in sorted({os.path.basename(r) for r in rels})
         )
@@ -2104,6 +2140,7 @@ class Session:
         batch, self.pending = self.pending, {}
         self.guard_against_loops(batch)
         self.follow_tree(batch)
+        forget_bytecode(batch, self.env.get("PYTHONPYCACHEPREFIX"))
         return self.cycle(batch, describe_changes(batch, self.root, self.packages))
 
     def close(self) -> None:
@@ -2112,6 +2149,8 @@ class Session:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with contextlib.suppress(AttributeError, ValueError):  # a name that is not UTF-8 is no crash
+        sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     reporter = Reporter(sys.stdout, use_color(sys.stdout))
     session: Session | None = None
     with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
