@@ -770,3 +770,33 @@ def test_describe_changes(tmp_path: Path) -> None:
     assert describe(a1, a2) == "changed: 2 files in 1 package"
     assert describe(a1, a2, b1) == "changed: 3 files in 2 packages"
     assert describe(a1, top) == "changed: 2 files in 1 package and outside them"
+
+
+# ---------------------------------------------------------------------------------------------
+# forget_bytecode
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_prefix", [False, True], ids=["in-tree", "prefix"])
+def test_forget_bytecode_removes_the_cache_of_changed_sources_only(
+    tmp_path: Path, with_prefix: bool
+) -> None:
+    source, other = tmp_path / "pkg" / "mod.py", tmp_path / "pkg" / "other.py"
+    source.parent.mkdir()
+    source.write_text("X = 1\n")
+    other.write_text("Y = 1\n")
+    prefix = str(tmp_path / "cache") if with_prefix else None
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    if prefix:
+        env["PYTHONPYCACHEPREFIX"] = prefix
+    subprocess.run(
+        [sys.executable, "-c", "import mod, other"], cwd=source.parent, env=env, check=True
+    )
+
+    def cached() -> list[str]:
+        stems = (p.name.split(".")[0] for p in tmp_path.rglob("*.pyc"))
+        return sorted(s for s in stems if s in ("mod", "other"))  # the prefix holds the stdlib too
+
+    assert cached() == ["mod", "other"]
+    at.forget_bytecode([str(source), str(tmp_path / "pkg" / "data.txt")], prefix)
+    assert cached() == ["other"]

@@ -717,8 +717,10 @@ class Watcher:
         changes: ChangeSet,
         poll: bool,
         warn: Callable[[str], None],
+        unreadable: Callable[[str], None],
     ) -> None:
         self.root = str(root)
+        self.unreadable = unreadable
         self.rules = rules
         self.changes = changes
         self.poll = poll
@@ -744,7 +746,7 @@ class Watcher:
         self.git_dirs = self.rules.git_ignored_dirs()
         plan = plan_watches(self.root, self.ignored_dir)
         for path in plan.unreadable:
-            self.warn(f"cannot read {path}; changes below it are not seen")
+            self.unreadable(path)
         limit = inotify_watch_limit() if sys.platform.startswith("linux") else None
         if not self.poll and limit is not None and plan.watches > limit:
             self.warn(
@@ -1838,6 +1840,7 @@ class Session:
         check_runner(self.runner)
         self.rules = IgnoreRules(self.root, options.ignore)
         self.packages: list[Package] = []
+        self.unreadable: set[str] = set()
         self.graph = DependencyGraph({}, frozenset())
         self.refresh_packages()
         if not self.packages:
@@ -1865,7 +1868,7 @@ class Session:
     def refresh_packages(self) -> None:
         packages, unreadable = discover_packages(self.root)
         for path in unreadable:
-            self.reporter.warn(f"cannot read {path}; skipped")
+            self.warn_unreadable(path)
         if self.packages and packages != self.packages:
             added = sorted(p.rel for p in set(packages) - set(self.packages))
             removed = sorted(p.rel for p in set(self.packages) - set(packages))
@@ -1874,6 +1877,11 @@ class Session:
         self.packages = packages
         self.graph = dependency_graph(packages)
         self.reporter.width = max((len(p.rel) for p in packages), default=0)
+
+    def warn_unreadable(self, path: str) -> None:
+        if path not in self.unreadable:
+            self.unreadable.add(path)
+            self.reporter.warn(f"cannot read {path}; skipped, and changes below it are not seen")
 
     def follow_tree(self, paths: Iterable[str]) -> None:
         """Rediscover packages when directories or metadata came or went; re-read the graph
@@ -2080,8 +2088,9 @@ class Session:
                 f"install it: {sys.executable} -m pip install watchdog"
             )
         watcher = Watcher(
-            self.root, self.rules, self.changes, self.options.poll, self.reporter.warn
-        )
+            self.root, self.rules, self.changes, self.options.poll, self.reporter.warn,
+            self.warn_unreadable,
+        )  # fmt: skip
         try:
             how = watcher.start()
         except OSError as exc:
