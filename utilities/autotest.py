@@ -1119,7 +1119,13 @@ import os, socket, sys, json, signal, runpy
 import importlib
 module = sys.argv[1]
 importlib.import_module(module)
-for name in ("nose.core", "nose.plugins.manager", "nose.loader", "unittest"):
+PRELOAD = {
+    "nose": ("nose.core", "nose.loader", "nose.plugins.manager", "nose.plugins.builtin"),
+    "pytest": ("_pytest.config", "_pytest.main", "_pytest.python", "_pytest.runner",
+               "_pytest.terminal", "_pytest.assertion", "_pytest.fixtures"),
+    "nose2": ("nose2.main", "nose2.plugins.loader.discovery", "nose2.plugins.result"),
+}
+for name in PRELOAD.get(module, ()):
     try: importlib.import_module(name)
     except Exception: pass
 sock = socket.socket(fileno=int(sys.argv[2]))
