@@ -12,10 +12,19 @@ import sys
 import termios
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from conftest import AUTOTEST, FAILING_TEST, PASSING_TEST, Repo, clean_env, run_autotest
+from conftest import (
+    AUTOTEST,
+    FAILING_TEST,
+    PASSING_TEST,
+    Repo,
+    clean_env,
+    run_autotest,
+    wait_until,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs a pty")
 
@@ -163,3 +172,46 @@ def test_force_color_colours_a_pipe(repo: Repo) -> None:
     forced = run_autotest(repo.path, "--once", env=clean_env(FORCE_COLOR="1", NO_COLOR=""))
     assert "\033[" not in plain.stdout
     assert "\033[32mok" in forced.stdout
+
+
+def test_clear_clears_the_screen_before_each_cycle(repo: Repo, terminal: Opener) -> None:
+    repo.package("alpha")
+    t = terminal("--clear")
+    t.read_until(MENU)
+    repo.write("alpha/alpha/__init__.py", "VALUE = 2\n")
+    t.read_until(r"changed: alpha/alpha/__init__.py[\s\S]*" + MENU)
+    before_cycles = re.findall(r"\033\[2J[\s\S]{0,40}(testing all|changed:)", t.text)
+    assert before_cycles == ["testing all", "changed:"]
+
+
+def test_bell_rings_when_a_package_fails_and_only_then(repo: Repo, terminal: Opener) -> None:
+    repo.package("alpha")
+    t = terminal("--bell")
+    t.read_until(MENU)
+    assert "\a" not in t.text
+    repo.write("alpha/tests/test_alpha.py", FAILING_TEST)
+    t.read_until(r"alpha FAILED")
+    t.read_until(MENU + r"[\s\S]*" + MENU)
+    assert t.text.count("\a") == 1
+
+
+def test_notify_sends_a_notification_on_failure_and_on_recovery(
+    repo: Repo, terminal: Opener, tmp_path: Path
+) -> None:
+    """notify-send cannot show anything here: a stand-in of that name records its arguments."""
+    bin_dir, sent = tmp_path / "bin", tmp_path / "sent.txt"
+    bin_dir.mkdir()
+    stand_in = bin_dir / "notify-send"
+    stand_in.write_text(f'#!/bin/sh\nprintf "%s|%s\\n" "$1" "$2" >> {sent}\n')
+    stand_in.chmod(0o755)
+    repo.package("alpha", tests=FAILING_TEST)
+    t = terminal("--notify", PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    t.read_until(MENU)
+    assert wait_until(lambda: sent.exists() and "FAILED" in sent.read_text())
+    repo.write("alpha/tests/test_alpha.py", PASSING_TEST)
+    t.read_until(r"all 1 package passed")
+    assert wait_until(lambda: len(sent.read_text().splitlines()) == 2)
+    assert sent.read_text().splitlines() == [
+        "autotest|alpha FAILED",
+        "autotest|all packages pass again",
+    ]

@@ -800,3 +800,77 @@ def test_forget_bytecode_removes_the_cache_of_changed_sources_only(
     assert cached() == ["mod", "other"]
     at.forget_bytecode([str(source), str(tmp_path / "pkg" / "data.txt")], prefix)
     assert cached() == ["other"]
+
+
+# ---------------------------------------------------------------------------------------------
+# A monorepo of several dozen packages
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_monorepo_of_dozens_of_packages_orders_dependents_by_distance(tmp_path: Path) -> None:
+    """40 packages two levels deep, src layouts, names spelt differently from their requirement:
+    a chain core <- lib01 <- lib02 <- ... plus unrelated tools, all read from metadata."""
+    for i in range(1, 31):
+        requires = '"Company_Core"' if i == 1 else f'"company.lib{i - 1:02d}>=1"'
+        write(
+            tmp_path,
+            f"libs/lib{i:02d}/pyproject.toml",
+            f'[project]\nname = "company-lib{i:02d}"\ndependencies = [{requires}]\n',
+        )
+        write(tmp_path, f"libs/lib{i:02d}/src/company_lib{i:02d}/__init__.py")
+    write(tmp_path, "core/pyproject.toml", '[project]\nname = "company-core"\n')
+    for i in range(9):
+        write(tmp_path, f"tools/t{i}/setup.cfg", f"[metadata]\nname = tool{i}\n")
+
+    packages, _ = at.discover_packages(tmp_path)
+    graph = at.dependency_graph(packages)
+    by_rel = {p.rel: p for p in packages}
+    order = at.cycle_order(packages, {by_rel["core"]: 1.0}, [], graph.uses)
+
+    assert len(packages) == 40
+    assert [s.package.rel for s in order[:31]] == ["core"] + [
+        f"libs/lib{i:02d}" for i in range(1, 31)
+    ]
+    assert order[2].reason == "uses libs/lib01"
+    assert {s.package.rel for s in order[31:]} == {f"tools/t{i}" for i in range(9)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The warm runner is kept only while it is faster
+# ---------------------------------------------------------------------------------------------
+
+
+class StandInLauncher:
+    """Making real forks slower than cold starts is not possible here: this records close()."""
+
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(("warm", "kept"), [(0.05, True), (0.30, False)])
+def test_the_warm_runner_is_judged_against_cold_runs_once(
+    repo: Repo, warm: float, kept: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("alpha", "beta", "gamma"):
+        repo.package(name)
+    options = at.Options(root=repo.path)
+    session = at.Session(options, at.Reporter(sys.stdout, color=False))
+    launcher = StandInLauncher()
+    session.launcher = launcher
+    for package in session.packages:
+        session.run_times[False][package] = 0.20
+    session.run_times[True][session.packages[0]] = warm
+    session.judge_warm_runner()
+    assert session.launcher is launcher and not session.warm_judged, "one package is too few"
+
+    for package in session.packages:
+        session.run_times[True][package] = warm
+    session.judge_warm_runner()
+
+    assert session.warm_judged
+    assert (session.launcher is launcher) is kept
+    assert launcher.closed is not kept
+    said = capsys.readouterr().out
+    assert ("forked runs were no faster than cold ones" in said) is not kept

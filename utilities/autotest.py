@@ -1130,7 +1130,6 @@ for name in PRELOAD.get(module, ()):
     except Exception: pass
 sock = socket.socket(fileno=int(sys.argv[2]))
 sock.sendall(b"ready\n")
-children = {}
 def reap(*_):
     while True:
         try: pid, status = os.waitpid(-1, os.WNOHANG)
@@ -1141,12 +1140,13 @@ def reap(*_):
         try: sock.sendall(("exit %d %d\n" % (pid, code)).encode())
         except OSError: os._exit(0)
 signal.signal(signal.SIGCHLD, reap)
-buf = b""
+buf, fds = b"", []
 while True:
-    try: msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, 1)
+    try: msg, more_fds, _, _ = socket.recv_fds(sock, 1 << 20, 1)
     except InterruptedError: continue
     if not msg: os._exit(0)
     buf += msg
+    fds += more_fds
     while b"\n" in buf:
         line, buf = buf.split(b"\n", 1)
         req = json.loads(line)
