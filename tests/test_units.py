@@ -874,3 +874,29 @@ def test_the_warm_runner_is_judged_against_cold_runs_once(
     assert launcher.closed is not kept
     said = capsys.readouterr().out
     assert ("forked runs were no faster than cold ones" in said) is not kept
+
+
+# ---------------------------------------------------------------------------------------------
+# Without POSIX (Windows): the fallbacks work rather than crash
+# ---------------------------------------------------------------------------------------------
+
+
+def test_without_posix_runs_start_cold_and_are_killed_by_the_fallback(
+    repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This machine is Linux: POSIX is switched off to take the other branches for real."""
+    monkeypatch.setattr(at, "POSIX", False)
+    package = at.Package(repo.package("alpha"), "alpha")
+    runner = at.make_runner(f"{sys.executable} -c 'import time; time.sleep(60)'")
+    launcher = at.WarmLauncher(at.BUILTIN_RUNNERS["nose"], dict(os.environ))
+    assert launcher.sock is None, "no fork server without POSIX"
+
+    run = at.Run(package, runner.command(package, ()), dict(os.environ), runner, None, launcher)
+    assert isinstance(run.proc, subprocess.Popen)
+    assert run.poll() is None
+    run.kill()  # taskkill is not here: the process itself is ended
+    result = run.poll()
+    assert result is not None and result.verdict == at.FAILED
+
+    with at.KeyReader(at.ChangeSet()) as keys:  # no termios branch, and no msvcrt here
+        assert keys.saved is None

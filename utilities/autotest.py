@@ -1038,11 +1038,17 @@ def kill_tree(pid: int) -> None:
     if POSIX:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-    else:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(
-                ["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True, timeout=5
-            )
+        return
+    try:
+        done = subprocess.run(
+            ["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True, timeout=5
+        )
+        if done.returncode == 0:
+            return
+    except (OSError, subprocess.SubprocessError):
+        pass
+    with contextlib.suppress(OSError):  # no taskkill: the process itself, at least
+        os.kill(pid, signal.SIGTERM)
 
 
 class Run:
@@ -1083,7 +1089,8 @@ class Run:
                     FAILED, f"\nautotest: timed out after {self.timeout:g}s; killed\n", "timed out"
                 )
             return None
-        kill_tree(self.proc.pid)  # what the tests started and left behind goes with them
+        if POSIX:  # what the tests started and left behind goes with them (its group outlives it)
+            kill_tree(self.proc.pid)
         output = self._output()
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
