@@ -1085,9 +1085,8 @@ class Run:
         if code is None:
             if self.timeout is not None and time.monotonic() - self.started > self.timeout:
                 self.kill()
-                return self._result(
-                    FAILED, f"\nautotest: timed out after {self.timeout:g}s; killed\n", "timed out"
-                )
+                killed = f"\nautotest: timed out after {self.timeout:g}s; killed\n"
+                return self._result(FAILED, self._output() + killed, "timed out")
             return None
         if POSIX:  # what the tests started and left behind goes with them (its group outlives it)
             kill_tree(self.proc.pid)
@@ -1104,8 +1103,6 @@ class Run:
         return self.out.read().decode("utf-8", "replace")
 
     def _result(self, verdict: str, text: str, note: str = "") -> RunResult:
-        if verdict == FAILED and note == "timed out":
-            text = self._output() + text
         self.out.close()
         seconds = time.monotonic() - self.started
         warm = isinstance(self.proc, WarmProcess)
