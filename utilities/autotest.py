@@ -1875,10 +1875,13 @@ class Session:
 
     # Packages and their graph follow the tree.
 
-    def refresh_packages(self) -> None:
+    def refresh_packages(self, metadata_changed: bool = True) -> None:
+        """Rediscover the packages; read the graph again when they or their metadata changed."""
         packages, unreadable = discover_packages(self.root)
         for path in unreadable:
             self.warn_unreadable(path)
+        if packages == self.packages and not metadata_changed:
+            return
         if self.packages and packages != self.packages:
             added = sorted(p.rel for p in set(packages) - set(self.packages))
             removed = sorted(p.rel for p in set(self.packages) - set(packages))
@@ -1897,12 +1900,14 @@ class Session:
         """Rediscover packages when directories or metadata came or went; re-read the graph
         when code changed in a package whose imports make its edges."""
         paths = list(paths)
-        if any(os.path.basename(p) in PACKAGE_MARKERS or not os.path.isfile(p) for p in paths):
-            self.refresh_packages()
-            self.failed &= set(self.packages)
-        elif any(
+        metadata = any(os.path.basename(p) in PACKAGE_MARKERS for p in paths)
+        imports = any(
             p.endswith(".py") and owner_of(p, self.packages) in self.graph.scanned for p in paths
-        ):
+        )
+        if metadata or any(not os.path.isfile(p) for p in paths):
+            self.refresh_packages(metadata or imports)
+            self.failed &= set(self.packages)
+        elif imports:
             self.graph = dependency_graph(self.packages)
 
     # Changes: gathered from the ChangeSet, filtered by git, guarded against loops.
