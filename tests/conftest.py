@@ -103,9 +103,15 @@ def default_sigint() -> None:
 class Watch:
     """autotest in watch mode, its output collected line by line as it comes."""
 
-    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        python: str = sys.executable,
+    ) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(AUTOTEST), "--root", str(root), *args],
+            [python, str(AUTOTEST), "--root", str(root), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -188,8 +194,10 @@ def watch() -> Iterator[Callable[..., Watch]]:
     """Start autotest watching; every process started is stopped at the end of the test."""
     started: list[Watch] = []
 
-    def start(root: Path, *args: str, env: dict[str, str] | None = None) -> Watch:
-        w = Watch(root, *args, env=env)
+    def start(
+        root: Path, *args: str, env: dict[str, str] | None = None, python: str = sys.executable
+    ) -> Watch:
+        w = Watch(root, *args, env=env, python=python)
         started.append(w)
         return w
 

@@ -10,8 +10,9 @@ import re
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -894,3 +895,32 @@ def test_warm_and_cold_report_the_same(repo: Repo, watch: type[Watch]) -> None:
     warm = second_cycle(watch, repo, changed)
     assert verdicts(warm) == [("gamma", "ok"), ("beta", "FAILED")], "\n".join(warm)
     assert [TIMING.sub("T", line) for line in warm] == [TIMING.sub("T", line) for line in cold]
+
+
+def test_a_package_installed_while_watching_is_importable_in_forked_runs(
+    repo: Repo, watch: Callable[..., Watch], tmp_path: Path
+) -> None:
+    """The warm interpreter read the .pth files when it started; after an install into its
+    site-packages (as `pip install -e` does, with a .pth file) forked runs must see it."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    Path(purelib, "outer.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # nose, watchdog
+    repo.package("alpha", tests="import extlib\n\n\ndef test_uses_it():\n    assert extlib.X\n")
+    w = watch(repo.path, env=FAST_ENV, python=python)
+    w.wait_cycles(1)
+    repo.write("alpha/alpha/__init__.py", "VALUE = 2\n")  # a second cycle: forked
+    end = w.wait_cycles(2)
+    assert re.search(r"^alpha\s+FAILED", "\n".join(w.lines[end - 30 : end]), re.M), w.output
+
+    (tmp_path / "ext").mkdir()
+    (tmp_path / "ext" / "extlib.py").write_text("X = 1\n")
+    Path(purelib, "ext.pth").write_text(str(tmp_path / "ext") + "\n")
+    for edit in (3, 4):  # the first run after the install, and one from the new warm interpreter
+        repo.write("alpha/alpha/__init__.py", f"VALUE = {edit}\n")
+        end = w.wait_cycles(edit)
+        assert w.lines[end - 1].startswith("all 1 package passed"), w.output

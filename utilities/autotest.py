@@ -1181,6 +1181,15 @@ while True:
 """
 
 
+def installed_stamp() -> tuple[int, ...]:
+    """When what is installed for this interpreter last changed: ``pip install`` adds or
+    removes entries in site-packages, which changes the directory's mtime."""
+    import site
+
+    places = [*getattr(site, "getsitepackages", list)(), site.getusersitepackages()]
+    return tuple(os.stat(p).st_mtime_ns if os.path.isdir(p) else 0 for p in places)
+
+
 class WarmProcess:
     """A forked run seen through the warm server: enough of Popen's face for ``Run``."""
 
@@ -1207,18 +1216,23 @@ class WarmLauncher:
 
     def __init__(self, runner: Runner, env: Mapping[str, str]) -> None:
         self.runner = runner
+        self.env = dict(env)
         self.exits: dict[int, int] = {}
+        self.running: set[int] = set()
         self.buffer = b""
         self.ready = False
         self.sock: socket.socket | None = None
         self.server: subprocess.Popen[bytes] | None = None
-        if not (POSIX and hasattr(os, "fork") and hasattr(socket, "send_fds") and runner.module):
-            return
+        self.installed = installed_stamp()
+        if POSIX and hasattr(os, "fork") and hasattr(socket, "send_fds") and runner.module:
+            self._start_server(runner.module)
+
+    def _start_server(self, module: str) -> None:
         ours, theirs = socket.socketpair()
         try:
             self.server = subprocess.Popen(
-                [sys.executable, "-c", WARM_SERVER, runner.module, str(theirs.fileno())],
-                pass_fds=[theirs.fileno()], env=dict(env), stdin=subprocess.DEVNULL,
+                [sys.executable, "-c", WARM_SERVER, module, str(theirs.fileno())],
+                pass_fds=[theirs.fileno()], env=self.env, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )  # fmt: skip
         except OSError:
@@ -1227,6 +1241,17 @@ class WarmLauncher:
         finally:
             theirs.close()
         self.sock = ours
+
+    def _restart_if_installs_changed(self) -> None:
+        """The warm interpreter read the installed .pth files when it started: after a
+        ``pip install``, start a new one (once no forked run is in flight)."""
+        if self.sock is None or self.running or installed_stamp() == self.installed:
+            return
+        self.close()
+        self.installed = installed_stamp()
+        self.buffer, self.ready = b"", False
+        assert self.runner.module is not None
+        self._start_server(self.runner.module)
 
     def _read_line(self) -> str:
         assert self.sock is not None
@@ -1244,8 +1269,12 @@ class WarmLauncher:
             self.ready = True
         elif kind == "exit":
             self.exits[int(numbers[0])] = int(numbers[1])
+            self.running.discard(int(numbers[0]))
         elif kind == "pid":
-            return int(numbers[0])
+            pid = int(numbers[0])
+            if pid not in self.exits:  # a quick run may have ended before its pid was read
+                self.running.add(pid)
+            return pid
         return None
 
     def _is_ready(self) -> bool:
@@ -1263,6 +1292,7 @@ class WarmLauncher:
     def launch(
         self, package: Package, command: Sequence[str], env: Mapping[str, str], out: IO[bytes]
     ) -> WarmProcess | None:
+        self._restart_if_installs_changed()
         if list(command[:3]) != list(self.runner.argv[:3]) or not self._is_ready():
             return None
         request = json.dumps(
