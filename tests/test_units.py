@@ -495,29 +495,39 @@ def timed(action: Callable[[], None]) -> float:
 
 def test_wait_settled_waits_for_a_quiet_debounce() -> None:
     changes = at.ChangeSet()
+    last_add: list[float] = []
 
     def burst() -> None:
         for _ in range(6):
+            last_add[:] = [time.monotonic()]  # taken first: the ChangeSet's own time is later
             changes.add(["/r/a.py"])
             time.sleep(0.05)
 
     thread = in_thread(burst)
-    elapsed = timed(lambda: changes.wait_settled(0.2, timeout=10))
+    changes.wait_settled(0.2, timeout=10)
+    settled = time.monotonic()
     thread.join()
-    assert 0.25 + 0.2 <= elapsed < 5  # the burst lasts ~0.25s, then 0.2s of quiet
+    # Measured from the burst's last change, not from the call: a loaded machine may start
+    # the waiting late, but it can never end the quiet time early.
+    assert 0.2 <= settled - last_add[0] < 5
 
 
 def test_wait_settled_returns_on_a_key() -> None:
     changes = at.ChangeSet()
 
+    pressed: list[float] = []
+
     def press() -> None:
         time.sleep(0.1)
+        pressed.append(time.monotonic())  # taken first: the key exists only after it
         changes.press("q")
 
     thread = in_thread(press)
     elapsed = timed(lambda: changes.wait_settled(0.05, timeout=10))
+    returned = time.monotonic()
     thread.join()
-    assert 0.1 <= elapsed < 5
+    assert elapsed < 5 and changes.take()[1] == ["q"]
+    assert returned >= pressed[0]  # it returned because of the key, not before it
 
 
 def test_wait_settled_honours_its_timeout() -> None:
