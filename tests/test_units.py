@@ -910,3 +910,11 @@ def test_without_posix_runs_start_cold_and_are_killed_by_the_fallback(
 
     with at.KeyReader(at.ChangeSet()) as keys:  # no termios branch, and no msvcrt here
         assert keys.saved is None
+
+
+def test_describe_changes_outside_every_package(tmp_path: Path) -> None:
+    packages = [at.Package(tmp_path / "a", "a")]
+    paths = [str(tmp_path / "README.md"), str(tmp_path / "docs" / "x.md")]
+    assert (
+        at.describe_changes(paths, tmp_path, packages) == "changed: 2 files outside every package"
+    )

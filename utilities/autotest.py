@@ -1535,10 +1535,10 @@ def describe_changes(paths: Iterable[str], root: Path, packages: Sequence[Packag
         return f"changed: {shown(os.path.relpath(path, root))}{gone}"
     owners = {owner_of(p, packages) for p in paths}
     inside = len(owners - {None})
+    if not inside:
+        return f"changed: {len(paths)} files outside every package"
     text = f"changed: {len(paths)} files in {inside} package{'s' if inside != 1 else ''}"
-    if None in owners:
-        text += " and outside them"
-    return text
+    return text + (" and outside them" if None in owners else "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -2193,9 +2193,12 @@ class Session:
             return self.cycle({}, f"testing {len(self.failed)} failed", only=set(self.failed))
         batch, self.pending = self.pending, {}
         self.guard_against_loops(batch)
+        before = self.packages
         self.follow_tree(batch)
         forget_bytecode(batch, self.env.get("PYTHONPYCACHEPREFIX"))
-        return self.cycle(batch, describe_changes(batch, self.root, self.packages))
+        # Named against the packages before and after, so a removed one still counts as one.
+        known = list({*before, *self.packages})
+        return self.cycle(batch, describe_changes(batch, self.root, known))
 
     def close(self) -> None:
         if self.launcher is not None:
