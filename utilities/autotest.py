@@ -1603,11 +1603,16 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def argument_parser() -> ArgumentParser:
-    summary, _, _ = (__doc__ or "").partition("\n\n")
+    summary = (__doc__ or "").partition("\n\n")[0].split(": ", 1)[-1]
     parser = ArgumentParser(
         prog="autotest.py",
-        description=summary.split(": ", 1)[-1],
+        description=summary[:1].upper() + summary[1:],
         usage="%(prog)s [options] [-- runner arguments]",
+        epilog=(
+            "While watching on a terminal: Enter or a runs every package, f the failed ones, "
+            "q quits. Every option but --root, --once and --changed can also be set under the "
+            "same name in [tool.autotest] of the root pyproject.toml or [autotest] of setup.cfg."
+        ),
         argument_default=None,
     )
     add = parser.add_argument
