@@ -448,54 +448,34 @@ class IgnoreRules:
         paths = list(paths)
         if not self.use_git or not paths:
             return set()
-        try:
-            done = subprocess.run(
-                ["git", "-C", self.root, "check-ignore", "-z", "--stdin"],
-                input=b"\0".join(os.fsencode(p) for p in paths),
-                capture_output=True,
-                timeout=10,
-            )
-        except (OSError, subprocess.SubprocessError):
-            return set()
-        if done.returncode not in (0, 1):
-            return set()
-        return {os.fsdecode(p) for p in done.stdout.split(b"\0") if p}
+        listed = run_git(
+            self.root, "check-ignore", "-z", "--stdin", stdin=b"\0".join(map(os.fsencode, paths))
+        )  # exit 1 means none is ignored, and lists nothing
+        return {os.fsdecode(p) for p in (listed or b"").split(b"\0") if p}
 
     def git_ignored_dirs(self) -> set[str]:
         """Directories .gitignore excludes as a whole, so no watch is spent below them."""
         if not self.use_git:
             return set()
-        try:
-            done = subprocess.run(
-                [
-                    "git",
-                    "ls-files",
-                    "-z",
-                    "--others",
-                    "--ignored",
-                    "--exclude-standard",
-                    "--directory",
-                ],
-                cwd=self.root,
-                capture_output=True,
-                timeout=30,
-            )
-        except (OSError, subprocess.SubprocessError):
-            return set()
-        names = (os.fsdecode(p) for p in done.stdout.split(b"\0") if p.endswith(b"/"))
+        args = ("ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory")
+        listed = run_git(self.root, *args) or b""
+        names = (os.fsdecode(p) for p in listed.split(b"\0") if p.endswith(b"/"))
         return {os.path.normpath(os.path.join(self.root, n)) for n in names}
 
 
-def is_git_work_tree(root: Path) -> bool:
+def run_git(root: str, *args: str, stdin: bytes = b"") -> bytes | None:
+    """What git printed, run in ``root``; None when git is missing, fails or hangs."""
     try:
         done = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--is-inside-work-tree"],
-            capture_output=True,
-            timeout=10,
+            ["git", *args], cwd=root, input=stdin, capture_output=True, timeout=30
         )
     except (OSError, subprocess.SubprocessError):
-        return False
-    return done.returncode == 0 and done.stdout.strip() == b"true"
+        return None
+    return done.stdout if done.returncode in (0, 1) else None
+
+
+def is_git_work_tree(root: Path) -> bool:
+    return (run_git(str(root), "rev-parse", "--is-inside-work-tree") or b"").strip() == b"true"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -730,7 +710,6 @@ class Watcher:
         self.flat: set[str] = set()
         self.scheduled: dict[str, Any] = {}
         self.observer: Any = None
-        self.watches = 0
         self._lock = threading.Lock()
 
     def ignored_dir(self, name: str, path: str) -> bool:
@@ -768,7 +747,6 @@ class Watcher:
             )
             self.poll = True
             self._start_observer(plan)
-        self.watches = plan.watches
         if self.poll:
             return "polling every second"
         kind = type(self.observer).__name__.replace("Observer", "").lower() or "native"
