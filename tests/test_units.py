@@ -918,3 +918,10 @@ def test_describe_changes_outside_every_package(tmp_path: Path) -> None:
     assert (
         at.describe_changes(paths, tmp_path, packages) == "changed: 2 files outside every package"
     )
+
+
+@pytest.mark.parametrize(
+    ("number", "text"), [(0, "0 packages"), (1, "1 package"), (3, "3 packages")]
+)
+def test_counted_says_one_package_and_many_packages(number: int, text: str) -> None:
+    assert at.counted(number, "package") == text

@@ -1467,8 +1467,8 @@ class Reporter:
         elif outcome.interrupted:
             self.say(self.paint(f"changed during the run: starting over ({passed} done)", "warn"))
         else:
-            noun = "package" if passed == 1 else "packages"
-            self.say(f"{self.paint(f'all {passed} {noun} passed', 'ok')} {took}")
+            everything = f"all {counted(passed, 'package')} passed"
+            self.say(f"{self.paint(everything, 'ok')} {took}")
 
     def menu(self) -> None:
         self.say(self.paint("[Enter/a] run all  [f] run failed  [q] quit", "dim"))
@@ -1498,6 +1498,11 @@ def notify(title: str, message: str) -> None:
         )
 
 
+def counted(number: int, noun: str) -> str:
+    """``1 package``, ``3 packages``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def shown(path: str) -> str:
     """A path as one printable line: newlines, other control characters and bytes that are
     not UTF-8 (surrogate escapes) are escaped."""
@@ -1515,7 +1520,7 @@ def describe_changes(paths: Iterable[str], root: Path, packages: Sequence[Packag
     inside = len(owners - {None})
     if not inside:
         return f"changed: {len(paths)} files outside every package"
-    text = f"changed: {len(paths)} files in {inside} package{'s' if inside != 1 else ''}"
+    text = f"changed: {len(paths)} files in {counted(inside, 'package')}"
     return text + (" and outside them" if None in owners else "")
 
 
@@ -2098,11 +2103,8 @@ class Session:
     def first_cycle(self) -> CycleOutcome:
         changed = self.changed_from_arguments()
         if changed:
-            header = describe_changes(changed, self.root, self.packages)
-        else:
-            count = len(self.packages)
-            header = f"testing all {count} package{'s' if count != 1 else ''}"
-        return self.cycle(changed, header)
+            return self.cycle(changed, describe_changes(changed, self.root, self.packages))
+        return self.cycle({}, f"testing all {counted(len(self.packages), 'package')}")
 
     def once(self) -> int:
         return 0 if self.first_cycle().passed else 1
@@ -2123,10 +2125,9 @@ class Session:
             how = watcher.start()
         except OSError as exc:
             raise UsageError(f"cannot watch {self.root}: {exc.strerror or exc}") from None
-        count = len(self.packages)
         self.reporter.say(
             self.reporter.paint(
-                f"autotest: watching {count} package{'s' if count != 1 else ''} in {self.root} "
+                f"autotest: watching {counted(len(self.packages), 'package')} in {self.root} "
                 f"({how}); Ctrl+C to stop",
                 "dim",
             )
@@ -2166,9 +2167,9 @@ class Session:
                 self.changes.wait_settled(self.options.debounce)
             self.collect()
 
-    def respond(self, request: str) -> CycleOutcome | Any:
+    def respond(self, request: str) -> CycleOutcome:
         if request == "all":
-            return self.cycle({}, f"testing all {len(self.packages)} packages")
+            return self.cycle({}, f"testing all {counted(len(self.packages), 'package')}")
         if request == "failed":
             if not self.failed:
                 self.reporter.say("no failed packages")
