@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -23,6 +25,19 @@ PASSING_TEST = "def test_ok():\n    assert True\n"
 FAILING_TEST = (
     "def test_broken():\n    print('the output of the failing run')\n    assert False, 'boom'\n"
 )
+
+
+def load_autotest() -> ModuleType:
+    """The script is not a package: load it by path, once (registered first, for its
+    dataclasses)."""
+    if "autotest" in sys.modules:
+        return sys.modules["autotest"]
+    spec = importlib.util.spec_from_file_location("autotest", AUTOTEST)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,25 +9,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from conftest import Repo
-
-AUTOTEST = Path(__file__).resolve().parent.parent / "utilities" / "autotest.py"
-
-
-def load_autotest() -> ModuleType:
-    """The script is not a package: load it by path (registered first, for its dataclasses)."""
-    spec = importlib.util.spec_from_file_location("autotest", AUTOTEST)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
+from conftest import Repo, load_autotest
 
 at = load_autotest()
 
@@ -549,7 +534,7 @@ def test_plan_watches_splits_around_a_heavy_ignored_tree(tmp_path: Path) -> None
     clean = ["pkg", "pkg/mod", "pkg/tests", "docs"]
     make_dirs(tmp_path, *clean, "pkg/__pycache__", ".venv/lib/python3.11/site-packages/x")
     rules = at.IgnoreRules(tmp_path)
-    plan = at.plan_watches(str(tmp_path), rules.is_ignored_dir_name)
+    plan = at.plan_watches(str(tmp_path), rules.excludes_dir)
     venv = str(tmp_path / ".venv")
     assert not any(venv == r or venv.startswith(r + os.sep) for r in plan.recursive)
     assert str(tmp_path) in plan.flat
@@ -563,7 +548,7 @@ def test_plan_watches_splits_around_a_heavy_ignored_tree(tmp_path: Path) -> None
 
 def test_plan_watches_one_recursive_watch_without_ignored_dirs(tmp_path: Path) -> None:
     make_dirs(tmp_path, "a/b/c", "d")
-    plan = at.plan_watches(str(tmp_path), at.IgnoreRules(tmp_path).is_ignored_dir_name)
+    plan = at.plan_watches(str(tmp_path), at.IgnoreRules(tmp_path).excludes_dir)
     assert plan.recursive == (str(tmp_path),)
     assert plan.flat == ()
     assert plan.watches == 5
@@ -594,7 +579,7 @@ def test_plan_watches_one_recursive_watch_without_ignored_dirs(tmp_path: Path) -
     ],
 )
 def test_runner_verdict(runner: str, code: int, output: str, verdict: str) -> None:
-    assert at.make_runner(runner).verdict(code, output) == verdict
+    assert at.make_runner(runner).verdict(code, output).value == verdict
 
 
 def test_make_runner_builtin() -> None:
@@ -625,7 +610,7 @@ def test_make_runner_rejects_bad_specs(spec: str) -> None:
 
 
 def options(root: Path, *args: str) -> Any:
-    return at.parse_options(["--root", str(root), *args], lambda text: None)
+    return at.parse_options(["--root", str(root), *args], lambda: None)
 
 
 PYPROJECT_CONFIG = """\
@@ -757,7 +742,7 @@ def test_root_that_is_not_a_directory(tmp_path: Path) -> None:
 
 def test_read_config_names_with_underscores(tmp_path: Path) -> None:
     write(tmp_path, "pyproject.toml", '[tool.autotest]\nrunner_args = "-x --pdb"\n')
-    assert at.read_config(tmp_path, lambda text: None) == {"runner-args": ("-x", "--pdb")}
+    assert at.read_config(tmp_path, lambda: None) == {"runner-args": ("-x", "--pdb")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -859,31 +844,34 @@ class StandInLauncher:
         self.closed = True
 
 
+def timed_result(package: Any, seconds: float, warm: bool) -> Any:
+    return at.RunResult(package, at.Verdict.OK, seconds, "", warm=warm)
+
+
 @pytest.mark.parametrize(("warm", "kept"), [(0.05, True), (0.30, False)])
-def test_the_warm_runner_is_judged_against_cold_runs_once(
-    repo: Repo, warm: float, kept: bool, capsys: pytest.CaptureFixture[str]
-) -> None:
-    for name in ("alpha", "beta", "gamma"):
-        repo.package(name)
-    options = at.Options(root=repo.path)
-    session = at.Session(options, at.Reporter(sys.stdout, color=False))
+def test_the_warm_runner_is_judged_against_cold_runs_once(warm: float, kept: bool) -> None:
+    packages = [at.Package(Path(f"/r/{name}"), name) for name in ("alpha", "beta", "gamma")]
     launcher = StandInLauncher()
-    session.launcher = launcher
-    for package in session.packages:
-        session.run_times[False][package] = 0.20
-    session.run_times[True][session.packages[0]] = warm
-    session.judge_warm_runner()
-    assert session.launcher is launcher and not session.warm_judged, "one package is too few"
+    policy = at.WarmPolicy(launcher)
+    assert policy.launcher_for_runs() is None, "the first cycle runs cold"
+    for package in packages:
+        policy.record(timed_result(package, 0.20, warm=False))
+    policy.cycle_done()
+    assert policy.launcher_for_runs() is launcher
+    policy.record(timed_result(packages[0], warm, warm=True))
+    assert policy.judge(len(packages)) is None
+    assert policy.launcher is launcher and not policy.judged, "one package is too few"
 
-    for package in session.packages:
-        session.run_times[True][package] = warm
-    session.judge_warm_runner()
+    for package in packages:
+        policy.record(timed_result(package, warm, warm=True))
+    lost = policy.judge(len(packages))
 
-    assert session.warm_judged
-    assert (session.launcher is launcher) is kept
+    assert policy.judged
+    assert (policy.launcher is launcher) is kept
     assert launcher.closed is not kept
-    said = capsys.readouterr().out
-    assert ("forked runs were no faster than cold ones" in said) is not kept
+    assert (lost is None) is kept
+    if not kept:
+        assert lost == pytest.approx((3 * warm, 0.60))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -906,9 +894,9 @@ def test_without_posix_runs_start_cold_and_are_killed_by_the_fallback(
     assert run.poll() is None
     run.kill()  # taskkill is not here: the process itself is ended
     result = run.poll()
-    assert result is not None and result.verdict == at.FAILED
+    assert result is not None and result.verdict is at.Verdict.FAILED
 
-    with at.KeyReader(at.ChangeSet()) as keys:  # no termios branch, and no msvcrt here
+    with at.KeyReader(at.ChangeSet().press) as keys:  # no termios branch, and no msvcrt here
         assert keys.saved is None
 
 

@@ -18,26 +18,8 @@ Copy this one file into ``utilities/`` of such a repository and run::
 
 A package is any directory below the root holding pyproject.toml, setup.py or setup.cfg.  Each
 package runs in its own subprocess, with the package directory as working directory and the
-interpreter that runs this script.  Arguments after ``--`` go to the test runner.
-
-Options (the same names work as ``[tool.autotest]`` in the root pyproject.toml and as
-``[autotest]`` in setup.cfg; the command line wins):
-
-    --root DIR          the repository (default: the parent of this file's folder)
-    --once              run one cycle, then exit with its status
-    --changed PATH...   order the first cycle as if these paths had just changed
-    --runner NAME|CMD   nose (default), nose2, pytest, unittest, or a command with {package}
-    -j, --jobs N|auto   packages run at once (default 1; auto = one per core)
-    --timeout SECONDS   kill a package run that takes longer, and report it as failed
-    --restart           a change during a run kills that run instead of letting it finish
-    --debounce SECONDS  quiet time that closes a burst of changes (default 0.05)
-    --ignore GLOB       never react to matching paths (repeatable; .gitignore is read too)
-    --poll              poll the tree instead of using the OS's change notifications
-    --no-warm           start each run cold instead of forking it from a warm interpreter
-    -v, --explain       before each cycle, say why each package runs where it does
-    --clear             clear the screen before each cycle
-    --bell              ring the terminal bell when a package fails
-    --notify            send a desktop notification when a cycle fails or recovers
+interpreter that runs this script.  ``--help`` lists the options; each can also be set in
+``[tool.autotest]`` of the root pyproject.toml or ``[autotest]`` of its setup.cfg.
 """
 
 from __future__ import annotations
@@ -46,6 +28,7 @@ import argparse
 import ast
 import configparser
 import contextlib
+import enum
 import errno
 import fnmatch
 import json
@@ -63,7 +46,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, NoReturn
+from typing import IO, Any, Callable, NoReturn, Protocol
 
 try:
     from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -75,19 +58,389 @@ except ImportError as _exc:  # --help and --once work without it; watching says 
     FileSystemEventHandler = object  # type: ignore[misc,assignment]
     WATCHDOG_ERROR = str(_exc)
 
-POSIX = os.name == "posix"
+# ---------------------------------------------------------------------------------------------
+# Reading map
+# ---------------------------------------------------------------------------------------------
+#
+# Sections, leaves first; each uses only those above it:
+#
+#   Basics          errors, the verdicts, every timing constant, the one git helper
+#   Platform        every POSIX/Windows branch: process groups, killing a tree, keys,
+#                   notifications, the inotify limit
+#   Ignore rules    the one authority on what is a tool's directory or file, never a change
+#   Packages        discovery, metadata and the graph of which package uses which
+#   Hand-off        ChangeSet, the one object two threads share
+#   Watching        watchdog's thread: the event handler, the watch plan, the Watcher
+#   Loop guard      tells the test runs' own writes from a person's edits
+#   Intake          the main thread's side: one debounce, the git filter, keys -> a Request
+#   Order           the pure decision of which package runs when, and why
+#   Runners         nose, nose2, pytest, unittest or a command: what each needs and how it ends
+#   One run         one package's test process and its RunResult
+#   Warm runner     the forking server (real code, sent to a fresh interpreter), its client,
+#                   and the policy that decides when forked runs are used
+#   Cycle           packages in order, up to --jobs at once, until the first failure
+#   Report          every sentence a user reads is built here
+#   Options         one table of settings: the command line, the config files, the defaults
+#   Session         thin wiring of the above, and main()
+#
+# Threads.  watchdog's observer thread runs ChangeHandler, which filters cheaply and calls
+# ChangeSet.add/remove; the key reader thread calls ChangeSet.press.  Everything else, tests
+# included, runs in the main thread.  ChangeSet is the only object both sides touch, under its
+# own lock; nothing else is shared.
+#
+# One change, from the disk to a verdict line: inotify -> watchdog -> ChangeHandler.on_any_event
+# (IgnoreRules.is_ignored) -> ChangeSet.add -> Intake.next_request (waits for the burst to
+# settle, asks git once, consults the LoopGuard) -> Session.respond -> cycle_order ->
+# run_cycle -> Run (cold, or forked by the WarmLauncher) -> Reporter.verdict.
+
+# ---------------------------------------------------------------------------------------------
+# Basics: errors, verdicts, timings, git
+# ---------------------------------------------------------------------------------------------
 
 
 class UsageError(Exception):
     """Bad input: reported as one line and exit status 2."""
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that it unwinds like Ctrl+C does."""
+
+
+class Verdict(enum.Enum):
+    """What one package's run amounts to; the value is the word the report prints."""
+
+    OK = "ok"
+    FAILED = "FAILED"
+    NO_TESTS = "no tests"
+
+
+DEFAULT_DEBOUNCE = 0.05  # quiet time that closes a burst: an editor's save is one burst
+ECHO_GRACE = 0.5  # a run's own writes may still be reported this long after it ends
+POLL_INTERVAL = 0.01  # how often running packages are checked; well below what a person notices
+WAKE_INTERVAL = 1.0  # the longest lock wait, so that Ctrl+C is never held up by one
+OBSERVER_TIMEOUT = 1.0  # watchdog's event batching; the polling observer's scan interval
+WARM_START_TIMEOUT = 10.0  # the first forked run waits this long for the warm interpreter
+WARM_REPLY_TIMEOUT = 10.0  # how long a fork request may take to answer with its pid
+SERVER_EXIT_WAIT = 2.0  # how long a killed warm interpreter is given to be reaped
+GIT_TIMEOUT = 30.0  # a git call that hangs longer counts as no answer
+JUDGE_AFTER = 3  # packages run both warm and cold before forking is judged
+
+
+def run_git(root: str, *args: str, stdin: bytes = b"") -> bytes | None:
+    """What git printed, run in ``root``; None when git is missing, fails or hangs."""
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=root, input=stdin, capture_output=True, timeout=GIT_TIMEOUT
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode in (0, 1) else None
+
+
+def is_git_work_tree(root: Path) -> bool:
+    return (run_git(str(root), "rev-parse", "--is-inside-work-tree") or b"").strip() == b"true"
+
+
 # ---------------------------------------------------------------------------------------------
-# Discover packages
+# Platform: process groups, killing a tree, keys, notifications, the inotify limit
+# ---------------------------------------------------------------------------------------------
+
+POSIX = os.name == "posix"
+
+
+def can_fork_server() -> bool:
+    """Forked runs need fork and descriptor passing over a socket: POSIX, Python 3.9+."""
+    return POSIX and hasattr(os, "fork") and hasattr(socket, "send_fds")
+
+
+def own_process_group() -> dict[str, Any]:
+    """Popen arguments that give the run its own process group, so its whole tree can be killed
+    and a Ctrl+C in the terminal reaches autotest alone."""
+    if POSIX:
+        return {"start_new_session": True}
+    return {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
+
+
+def kill_tree(pid: int) -> None:
+    """Kill a run's process and everything it started."""
+    if POSIX:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        return
+    try:
+        done = subprocess.run(
+            ["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True, timeout=5
+        )
+        if done.returncode == 0:
+            return
+    except (OSError, subprocess.SubprocessError):
+        pass
+    with contextlib.suppress(OSError):  # no taskkill: the process itself, at least
+        os.kill(pid, signal.SIGTERM)
+
+
+def user_suffix() -> str:
+    """Per-user names for shared temporary directories (Windows has no uid)."""
+    return f"-{os.getuid()}" if hasattr(os, "getuid") else ""
+
+
+def inotify_watch_limit() -> int | None:
+    """The per-user inotify watch limit, where this is Linux (AUTOTEST_INOTIFY_LIMIT stands in
+    for it in tests, which cannot lower the real one)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    override = os.environ.get("AUTOTEST_INOTIFY_LIMIT")
+    if override and override.isdigit():
+        return int(override)
+    try:
+        with open("/proc/sys/fs/inotify/max_user_watches") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def notification_command(title: str, message: str) -> list[str] | None:
+    """The system's way to show a desktop notification, if it has one."""
+    if shutil.which("notify-send"):
+        return ["notify-send", title, message]
+    if sys.platform == "darwin" and shutil.which("osascript"):
+        script = f"display notification {json.dumps(message)} with title {json.dumps(title)}"
+        return ["osascript", "-e", script]
+    return None
+
+
+def notify(title: str, message: str) -> None:
+    """A desktop notification where the system has a way to send one; silently nothing else."""
+    command = notification_command(title, message)
+    if command is not None:
+        with contextlib.suppress(OSError):
+            subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+
+
+def raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+class KeyReader:
+    """Single key presses from the terminal, handed on as they come (to ChangeSet.press).
+
+    The terminal goes into cbreak mode (keys arrive at once, Ctrl+C still interrupts) and is
+    always put back as it was, however autotest ends.  Without termios (Windows) msvcrt reads
+    the keys; with neither there are no keys.
+    """
+
+    def __init__(self, press: Callable[[str], None]) -> None:
+        self.press = press
+        self.saved: Any = None
+        self.fd = -1
+
+    def __enter__(self) -> KeyReader:
+        if POSIX:
+            try:
+                import termios
+                import tty
+
+                self.fd = sys.stdin.fileno()
+                self.saved = termios.tcgetattr(self.fd)
+                tty.setcbreak(self.fd)
+            except (ImportError, OSError, ValueError):
+                self.saved = None
+                return self
+        elif not self._has_msvcrt():
+            return self
+        threading.Thread(target=self._read, name="autotest-keys", daemon=True).start()
+        return self
+
+    @staticmethod
+    def _has_msvcrt() -> bool:
+        try:
+            import msvcrt  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def _read(self) -> None:
+        while True:
+            if POSIX:
+                try:
+                    data = os.read(self.fd, 1)
+                except OSError:
+                    return
+                if not data:
+                    return
+                key = data.decode("latin-1")
+            else:
+                import msvcrt
+
+                key = msvcrt.getwch()  # type: ignore[attr-defined,unused-ignore]
+            self.press(key)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is not None:
+            import termios
+
+            with contextlib.suppress(OSError):
+                termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ignore rules: the one authority on what never counts
+# ---------------------------------------------------------------------------------------------
+
+# Directories whose contents are written by tools, test runs and editors, never by the user.
+# Discovery never looks for packages in them, the watch plan spends no watches below them, and
+# no event from inside them is a change.
+TOOL_DIR_NAMES = frozenset(
+    {
+        ".git", ".hg", ".svn", "__pycache__", ".pytest_cache", ".hypothesis", ".mypy_cache",
+        ".ruff_cache", ".tox", ".nox", ".venv", "venv", "node_modules", "build", "dist", ".eggs",
+        "site-packages", ".idea", ".vscode", ".cache", "htmlcov", ".ipynb_checkpoints",
+    }
+)  # fmt: skip
+TOOL_DIR_GLOBS = ("*.egg-info", "pytest-cache-files-*")  # pytest renames the latter into place
+# Tool directories that never grow subdirectories: cheaper to watch than to split a watch around.
+LEAF_TOOL_DIR_GLOBS = ("__pycache__", "*.egg-info")
+
+# Files written beside the real ones: by test runs and coverage, and by editors while saving.
+IGNORED_FILE_GLOBS = (
+    "*.py[cod]", ".coverage", ".coverage.*", "coverage.xml", "nosetests.xml", ".noseids",
+    ".*.sw[a-p]", "*.swp", "*.swx", "*~",            # vim swap and backup, emacs backup
+    "#*#", ".#*",                                     # emacs autosave and lock
+    "*___jb_tmp___", "*___jb_old___",                 # JetBrains safe write
+    ".goutputstream-*", "*.kate-swp", ".~lock.*#",    # GTK atomic save, kate, LibreOffice
+    "*.crswap", ".DS_Store", "*.tmp",
+)  # fmt: skip
+
+
+def is_virtualenv(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "pyvenv.cfg"))
+
+
+def is_tool_dir(name: str, path: str) -> bool:
+    """A directory tools write (by name, or a virtualenv by its pyvenv.cfg)."""
+    return (
+        name in TOOL_DIR_NAMES
+        or any(fnmatch.fnmatchcase(name, g) for g in TOOL_DIR_GLOBS)
+        or is_virtualenv(path)
+    )
+
+
+def holds_no_packages(name: str, path: str) -> bool:
+    """Where discovery never looks: tool directories, and hidden ones."""
+    return name.startswith(".") or is_tool_dir(name, path)
+
+
+def is_leaf_tool_dir(name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, g) for g in LEAF_TOOL_DIR_GLOBS)
+
+
+def is_vim_probe(name: str) -> bool:
+    """vim checks it may write a directory by creating 4913 (then 5036, 5159, ... if taken)."""
+    return name.isdigit() and int(name) >= 4913 and (int(name) - 4913) % 123 == 0
+
+
+def glob_matches(rel: str, glob: str) -> bool:
+    """A glob with a slash matches the path from the root; one without matches any component."""
+    if "/" in glob.strip("/"):
+        pattern = glob.strip("/")
+        return fnmatch.fnmatchcase(rel, pattern) or fnmatch.fnmatchcase(rel, pattern + "/*")
+    return any(fnmatch.fnmatchcase(part, glob.rstrip("/")) for part in rel.split("/"))
+
+
+class IgnoreRules:
+    """Decides which paths never trigger a run: built-in rules, ``--ignore`` globs, .gitignore.
+
+    The built-in and user rules are cheap and run in watchdog's thread on every event; asking
+    git costs a subprocess, so the main loop asks it once per burst.
+    """
+
+    def __init__(self, root: Path, user_globs: Sequence[str] = ()) -> None:
+        self.root = str(root)
+        self.user_globs = tuple(user_globs)
+        self.use_git = is_git_work_tree(root)
+        self.git_dirs: frozenset[str] = frozenset()
+        self._venv_dirs: set[str] = set()
+
+    def relative(self, path: str) -> str | None:
+        if path == self.root:
+            return ""
+        if not path.startswith(self.root + os.sep):
+            return None
+        return path[len(self.root) + 1 :].replace(os.sep, "/")
+
+    def is_ignored_dir_name(self, name: str, path: str) -> bool:
+        """A tool directory; a virtualenv is remembered, since only a yes is final (its
+        pyvenv.cfg comes after the directory itself)."""
+        if path in self._venv_dirs:
+            return True
+        if name in TOOL_DIR_NAMES or any(fnmatch.fnmatchcase(name, g) for g in TOOL_DIR_GLOBS):
+            return True
+        if is_virtualenv(path):
+            self._venv_dirs.add(path)
+            return True
+        return False
+
+    def excludes_dir(self, name: str, path: str) -> bool:
+        """Whether the watch plan leaves this directory out: a tool directory, one the user's
+        globs name, or one .gitignore excludes whole (as of the last ``refresh_git_dirs``)."""
+        rel = self.relative(path) or ""
+        return (
+            self.is_ignored_dir_name(name, path)
+            or path in self.git_dirs
+            or any(glob_matches(rel, g) for g in self.user_globs)
+        )
+
+    def is_ignored(self, path: str, is_dir: bool = False) -> bool:
+        """Built-in and ``--ignore`` rules: cheap enough for every event."""
+        rel = self.relative(path)
+        if rel is None:
+            return True
+        if rel == "":
+            return False
+        parts = rel.split("/")
+        directory = self.root
+        for part in parts[:-1] if not is_dir else parts:
+            directory = os.path.join(directory, part)
+            if self.is_ignored_dir_name(part, directory):
+                return True
+        name = parts[-1]
+        if not is_dir and (
+            is_vim_probe(name) or any(fnmatch.fnmatchcase(name, g) for g in IGNORED_FILE_GLOBS)
+        ):
+            return True
+        return any(glob_matches(rel, g) for g in self.user_globs)
+
+    def git_ignored(self, paths: Iterable[str]) -> set[str]:
+        """Which of ``paths`` the repository's .gitignore files exclude: one call to git."""
+        paths = list(paths)
+        if not self.use_git or not paths:
+            return set()
+        listed = run_git(
+            self.root, "check-ignore", "-z", "--stdin", stdin=b"\0".join(map(os.fsencode, paths))
+        )  # exit 1 means none is ignored, and lists nothing
+        return {os.fsdecode(p) for p in (listed or b"").split(b"\0") if p}
+
+    def refresh_git_dirs(self) -> None:
+        """Ask git which directories .gitignore excludes as a whole, so no watch is spent
+        below them."""
+        if not self.use_git:
+            return
+        args = ("ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory")
+        listed = run_git(self.root, *args) or b""
+        names = (os.fsdecode(p) for p in listed.split(b"\0") if p.endswith(b"/"))
+        self.git_dirs = frozenset(os.path.normpath(os.path.join(self.root, n)) for n in names)
+
+
+# ---------------------------------------------------------------------------------------------
+# Packages: discovery, metadata, graph
 # ---------------------------------------------------------------------------------------------
 
 PACKAGE_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg")
-NEVER_PACKAGE_DIRS = frozenset({"node_modules", "build", "dist", "__pycache__", "site-packages"})
 
 
 @dataclass(frozen=True)
@@ -100,20 +453,6 @@ class Package:
     @property
     def depth(self) -> int:
         return self.rel.count("/")
-
-
-def is_virtualenv(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "pyvenv.cfg"))
-
-
-def is_tool_dir(name: str, path: str) -> bool:
-    """Directories that never hold the user's packages: hidden ones, virtualenvs, build output."""
-    return (
-        name.startswith(".")
-        or name in NEVER_PACKAGE_DIRS
-        or name.endswith(".egg-info")
-        or is_virtualenv(path)
-    )
 
 
 def discover_packages(root: Path) -> tuple[list[Package], list[str]]:
@@ -133,7 +472,9 @@ def discover_packages(root: Path) -> tuple[list[Package], list[str]]:
             path = Path(directory)
             packages.append(Package(path, path.relative_to(root).as_posix()))
         for entry in entries:
-            if entry.is_dir(follow_symlinks=False) and not is_tool_dir(entry.name, entry.path):
+            if entry.is_dir(follow_symlinks=False) and not holds_no_packages(
+                entry.name, entry.path
+            ):
                 stack.append(entry.path)
     return sorted(packages, key=lambda p: p.rel), sorted(unreadable)
 
@@ -147,9 +488,6 @@ def owner_of(path: str, packages: Sequence[Package]) -> Package | None:
         if inside and (best is None or package.depth > best.depth):
             best = package
     return best
-
-
-# Which package uses which, read from declared metadata without running any package code.
 
 
 def normalize_name(name: str) -> str:
@@ -282,7 +620,7 @@ def provided_modules(package: Package) -> set[str]:
                 stem = entry.name[:-3]
                 if stem not in ("setup", "conftest") and not stem.startswith("test"):
                     provided.add(stem)
-            elif entry.is_dir() and not is_tool_dir(entry.name, entry.path):
+            elif entry.is_dir() and not holds_no_packages(entry.name, entry.path):
                 if entry.name in ("tests", "test", "docs"):
                     continue
                 if os.path.isfile(os.path.join(entry.path, "__init__.py")):
@@ -302,7 +640,7 @@ def imported_modules(package: Package) -> set[str]:
     """Every dotted name the package's Python files import (``from a import b`` gives a and a.b)."""
     imported: set[str] = set()
     for directory, dirnames, filenames in os.walk(package.path):
-        dirnames[:] = [d for d in dirnames if not is_tool_dir(d, os.path.join(directory, d))]
+        dirnames[:] = [d for d in dirnames if not holds_no_packages(d, os.path.join(directory, d))]
         for filename in filenames:
             if not filename.endswith(".py"):
                 continue
@@ -354,143 +692,20 @@ def dependency_graph(packages: Sequence[Package]) -> DependencyGraph:
 
 
 # ---------------------------------------------------------------------------------------------
-# Filter events
-# ---------------------------------------------------------------------------------------------
-
-# Directories whose contents are written by tools, test runs and editors, never by the user.
-IGNORED_DIR_NAMES = frozenset(
-    {
-        ".git", ".hg", ".svn", "__pycache__", ".pytest_cache", ".hypothesis", ".mypy_cache",
-        ".ruff_cache", ".tox", ".nox", ".venv", "venv", "node_modules", "build", "dist", ".eggs",
-        "site-packages", ".idea", ".vscode", ".cache", "htmlcov", ".ipynb_checkpoints",
-    }
-)  # fmt: skip
-IGNORED_DIR_GLOBS = ("*.egg-info", "pytest-cache-files-*")  # pytest renames the latter into place
-
-# Files written beside the real ones: by test runs and coverage, and by editors while saving.
-IGNORED_FILE_GLOBS = (
-    "*.py[cod]", ".coverage", ".coverage.*", "coverage.xml", "nosetests.xml", ".noseids",
-    ".*.sw[a-p]", "*.swp", "*.swx", "*~",            # vim swap and backup, emacs backup
-    "#*#", ".#*",                                     # emacs autosave and lock
-    "*___jb_tmp___", "*___jb_old___",                 # JetBrains safe write
-    ".goutputstream-*", "*.kate-swp", ".~lock.*#",    # GTK atomic save, kate, LibreOffice
-    "*.crswap", ".DS_Store", "*.tmp",
-)  # fmt: skip
-
-
-def is_vim_probe(name: str) -> bool:
-    """vim checks it may write a directory by creating 4913 (then 5036, 5159, ... if taken)."""
-    return name.isdigit() and int(name) >= 4913 and (int(name) - 4913) % 123 == 0
-
-
-def glob_matches(rel: str, glob: str) -> bool:
-    """A glob with a slash matches the path from the root; one without matches any component."""
-    if "/" in glob.strip("/"):
-        pattern = glob.strip("/")
-        return fnmatch.fnmatchcase(rel, pattern) or fnmatch.fnmatchcase(rel, pattern + "/*")
-    return any(fnmatch.fnmatchcase(part, glob.rstrip("/")) for part in rel.split("/"))
-
-
-class IgnoreRules:
-    """Decides which paths never trigger a run: built-in rules, ``--ignore`` globs, .gitignore.
-
-    The built-in and user rules are cheap and run in watchdog's thread on every event; asking
-    git costs a subprocess, so the main loop asks it once per burst.
-    """
-
-    def __init__(self, root: Path, user_globs: Sequence[str] = ()) -> None:
-        self.root = str(root)
-        self.user_globs = tuple(user_globs)
-        self.use_git = is_git_work_tree(root)
-        self._venv_dirs: set[str] = set()
-
-    def relative(self, path: str) -> str | None:
-        if path == self.root:
-            return ""
-        if not path.startswith(self.root + os.sep):
-            return None
-        return path[len(self.root) + 1 :].replace(os.sep, "/")
-
-    def is_ignored_dir_name(self, name: str, path: str) -> bool:
-        if name in IGNORED_DIR_NAMES or any(
-            fnmatch.fnmatchcase(name, g) for g in IGNORED_DIR_GLOBS
-        ):
-            return True
-        if path in self._venv_dirs:
-            return True
-        if is_virtualenv(path):  # only a yes is kept: pyvenv.cfg comes after its directory
-            self._venv_dirs.add(path)
-            return True
-        return False
-
-    def is_ignored(self, path: str, is_dir: bool = False) -> bool:
-        """Built-in and ``--ignore`` rules: cheap enough for every event."""
-        rel = self.relative(path)
-        if rel is None:
-            return True
-        if rel == "":
-            return False
-        parts = rel.split("/")
-        directory = self.root
-        for part in parts[:-1] if not is_dir else parts:
-            directory = os.path.join(directory, part)
-            if self.is_ignored_dir_name(part, directory):
-                return True
-        name = parts[-1]
-        if not is_dir and (
-            is_vim_probe(name) or any(fnmatch.fnmatchcase(name, g) for g in IGNORED_FILE_GLOBS)
-        ):
-            return True
-        return any(glob_matches(rel, g) for g in self.user_globs)
-
-    def git_ignored(self, paths: Iterable[str]) -> set[str]:
-        """Which of ``paths`` the repository's .gitignore files exclude: one call to git."""
-        paths = list(paths)
-        if not self.use_git or not paths:
-            return set()
-        listed = run_git(
-            self.root, "check-ignore", "-z", "--stdin", stdin=b"\0".join(map(os.fsencode, paths))
-        )  # exit 1 means none is ignored, and lists nothing
-        return {os.fsdecode(p) for p in (listed or b"").split(b"\0") if p}
-
-    def git_ignored_dirs(self) -> set[str]:
-        """Directories .gitignore excludes as a whole, so no watch is spent below them."""
-        if not self.use_git:
-            return set()
-        args = ("ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory")
-        listed = run_git(self.root, *args) or b""
-        names = (os.fsdecode(p) for p in listed.split(b"\0") if p.endswith(b"/"))
-        return {os.path.normpath(os.path.join(self.root, n)) for n in names}
-
-
-def run_git(root: str, *args: str, stdin: bytes = b"") -> bytes | None:
-    """What git printed, run in ``root``; None when git is missing, fails or hangs."""
-    try:
-        done = subprocess.run(
-            ["git", *args], cwd=root, input=stdin, capture_output=True, timeout=30
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout if done.returncode in (0, 1) else None
-
-
-def is_git_work_tree(root: Path) -> bool:
-    return (run_git(str(root), "rev-parse", "--is-inside-work-tree") or b"").strip() == b"true"
-
-
-# ---------------------------------------------------------------------------------------------
-# Collect changes
+# Hand-off: the one object shared between threads
 # ---------------------------------------------------------------------------------------------
 
 
 class ChangeSet:
-    """The one hand-off between watchdog's threads (and the key reader) and the main loop.
+    """The one hand-off between watchdog's thread (and the key reader) and the main loop.
 
-    Holds each changed path with the time it last changed, and the keys pressed since the main
-    loop last looked.
+    Holds each changed path with the time it last changed, the paths created since the main
+    loop last took them, and the keys pressed, in order.  Every method takes the lock; the main
+    loop waits on it rather than polling.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._cond = threading.Condition()
         self._paths: dict[str, float] = {}
         self._created: set[str] = set()
@@ -498,7 +713,7 @@ class ChangeSet:
         self._last = 0.0
 
     def add(self, paths: Iterable[str], created: bool = False) -> None:
-        now = time.monotonic()
+        now = self._clock()
         with self._cond:
             for path in paths:
                 if created and path not in self._paths:
@@ -508,9 +723,10 @@ class ChangeSet:
             self._cond.notify_all()
 
     def remove(self, path: str) -> None:
-        """A path gone again: when it was created since the main loop last looked (an editor's
-        temporary file, renamed or deleted), it was never a change; otherwise its loss is one."""
-        now = time.monotonic()
+        """A path gone again: when it was created since the main loop last took the paths (an
+        editor's temporary file, renamed or deleted), it was never a change; otherwise its loss
+        is one."""
+        now = self._clock()
         with self._cond:
             if path in self._created:
                 inside = [p for p in self._paths if p.startswith(path + os.sep)]
@@ -535,29 +751,42 @@ class ChangeSet:
         with self._cond:
             return dict(self._paths), list(self._keys)
 
+    def take_key(self) -> str | None:
+        """The oldest key not yet taken."""
+        with self._cond:
+            return self._keys.pop(0) if self._keys else None
+
+    def take_paths(self) -> dict[str, float]:
+        with self._cond:
+            paths, self._paths, self._created = self._paths, {}, set()
+            return paths
+
     def take(self) -> tuple[dict[str, float], list[str]]:
         with self._cond:
-            paths, keys = self._paths, self._keys
-            self._paths, self._keys, self._created = {}, [], set()
-            return paths, keys
+            keys, self._keys = self._keys, []
+        return self.take_paths(), keys
 
     def wait_settled(self, debounce: float, timeout: float | None = None) -> None:
         """Block until a key is pressed, or paths changed and then stayed quiet for ``debounce``,
         or ``timeout`` passed."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else self._clock() + timeout
         with self._cond:
             while True:
-                now = time.monotonic()
+                now = self._clock()
                 if self._keys or (deadline is not None and now >= deadline):
                     return
-                # A bounded wait keeps Ctrl+C prompt where lock waits cannot be interrupted.
-                wait = 1.0 if deadline is None else deadline - now
+                wait = WAKE_INTERVAL if deadline is None else min(WAKE_INTERVAL, deadline - now)
                 if self._paths:
                     quiet_for = now - self._last
                     if quiet_for >= debounce:
                         return
                     wait = min(wait, debounce - quiet_for)
                 self._cond.wait(wait)
+
+
+# ---------------------------------------------------------------------------------------------
+# Watching: watchdog's thread
+# ---------------------------------------------------------------------------------------------
 
 
 class ChangeHandler(FileSystemEventHandler):
@@ -608,39 +837,41 @@ class WatchPlan:
     unreadable: tuple[str, ...]
 
 
-def plan_watches(root: str, ignored_dir: Callable[[str, str], bool]) -> WatchPlan:
+@dataclass
+class _PlanNode:
+    """One directory while a watch plan is made."""
+
+    path: str
+    children: list[_PlanNode] = field(default_factory=list)
+    clean: int = 1  # directories outside ignored trees, this one included
+    leaves: int = 0  # ignored directories with no subdirectory (cheap to watch)
+    heavy: bool = False  # an ignored directory with subdirectories lies below
+
+
+def _subdirectories(path: str) -> list[os.DirEntry[str]] | None:
+    try:
+        with os.scandir(path) as scan:
+            return [e for e in scan if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return None
+
+
+def plan_watches(root: str, excluded: Callable[[str, str], bool]) -> WatchPlan:
     """Spend no watches in ignored trees: a recursive watch cannot exclude a subtree, so a
     directory above an ignored tree (a .venv, node_modules, .git, even while still empty) gets a
     one-level watch and each of its other subdirectories is planned the same way.  A flat
     __pycache__ or egg-info is cheaper to watch than to split around."""
-
-    @dataclass
-    class Node:
-        path: str
-        children: list[Node] = field(default_factory=list)
-        clean: int = 1  # directories outside ignored trees, this one included
-        leaves: int = 0  # ignored directories with no subdirectory (cheap to watch)
-        heavy: bool = False  # an ignored directory with subdirectories lies below
-
     unreadable: list[str] = []
 
-    def subdirectories(path: str) -> list[os.DirEntry[str]] | None:
-        try:
-            with os.scandir(path) as scan:
-                return [e for e in scan if e.is_dir(follow_symlinks=False)]
-        except OSError:
-            return None
-
-    def scan(path: str) -> Node | None:
-        entries = subdirectories(path)
+    def scan(path: str) -> _PlanNode | None:
+        entries = _subdirectories(path)
         if entries is None:
             unreadable.append(path)
             return None
-        node = Node(path)
+        node = _PlanNode(path)
         for entry in entries:
-            if ignored_dir(entry.name, entry.path):
-                cheap = entry.name == "__pycache__" or entry.name.endswith(".egg-info")
-                if cheap and not subdirectories(entry.path):
+            if excluded(entry.name, entry.path):
+                if is_leaf_tool_dir(entry.name) and not _subdirectories(entry.path):
                     node.leaves += 1
                 else:
                     node.heavy = True
@@ -655,36 +886,29 @@ def plan_watches(root: str, ignored_dir: Callable[[str, str], bool]) -> WatchPla
 
     recursive: list[str] = []
     flat: list[str] = []
-    watches = 0
 
-    def place(node: Node) -> None:
-        nonlocal watches
+    def place(node: _PlanNode) -> int:
         if not node.heavy and node.leaves <= node.clean:
             recursive.append(node.path)
-            watches += node.clean + node.leaves
-            return
+            return node.clean + node.leaves
         flat.append(node.path)
-        watches += 1
-        for child in node.children:
-            place(child)
+        return 1 + sum(place(child) for child in node.children)
 
     top = scan(root)
-    if top is not None:
-        place(top)
+    watches = place(top) if top is not None else 0
     return WatchPlan(tuple(recursive), tuple(flat), watches, tuple(unreadable))
 
 
-def inotify_watch_limit() -> int | None:
-    """The per-user inotify watch limit, where this is Linux (AUTOTEST_INOTIFY_LIMIT stands in
-    for it in tests, which cannot lower the real one)."""
-    override = os.environ.get("AUTOTEST_INOTIFY_LIMIT")
-    if override and override.isdigit():
-        return int(override)
-    try:
-        with open("/proc/sys/fs/inotify/max_user_watches") as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return None
+class WatchNotices(Protocol):
+    """What the Watcher has to tell the user; the Reporter says it."""
+
+    def unreadable(self, path: str) -> None: ...
+
+    def too_many_watches(self, needed: int, limit: int) -> None: ...
+
+    def watches_refused(self, reason: str) -> None: ...
+
+    def cannot_watch(self, path: str, reason: str) -> None: ...
 
 
 class Watcher:
@@ -692,47 +916,30 @@ class Watcher:
 
     def __init__(
         self,
-        root: Path,
         rules: IgnoreRules,
         changes: ChangeSet,
         poll: bool,
-        warn: Callable[[str], None],
-        unreadable: Callable[[str], None],
+        notices: WatchNotices,
     ) -> None:
-        self.root = str(root)
-        self.unreadable = unreadable
+        self.root = rules.root
         self.rules = rules
-        self.changes = changes
         self.poll = poll
-        self.warn = warn
+        self.notices = notices
         self.handler = ChangeHandler(rules, changes, self.directory_event)
-        self.git_dirs: set[str] = set()
         self.flat: set[str] = set()
         self.scheduled: dict[str, Any] = {}
         self.observer: Any = None
         self._lock = threading.Lock()
 
-    def ignored_dir(self, name: str, path: str) -> bool:
-        rel = self.rules.relative(path) or ""
-        return (
-            self.rules.is_ignored_dir_name(name, path)
-            or path in self.git_dirs
-            or any(glob_matches(rel, g) for g in self.rules.user_globs)
-        )
-
     def start(self) -> str:
-        """Start watching; says how (``inotify, 42 watches`` or ``polling``)."""
-        self.git_dirs = self.rules.git_ignored_dirs()
-        plan = plan_watches(self.root, self.ignored_dir)
+        """Start watching; says how (``inotify, 42 watches`` or ``polling every second``)."""
+        self.rules.refresh_git_dirs()
+        plan = plan_watches(self.root, self.rules.excludes_dir)
         for path in plan.unreadable:
-            self.unreadable(path)
-        limit = inotify_watch_limit() if sys.platform.startswith("linux") else None
+            self.notices.unreadable(path)
+        limit = inotify_watch_limit()
         if not self.poll and limit is not None and plan.watches > limit:
-            self.warn(
-                f"this tree needs {plan.watches} inotify watches but the limit is {limit}; "
-                "polling instead. To watch natively, raise it: "
-                "sudo sysctl fs.inotify.max_user_watches=524288"
-            )
+            self.notices.too_many_watches(plan.watches, limit)
             self.poll = True
         try:
             self._start_observer(plan)
@@ -740,11 +947,7 @@ class Watcher:
             if self.poll or exc.errno not in (errno.ENOSPC, errno.EMFILE):
                 raise
             self.stop()
-            self.warn(
-                f"the OS refused more watches ({exc.strerror}); polling instead. "
-                "Raise the limit: sudo sysctl fs.inotify.max_user_watches=524288 "
-                "fs.inotify.max_user_instances=1024"
-            )
+            self.notices.watches_refused(exc.strerror or str(exc))
             self.poll = True
             self._start_observer(plan)
         if self.poll:
@@ -753,7 +956,11 @@ class Watcher:
         return f"{kind}, {plan.watches} watches"
 
     def _start_observer(self, plan: WatchPlan) -> None:
-        self.observer = PollingObserver(timeout=1.0) if self.poll else Observer(timeout=1.0)
+        self.observer = (
+            PollingObserver(timeout=OBSERVER_TIMEOUT)
+            if self.poll
+            else Observer(timeout=OBSERVER_TIMEOUT)
+        )
         self.scheduled = {}
         self.flat = set(plan.flat)
         for path in plan.recursive:
@@ -778,7 +985,7 @@ class Watcher:
                     self._unschedule(watched)
             elif kind == "created" and os.path.isdir(path):
                 name, parent = os.path.basename(path), os.path.dirname(path)
-                if not self.ignored_dir(name, path):
+                if not self.rules.excludes_dir(name, path):
                     if parent in self.flat:
                         self._schedule_plan(path)
                     return
@@ -788,14 +995,14 @@ class Watcher:
                         self._schedule_plan(watched)
 
     def _schedule_plan(self, path: str) -> None:
-        plan = plan_watches(path, self.ignored_dir)
+        plan = plan_watches(path, self.rules.excludes_dir)
         try:
             for p in plan.recursive:
                 self._schedule(p, recursive=True)
             for p in plan.flat:
                 self._schedule(p, recursive=False)
         except OSError as exc:
-            self.warn(f"cannot watch {path}: {exc.strerror}")
+            self.notices.cannot_watch(path, exc.strerror or str(exc))
         self.flat.update(plan.flat)
 
     def _unschedule(self, path: str) -> None:
@@ -807,11 +1014,155 @@ class Watcher:
         if self.observer is not None:
             with contextlib.suppress(Exception):
                 self.observer.stop()
-                self.observer.join(timeout=1.0)
+                self.observer.join(timeout=OBSERVER_TIMEOUT)
 
 
 # ---------------------------------------------------------------------------------------------
-# Order the run
+# Loop guard: the runs' own writes are not a person's edits
+# ---------------------------------------------------------------------------------------------
+
+
+def is_edited_by_people(path: str) -> bool:
+    """Sources and metadata are what people edit, during runs too: never the runs' echoes."""
+    return path.endswith(".py") or os.path.basename(path) in PACKAGE_MARKERS
+
+
+class LoopGuard:
+    """If each run writes a file that is not ignored, every run would set off the next.
+
+    When two cycles in a row were set off by nothing but the same files changing during the
+    cycle before, the runs write them: from then on their changes during runs (and just after)
+    pass.  The same path changed while idle was a person's doing, so it counts again.
+    """
+
+    def __init__(self) -> None:
+        self.running_since: float | None = None
+        self.last_cycle = (-1.0, -1.0)  # when the last cycle started and ended
+        self.streak = 0
+        self.streak_paths: frozenset[str] = frozenset()
+        self.run_written: set[str] = set()
+
+    def cycle_started(self, at: float) -> None:
+        self.running_since = at
+
+    def cycle_ended(self, at: float) -> None:
+        if self.running_since is not None:
+            self.last_cycle = (self.running_since, at)
+        self.running_since = None
+
+    def during_runs(self, at: float) -> bool:
+        start, end = self.last_cycle
+        running = self.running_since is not None and at >= self.running_since
+        return running or start <= at <= end + ECHO_GRACE
+
+    def is_runs_doing(self, path: str, at: float) -> bool:
+        """A change to a path the guard named, made while a cycle ran (or just after)."""
+        if path not in self.run_written:
+            return False
+        if self.during_runs(at):
+            return True
+        self.run_written.discard(path)
+        return False
+
+    def observe(self, batch: Mapping[str, float]) -> list[str]:
+        """Look at the burst that starts a cycle; the paths it names as the runs' writes now,
+        or none."""
+        if any(map(is_edited_by_people, batch)) or not all(
+            self.during_runs(t) for t in batch.values()
+        ):
+            self.streak = 0
+            return []
+        repeated = self.streak and frozenset(batch) == self.streak_paths
+        self.streak = self.streak + 1 if repeated else 1
+        self.streak_paths = frozenset(batch)
+        if self.streak < 2:
+            return []
+        self.streak = 0
+        self.run_written |= set(batch)
+        return sorted(batch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Intake: from the hand-off to the next request, in the main thread
+# ---------------------------------------------------------------------------------------------
+
+RUN_KEYS = {"\n": "all", "\r": "all", "a": "all", "A": "all", "f": "failed", "F": "failed"}
+QUIT_KEYS = ("q", "Q")
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the main loop is asked to do next: ``changes`` (with the paths and when each
+    changed), ``all``, ``failed`` or ``quit``."""
+
+    kind: str
+    paths: Mapping[str, float] = field(default_factory=dict)
+
+
+class Intake:
+    """The main thread's side of the hand-off.  Paths stay in the ChangeSet until their burst
+    settles (the one debounce); then git is asked once which of them it ignores, and the loop
+    guard which are the runs' own writes.  git's verdicts are kept until the burst is taken, so
+    looking during a cycle and taking after it ask git once per path."""
+
+    def __init__(
+        self,
+        changes: ChangeSet,
+        rules: IgnoreRules,
+        guard: LoopGuard,
+        debounce: float,
+        on_echoes: Callable[[list[str]], None],
+    ) -> None:
+        self.changes = changes
+        self.rules = rules
+        self.guard = guard
+        self.debounce = debounce
+        self.on_echoes = on_echoes
+        self._git_ignored: dict[str, bool] = {}
+
+    def _counting(self, paths: Mapping[str, float]) -> tuple[dict[str, float], list[str]]:
+        """The paths that count, and those the loop guard takes for the runs' writes."""
+        unknown = [p for p in paths if p not in self._git_ignored]
+        if unknown:
+            ignored = self.rules.git_ignored(unknown)
+            self._git_ignored.update((p, p in ignored) for p in unknown)
+        kept = {p: t for p, t in paths.items() if not self._git_ignored[p]}
+        echoes = sorted(p for p, t in kept.items() if self.guard.is_runs_doing(p, t))
+        return {p: t for p, t in kept.items() if p not in echoes}, echoes
+
+    def changed_meanwhile(self) -> bool:
+        """Whether a change that counts (or q) arrived during a cycle.  It only looks: the burst
+        stays in the ChangeSet until it settles, so an editor's save stays one change."""
+        paths, keys = self.changes.peek()
+        if any(k in QUIT_KEYS for k in keys):
+            return True
+        counting, _ = self._counting(paths)
+        return bool(counting)
+
+    def next_request(self) -> Request:
+        """Block until a key or a settled burst of changes that count."""
+        while True:
+            key = self.changes.take_key()
+            if key in QUIT_KEYS:
+                return Request("quit")
+            if key in RUN_KEYS:
+                return Request(RUN_KEYS[key])
+            if key is not None:
+                continue
+            self.changes.wait_settled(self.debounce)
+            if self.changes.peek()[1]:
+                continue
+            paths = self.changes.take_paths()
+            counting, echoes = self._counting(paths)
+            self._git_ignored.clear()
+            if echoes:
+                self.on_echoes(echoes)
+            if counting:
+                return Request("changes", counting)
+
+
+# ---------------------------------------------------------------------------------------------
+# Order: which package runs when, and why
 # ---------------------------------------------------------------------------------------------
 
 
@@ -865,48 +1216,67 @@ def cycle_order(
 
 
 # ---------------------------------------------------------------------------------------------
-# Run one package
+# Runners: what each needs, and how its exit reads
 # ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Runner:
-    """How to run one package's tests, and how to read the exit status."""
+    """How to run one package's tests, and how to read the exit status.
+
+    ``module`` is what ``python -m`` runs (None for a command); ``install`` is what to pip
+    install when it is missing; ``env`` holds defaults for the run's environment; ``preload``
+    the modules a warm interpreter imports ahead of the runs; ``ran_none`` the line by which
+    the runner says it found no tests when it exits 0 anyway.
+    """
 
     name: str
     argv: tuple[str, ...]
-    module: str | None = None  # must be importable by this interpreter
-    install: str = ""  # what to pip install when it is not
+    module: str | None = None
+    install: str = ""
     no_tests_exit: frozenset[int] = frozenset()
+    env: tuple[tuple[str, str], ...] = ()
+    preload: tuple[str, ...] = ()
+    ran_none: str = ""
 
     def command(self, package: Package, extra: Sequence[str]) -> list[str]:
         return [arg.replace("{package}", str(package.path)) for arg in self.argv] + list(extra)
 
-    def verdict(self, code: int, output: str) -> str:
+    def verdict(self, code: int, output: str) -> Verdict:
         if code in self.no_tests_exit:
-            return NO_TESTS
+            return Verdict.NO_TESTS
         if code == 0:
-            ran_none = self.module is not None and re.search(r"^Ran 0 tests? in", output, re.M)
-            return NO_TESTS if ran_none else OK
-        return FAILED
+            ran_none = self.ran_none and re.search(self.ran_none, output, re.M)
+            return Verdict.NO_TESTS if ran_none else Verdict.OK
+        return Verdict.FAILED
 
 
-OK, FAILED, NO_TESTS = "ok", "FAILED", "no tests"
+UNITTEST_RAN_NONE = r"^Ran 0 tests? in"  # unittest's report, which nose and nose2 share
 
 BUILTIN_RUNNERS = {
-    "nose": Runner("nose", (sys.executable, "-m", "nose"), "nose", "pynose"),
-    "nose2": Runner("nose2", (sys.executable, "-m", "nose2"), "nose2", "nose2", frozenset({5})),
+    "nose": Runner(
+        "nose", (sys.executable, "-m", "nose"), "nose", "pynose",
+        env=(("NOSE_CAPTURE", "1"),),  # capture prints as classic nose did
+        preload=("nose.core", "nose.loader", "nose.plugins.manager", "nose.plugins.builtin"),
+        ran_none=UNITTEST_RAN_NONE,
+    ),
+    "nose2": Runner(
+        "nose2", (sys.executable, "-m", "nose2"), "nose2", "nose2", frozenset({5}),
+        preload=("nose2.main", "nose2.plugins.loader.discovery", "nose2.plugins.result"),
+        ran_none=UNITTEST_RAN_NONE,
+    ),
     "pytest": Runner(
-        "pytest", (sys.executable, "-m", "pytest"), "pytest", "pytest", frozenset({5})
+        "pytest", (sys.executable, "-m", "pytest"), "pytest", "pytest", frozenset({5}),
+        preload=(
+            "_pytest.config", "_pytest.main", "_pytest.python", "_pytest.runner",
+            "_pytest.terminal", "_pytest.assertion", "_pytest.fixtures",
+        ),
     ),
     "unittest": Runner(
-        "unittest",
-        (sys.executable, "-m", "unittest", "discover", "-t", "."),
-        "unittest",
-        "",
-        frozenset({5}),
+        "unittest", (sys.executable, "-m", "unittest", "discover", "-t", "."), "unittest", "",
+        frozenset({5}), ran_none=UNITTEST_RAN_NONE,
     ),
-}
+}  # fmt: skip
 
 
 def make_runner(spec: str) -> Runner:
@@ -953,10 +1323,15 @@ def check_runner(runner: Runner) -> None:
                 )
 
 
+# ---------------------------------------------------------------------------------------------
+# One run: one package's test process
+# ---------------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class RunResult:
     package: Package
-    verdict: str
+    verdict: Verdict
     seconds: float
     output: str
     note: str = ""
@@ -964,24 +1339,23 @@ class RunResult:
 
     @property
     def passed(self) -> bool:
-        return self.verdict != FAILED
-
-
-def run_environment(runner: Runner, pycache: str) -> dict[str, str]:
-    """The test process's environment: nose captures prints like classic nose did, and bytecode
-    goes to a cache outside the tree (so runs write nothing that could look like a change)."""
-    env = dict(os.environ)
-    if runner.name == "nose":
-        env.setdefault("NOSE_CAPTURE", "1")
-    if not env.get("PYTHONDONTWRITEBYTECODE"):
-        env.setdefault("PYTHONPYCACHEPREFIX", pycache)
-    return env
+        return self.verdict is not Verdict.FAILED
 
 
 def pycache_dir() -> str:
     """One bytecode cache for every repository (the prefix mirrors absolute paths), per user."""
-    user = f"-{os.getuid()}" if hasattr(os, "getuid") else ""
-    return os.path.join(tempfile.gettempdir(), f"autotest-pycache{user}")
+    return os.path.join(tempfile.gettempdir(), f"autotest-pycache{user_suffix()}")
+
+
+def run_environment(runner: Runner, pycache: str) -> dict[str, str]:
+    """The test process's environment: the runner's defaults, and bytecode in a cache outside
+    the tree (so runs write nothing that could look like a change)."""
+    env = dict(os.environ)
+    for name, value in runner.env:
+        env.setdefault(name, value)
+    if not env.get("PYTHONDONTWRITEBYTECODE"):
+        env.setdefault("PYTHONPYCACHEPREFIX", pycache)
+    return env
 
 
 def forget_bytecode(paths: Iterable[str], prefix: str | None) -> None:
@@ -1001,32 +1375,6 @@ def forget_bytecode(paths: Iterable[str], prefix: str | None) -> None:
             for suffix in (".pyc", ".opt-1.pyc", ".opt-2.pyc"):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(place, f"{stem}.{tag}{suffix}"))
-
-
-def own_process_group() -> dict[str, Any]:
-    """Popen arguments that give the run its own process group, so its whole tree can be killed
-    and a Ctrl+C in the terminal reaches autotest alone."""
-    if POSIX:
-        return {"start_new_session": True}
-    return {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
-
-
-def kill_tree(pid: int) -> None:
-    """Kill a run's process and everything it started."""
-    if POSIX:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-        return
-    try:
-        done = subprocess.run(
-            ["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True, timeout=5
-        )
-        if done.returncode == 0:
-            return
-    except (OSError, subprocess.SubprocessError):
-        pass
-    with contextlib.suppress(OSError):  # no taskkill: the process itself, at least
-        os.kill(pid, signal.SIGTERM)
 
 
 class Run:
@@ -1058,29 +1406,29 @@ class Run:
     def poll(self) -> RunResult | None:
         """The result once the process has ended (or was killed for its timeout), else None."""
         if self.proc is None:
-            return self._result(FAILED, self.error)
+            return self._result(Verdict.FAILED, self.error)
         code = self.proc.poll()
         if code is None:
             if self.timeout is not None and time.monotonic() - self.started > self.timeout:
                 self.kill()
                 killed = f"\nautotest: timed out after {self.timeout:g}s; killed\n"
-                return self._result(FAILED, self._output() + killed, "timed out")
+                return self._result(Verdict.FAILED, self._output() + killed, "timed out")
             return None
         if POSIX:  # what the tests started and left behind goes with them (its group outlives it)
             kill_tree(self.proc.pid)
         output = self._output()
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
-            return self._result(FAILED, output + f"\nautotest: killed by {name}\n", name)
+            return self._result(Verdict.FAILED, output + f"\nautotest: killed by {name}\n", name)
         verdict = self.runner.verdict(code, output)
-        note = "" if code in (0, 1) or verdict != FAILED else f"exit {code}"
+        note = "" if code in (0, 1) or verdict is not Verdict.FAILED else f"exit {code}"
         return self._result(verdict, output, note)
 
     def _output(self) -> str:
         self.out.seek(0)
         return self.out.read().decode("utf-8", "replace")
 
-    def _result(self, verdict: str, text: str, note: str = "") -> RunResult:
+    def _result(self, verdict: Verdict, text: str, note: str = "") -> RunResult:
         self.out.close()
         seconds = time.monotonic() - self.started
         warm = isinstance(self.proc, WarmProcess)
@@ -1093,70 +1441,124 @@ class Run:
                 self.proc.wait()
 
 
-# The warm runner: a pre-started interpreter that has imported the runner (and nothing from the
-# repository) forks a fresh child for each run, saving the interpreter and import start-up.
+# ---------------------------------------------------------------------------------------------
+# Warm runner: a pre-started interpreter forks each run
+# ---------------------------------------------------------------------------------------------
+#
+# A warm interpreter has imported the runner (and nothing from the repository); it forks a
+# fresh child for each run, which saves the interpreter's and the runner's start-up.  It runs
+# ``serve_warm`` below, whose source it reads from its stdin, so that the code is linted and
+# type-checked with the rest and ``ps`` shows one short line.
+#
+# The protocol, over a socket pair, one line per message:
+#   server -> autotest   ``ready``              the runner is imported; requests may come
+#   autotest -> server   a JSON object {"cwd", "env", "args"}, with the run's output file
+#                        passed alongside as a descriptor (SCM_RIGHTS)
+#   server -> autotest   ``pid PID``            the run was forked, as process PID
+#   server -> autotest   ``exit PID CODE``      it ended; CODE as Popen.returncode reads
+# An ``exit`` may arrive before its ``pid`` is read.  autotest closing the socket ends the server.
 
-WARM_SERVER = r"""
-import os, socket, sys, json, signal, runpy
-import importlib
-module = sys.argv[1]
-importlib.import_module(module)
-PRELOAD = {
-    "nose": ("nose.core", "nose.loader", "nose.plugins.manager", "nose.plugins.builtin"),
-    "pytest": ("_pytest.config", "_pytest.main", "_pytest.python", "_pytest.runner",
-               "_pytest.terminal", "_pytest.assertion", "_pytest.fixtures"),
-    "nose2": ("nose2.main", "nose2.plugins.loader.discovery", "nose2.plugins.result"),
-}
-for name in PRELOAD.get(module, ()):
-    try: importlib.import_module(name)
-    except Exception: pass
-sock = socket.socket(fileno=int(sys.argv[2]))
-sock.sendall(b"ready\n")
-def reap(*_):
-    while True:
-        try: pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError: return
-        if pid == 0: return
-        code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else (
-            -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
-        try: sock.sendall(("exit %d %d\n" % (pid, code)).encode())
-        except OSError: os._exit(0)
-signal.signal(signal.SIGCHLD, reap)
-buf, fds = b"", []
-while True:
-    try: msg, more_fds, _, _ = socket.recv_fds(sock, 1 << 20, 1)
-    except InterruptedError: continue
-    if not msg: os._exit(0)
-    buf += msg
-    fds += more_fds
-    while b"\n" in buf:
-        line, buf = buf.split(b"\n", 1)
-        req = json.loads(line)
-        out = fds.pop(0)
-        pid = os.fork()
-        if pid == 0:
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            os.setsid()
-            sock.close()
-            os.dup2(out, 1); os.dup2(out, 2); os.close(out)
-            null = os.open(os.devnull, os.O_RDONLY); os.dup2(null, 0); os.close(null)
-            os.chdir(req["cwd"])
-            os.environ.clear(); os.environ.update(req["env"])
-            sys.argv = [module] + req["args"]
-            sys.path[0] = req["cwd"]
-            code = 0
+
+def run_forked(module: str, request: dict[str, Any], out: int) -> NoReturn:  # pragma: no cover
+    """In the forked child: become the run autotest asked for, as a cold start would be."""
+    import os
+    import runpy
+    import signal
+    import sys
+
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    os.setsid()
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(out)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.argv = [module, *request["args"]]
+    sys.path[0] = request["cwd"]
+    code = 0
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def serve_warm(module: str, fd: int, preload: Sequence[str]) -> None:  # pragma: no cover
+    """The warm interpreter's program: import the runner, then fork a run per request.  When
+    autotest goes away (the socket closes or fails), it ends at once, without a word."""
+    import importlib
+    import json
+    import os
+    import signal
+    import socket
+
+    importlib.import_module(module)
+    for name in preload:
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+    sock = socket.socket(fileno=fd)
+
+    def send(line: str) -> None:
+        try:
+            sock.sendall(line.encode() + b"\n")
+        except OSError:
+            os._exit(0)
+
+    def reap(*_: object) -> None:
+        while True:
             try:
-                runpy.run_module(module, run_name="__main__", alter_sys=True)
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-            except BaseException:
-                import traceback; traceback.print_exc(); code = 1
-            try: sys.stdout.flush(); sys.stderr.flush()
-            except Exception: pass
-            os._exit(code)
-        os.close(out)
-        sock.sendall(("pid %d\n" % pid).encode())
-"""
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            send(f"exit {pid} {code}")
+
+    send("ready")
+    signal.signal(signal.SIGCHLD, reap)
+    buffer, fds = b"", []
+    while True:
+        try:
+            message, more_fds, _, _ = socket.recv_fds(sock, 1 << 20, 1)
+        except InterruptedError:
+            continue
+        except OSError:
+            os._exit(0)
+        if not message:
+            os._exit(0)
+        buffer += message
+        fds += more_fds
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            out = fds.pop(0)
+            pid = os.fork()
+            if pid == 0:
+                sock.close()
+                run_forked(module, json.loads(line), out)
+            os.close(out)
+            send(f"pid {pid}")
+
+
+def warm_server_source(module: str, fd: int, preload: Sequence[str]) -> bytes:
+    import inspect
+
+    header = "from __future__ import annotations\nimport contextlib\n"
+    functions = "".join(inspect.getsource(f) + "\n" for f in (run_forked, serve_warm))
+    call = f"serve_warm({module!r}, {fd}, {tuple(preload)!r})\n"
+    return (header + functions + call).encode()
 
 
 def installed_stamp() -> tuple[int, ...]:
@@ -1188,8 +1590,8 @@ class WarmProcess:
 
 
 class WarmLauncher:
-    """Starts runs by forking them from a warm interpreter.  Until that interpreter is ready,
-    where there is no fork, or when the runner is not a Python module, ``launch`` returns None
+    """Starts runs by forking them from a warm interpreter.  Where there is no fork, when the
+    runner is not a Python module, or when the warm interpreter died, ``launch`` returns None
     and the run starts cold."""
 
     def __init__(self, runner: Runner, env: Mapping[str, str]) -> None:
@@ -1202,17 +1604,23 @@ class WarmLauncher:
         self.sock: socket.socket | None = None
         self.server: subprocess.Popen[bytes] | None = None
         self.installed = installed_stamp()
-        if POSIX and hasattr(os, "fork") and hasattr(socket, "send_fds") and runner.module:
+        if can_fork_server() and runner.module:
             self._start_server(runner.module)
 
     def _start_server(self, module: str) -> None:
         ours, theirs = socket.socketpair()
+        bootstrap = "import sys; exec(sys.stdin.read())"
         try:
             self.server = subprocess.Popen(
-                [sys.executable, "-c", WARM_SERVER, module, str(theirs.fileno())],
-                pass_fds=[theirs.fileno()], env=self.env, stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                [sys.executable, "-c", bootstrap, "autotest-warm", module],
+                pass_fds=[theirs.fileno()], env=self.env, stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
+            assert self.server.stdin is not None
+            with self.server.stdin:
+                self.server.stdin.write(
+                    warm_server_source(module, theirs.fileno(), self.runner.preload)
+                )
         except OSError:
             ours.close()
             return
@@ -1255,10 +1663,11 @@ class WarmLauncher:
             return pid
         return None
 
-    def _is_ready(self) -> bool:
+    def _is_ready(self, wait: float) -> bool:
+        """Whether the warm interpreter is ready, waiting up to ``wait`` seconds for it."""
         if not self.ready and self.sock is not None:
             try:
-                self.sock.settimeout(0)
+                self.sock.settimeout(wait)
                 while not self.ready:
                     self._handle(self._read_line())
             except (BlockingIOError, socket.timeout):
@@ -1270,8 +1679,12 @@ class WarmLauncher:
     def launch(
         self, package: Package, command: Sequence[str], env: Mapping[str, str], out: IO[bytes]
     ) -> WarmProcess | None:
+        """Fork the run.  The first launch waits for the warm interpreter to be ready: its
+        start-up costs what a cold start would, and a forked run is then what the user gets."""
         self._restart_if_installs_changed()
-        if list(command[:3]) != list(self.runner.argv[:3]) or not self._is_ready():
+        if list(command[:3]) != list(self.runner.argv[:3]):
+            return None
+        if not self._is_ready(WARM_START_TIMEOUT):
             return None
         request = json.dumps(
             {"cwd": str(package.path), "env": dict(env), "args": list(command[3:])}
@@ -1279,7 +1692,7 @@ class WarmLauncher:
         assert self.sock is not None
         try:
             socket.send_fds(self.sock, [request.encode() + b"\n"], [out.fileno()])
-            self.sock.settimeout(10)
+            self.sock.settimeout(WARM_REPLY_TIMEOUT)
             while True:
                 pid = self._handle(self._read_line())
                 if pid is not None:
@@ -1294,7 +1707,7 @@ class WarmLauncher:
         if self.sock is None:
             return -signal.SIGKILL
         try:
-            self.sock.settimeout(0.05 if block else 0)
+            self.sock.settimeout(POLL_INTERVAL * 5 if block else 0)
             while True:
                 self._handle(self._read_line())
                 if pid in self.exits:
@@ -1306,19 +1719,71 @@ class WarmLauncher:
             return -signal.SIGKILL
 
     def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+        """End the warm interpreter first, then its socket, so it never writes to a closed one."""
         if self.server is not None:
             kill_tree(self.server.pid)
             with contextlib.suppress(Exception):
-                self.server.wait(timeout=2)
+                self.server.wait(timeout=SERVER_EXIT_WAIT)
             self.server = None
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
 
-# A cycle: packages in order, up to --jobs at once, until the first failure.
+class WarmPolicy:
+    """When runs are forked.  The first cycle runs cold, which gives cold times to compare
+    with; once ``JUDGE_AFTER`` packages (or all) have run both ways, their best forked times
+    are compared with their best cold ones, once, and forking is kept only if it is faster."""
 
-POLL_INTERVAL = 0.01  # how often running packages are checked; well below what a person notices
+    def __init__(self, launcher: WarmLauncher | None = None) -> None:
+        self.launcher = launcher
+        self.times: dict[bool, dict[Package, float]] = {True: {}, False: {}}
+        self.judged = False
+        self.cold_cycle_done = False
+
+    def launcher_for_runs(self) -> WarmLauncher | None:
+        return self.launcher if self.cold_cycle_done else None
+
+    def record(self, result: RunResult) -> None:
+        times = self.times[result.warm]
+        times[result.package] = min(result.seconds, times.get(result.package, result.seconds))
+
+    def cycle_done(self) -> None:
+        self.cold_cycle_done = True
+
+    def judge(self, package_count: int) -> tuple[float, float] | None:
+        """Judge once enough packages ran both ways: the summed warm and cold times when
+        forking lost (and is now off), else None."""
+        if self.launcher is None or self.judged:
+            return None
+        both = [p for p in self.times[True] if p in self.times[False]]
+        if len(both) < min(JUDGE_AFTER, package_count):
+            return None
+        self.judged = True
+        warm = sum(self.times[True][p] for p in both)
+        cold = sum(self.times[False][p] for p in both)
+        if warm < cold:
+            return None
+        self.close()
+        return warm, cold
+
+    def close(self) -> None:
+        if self.launcher is not None:
+            self.launcher.close()
+            self.launcher = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Cycle: packages in order, up to --jobs at once, until the first failure
+# ---------------------------------------------------------------------------------------------
+
+
+class Startable(Protocol):
+    """What run_cycle needs of a run: ``Run`` is one; tests pass stand-ins."""
+
+    def poll(self) -> RunResult | None: ...
+
+    def kill(self) -> None: ...
 
 
 @dataclass
@@ -1342,11 +1807,13 @@ class CycleOutcome:
 
 def run_cycle(
     steps: Sequence[Step],
-    start: Callable[[Package], Run],
+    start: Callable[[Package], Startable],
     jobs: int,
     changed_meanwhile: Callable[[], bool],
     restart: bool,
     on_result: Callable[[RunResult], None],
+    pause: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> CycleOutcome:
     """Run packages in order, up to ``jobs`` at once, reporting verdicts in order.
 
@@ -1355,11 +1822,16 @@ def run_cycle(
     can start with it.
     """
     outcome = CycleOutcome(list(steps))
-    started = time.monotonic()
+    started = clock()
     queue = list(enumerate(steps))
-    running: dict[int, Run] = {}
+    running: dict[int, Startable] = {}
     done: dict[int, RunResult] = {}
     next_report = 0
+
+    def report(index: int) -> None:
+        outcome.results.append(done[index])
+        on_result(done[index])
+
     try:
         while queue or running:
             if changed_meanwhile():
@@ -1381,26 +1853,24 @@ def run_cycle(
                 running.clear()
                 first = failed[0]
                 for index in sorted(i for i in done if next_report <= i < first):
-                    outcome.results.append(done[index])
-                    on_result(done[index])
+                    report(index)
                 outcome.failure = done[first]
                 on_result(done[first])
                 break
             while next_report in done:
-                outcome.results.append(done[next_report])
-                on_result(done[next_report])
+                report(next_report)
                 next_report += 1
             if not finished and running:
-                time.sleep(POLL_INTERVAL)
+                pause(POLL_INTERVAL)
     finally:
         for run in running.values():
             run.kill()
-    outcome.seconds = time.monotonic() - started
+    outcome.seconds = clock() - started
     return outcome
 
 
 # ---------------------------------------------------------------------------------------------
-# Report
+# Report: every sentence a user reads
 # ---------------------------------------------------------------------------------------------
 
 
@@ -1416,15 +1886,48 @@ def use_color(stream: IO[str]) -> bool:
 
 
 STYLES = {"ok": "32", "fail": "1;31", "dim": "2", "bold": "1", "warn": "33"}
+VERDICT_STYLES = {Verdict.OK: "ok", Verdict.FAILED: "fail", Verdict.NO_TESTS: "dim"}
+
+
+def counted(number: int, noun: str) -> str:
+    """``1 package``, ``3 packages``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def shown(path: str) -> str:
+    """A path as one printable line: newlines, other control characters and bytes that are
+    not UTF-8 (surrogate escapes) are escaped."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in path)
+
+
+def describe_changes(paths: Iterable[str], root: Path, packages: Sequence[Package]) -> str:
+    """One short line: the file that changed, or how many changed in how many packages."""
+    paths = sorted(paths)
+    if len(paths) == 1:
+        path = paths[0]
+        gone = "" if os.path.lexists(path) else " (removed)"
+        return f"changed: {shown(os.path.relpath(path, root))}{gone}"
+    owners = {owner_of(p, packages) for p in paths}
+    inside = len(owners - {None})
+    if not inside:
+        return f"changed: {len(paths)} files outside every package"
+    text = f"changed: {len(paths)} files in {counted(inside, 'package')}"
+    return text + (" and outside them" if None in owners else "")
+
+
+RAISE_WATCHES = "sudo sysctl fs.inotify.max_user_watches=524288"
 
 
 class Reporter:
-    """Everything the user reads.  One line per package, the failing run's output, one summary."""
+    """Everything the user reads: one line per package, the failing run's output, one summary,
+    and the few notices between cycles."""
 
-    def __init__(self, stream: IO[str], color: bool, width: int = 0) -> None:
+    def __init__(self, stream: IO[str], color: bool, width: int = 0, root: Path | None = None):
         self.stream = stream
         self.color = color
         self.width = width
+        self.root = root or Path.cwd()
+        self.warned_unreadable: set[str] = set()
 
     def paint(self, text: str, style: str) -> str:
         return f"\033[{STYLES[style]}m{text}\033[0m" if self.color else text
@@ -1436,8 +1939,25 @@ class Reporter:
     def warn(self, text: str) -> None:
         self.say(self.paint(f"autotest: {text}", "warn"))
 
-    def trigger(self, text: str) -> None:
+    def note(self, text: str) -> None:
+        self.say(self.paint(f"autotest: {text}", "dim"))
+
+    def rel(self, path: str) -> str:
+        return shown(os.path.relpath(path, self.root))
+
+    # Cycles: the header, the order, a line per package, the summary.
+
+    def header(self, text: str) -> None:
         self.say(self.paint(text, "bold"))
+
+    def testing_all(self, count: int) -> None:
+        self.header(f"testing all {counted(count, 'package')}")
+
+    def testing_failed(self, count: int) -> None:
+        self.header(f"testing {count} failed")
+
+    def no_failed(self) -> None:
+        self.say("no failed packages")
 
     def explain(self, steps: Sequence[Step]) -> None:
         for number, step in enumerate(steps, 1):
@@ -1445,13 +1965,13 @@ class Reporter:
             self.say(self.paint(f"  {number:>2}. {step.package.rel}{reason}", "dim"))
 
     def verdict(self, result: RunResult) -> None:
-        style = {OK: "ok", FAILED: "fail", NO_TESTS: "dim"}[result.verdict]
-        verdict = result.verdict + (f" ({result.note})" if result.note else "")
+        style = VERDICT_STYLES[result.verdict]
+        verdict = result.verdict.value + (f" ({result.note})" if result.note else "")
         self.say(
             f"{result.package.rel:<{self.width}}  {self.paint(f'{verdict:<8}', style)}  "
             + self.paint(f"{result.seconds:.2f}s", "dim")
         )
-        if result.verdict == FAILED:
+        if result.verdict is Verdict.FAILED:
             output = result.output if result.output.endswith("\n") else result.output + "\n"
             self.stream.write(output)
             self.stream.flush()
@@ -1482,55 +2002,85 @@ class Reporter:
         self.stream.write("\a")
         self.stream.flush()
 
+    def notify_failed(self, failure: RunResult) -> None:
+        notify("autotest", f"{failure.package.rel} FAILED")
 
-def notify(title: str, message: str) -> None:
-    """A desktop notification where the system has a way to send one; silently nothing else."""
-    if shutil.which("notify-send"):
-        command = ["notify-send", title, message]
-    elif sys.platform == "darwin" and shutil.which("osascript"):
-        script = f"display notification {json.dumps(message)} with title {json.dumps(title)}"
-        command = ["osascript", "-e", script]
-    else:
-        return
-    with contextlib.suppress(OSError):
-        subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    def notify_recovered(self) -> None:
+        notify("autotest", "all packages pass again")
+
+    # Notices between cycles.
+
+    def watching(self, count: int, how: str) -> None:
+        self.note(f"watching {counted(count, 'package')} in {self.root} ({how}); Ctrl+C to stop")
+
+    def packages_changed(self, added: Iterable[str], removed: Iterable[str]) -> None:
+        words = [f"+{r}" for r in sorted(added)] + [f"-{r}" for r in sorted(removed)]
+        self.say(self.paint(f"packages: {' '.join(words)}", "dim"))
+
+    def not_in_package(self, arg: str) -> None:
+        self.warn(f"{arg} is in no package; ignored")
+
+    def echoes(self, paths: Iterable[str]) -> None:
+        names = ", ".join(self.rel(p) for p in paths)
+        self.note(
+            f"not rerun for {names}, changed during the run as the runs change it "
+            "(save it again to rerun)"
         )
 
+    def loop_found(self, paths: Sequence[str]) -> None:
+        rels = [self.rel(p) for p in paths]
+        globs = " ".join(
+            f"--ignore {shlex.quote(g)}" for g in sorted({os.path.basename(r) for r in rels})
+        )
+        self.warn(
+            f"each test run changes {', '.join(rels)}, which sets off the next run; "
+            f"not reacting to that during runs any more. To ignore it for good: {globs}"
+        )
 
-def counted(number: int, noun: str) -> str:
-    """``1 package``, ``3 packages``."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"
+    def warm_lost(self, warm: float, cold: float) -> None:
+        self.note(
+            f"forked runs were no faster than cold ones ({warm:.2f}s against {cold:.2f}s); "
+            "starting every run cold from now on"
+        )
 
+    def no_toml_for_config(self) -> None:
+        self.warn(
+            "skipped [tool.autotest] in pyproject.toml: "
+            "this Python needs tomli to read it (pip install tomli)"
+        )
 
-def shown(path: str) -> str:
-    """A path as one printable line: newlines, other control characters and bytes that are
-    not UTF-8 (surrogate escapes) are escaped."""
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in path)
+    # What the Watcher has to say (WatchNotices).
 
+    def unreadable(self, path: str) -> None:
+        if path not in self.warned_unreadable:
+            self.warned_unreadable.add(path)
+            self.warn(f"cannot read {path}; skipped, and changes below it are not seen")
 
-def describe_changes(paths: Iterable[str], root: Path, packages: Sequence[Package]) -> str:
-    """One short line: the file that changed, or how many changed in how many packages."""
-    paths = sorted(paths)
-    if len(paths) == 1:
-        path = paths[0]
-        gone = "" if os.path.lexists(path) else " (removed)"
-        return f"changed: {shown(os.path.relpath(path, root))}{gone}"
-    owners = {owner_of(p, packages) for p in paths}
-    inside = len(owners - {None})
-    if not inside:
-        return f"changed: {len(paths)} files outside every package"
-    text = f"changed: {len(paths)} files in {counted(inside, 'package')}"
-    return text + (" and outside them" if None in owners else "")
+    def too_many_watches(self, needed: int, limit: int) -> None:
+        self.warn(
+            f"this tree needs {needed} inotify watches but the limit is {limit}; "
+            f"polling instead. To watch natively, raise it: {RAISE_WATCHES}"
+        )
+
+    def watches_refused(self, reason: str) -> None:
+        self.warn(
+            f"the OS refused more watches ({reason}); polling instead. "
+            f"Raise the limit: {RAISE_WATCHES} fs.inotify.max_user_instances=1024"
+        )
+
+    def cannot_watch(self, path: str, reason: str) -> None:
+        self.warn(f"cannot watch {path}: {reason}")
 
 
 # ---------------------------------------------------------------------------------------------
-# Command line
+# Options: one table for the command line, the config files and the defaults
 # ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Options:
+    """Every setting, with its default."""
+
     root: Path
     once: bool = False
     changed: tuple[str, ...] = ()
@@ -1539,7 +2089,7 @@ class Options:
     jobs: int = 1
     timeout: float | None = None
     restart: bool = False
-    debounce: float = 0.05
+    debounce: float = DEFAULT_DEBOUNCE
     ignore: tuple[str, ...] = ()
     poll: bool = False
     warm: bool = True
@@ -1580,9 +2130,97 @@ def job_count(value: str) -> int:
     return number
 
 
+def config_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One option.  ``kind`` says how it is given: ``flag`` (true/false; a flag whose default
+    is true is spelt ``--no-NAME``), ``value`` (one value, read by ``read``), ``list``
+    (repeatable on the command line; a list or a whitespace-separated string in config),
+    ``paths`` (several values after the option), ``args`` (after ``--`` on the command line;
+    a list or a shell-quoted string in config)."""
+
+    name: str
+    kind: str
+    help: str
+    read: Callable[[str], Any] = str
+    metavar: str | None = None
+    short: str = ""
+    in_config: bool = True
+
+    @property
+    def field(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def default(self) -> Any:
+        return Options.__dataclass_fields__[self.field].default
+
+
+SETTINGS = (
+    Setting("root", "value", "the repository (default: the parent of this file's folder)",
+            metavar="DIR", in_config=False),
+    Setting("once", "flag", "run one cycle and exit: 0 all passed, 1 a package failed",
+            in_config=False),
+    Setting("changed", "paths", "order the first cycle as if these paths had just changed",
+            metavar="PATH", in_config=False),
+    Setting("runner", "value", "nose, nose2, pytest, unittest, or a command with {package}",
+            metavar="NAME|CMD"),
+    Setting("runner-args", "args", "arguments for the runner (on the command line: after --)"),
+    Setting("jobs", "value", "packages run at once; auto: one per core", job_count, "N|auto",
+            short="j"),
+    Setting("timeout", "value", "kill and fail a package run that takes longer", positive,
+            "SECONDS"),
+    Setting("restart", "flag", "a change during a run kills that run at once"),
+    Setting("debounce", "value", "quiet time that closes a burst of changes", non_negative,
+            "SECONDS"),
+    Setting("ignore", "list", "never react to matching paths (repeatable)", metavar="GLOB"),
+    Setting("poll", "flag", "poll the tree instead of OS notifications"),
+    Setting("warm", "flag", "start every run cold instead of forking it from a warm interpreter"),
+    Setting("explain", "flag", "say why each package runs where it does", short="v"),
+    Setting("clear", "flag", "clear the screen before each cycle"),
+    Setting("bell", "flag", "ring the terminal bell when a package fails"),
+    Setting("notify", "flag", "desktop notification when a cycle fails or recovers"),
+)  # fmt: skip
+
+
 class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see --help)")
+
+
+def add_setting(parser: argparse.ArgumentParser, setting: Setting) -> None:
+    flags = [f"-{setting.short}"] if setting.short else []
+    if setting.kind == "flag":
+        negated = setting.default is True
+        flags.append(f"--no-{setting.name}" if negated else f"--{setting.name}")
+        action = "store_false" if negated else "store_true"
+        parser.add_argument(
+            *flags, dest=setting.field, action=action, default=None, help=setting.help
+        )
+        return
+    flags.append(f"--{setting.name}")
+    default = setting.default
+    shown_default = isinstance(default, (int, float, str)) and not isinstance(default, bool)
+    text = setting.help + (f" (default: {default})" if shown_default else "")
+    if setting.kind == "list":
+        parser.add_argument(*flags, dest=setting.field, action="append", metavar=setting.metavar,
+                            help=text)  # fmt: skip
+    elif setting.kind == "paths":
+        parser.add_argument(*flags, dest=setting.field, nargs="+", metavar=setting.metavar,
+                            help=text)  # fmt: skip
+    else:
+        parser.add_argument(*flags, dest=setting.field, type=setting.read,
+                            metavar=setting.metavar, help=text)  # fmt: skip
 
 
 def argument_parser() -> ArgumentParser:
@@ -1598,111 +2236,37 @@ def argument_parser() -> ArgumentParser:
         ),
         argument_default=None,
     )
-    add = parser.add_argument
-    add("--root", metavar="DIR", help="the repository (default: the parent of this file's folder)")
-    add(
-        "--once",
-        action="store_true",
-        help="run one cycle and exit: 0 all passed, 1 a package failed",
-    )
-    add(
-        "--changed",
-        nargs="+",
-        metavar="PATH",
-        help="order the first cycle as if these paths had just changed",
-    )
-    add(
-        "--runner",
-        metavar="NAME|CMD",
-        help="nose (default), nose2, pytest, unittest, or a command with {package}",
-    )
-    add("-j", "--jobs", type=job_count, metavar="N|auto", help="packages run at once (default 1)")
-    add(
-        "--timeout",
-        type=positive,
-        metavar="SECONDS",
-        help="kill and fail a package run that takes longer",
-    )
-    add(
-        "--restart",
-        action="store_true",
-        default=None,
-        help="a change during a run kills that run at once",
-    )
-    add(
-        "--debounce",
-        type=non_negative,
-        metavar="SECONDS",
-        help="quiet time that closes a burst of changes (0.05)",
-    )
-    add(
-        "--ignore",
-        action="append",
-        metavar="GLOB",
-        help="never react to matching paths (repeatable)",
-    )
-    add(
-        "--poll",
-        action="store_true",
-        default=None,
-        help="poll the tree instead of OS notifications",
-    )
-    add("--no-warm", dest="warm", action="store_false", default=None, help="start every run cold")
-    add(
-        "-v",
-        "--explain",
-        action="store_true",
-        default=None,
-        help="say why each package runs where it does",
-    )
-    add("--clear", action="store_true", default=None, help="clear the screen before each cycle")
-    add(
-        "--bell",
-        action="store_true",
-        default=None,
-        help="ring the terminal bell when a package fails",
-    )
-    add(
-        "--notify",
-        action="store_true",
-        default=None,
-        help="desktop notification when a cycle fails or recovers",
-    )
+    for setting in SETTINGS:
+        if setting.kind != "args":
+            add_setting(parser, setting)
     return parser
 
 
-# Settings read from the repository: the same names as the long options.
-CONFIG_TYPES: dict[str, Callable[[Any], Any]] = {
-    "runner": str,
-    "runner-args": lambda v: tuple(shlex.split(v) if isinstance(v, str) else map(str, v)),
-    "jobs": lambda v: job_count(str(v)),
-    "timeout": lambda v: positive(str(v)),
-    "restart": lambda v: config_bool(v),
-    "debounce": lambda v: non_negative(str(v)),
-    "ignore": lambda v: tuple(v.split() if isinstance(v, str) else map(str, v)),
-    "poll": lambda v: config_bool(v),
-    "warm": lambda v: config_bool(v),
-    "explain": lambda v: config_bool(v),
-    "clear": lambda v: config_bool(v),
-    "bell": lambda v: config_bool(v),
-    "notify": lambda v: config_bool(v),
-}
+def strings(value: Any, split: Callable[[str], list[str]]) -> tuple[str, ...]:
+    """A config value that is a list of strings, or one string split into them."""
+    if isinstance(value, str):
+        return tuple(split(value))
+    if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+        return tuple(map(str, value))
+    raise argparse.ArgumentTypeError(f"expected a list of strings, got {value!r}")
 
 
-def config_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+def setting_from_config(setting: Setting, value: Any) -> Any:
+    """A config file's value, checked against what the setting takes."""
+    if setting.kind == "flag":
+        return config_bool(value)
+    if setting.kind == "list":
+        return strings(value, str.split)
+    if setting.kind == "args":
+        return strings(value, shlex.split)
+    if isinstance(value, (dict, list, bool)):
+        raise argparse.ArgumentTypeError(f"expected one value, got {value!r}")
+    return setting.read(str(value))
 
 
-def read_config(root: Path, warn: Callable[[str], None]) -> dict[str, Any]:
-    """``[autotest]`` in setup.cfg, overridden by ``[tool.autotest]`` in pyproject.toml."""
-    raw: list[tuple[str, dict[str, Any]]] = []
+def config_sections(root: Path, on_no_toml: Callable[[], None]) -> list[tuple[str, Any]]:
+    """``[autotest]`` of setup.cfg, then ``[tool.autotest]`` of pyproject.toml, as found."""
+    found: list[tuple[str, Any]] = []
     setup_cfg = root / "setup.cfg"
     if setup_cfg.is_file():
         parser = configparser.ConfigParser(interpolation=None)
@@ -1711,7 +2275,7 @@ def read_config(root: Path, warn: Callable[[str], None]) -> dict[str, Any]:
         except (configparser.Error, UnicodeDecodeError) as exc:
             raise UsageError(f"{setup_cfg}: {exc}") from None
         if parser.has_section("autotest"):
-            raw.append(("setup.cfg [autotest]", dict(parser.items("autotest"))))
+            found.append(("setup.cfg [autotest]", dict(parser.items("autotest"))))
     pyproject = root / "pyproject.toml"
     if pyproject.is_file():
         try:
@@ -1720,22 +2284,23 @@ def read_config(root: Path, warn: Callable[[str], None]) -> dict[str, Any]:
             raise UsageError(f"{pyproject}: {exc}") from None
         if data is None:
             if "[tool.autotest]" in pyproject.read_text(encoding="utf-8", errors="replace"):
-                warn(
-                    "skipped [tool.autotest] in pyproject.toml: "
-                    "this Python needs tomli to read it (pip install tomli)"
-                )
+                on_no_toml()
         elif "autotest" in data.get("tool", {}):
-            raw.append(("pyproject.toml [tool.autotest]", data["tool"]["autotest"]))
+            found.append(("pyproject.toml [tool.autotest]", data["tool"]["autotest"]))
+    return found
+
+
+def read_config(root: Path, on_no_toml: Callable[[], None]) -> dict[str, Any]:
+    """The settings the repository holds, by setting name; pyproject.toml wins."""
+    by_name = {s.name: s for s in SETTINGS if s.in_config}
     settings: dict[str, Any] = {}
-    for where, section in raw:
+    for where, section in config_sections(root, on_no_toml):
         for key, value in section.items():
             name = key.replace("_", "-")
-            if name not in CONFIG_TYPES:
-                raise UsageError(
-                    f"{where}: unknown setting {key!r} (known: {', '.join(CONFIG_TYPES)})"
-                )
+            if name not in by_name:
+                raise UsageError(f"{where}: unknown setting {key!r} (known: {', '.join(by_name)})")
             try:
-                settings[name] = CONFIG_TYPES[name](value)
+                settings[name] = setting_from_config(by_name[name], value)
             except (argparse.ArgumentTypeError, ValueError) as exc:
                 raise UsageError(f"{where}: {key}: {exc}") from None
     return settings
@@ -1745,7 +2310,7 @@ def default_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def parse_options(argv: Sequence[str], warn: Callable[[str], None]) -> Options:
+def parse_options(argv: Sequence[str], on_no_toml: Callable[[], None]) -> Options:
     """Command line over pyproject.toml over setup.cfg over defaults."""
     argv = list(argv)
     runner_args: tuple[str, ...] | None = None
@@ -1757,164 +2322,49 @@ def parse_options(argv: Sequence[str], warn: Callable[[str], None]) -> Options:
     if not root.is_dir():
         raise UsageError(f"root {str(root)!r} is not a directory")
     root = root.resolve()
-    given = {k.replace("_", "-"): v for k, v in vars(args).items() if v is not None}
-    merged = {**read_config(root, warn), **given}
+    given = {
+        s.name: tuple(value) if isinstance(value, list) else value
+        for s in SETTINGS
+        if s.kind != "args" and (value := getattr(args, s.field)) is not None
+    }
+    merged = {**read_config(root, on_no_toml), **given, "root": root}
     if runner_args is not None:
         merged["runner-args"] = runner_args
-    return Options(
-        root=root,
-        once=bool(args.once),
-        changed=tuple(args.changed or ()),
-        runner=merged.get("runner", "nose"),
-        runner_args=tuple(merged.get("runner-args", ())),
-        jobs=merged.get("jobs", 1),
-        timeout=merged.get("timeout"),
-        restart=merged.get("restart", False),
-        debounce=merged.get("debounce", 0.05),
-        ignore=tuple(merged.get("ignore", ())),
-        poll=merged.get("poll", False),
-        warm=merged.get("warm", True),
-        explain=merged.get("explain", False),
-        clear=merged.get("clear", False),
-        bell=merged.get("bell", False),
-        notify=merged.get("notify", False),
-    )
+    return Options(**{name.replace("-", "_"): value for name, value in merged.items()})
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that it unwinds like Ctrl+C does."""
+# ---------------------------------------------------------------------------------------------
+# Session: the wiring, and main
+# ---------------------------------------------------------------------------------------------
 
 
-def raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated
+class PackageSet:
+    """The packages as the tree has them now, and their graph, kept in step with changes."""
 
-
-class KeyReader:
-    """Single key presses from the terminal, handed to the main loop through the ChangeSet.
-
-    The terminal goes into cbreak mode (keys arrive at once, Ctrl+C still interrupts) and is
-    always put back as it was, however autotest ends.
-    """
-
-    def __init__(self, changes: ChangeSet) -> None:
-        self.changes = changes
-        self.saved: Any = None
-        self.fd = -1
-
-    def __enter__(self) -> KeyReader:
-        if POSIX:
-            try:
-                import termios
-                import tty
-
-                self.fd = sys.stdin.fileno()
-                self.saved = termios.tcgetattr(self.fd)
-                tty.setcbreak(self.fd)
-            except (ImportError, OSError, ValueError):
-                self.saved = None
-                return self
-        elif not self._has_msvcrt():
-            return self
-        threading.Thread(target=self._read, name="autotest-keys", daemon=True).start()
-        return self
-
-    @staticmethod
-    def _has_msvcrt() -> bool:
-        try:
-            import msvcrt  # noqa: F401
-        except ImportError:
-            return False
-        return True
-
-    def _read(self) -> None:
-        while True:
-            if POSIX:
-                try:
-                    data = os.read(self.fd, 1)
-                except OSError:
-                    return
-                if not data:
-                    return
-                key = data.decode("latin-1")
-            else:
-                import msvcrt
-
-                key = msvcrt.getwch()  # type: ignore[attr-defined,unused-ignore]
-            self.changes.press(key)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.saved is not None:
-            import termios
-
-            with contextlib.suppress(OSError):
-                termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
-
-
-ECHO_GRACE = 0.5  # a run's own writes may still be reported this long after it ends
-RUN_KEYS = {"\n": "all", "\r": "all", "a": "all", "A": "all", "f": "failed", "F": "failed"}
-QUIT_KEYS = ("q", "Q")
-
-
-class Session:
-    """The main loop, and the only place tests run: fed by the ChangeSet, it orders each cycle,
-    runs it and reports it."""
-
-    def __init__(self, options: Options, reporter: Reporter) -> None:
-        self.options = options
-        self.root = options.root
+    def __init__(self, root: Path, reporter: Reporter) -> None:
+        self.root = root
         self.reporter = reporter
-        self.changes = ChangeSet()
-        self.runner = make_runner(options.runner)
-        check_runner(self.runner)
-        self.rules = IgnoreRules(self.root, options.ignore)
         self.packages: list[Package] = []
-        self.unreadable: set[str] = set()
         self.graph = DependencyGraph({}, frozenset())
-        self.refresh_packages()
-        if not self.packages:
-            raise UsageError(
-                f"no packages under {self.root} (a package is a directory holding "
-                f"{', '.join(PACKAGE_MARKERS[:-1])} or {PACKAGE_MARKERS[-1]}); pass --root DIR"
-            )
-        self.env = run_environment(self.runner, pycache_dir())
-        self.launcher: WarmLauncher | None = None
-        self.run_times: dict[bool, dict[Package, float]] = {True: {}, False: {}}
-        self.warm_judged = False
-        self.failed: set[Package] = set()
-        self.pending: dict[str, float] = {}
-        self.git_verdicts: dict[str, bool] = {}  # path -> ignored by git, during one cycle
-        self.keys: list[str] = []
-        self.cycle_started: float | None = None
-        self.window = (-1.0, -1.0)  # when the last cycle ran
-        self.echo_streak = 0
-        self.echo_paths: set[str] = set()
-        self.run_written: set[str] = set()
-        self.last_passed = True
+        self.refresh()
 
-    # Packages and their graph follow the tree.
-
-    def refresh_packages(self, metadata_changed: bool = True) -> None:
+    def refresh(self, metadata_changed: bool = True) -> None:
         """Rediscover the packages; read the graph again when they or their metadata changed."""
         packages, unreadable = discover_packages(self.root)
         for path in unreadable:
-            self.warn_unreadable(path)
+            self.reporter.unreadable(path)
         if packages == self.packages and not metadata_changed:
             return
         if self.packages and packages != self.packages:
-            added = sorted(p.rel for p in set(packages) - set(self.packages))
-            removed = sorted(p.rel for p in set(self.packages) - set(packages))
-            words = [f"+{r}" for r in added] + [f"-{r}" for r in removed]
-            self.reporter.say(self.reporter.paint(f"packages: {' '.join(words)}", "dim"))
+            self.reporter.packages_changed(
+                (p.rel for p in set(packages) - set(self.packages)),
+                (p.rel for p in set(self.packages) - set(packages)),
+            )
         self.packages = packages
         self.graph = dependency_graph(packages)
         self.reporter.width = max((len(p.rel) for p in packages), default=0)
 
-    def warn_unreadable(self, path: str) -> None:
-        if path not in self.unreadable:
-            self.unreadable.add(path)
-            self.reporter.warn(f"cannot read {path}; skipped, and changes below it are not seen")
-
-    def follow_tree(self, paths: Iterable[str]) -> None:
+    def follow(self, paths: Iterable[str]) -> None:
         """Rediscover packages when directories or metadata came or went; re-read the graph
         when code changed in a package whose imports make its edges."""
         paths = list(paths)
@@ -1923,164 +2373,106 @@ class Session:
             p.endswith(".py") and owner_of(p, self.packages) in self.graph.scanned for p in paths
         )
         if metadata or any(not os.path.isfile(p) for p in paths):
-            self.refresh_packages(metadata or imports)
-            self.failed &= set(self.packages)
+            self.refresh(metadata or imports)
         elif imports:
             self.graph = dependency_graph(self.packages)
 
-    # Changes: gathered from the ChangeSet, filtered by git, guarded against loops.
-
-    def collect(self) -> None:
-        """Move what the ChangeSet holds into ``pending``, less what git ignores."""
-        paths, keys = self.changes.take()
-        self.keys.extend(keys)
-        fresh = {p: t for p, t in paths.items() if not self.written_by_run(p, t)}
-        echoes = sorted(shown(os.path.relpath(p, self.root)) for p in paths if p not in fresh)
-        if echoes:
-            self.reporter.say(
-                self.reporter.paint(
-                    f"autotest: not rerun for {', '.join(echoes)}, changed during the run as the "
-                    "runs change it (save it again to rerun)",
-                    "dim",
-                )
-            )
-        ignored = self.rules.git_ignored(fresh)
-        self.pending.update((p, t) for p, t in fresh.items() if p not in ignored)
-
-    def changed_meanwhile(self) -> bool:
-        """Whether a change that counts (or q) arrived during this cycle.  It only looks: the
-        burst stays in the ChangeSet until it settles, so an editor's save stays one change."""
-        paths, keys = self.changes.peek()
-        if any(k in QUIT_KEYS for k in keys):
-            return True
-        unknown = [p for p in paths if p not in self.git_verdicts]
-        if unknown:
-            ignored = self.rules.git_ignored(unknown)
-            self.git_verdicts.update((p, p in ignored) for p in unknown)
-        return any(
-            not self.git_verdicts[p] and not self.written_by_run(p, t) for p, t in paths.items()
-        )
-
-    def written_by_run(self, path: str, at: float) -> bool:
-        """A change the loop guard attributes to the test runs: a path it named, changed while
-        a cycle ran.  The same path changed while idle was a person's doing, so it counts again."""
-        if path not in self.run_written:
-            return False
-        running = self.cycle_started is not None and at >= self.cycle_started
-        if running or self.window[0] <= at <= self.window[1] + ECHO_GRACE:
-            return True
-        self.run_written.discard(path)
-        return False
-
-    def guard_against_loops(self, batch: Mapping[str, float]) -> None:
-        """The loop guard: when two cycles in a row were set off by nothing but the same files
-        changing during the cycle before, the runs write them.  Say which, and from then on let
-        their changes during runs pass, so that this cycle is the last they set off."""
-        start, end = self.window
-        # Sources and metadata are what people edit, during runs too: never take them for echoes.
-        edited = any(p.endswith(".py") or os.path.basename(p) in PACKAGE_MARKERS for p in batch)
-        if edited or not all(start <= t <= end + ECHO_GRACE for t in batch.values()):
-            self.echo_streak = 0
-            return
-        repeated = self.echo_streak and set(batch) == self.echo_paths
-        self.echo_streak = self.echo_streak + 1 if repeated else 1
-        self.echo_paths = set(batch)
-        if self.echo_streak < 2:
-            return
-        self.echo_streak = 0
-        self.run_written |= set(batch)
-        rels = sorted(shown(os.path.relpath(p, self.root)) for p in batch)
-        globs = " ".join(
-            f"--ignore {shlex.quote(g)}" for g in sorted({os.path.basename(r) for r in rels})
-        )
-        self.reporter.warn(
-            f"each test run changes {', '.join(rels)}, which sets off the next run; "
-            f"not reacting to that during runs any more. To ignore it for good: {globs}"
-        )
-
-    # Cycles.
-
-    def start_run(self, package: Package) -> Run:
-        command = self.runner.command(package, self.options.runner_args)
-        launcher = self.launcher if self.window[0] >= 0 else None  # the first cycle runs cold
-        return Run(package, command, self.env, self.runner, self.options.timeout, launcher)
-
-    def record(self, result: RunResult) -> None:
-        self.reporter.verdict(result)
-        times = self.run_times[result.warm]
-        times[result.package] = min(result.seconds, times.get(result.package, result.seconds))
-
-    def judge_warm_runner(self) -> None:
-        """Keep the warm runner only if it is faster: once three packages (or all) have run both
-        ways, compare their best warm runs with their best cold ones, and decide for good."""
-        if self.launcher is None or self.warm_judged:
-            return
-        both = [p for p in self.run_times[True] if p in self.run_times[False]]
-        if len(both) < min(3, len(self.packages)):
-            return
-        self.warm_judged = True
-        warm = sum(self.run_times[True][p] for p in both)
-        cold = sum(self.run_times[False][p] for p in both)
-        if warm >= cold:
-            self.launcher.close()
-            self.launcher = None
-            self.reporter.say(
-                self.reporter.paint(
-                    f"autotest: forked runs were no faster than cold ones ({warm:.2f}s against "
-                    f"{cold:.2f}s); starting every run cold from now on",
-                    "dim",
-                )
-            )
-
-    def cycle(
-        self, changed: Mapping[str, float], header: str, only: set[Package] | None = None
-    ) -> CycleOutcome:
+    def owners(self, changed: Mapping[str, float]) -> dict[Package, float]:
+        """The packages holding the changed paths, each with its latest change."""
         owners: dict[Package, float] = {}
         for path, at in changed.items():
             owner = owner_of(path, self.packages)
             if owner is not None:
                 owners[owner] = max(at, owners.get(owner, at))
-        steps = cycle_order(self.packages, owners, self.failed, self.graph.uses)
+        return owners
+
+
+class Session:
+    """The main loop, and the only place tests run: fed by the Intake, it orders each cycle,
+    runs it and reports it."""
+
+    def __init__(self, options: Options, reporter: Reporter) -> None:
+        self.options = options
+        self.root = options.root
+        self.reporter = reporter
+        reporter.root = options.root
+        self.runner = make_runner(options.runner)
+        check_runner(self.runner)
+        self.rules = IgnoreRules(self.root, options.ignore)
+        self.tree = PackageSet(self.root, reporter)
+        if not self.tree.packages:
+            raise UsageError(
+                f"no packages under {self.root} (a package is a directory holding "
+                f"{', '.join(PACKAGE_MARKERS[:-1])} or {PACKAGE_MARKERS[-1]}); pass --root DIR"
+            )
+        self.env = run_environment(self.runner, pycache_dir())
+        self.changes = ChangeSet()
+        self.guard = LoopGuard()
+        self.intake = Intake(
+            self.changes, self.rules, self.guard, options.debounce, reporter.echoes
+        )
+        self.warm = WarmPolicy()
+        self.failed: set[Package] = set()
+        self.last_passed = True
+
+    @property
+    def packages(self) -> list[Package]:
+        return self.tree.packages
+
+    def start_run(self, package: Package) -> Run:
+        command = self.runner.command(package, self.options.runner_args)
+        launcher = self.warm.launcher_for_runs()
+        return Run(package, command, self.env, self.runner, self.options.timeout, launcher)
+
+    def record(self, result: RunResult) -> None:
+        self.reporter.verdict(result)
+        self.warm.record(result)
+
+    def cycle(self, changed: Mapping[str, float], only: set[Package] | None = None) -> CycleOutcome:
+        steps = cycle_order(
+            self.packages, self.tree.owners(changed), self.failed, self.tree.graph.uses
+        )
         if only is not None:
             steps = [s for s in steps if s.package in only]
-        if self.options.clear:
-            self.reporter.clear()
-        self.reporter.trigger(header)
         if self.options.explain:
             self.reporter.explain(steps)
-        self.cycle_started = time.monotonic()
-        self.git_verdicts = {}
         watching = not self.options.once
+        self.guard.cycle_started(time.monotonic())
         try:
             outcome = run_cycle(
                 steps,
                 self.start_run,
                 self.options.jobs,
-                self.changed_meanwhile if watching else lambda: False,
+                self.intake.changed_meanwhile if watching else lambda: False,
                 self.options.restart,
                 self.record,
             )
         finally:
-            self.window = (self.cycle_started, time.monotonic())
-            self.cycle_started = None
-        for result in outcome.results:
-            self.failed.discard(result.package)
+            self.guard.cycle_ended(time.monotonic())
+        self.failed.difference_update(r.package for r in outcome.results)
         if outcome.failure is not None:
             self.failed.add(outcome.failure.package)
         self.reporter.summary(outcome)
         if not outcome.interrupted:
             self.after_cycle(outcome)
-        self.judge_warm_runner()
+        self.warm.cycle_done()
+        lost = self.warm.judge(len(self.packages))
+        if lost is not None:
+            self.reporter.warm_lost(*lost)
         return outcome
+
+    def begin(self) -> None:
+        if self.options.clear:
+            self.reporter.clear()
 
     def after_cycle(self, outcome: CycleOutcome) -> None:
         if outcome.failure is not None:
             if self.options.bell:
                 self.reporter.bell()
             if self.options.notify:
-                notify("autotest", f"{outcome.failure.package.rel} FAILED")
+                self.reporter.notify_failed(outcome.failure)
         elif self.options.notify and not self.last_passed:
-            notify("autotest", "all packages pass again")
+            self.reporter.notify_recovered()
         self.last_passed = outcome.passed
 
     def changed_from_arguments(self) -> dict[str, float]:
@@ -2097,19 +2489,35 @@ class Session:
                     changed[path] = now - index * 1e-6
                     break
             else:
-                self.reporter.warn(f"{arg} is in no package; ignored")
+                self.reporter.not_in_package(arg)
         return changed
+
+    def run_all(self) -> CycleOutcome:
+        self.begin()
+        self.reporter.testing_all(len(self.packages))
+        return self.cycle({})
+
+    def run_failed(self) -> CycleOutcome:
+        if not self.failed:
+            self.reporter.no_failed()
+            return CycleOutcome([])
+        self.begin()
+        self.reporter.testing_failed(len(self.failed))
+        return self.cycle({}, only=set(self.failed))
+
+    def run_changes(self, changed: Mapping[str, float], known: Sequence[Package]) -> CycleOutcome:
+        """A cycle for changed paths, named against ``known`` packages (those before and after
+        the change, so a removed package still counts as one)."""
+        self.begin()
+        self.reporter.header(describe_changes(changed, self.root, known))
+        return self.cycle(changed)
 
     def first_cycle(self) -> CycleOutcome:
         changed = self.changed_from_arguments()
-        if changed:
-            return self.cycle(changed, describe_changes(changed, self.root, self.packages))
-        return self.cycle({}, f"testing all {counted(len(self.packages), 'package')}")
+        return self.run_changes(changed, self.packages) if changed else self.run_all()
 
     def once(self) -> int:
         return 0 if self.first_cycle().passed else 1
-
-    # Watching.
 
     def watch(self, interactive: bool) -> int:
         if WATCHDOG_ERROR:
@@ -2117,76 +2525,44 @@ class Session:
                 f"watchdog is not installed ({WATCHDOG_ERROR}); "
                 f"install it: {sys.executable} -m pip install watchdog"
             )
-        watcher = Watcher(
-            self.root, self.rules, self.changes, self.options.poll, self.reporter.warn,
-            self.warn_unreadable,
-        )  # fmt: skip
+        watcher = Watcher(self.rules, self.changes, self.options.poll, self.reporter)
         try:
             how = watcher.start()
         except OSError as exc:
             raise UsageError(f"cannot watch {self.root}: {exc.strerror or exc}") from None
-        self.reporter.say(
-            self.reporter.paint(
-                f"autotest: watching {counted(len(self.packages), 'package')} in {self.root} "
-                f"({how}); Ctrl+C to stop",
-                "dim",
-            )
-        )
+        self.reporter.watching(len(self.packages), how)
         if self.options.warm and self.runner.module:
-            self.launcher = WarmLauncher(self.runner, self.env)
+            self.warm = WarmPolicy(WarmLauncher(self.runner, self.env))
         try:
-            with KeyReader(self.changes) if interactive else contextlib.nullcontext():
+            with KeyReader(self.changes.press) if interactive else contextlib.nullcontext():
                 outcome = self.first_cycle()
                 while True:
                     if interactive and not outcome.interrupted:
                         self.reporter.menu()
-                    request = self.wait_for_change()
-                    if request == "quit":
+                    request = self.intake.next_request()
+                    if request.kind == "quit":
                         return 0 if self.last_passed else 1
                     outcome = self.respond(request)
         finally:
             watcher.stop()
 
-    def wait_for_change(self) -> str:
-        """Block until a settled burst of relevant changes or a key; say which."""
-        while True:
-            while self.keys:
-                key = self.keys.pop(0)
-                if key in QUIT_KEYS:
-                    return "quit"
-                if key in RUN_KEYS:
-                    return RUN_KEYS[key]
-            if self.pending:
-                quiet_for = time.monotonic() - max(self.pending.values())
-                if quiet_for >= self.options.debounce and not self.changes.pending():
-                    return "changes"
-                self.changes.wait_settled(
-                    self.options.debounce, max(0.0, self.options.debounce - quiet_for)
-                )
-            else:
-                self.changes.wait_settled(self.options.debounce)
-            self.collect()
-
-    def respond(self, request: str) -> CycleOutcome:
-        if request == "all":
-            return self.cycle({}, f"testing all {counted(len(self.packages), 'package')}")
-        if request == "failed":
-            if not self.failed:
-                self.reporter.say("no failed packages")
-                return CycleOutcome([])
-            return self.cycle({}, f"testing {len(self.failed)} failed", only=set(self.failed))
-        batch, self.pending = self.pending, {}
-        self.guard_against_loops(batch)
+    def respond(self, request: Request) -> CycleOutcome:
+        if request.kind == "all":
+            return self.run_all()
+        if request.kind == "failed":
+            return self.run_failed()
+        batch = request.paths
+        looping = self.guard.observe(batch)
+        if looping:
+            self.reporter.loop_found(looping)
         before = self.packages
-        self.follow_tree(batch)
+        self.tree.follow(batch)
+        self.failed &= set(self.packages)
         forget_bytecode(batch, self.env.get("PYTHONPYCACHEPREFIX"))
-        # Named against the packages before and after, so a removed one still counts as one.
-        known = list({*before, *self.packages})
-        return self.cycle(batch, describe_changes(batch, self.root, known))
+        return self.run_changes(batch, list({*before, *self.packages}))
 
     def close(self) -> None:
-        if self.launcher is not None:
-            self.launcher.close()
+        self.warm.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -2197,7 +2573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
         signal.signal(signal.SIGTERM, raise_terminated)
     try:
-        options = parse_options(sys.argv[1:] if argv is None else argv, reporter.warn)
+        options = parse_options(sys.argv[1:] if argv is None else argv, reporter.no_toml_for_config)
         session = Session(options, reporter)
         if options.once:
             return session.once()

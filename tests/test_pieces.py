@@ -1,0 +1,290 @@
+"""The pieces between watchdog and a verdict, each on its own: the event handler, the loop guard,
+the intake, and the cycle with stand-in runs."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from watchdog.events import (
+    DirCreatedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileOpenedEvent,
+)
+
+from conftest import load_autotest
+
+at = load_autotest()
+
+
+# ---------------------------------------------------------------------------------------------
+# ChangeHandler: watchdog's events become changed paths
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def handler(tmp_path: Path) -> Any:
+    return at.ChangeHandler(at.IgnoreRules(tmp_path), at.ChangeSet())
+
+
+def test_a_modified_file_is_a_change_and_an_opened_one_is_not(handler: Any, tmp_path: Path) -> None:
+    handler.on_any_event(FileOpenedEvent(str(tmp_path / "a.py")))
+    assert not handler.changes.pending()
+    handler.on_any_event(FileModifiedEvent(str(tmp_path / "a.py")))
+    assert list(handler.changes.take_paths()) == [str(tmp_path / "a.py")]
+
+
+def test_editor_side_files_and_tool_directories_never_reach_the_changeset(
+    handler: Any, tmp_path: Path
+) -> None:
+    for rel in (".a.py.swp", "a.py~", "pkg/__pycache__/a.cpython-311.pyc", ".git/index"):
+        handler.on_any_event(FileModifiedEvent(str(tmp_path / rel)))
+    assert not handler.changes.pending()
+
+
+def test_a_temporary_file_renamed_into_place_is_one_change_of_the_target(
+    handler: Any, tmp_path: Path
+) -> None:
+    temp, target = str(tmp_path / "a.py.tmp1234"), str(tmp_path / "a.py")
+    handler.on_any_event(FileCreatedEvent(temp))
+    handler.on_any_event(FileModifiedEvent(temp))
+    handler.on_any_event(FileMovedEvent(temp, target))
+    assert list(handler.changes.take_paths()) == [target]
+
+
+def test_a_deleted_file_is_a_change(handler: Any, tmp_path: Path) -> None:
+    handler.on_any_event(FileDeletedEvent(str(tmp_path / "gone.py")))
+    assert list(handler.changes.take_paths()) == [str(tmp_path / "gone.py")]
+
+
+def test_directory_events_are_passed_on_for_the_watch_plan(tmp_path: Path) -> None:
+    seen: list[tuple[str, str]] = []
+    handler = at.ChangeHandler(
+        at.IgnoreRules(tmp_path), at.ChangeSet(), lambda kind, path: seen.append((kind, path))
+    )
+    handler.on_any_event(DirCreatedEvent(str(tmp_path / "new")))
+    assert seen == [("created", str(tmp_path / "new"))]
+    assert list(handler.changes.take_paths()) == [str(tmp_path / "new")]
+
+
+# ---------------------------------------------------------------------------------------------
+# LoopGuard: the runs' own writes, told from a person's edits
+# ---------------------------------------------------------------------------------------------
+
+
+def cycle(guard: Any, start: float, end: float) -> None:
+    guard.cycle_started(start)
+    guard.cycle_ended(end)
+
+
+def test_two_cycles_set_off_by_the_same_run_written_file_name_it() -> None:
+    guard = at.LoopGuard()
+    cycle(guard, 0.0, 1.0)
+    assert guard.observe({"/r/pkg/out.json": 0.5}) == []
+    cycle(guard, 2.0, 3.0)
+    assert guard.observe({"/r/pkg/out.json": 2.5}) == ["/r/pkg/out.json"]
+    assert guard.is_runs_doing("/r/pkg/out.json", 3.2), "written just after a run"
+
+
+def test_a_change_made_while_idle_is_a_persons_and_breaks_the_streak() -> None:
+    guard = at.LoopGuard()
+    cycle(guard, 0.0, 1.0)
+    guard.observe({"/r/pkg/out.json": 0.5})
+    cycle(guard, 2.0, 3.0)
+    assert guard.observe({"/r/pkg/out.json": 10.0}) == []
+    cycle(guard, 11.0, 12.0)
+    assert guard.observe({"/r/pkg/out.json": 11.5}) == []
+
+
+def test_a_named_file_saved_while_idle_counts_again() -> None:
+    guard = at.LoopGuard()
+    for start in (0.0, 2.0):
+        cycle(guard, start, start + 1)
+        guard.observe({"/r/pkg/out.json": start + 0.5})
+    assert not guard.is_runs_doing("/r/pkg/out.json", 60.0)
+    assert "/r/pkg/out.json" not in guard.run_written
+
+
+def test_sources_and_metadata_are_never_taken_for_the_runs_writes() -> None:
+    guard = at.LoopGuard()
+    for start in (0.0, 2.0, 4.0):
+        cycle(guard, start, start + 1)
+        assert guard.observe({"/r/pkg/mod.py": start + 0.5}) == []
+        assert guard.observe({"/r/pkg/pyproject.toml": start + 0.5}) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Intake: one debounce, the git filter, keys
+# ---------------------------------------------------------------------------------------------
+
+
+def make_intake(root: Path, debounce: float = 0.01) -> tuple[Any, list[list[str]]]:
+    echoes: list[list[str]] = []
+    intake = at.Intake(
+        at.ChangeSet(), at.IgnoreRules(root), at.LoopGuard(), debounce, echoes.append
+    )
+    return intake, echoes
+
+
+def test_keys_become_requests_in_the_order_pressed(tmp_path: Path) -> None:
+    intake, _ = make_intake(tmp_path)
+    for key in "xfaq":
+        intake.changes.press(key)
+    assert [intake.next_request().kind for _ in range(3)] == ["failed", "all", "quit"]
+
+
+def test_a_settled_burst_is_one_request_with_every_path(tmp_path: Path) -> None:
+    intake, _ = make_intake(tmp_path)
+    intake.changes.add([str(tmp_path / "a.py")])
+    intake.changes.add([str(tmp_path / "b.py")])
+    request = intake.next_request()
+    assert request.kind == "changes"
+    assert sorted(request.paths) == [str(tmp_path / "a.py"), str(tmp_path / "b.py")]
+    assert not intake.changes.pending()
+
+
+def test_gitignored_paths_are_dropped_and_git_is_asked_once_per_path(tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text("*.log\n")
+    intake, _ = make_intake(tmp_path)
+    asked: list[list[str]] = []
+    real = intake.rules.git_ignored
+
+    def counting(paths: Any) -> set[str]:
+        asked.append(sorted(paths))
+        return set(real(paths))
+
+    intake.rules.git_ignored = counting
+    intake.changes.add([str(tmp_path / "run.log")])
+    assert not intake.changed_meanwhile(), "only an ignored file changed"
+    intake.changes.add([str(tmp_path / "a.py")])
+    assert intake.changed_meanwhile()
+    assert list(intake.next_request().paths) == [str(tmp_path / "a.py")]
+    assert asked == [[str(tmp_path / "run.log")], [str(tmp_path / "a.py")]]
+
+
+def test_the_runs_own_writes_are_reported_not_requested(tmp_path: Path) -> None:
+    intake, echoes = make_intake(tmp_path)
+    out = str(tmp_path / "out.json")
+    intake.guard.run_written.add(out)
+    intake.guard.cycle_started(0.0)  # a cycle is running: the write is the run's
+    intake.changes.add([out])
+    assert not intake.changed_meanwhile()
+    intake.changes.add([str(tmp_path / "a.py")])
+    assert list(intake.next_request().paths) == [str(tmp_path / "a.py")]
+    assert echoes == [[out]]
+
+
+def test_a_key_pressed_while_a_burst_settles_comes_first(tmp_path: Path) -> None:
+    intake, _ = make_intake(tmp_path, debounce=5.0)
+    intake.changes.add([str(tmp_path / "a.py")])
+    threading.Timer(0.05, intake.changes.press, ("a",)).start()
+    assert intake.next_request().kind == "all"
+    assert intake.changes.pending(), "the burst is still there for the next request"
+
+
+# ---------------------------------------------------------------------------------------------
+# run_cycle with stand-in runs
+# ---------------------------------------------------------------------------------------------
+
+
+class StandInRun:
+    """A run that ends with ``verdict`` after ``polls`` polls."""
+
+    def __init__(self, package: Any, verdict: Any, polls: int, log: list[str]) -> None:
+        self.package, self.verdict, self.polls, self.log = package, verdict, polls, log
+        log.append(f"start {package.rel}")
+
+    def poll(self) -> Any:
+        self.polls -= 1
+        if self.polls > 0:
+            return None
+        return at.RunResult(self.package, self.verdict, 0.0, f"{self.package.rel} output")
+
+    def kill(self) -> None:
+        self.log.append(f"kill {self.package.rel}")
+
+
+def steps(*names: str) -> list[Any]:
+    return [at.Step(at.Package(Path("/r") / n, n), "") for n in names]
+
+
+def run(
+    plan: dict[str, tuple[Any, int]],
+    jobs: int = 1,
+    changed_after: int | None = None,
+    restart: bool = False,
+) -> tuple[Any, list[str]]:
+    log: list[str] = []
+    checks = [0]
+
+    def changed() -> bool:
+        checks[0] += 1
+        return changed_after is not None and checks[0] > changed_after
+
+    def start(package: Any) -> StandInRun:
+        verdict, polls = plan[package.rel]
+        return StandInRun(package, verdict, polls, log)
+
+    def report(result: Any) -> None:
+        log.append(f"report {result.package.rel}")
+
+    outcome = at.run_cycle(
+        steps(*plan), start, jobs, changed, restart, report, pause=lambda seconds: None
+    )
+    return outcome, log
+
+
+OK, FAILED = at.Verdict.OK, at.Verdict.FAILED
+
+
+def test_packages_run_in_order_and_all_pass() -> None:
+    outcome, log = run({"a": (OK, 1), "b": (OK, 3), "c": (OK, 1)})
+    assert outcome.passed and [r.package.rel for r in outcome.results] == ["a", "b", "c"]
+    assert log == ["start a", "report a", "start b", "report b", "start c", "report c"]
+
+
+def test_the_first_failure_stops_the_cycle() -> None:
+    outcome, log = run({"a": (OK, 1), "b": (FAILED, 1), "c": (OK, 1)})
+    assert outcome.failure.package.rel == "b"
+    assert outcome.not_run == 1
+    assert "start c" not in log
+
+
+def test_with_jobs_verdicts_come_in_order_and_a_failure_kills_the_rest() -> None:
+    outcome, log = run({"a": (OK, 2), "b": (OK, 1), "c": (FAILED, 3), "d": (OK, 9)}, jobs=4)
+    assert log.index("report a") < log.index("report b") < log.index("report c")
+    assert outcome.failure.package.rel == "c"
+    assert "kill d" in log
+
+
+def test_a_change_meanwhile_lets_the_running_package_finish() -> None:
+    outcome, log = run({"a": (OK, 3), "b": (OK, 1)}, changed_after=1)
+    assert outcome.interrupted and [r.package.rel for r in outcome.results] == ["a"]
+    assert "start b" not in log and "kill a" not in log
+
+
+def test_with_restart_a_change_meanwhile_kills_the_running_package() -> None:
+    outcome, log = run({"a": (OK, 3), "b": (OK, 1)}, changed_after=1, restart=True)
+    assert outcome.interrupted and outcome.results == []
+    assert "kill a" in log
+
+
+def test_the_cycle_is_timed_with_the_clock_it_is_given() -> None:
+    ticks = iter([10.0, 12.5])
+    outcome = at.run_cycle(
+        [], lambda p: None, 1, lambda: False, False, lambda r: None, clock=lambda: next(ticks)
+    )
+    assert outcome.seconds == 2.5
+
+
+def test_the_warm_server_is_real_code_sent_to_a_plain_interpreter() -> None:
+    source = at.warm_server_source("nose", 3, ("nose.core",)).decode()
+    compile(source, "<warm>", "exec")
+    assert source.rstrip().endswith("serve_warm('nose', 3, ('nose.core',))")
