@@ -19,7 +19,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTOTEST = ROOT / "utilities" / "autotest.py"
-SUMMARY = re.compile(r"^(all \d+ packages? passed|\S.* FAILED; |changed during the run)")
+SUMMARY = re.compile(
+    r"^(all \d+ packages? passed|\d+ of \d+ packages? passed; "
+    r"|\S.* FAILED; |changed during the run)"
+)
 
 PASSING_TEST = "def test_ok():\n    assert True\n"
 FAILING_TEST = (

@@ -220,6 +220,7 @@ def run(
     jobs: int = 1,
     changed_after: int | None = None,
     restart: bool = False,
+    keep_going: bool = False,
 ) -> tuple[Any, list[str]]:
     log: list[str] = []
     checks = [0]
@@ -236,8 +237,9 @@ def run(
         log.append(f"report {result.package.rel}")
 
     outcome = at.run_cycle(
-        steps(*plan), start, jobs, changed, restart, report, pause=lambda seconds: None
-    )
+        steps(*plan), start, jobs, changed, restart, report, pause=lambda seconds: None,
+        keep_going=keep_going,
+    )  # fmt: skip
     return outcome, log
 
 
@@ -262,6 +264,30 @@ def test_with_jobs_verdicts_come_in_order_and_a_failure_kills_the_rest() -> None
     assert log.index("report a") < log.index("report b") < log.index("report c")
     assert outcome.failure.package.rel == "c"
     assert "kill d" in log
+
+
+def test_with_jobs_a_later_failure_lets_earlier_runs_finish_and_the_earliest_is_reported() -> None:
+    outcome, log = run({"a": (FAILED, 5), "b": (FAILED, 1), "c": (OK, 9)}, jobs=3)
+    assert "kill c" in log and "kill a" not in log
+    assert outcome.failure.package.rel == "a"
+    assert [r.package.rel for r in outcome.results] == ["a"]
+    assert "report b" not in log and outcome.not_run == 2
+
+
+def test_with_jobs_a_later_failure_is_reported_once_the_earlier_runs_pass() -> None:
+    outcome, log = run({"a": (OK, 5), "b": (FAILED, 1), "c": (OK, 9), "d": (OK, 1)}, jobs=3)
+    assert log.index("kill c") < log.index("report a") < log.index("report b")
+    assert "start d" not in log
+    assert outcome.failure.package.rel == "b" and outcome.not_run == 2
+
+
+def test_keep_going_runs_everything_and_reports_every_failure_in_order() -> None:
+    plan = {"a": (FAILED, 3), "b": (OK, 1), "c": (FAILED, 1), "d": (OK, 2)}
+    outcome, log = run(plan, jobs=2, keep_going=True)
+    assert [r.package.rel for r in outcome.failures] == ["a", "c"]
+    assert [r.package.rel for r in outcome.results] == ["a", "b", "c", "d"]
+    assert not any(line.startswith("kill") for line in log)
+    assert outcome.passed_count == 2 and outcome.not_run == 0
 
 
 def test_a_change_meanwhile_lets_the_running_package_finish() -> None:

@@ -112,6 +112,7 @@ class Verdict(enum.Enum):
     OK = "ok"
     FAILED = "FAILED"
     NO_TESTS = "no tests"
+    COULD_NOT_RUN = "could not run"  # a module it needs is missing here: not the code's fault
 
 
 DEFAULT_DEBOUNCE = 0.05  # quiet time that closes a burst: an editor's save is one burst
@@ -124,6 +125,9 @@ WARM_REPLY_TIMEOUT = 10.0  # how long a fork request may take to answer with its
 SERVER_EXIT_WAIT = 2.0  # how long a killed warm interpreter is given to be reaped
 GIT_TIMEOUT = 30.0  # a git call that hangs longer counts as no answer
 JUDGE_AFTER = 3  # packages run both warm and cold before forking is judged
+HEAD_LINES = 100  # a failing run shows this many lines from its start (what failed) ...
+TAIL_LINES = 100  # ... and this many from its end (the runner's summary)
+LINE_LIMIT = 8192  # longer lines are read (and kept) in pieces of this many bytes
 
 
 def run_git(root: str, *args: str, stdin: bytes = b"") -> bytes | None:
@@ -182,6 +186,23 @@ def kill_tree(pid: int) -> None:
 def user_suffix() -> str:
     """Per-user names for shared temporary directories (Windows has no uid)."""
     return f"-{os.getuid()}" if hasattr(os, "getuid") else ""
+
+
+def venv_python(venv: Path) -> Path | None:
+    """The interpreter of the virtualenv at ``venv``, when it is one."""
+    if not (venv / "pyvenv.cfg").is_file():
+        return None
+    python = venv / "bin" / "python" if POSIX else venv / "Scripts" / "python.exe"
+    return python if python.exists() else None
+
+
+def scripts_dir(python: str) -> str:
+    """Where the console scripts (pytest, py.test, ...) of ``python``'s environment live."""
+    if python == sys.executable:
+        import sysconfig
+
+        return sysconfig.get_path("scripts")
+    return os.path.dirname(python)  # a virtualenv's interpreter sits among its scripts
 
 
 def inotify_watch_limit() -> int | None:
@@ -1239,8 +1260,13 @@ class Runner:
     preload: tuple[str, ...] = ()
     ran_none: str = ""
 
-    def command(self, package: Package, extra: Sequence[str]) -> list[str]:
-        return [arg.replace("{package}", str(package.path)) for arg in self.argv] + list(extra)
+    def command(
+        self, package: Package, extra: Sequence[str], python: str | None = None
+    ) -> list[str]:
+        """The command line for ``package``; a runner that is a Python module runs with the
+        package's interpreter."""
+        argv = [python, *self.argv[1:]] if self.module and python else list(self.argv)
+        return [arg.replace("{package}", str(package.path)) for arg in argv] + list(extra)
 
     def verdict(self, code: int, output: str) -> Verdict:
         if code in self.no_tests_exit:
@@ -1281,7 +1307,7 @@ BUILTIN_RUNNERS = {
 
 def make_runner(spec: str) -> Runner:
     """A built-in runner by name, or a command line with ``{package}`` split like a shell would
-    (but never run by one)."""
+    (but never run by one).  A command is looked up on the PATH the runs get."""
     if spec in BUILTIN_RUNNERS:
         return BUILTIN_RUNNERS[spec]
     try:
@@ -1290,28 +1316,35 @@ def make_runner(spec: str) -> Runner:
         raise UsageError(f"--runner {spec!r}: {exc}") from None
     if not argv:
         raise UsageError("--runner: empty command")
-    if not any("{package}" in arg for arg in argv) and not shutil.which(argv[0]):
+    found = shutil.which(argv[0], path=activated_path(sys.executable))
+    if not any("{package}" in arg for arg in argv) and not found:
         raise UsageError(
-            f"--runner {spec!r}: not one of {', '.join(BUILTIN_RUNNERS)} and not a command "
-            "containing {package}"
+            f"--runner {spec!r}: not one of auto, {', '.join(BUILTIN_RUNNERS)} and not a "
+            "command containing {package}"
         )
     return Runner("command", tuple(argv))
 
 
-def check_runner(runner: Runner) -> None:
+def activated_path(python: str) -> str:
+    """PATH as activating ``python``'s environment makes it: its scripts directory first."""
+    rest = [p for p in os.environ.get("PATH", os.defpath).split(os.pathsep) if p]
+    first = scripts_dir(python)
+    return os.pathsep.join([first, *(p for p in rest if p != first)])
+
+
+def check_runner(runner: Runner, python: str = sys.executable, needed_by: str = "") -> None:
     """Fail early, with what to install, when the runner cannot start at all."""
     if runner.module is None:
-        if shutil.which(runner.argv[0]) is None and not os.path.isfile(runner.argv[0]):
+        found = shutil.which(runner.argv[0], path=activated_path(python))
+        if found is None and not os.path.isfile(runner.argv[0]):
             raise UsageError(f"runner command not found: {runner.argv[0]}")
         return
-    import importlib.util
-
-    if importlib.util.find_spec(runner.module) is None:
+    if not module_installed(python, runner.module):
         raise UsageError(
-            f"{runner.name} is not installed for {sys.executable}; "
-            f"install it: {sys.executable} -m pip install {runner.install}"
+            f"{runner.name} is not installed for {python}{needed_by}; "
+            f"install it: {python} -m pip install {runner.install}"
         )
-    if runner.name == "nose" and sys.version_info >= (3, 10):
+    if runner.name == "nose" and python == sys.executable and sys.version_info >= (3, 10):
         from importlib import metadata
 
         with contextlib.suppress(metadata.PackageNotFoundError):
@@ -1323,6 +1356,197 @@ def check_runner(runner: Runner) -> None:
                 )
 
 
+def module_installed(python: str, module: str) -> bool:
+    """Whether ``python`` can import ``module`` from what is installed (asked of the other
+    interpreter itself, from a neutral directory, when it is not this one)."""
+    if python == sys.executable:
+        import importlib.util
+
+        try:
+            return importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            return False
+    probe = f"import importlib.util,sys; sys.exit(importlib.util.find_spec({module!r}) is None)"
+    try:
+        done = subprocess.run(
+            [python, "-I", "-c", probe], capture_output=True, timeout=GIT_TIMEOUT,
+            cwd=tempfile.gettempdir(),
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
+
+
+@dataclass(frozen=True)
+class Choice:
+    """How one package runs: the runner and the interpreter, each with the reason why."""
+
+    runner: Runner
+    reason: str
+    python: str = sys.executable
+    python_reason: str = ""
+
+
+PYTEST_CONFIG = (
+    ("pyproject.toml", "tool.pytest.ini_options"),
+    ("pytest.ini", ""),
+    (".pytest.ini", ""),
+    ("setup.cfg", "tool:pytest"),
+    ("tox.ini", "pytest"),
+)
+PYTEST_IMPORT = re.compile(rb"^\s*(?:import|from)\s+_?pytest\b", re.M)
+FIXTURE_TEST = re.compile(rb"^\s*(?:async\s+)?def\s+test\w*\s*\(\s*(?!self\b|cls\b|\))\w", re.M)
+
+
+def has_table(path: Path, table: str) -> bool:
+    """Whether the config file has the ``[table]``; TOML is parsed where this Python can, and
+    otherwise (or when it does not parse) searched for the header."""
+    if path.suffix == ".toml":
+        with contextlib.suppress(OSError, ValueError):
+            data = load_toml(path)
+            if data is not None:
+                found: Any = data
+                for key in table.split("."):
+                    found = found.get(key) if isinstance(found, dict) else None
+                return isinstance(found, dict)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return re.search(rf"^\[{re.escape(table)}\][ \t]*$", text, re.M) is not None
+
+
+def pytest_config(package: Package, root: Path) -> str | None:
+    """The nearest file from the package directory up to the root that configures pytest."""
+    directory = package.path
+    while True:
+        for name, table in PYTEST_CONFIG:
+            path = directory / name
+            if path.is_file() and (not table or has_table(path, table)):
+                where = path.relative_to(root).as_posix()
+                return f"{where} [{table}]" if table else where
+        if directory == root or root not in directory.parents:
+            return None
+        directory = directory.parent
+
+
+def package_python_files(package: Package) -> Iterable[str]:
+    """The package's own Python files: not those of packages or virtualenvs inside it."""
+    for directory, dirnames, filenames in os.walk(package.path):
+        dirnames[:] = sorted(
+            d for d in dirnames
+            if not holds_no_packages(d, os.path.join(directory, d))
+            and not any(os.path.isfile(os.path.join(directory, d, m)) for m in PACKAGE_MARKERS)
+        )  # fmt: skip
+        yield from (os.path.join(directory, f) for f in sorted(filenames) if f.endswith(".py"))
+
+
+def pytest_style(package: Package) -> str | None:
+    """Why pytest would claim the package by its files: a conftest.py, a test module importing
+    pytest, or a test taking arguments (pytest fixtures, which nose cannot give)."""
+    for path in package_python_files(package):
+        name = os.path.basename(path)
+        rel = os.path.relpath(path, package.path).replace(os.sep, "/")
+        if name == "conftest.py":
+            return f"{rel} in the package"
+        if not (name.startswith("test") or name.endswith("_test.py")):
+            continue
+        try:
+            with open(path, "rb") as f:
+                source = f.read()
+        except OSError:
+            continue
+        if PYTEST_IMPORT.search(source):
+            return f"{rel} imports pytest"
+        if FIXTURE_TEST.search(source):
+            return f"{rel} has tests taking pytest fixtures"
+    return None
+
+
+def runner_for(
+    package: Package, root: Path, explicit: Runner | None, by_glob: Sequence[tuple[str, Runner]]
+) -> tuple[Runner, str]:
+    """The runner for one package, and why: ``--runner``, then the first matching glob of the
+    ``runners`` setting, then pytest where pytest would claim the package, else nose."""
+    if explicit is not None:
+        return explicit, "--runner"
+    for glob, runner in by_glob:
+        if glob_matches(package.rel, glob) or fnmatch.fnmatchcase(package.rel, glob):
+            return runner, f"runners {glob!r}"
+    claim = pytest_config(package, root) or pytest_style(package)
+    if claim:
+        return BUILTIN_RUNNERS["pytest"], claim
+    return BUILTIN_RUNNERS["nose"], "no pytest configuration, conftest.py or pytest-style test"
+
+
+def python_for(package: Package, by_glob: Sequence[tuple[str, str]]) -> tuple[str, str]:
+    """The interpreter for one package, and why: a virtualenv the ``venvs`` setting names for
+    it, else its own ``.venv`` or ``venv``, else the one running autotest."""
+    named = [(g, v) for g, v in by_glob if glob_matches(package.rel, g) or package.rel == g]
+    candidates = [(package.path / v, f"venvs {g!r}") for g, v in named[:1]]
+    candidates += [(package.path / n, f"its own {n}") for n in (".venv", "venv")]
+    for venv, reason in candidates:
+        python = venv_python(venv)
+        if python is not None:
+            return str(python), reason
+    return sys.executable, ""
+
+
+def choose(
+    packages: Sequence[Package], root: Path, spec: str,
+    runners: Sequence[tuple[str, str]], venvs: Sequence[tuple[str, str]],
+) -> dict[Package, Choice]:  # fmt: skip
+    """Each package's runner and interpreter, as the settings and its files decide."""
+    explicit = None if spec == "auto" else make_runner(spec)
+    by_glob = [(glob, make_runner(name)) for glob, name in runners]
+    chosen: dict[Package, Choice] = {}
+    for package in packages:
+        runner, reason = runner_for(package, root, explicit, by_glob)
+        python, python_reason = python_for(package, venvs)
+        chosen[package] = Choice(runner, reason, python, python_reason)
+    return chosen
+
+
+def check_choices(choices: Mapping[Package, Choice]) -> None:
+    """One line naming what is missing, for which packages, and how to install it."""
+    users: dict[tuple[Runner, str], list[str]] = {}
+    for package, choice in sorted(choices.items(), key=lambda item: item[0].rel):
+        users.setdefault((choice.runner, choice.python), []).append(package.rel)
+    for (runner, python), rels in users.items():
+        named = ", ".join(rels[:5]) + (f" and {len(rels) - 5} more" if len(rels) > 5 else "")
+        check_runner(runner, python, f" (needed by {named})" if len(users) > 1 else "")
+
+
+TEST_EXTRAS = ("test", "tests", "testing", "dev")
+TEST_REQUIREMENTS = (
+    "test-requirements.txt", "requirements-test.txt", "requirements-tests.txt",
+    "requirements_test.txt", "requirements/test.txt", "tests/requirements.txt",
+    "requirements-dev.txt", "dev-requirements.txt",
+)  # fmt: skip
+
+
+def install_test_deps_command(package: Package, python: str) -> str:
+    """The package's own way to install its test dependencies, as a command to paste here: a
+    test requirements file, a dependency group or a test extra; empty when it declares none."""
+    where = os.path.relpath(package.path)
+    where = str(package.path) if where.startswith("..") else where.replace(os.sep, "/")
+    for name in TEST_REQUIREMENTS:
+        if (package.path / name).is_file():
+            return f"{python} -m pip install -r {shlex.quote(f'{where}/{name}')}"
+    data: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        data = load_toml(package.path / "pyproject.toml") or {}
+    groups = data.get("dependency-groups", {})
+    extras = data.get("project", {}).get("optional-dependencies", {})
+    for name in TEST_EXTRAS:
+        if isinstance(groups, dict) and name in groups:
+            group = shlex.quote(f"{where}/pyproject.toml:{name}")
+            return f"{python} -m pip install --group {group}"
+        if isinstance(extras, dict) and name in extras:
+            return f"{python} -m pip install -e {shlex.quote(f'{where}[{name}]')}"
+    return ""
+
+
 # ---------------------------------------------------------------------------------------------
 # One run: one package's test process
 # ---------------------------------------------------------------------------------------------
@@ -1330,16 +1554,112 @@ def check_runner(runner: Runner) -> None:
 
 @dataclass(frozen=True)
 class RunResult:
+    """One package's verdict.  ``output`` is what the terminal shows of the run: all of it, or
+    its head when ``omitted`` lines follow, then ``tail``; ``saved`` holds the whole output of a
+    run that did not pass; ``hint`` is how to install what a run that could not run needs."""
+
     package: Package
     verdict: Verdict
     seconds: float
     output: str
     note: str = ""
     warm: bool = False  # forked from the warm interpreter
+    tail: str = ""
+    omitted: int = 0
+    saved: str = ""
+    hint: str = ""
 
     @property
     def passed(self) -> bool:
         return self.verdict is not Verdict.FAILED
+
+
+MISSING_MODULE = re.compile(r"(?:ModuleNotFoundError|ImportError): No module named '([\w.]+)'")
+TESTS_FAILED = re.compile(r"\bfailures=\d|\b\d+ failed\b")  # nose/unittest, pytest
+NOSE_FIXTURES = re.compile(r"doesn't support pytest fixtures")
+SKIPPED = re.compile(r"^OK \(.*\bSKIP=\d")
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a run printed, read once from its file: only the head and tail are kept, and the
+    few facts the verdict needs, so that no output of any size is held in memory."""
+
+    head: str
+    tail: str
+    omitted: int
+    missing: tuple[str, ...] = ()
+    tests_failed: bool = False
+    fixtures_skipped: bool = False
+    skipped: bool = False
+
+    @property
+    def excerpt(self) -> str:
+        return self.head + self.tail
+
+
+def read_output(out: IO[bytes]) -> Output:
+    """The head and the tail of a run's output file, and what it says, read line by line."""
+    import collections
+
+    out.seek(0)
+    head: list[str] = []
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    count = 0
+    missing: dict[str, None] = {}
+    found = {"failed": False, "fixtures": False, "skipped": False}
+    for raw in iter(lambda: out.readline(LINE_LIMIT), b""):
+        line = raw.decode("utf-8", "replace")
+        count += 1
+        if count <= HEAD_LINES:
+            head.append(line)
+        else:
+            tail.append(line)
+        if "No module named" in line and (match := MISSING_MODULE.search(line)):
+            missing[match.group(1)] = None
+        found["failed"] = found["failed"] or bool(TESTS_FAILED.search(line))
+        found["fixtures"] = found["fixtures"] or bool(NOSE_FIXTURES.search(line))
+        found["skipped"] = found["skipped"] or bool(SKIPPED.match(line))
+    omitted = max(0, count - HEAD_LINES - TAIL_LINES)
+    return Output(
+        "".join(head), "".join(tail), omitted, tuple(missing),
+        found["failed"], found["fixtures"], found["skipped"],
+    )  # fmt: skip
+
+
+def output_dir(root: Path) -> Path:
+    """Where the whole output of failing runs is kept: outside the repository, one directory
+    per repository and user."""
+    import hashlib
+
+    digest = hashlib.sha1(str(root).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    name = f"autotest-output{user_suffix()}"
+    return Path(tempfile.gettempdir()) / name / f"{root.name}-{digest}"
+
+
+def save_output(out: IO[bytes], path: Path | None) -> str:
+    """Copy the run's output file to ``path``; the path, or empty when it cannot be written."""
+    if path is None:
+        return ""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        out.seek(0)
+        with open(path, "wb") as f:
+            shutil.copyfileobj(out, f)
+    except OSError:
+        return ""
+    return str(path)
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What tells a module that cannot be had here from one the code broke: ``missing`` gives
+    the first of the modules a failing run could not import that is neither installed for the
+    package's interpreter nor provided by a package of the repository; ``hint`` the package's
+    way to install its test dependencies."""
+
+    missing: Callable[[Sequence[str]], str | None]
+    hint: str = ""
 
 
 def pycache_dir() -> str:
@@ -1347,10 +1667,17 @@ def pycache_dir() -> str:
     return os.path.join(tempfile.gettempdir(), f"autotest-pycache{user_suffix()}")
 
 
-def run_environment(runner: Runner, pycache: str) -> dict[str, str]:
-    """The test process's environment: the runner's defaults, and bytecode in a cache outside
-    the tree (so runs write nothing that could look like a change)."""
+def run_environment(runner: Runner, pycache: str, python: str = sys.executable) -> dict[str, str]:
+    """The test process's environment: ``python``'s environment as if activated (its scripts
+    first on PATH, so ``python``, ``pytest`` or any console script in a command resolve there),
+    the runner's defaults, and bytecode in a cache outside the tree (so runs write nothing
+    that could look like a change)."""
     env = dict(os.environ)
+    env["PATH"] = activated_path(python)
+    prefix = os.path.dirname(scripts_dir(python))
+    if os.path.isfile(os.path.join(prefix, "pyvenv.cfg")):
+        env["VIRTUAL_ENV"] = prefix
+        env.pop("PYTHONHOME", None)
     for name, value in runner.env:
         env.setdefault(name, value)
     if not env.get("PYTHONDONTWRITEBYTECODE"):
@@ -1379,15 +1706,19 @@ def forget_bytecode(paths: Iterable[str], prefix: str | None) -> None:
 
 class Run:
     """One package's test process.  Output goes to an anonymous file, not a pipe, so a run that
-    prints megabytes can never block, and stdout and stderr stay interleaved in order."""
+    prints megabytes can never block, and stdout and stderr stay interleaved in order; only its
+    head and tail are read back, and the whole of a failing run's is copied to ``saved``."""
 
     def __init__(
         self, package: Package, command: Sequence[str], env: Mapping[str, str], runner: Runner,
-        timeout: float | None, launcher: WarmLauncher | None = None,
+        timeout: float | None, launcher: Launcher | None = None, saved: Path | None = None,
+        needs: Needs | None = None,
     ) -> None:  # fmt: skip
         self.package = package
         self.runner = runner
         self.timeout = timeout
+        self.saved = saved
+        self.needs = needs
         self.out: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _result)
         self.started = time.monotonic()
         self.proc: subprocess.Popen[bytes] | WarmProcess | None = None
@@ -1406,39 +1737,72 @@ class Run:
     def poll(self) -> RunResult | None:
         """The result once the process has ended (or was killed for its timeout), else None."""
         if self.proc is None:
-            return self._result(Verdict.FAILED, self.error)
+            self._append(self.error)
+            return self._result(Verdict.FAILED)
         code = self.proc.poll()
         if code is None:
             if self.timeout is not None and time.monotonic() - self.started > self.timeout:
                 self.kill()
-                killed = f"\nautotest: timed out after {self.timeout:g}s; killed\n"
-                return self._result(Verdict.FAILED, self._output() + killed, "timed out")
+                self._append(f"\nautotest: timed out after {self.timeout:g}s; killed\n")
+                return self._result(Verdict.FAILED, "timed out")
             return None
         if POSIX:  # what the tests started and left behind goes with them (its group outlives it)
             kill_tree(self.proc.pid)
-        output = self._output()
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
-            return self._result(Verdict.FAILED, output + f"\nautotest: killed by {name}\n", name)
-        verdict = self.runner.verdict(code, output)
+            self._append(f"\nautotest: killed by {name}\n")
+            return self._result(Verdict.FAILED, name)
+        output = read_output(self.out)
+        verdict = self.runner.verdict(code, output.excerpt)
+        if verdict is Verdict.FAILED and not output.tests_failed and self.needs is not None:
+            needed = self.needs.missing(output.missing) if output.missing else None
+            if needed:
+                return self._result(Verdict.COULD_NOT_RUN, f"needs {needed}", output)
+        if verdict is not Verdict.FAILED and self._skipped_pytest_tests(output):
+            self._append(NOSE_CANNOT_RUN.format(rel=self.package.rel))
+            return self._result(Verdict.FAILED, "pytest-style tests")
         note = "" if code in (0, 1) or verdict is not Verdict.FAILED else f"exit {code}"
-        return self._result(verdict, output, note)
+        return self._result(verdict, note, output)
 
-    def _output(self) -> str:
-        self.out.seek(0)
-        return self.out.read().decode("utf-8", "replace")
+    def _append(self, text: str) -> None:
+        """autotest's own word at the end of the run's output."""
+        self.out.seek(0, os.SEEK_END)
+        self.out.write(text.encode())
+        self.out.flush()
 
-    def _result(self, verdict: Verdict, text: str, note: str = "") -> RunResult:
+    def _skipped_pytest_tests(self, output: Output) -> bool:
+        """nose skips tests that take pytest fixtures and still exits 0: it says so only when
+        verbose, so a quiet run's skips are checked against the package's tests."""
+        if self.runner.name != "nose":
+            return False
+        return output.fixtures_skipped or (output.skipped and bool(pytest_style(self.package)))
+
+    def _result(self, verdict: Verdict, note: str = "", output: Output | None = None) -> RunResult:
+        if output is None:
+            output = read_output(self.out)
+        failed = verdict in (Verdict.FAILED, Verdict.COULD_NOT_RUN)
+        saved = save_output(self.out, self.saved) if failed else ""
         self.out.close()
         seconds = time.monotonic() - self.started
         warm = isinstance(self.proc, WarmProcess)
-        return RunResult(self.package, verdict, seconds, text, note, warm)
+        hint = self.needs.hint if self.needs and verdict is Verdict.COULD_NOT_RUN else ""
+        return RunResult(
+            self.package, verdict, seconds, output.head, note, warm,
+            output.tail, output.omitted, saved, hint,
+        )  # fmt: skip
 
     def kill(self) -> None:
         if self.proc is not None:
             kill_tree(self.proc.pid)
             with contextlib.suppress(Exception):
                 self.proc.wait()
+
+
+NOSE_CANNOT_RUN = (
+    "\nautotest: nose skipped tests of {rel} that take pytest fixtures, and cannot run them; "
+    "run it with pytest: add a conftest.py or pytest configuration, or set "
+    'runners = {{ "{rel}" = "pytest" }} in [tool.autotest]\n'
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1730,18 +2094,61 @@ class WarmLauncher:
             self.sock = None
 
 
+class Launcher(Protocol):
+    """What a Run needs to start forked: a WarmLauncher, or the WarmPool of several."""
+
+    def launch(
+        self, package: Package, command: Sequence[str], env: Mapping[str, str], out: IO[bytes]
+    ) -> WarmProcess | None: ...
+
+    def close(self) -> None: ...
+
+
+class WarmPool:
+    """One warm interpreter per runner in use, each started at the first run that needs it.
+    Only runs with autotest's own interpreter are forked: a package with its own virtualenv
+    always starts cold (its interpreter may not even be able to fork a server)."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = dict(env)
+        self.launchers: dict[str, WarmLauncher] = {}
+
+    def launch(
+        self, package: Package, command: Sequence[str], env: Mapping[str, str], out: IO[bytes]
+    ) -> WarmProcess | None:
+        if len(command) < 3 or command[0] != sys.executable or command[1] != "-m":
+            return None
+        runner = next((r for r in BUILTIN_RUNNERS.values() if r.module == command[2]), None)
+        if runner is None:
+            return None
+        self.prepare([runner])
+        return self.launchers[runner.name].launch(package, command, env, out)
+
+    def prepare(self, runners: Iterable[Runner]) -> None:
+        """Start the warm interpreters of these runners, where not started yet, so that they
+        are ready by the time forked runs begin."""
+        for runner in runners:
+            if runner.module and runner.name not in self.launchers:
+                self.launchers[runner.name] = WarmLauncher(runner, self.env)
+
+    def close(self) -> None:
+        for launcher in self.launchers.values():
+            launcher.close()
+        self.launchers.clear()
+
+
 class WarmPolicy:
     """When runs are forked.  The first cycle runs cold, which gives cold times to compare
     with; once ``JUDGE_AFTER`` packages (or all) have run both ways, their best forked times
     are compared with their best cold ones, once, and forking is kept only if it is faster."""
 
-    def __init__(self, launcher: WarmLauncher | None = None) -> None:
+    def __init__(self, launcher: Launcher | None = None) -> None:
         self.launcher = launcher
         self.times: dict[bool, dict[Package, float]] = {True: {}, False: {}}
         self.judged = False
         self.cold_cycle_done = False
 
-    def launcher_for_runs(self) -> WarmLauncher | None:
+    def launcher_for_runs(self) -> Launcher | None:
         return self.launcher if self.cold_cycle_done else None
 
     def record(self, result: RunResult) -> None:
@@ -1792,17 +2199,38 @@ class CycleOutcome:
 
     steps: list[Step]
     results: list[RunResult] = field(default_factory=list)
-    failure: RunResult | None = None
     interrupted: bool = False
     seconds: float = 0.0
+
+    @property
+    def failures(self) -> list[RunResult]:
+        return [r for r in self.results if r.verdict is Verdict.FAILED]
+
+    @property
+    def failure(self) -> RunResult | None:
+        """The first failing package, in the order."""
+        return next(iter(self.failures), None)
+
+    @property
+    def could_not_run(self) -> list[RunResult]:
+        return [r for r in self.results if r.verdict is Verdict.COULD_NOT_RUN]
+
+    @property
+    def passed_count(self) -> int:
+        return sum(r.verdict in (Verdict.OK, Verdict.NO_TESTS) for r in self.results)
 
     @property
     def passed(self) -> bool:
         return self.failure is None and not self.interrupted
 
     @property
+    def all_ran(self) -> bool:
+        """Every package ran and passed: what ``--once`` exits 0 for."""
+        return self.passed and not self.could_not_run
+
+    @property
     def not_run(self) -> int:
-        return len(self.steps) - len(self.results) - (self.failure is not None)
+        return len(self.steps) - len(self.results)
 
 
 def run_cycle(
@@ -1814,23 +2242,26 @@ def run_cycle(
     on_result: Callable[[RunResult], None],
     pause: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    keep_going: bool = False,
 ) -> CycleOutcome:
     """Run packages in order, up to ``jobs`` at once, reporting verdicts in order.
 
-    The first failure cancels every other running package.  A change arriving meanwhile stops
-    the cycle once the running packages finish (with ``restart``, at once) so that a new cycle
-    can start with it.
+    A failure cancels the runs after it in the order and starts no more, but lets the earlier
+    ones finish: one of them may fail too, and the earliest failure is the one reported.  With
+    ``keep_going`` nothing is cancelled.  A change arriving meanwhile stops the cycle once the
+    running packages finish (with ``restart``, at once) so that a new cycle can start with it.
     """
     outcome = CycleOutcome(list(steps))
     started = clock()
     queue = list(enumerate(steps))
     running: dict[int, Startable] = {}
     done: dict[int, RunResult] = {}
-    next_report = 0
+    first_failure = len(steps)
 
-    def report(index: int) -> None:
-        outcome.results.append(done[index])
-        on_result(done[index])
+    def cancel_after(index: int) -> None:
+        queue.clear()
+        for later in [i for i in running if i > index]:
+            running.pop(later).kill()
 
     try:
         while queue or running:
@@ -1843,23 +2274,18 @@ def run_cycle(
                 index, step = queue.pop(0)
                 running[index] = start(step.package)
             finished = {i: r for i, r in ((i, run.poll()) for i, run in running.items()) if r}
-            for index, result in finished.items():
+            for index in sorted(finished):
                 del running[index]
-                done[index] = result
-            failed = [i for i in sorted(finished) if not finished[i].passed]
-            if failed:
-                for run in running.values():
-                    run.kill()
-                running.clear()
-                first = failed[0]
-                for index in sorted(i for i in done if next_report <= i < first):
-                    report(index)
-                outcome.failure = done[first]
-                on_result(done[first])
+                done[index] = finished[index]
+                if not keep_going and not finished[index].passed and index < first_failure:
+                    first_failure = index
+                    cancel_after(index)
+            while len(outcome.results) in done and len(outcome.results) <= first_failure:
+                result = done[len(outcome.results)]
+                outcome.results.append(result)
+                on_result(result)
+            if len(outcome.results) > first_failure:
                 break
-            while next_report in done:
-                report(next_report)
-                next_report += 1
             if not finished and running:
                 pause(POLL_INTERVAL)
     finally:
@@ -1886,7 +2312,10 @@ def use_color(stream: IO[str]) -> bool:
 
 
 STYLES = {"ok": "32", "fail": "1;31", "dim": "2", "bold": "1", "warn": "33"}
-VERDICT_STYLES = {Verdict.OK: "ok", Verdict.FAILED: "fail", Verdict.NO_TESTS: "dim"}
+VERDICT_STYLES = {
+    Verdict.OK: "ok", Verdict.FAILED: "fail", Verdict.NO_TESTS: "dim", Verdict.COULD_NOT_RUN: "warn"
+}  # fmt: skip
+VERDICT_COLUMN = len("FAILED (timed out)")  # every verdict, with a short note, fits
 
 
 def counted(number: int, noun: str) -> str:
@@ -1927,6 +2356,7 @@ class Reporter:
         self.color = color
         self.width = width
         self.root = root or Path.cwd()
+        self.full_output = False
         self.warned_unreadable: set[str] = set()
 
     def paint(self, text: str, style: str) -> str:
@@ -1964,28 +2394,81 @@ class Reporter:
             reason = f"  ({step.reason})" if step.reason else ""
             self.say(self.paint(f"  {number:>2}. {step.package.rel}{reason}", "dim"))
 
+    def explain_choices(self, choices: Mapping[Package, Choice]) -> None:
+        """Which runner and interpreter each package gets, and why, grouped."""
+        groups: dict[str, list[str]] = {}
+        for package, choice in sorted(choices.items(), key=lambda item: item[0].rel):
+            name = choice.runner.name if choice.runner.module else " ".join(choice.runner.argv)
+            groups.setdefault(f"{name} ({choice.reason})", []).append(package.rel)
+            if choice.python != sys.executable:
+                where = self.rel(choice.python)
+                groups.setdefault(f"python {where} ({choice.python_reason})", []).append(
+                    package.rel
+                )
+        for what, rels in groups.items():
+            self.say(self.paint(f"      {what}: {', '.join(rels)}", "dim"))
+
     def verdict(self, result: RunResult) -> None:
         style = VERDICT_STYLES[result.verdict]
-        verdict = result.verdict.value + (f" ({result.note})" if result.note else "")
+        label = result.verdict.value
+        note = f" ({result.note})" if result.note else ""
+        after = ""
+        if result.verdict is Verdict.COULD_NOT_RUN or len(label + note) > VERDICT_COLUMN:
+            after = f"  {result.note}" if result.note else ""
+        else:
+            label += note
         self.say(
-            f"{result.package.rel:<{self.width}}  {self.paint(f'{verdict:<8}', style)}  "
-            + self.paint(f"{result.seconds:.2f}s", "dim")
+            f"{result.package.rel:<{self.width}}  {self.paint(f'{label:<{VERDICT_COLUMN}}', style)}"
+            f"  {self.paint(f'{result.seconds:.2f}s', 'dim')}{self.paint(after, style)}"
         )
-        if result.verdict is Verdict.FAILED:
-            output = result.output if result.output.endswith("\n") else result.output + "\n"
-            self.stream.write(output)
-            self.stream.flush()
+        if result.verdict is Verdict.COULD_NOT_RUN:
+            self.could_not_run_hint(result)
+        elif result.verdict is Verdict.FAILED:
+            self.failing_output(result)
+
+    def could_not_run_hint(self, result: RunResult) -> None:
+        module = result.note.removeprefix("needs ")
+        where = f"; its output: {result.saved}" if result.saved else ""
+        if result.hint:
+            self.say(f"  {module} is not installed; install its test dependencies: {result.hint}")
+        else:
+            self.say(f"  {module} is not installed, nor provided by a package here{where}")
+
+    def failing_output(self, result: RunResult) -> None:
+        """The run's output: head, a line for what is left out, tail; or, with --full-output,
+        all of it, copied from the saved file in pieces."""
+        if self.full_output and result.saved and result.omitted:
+            with contextlib.suppress(OSError), open(result.saved, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 16), b""):
+                    self.stream.write(chunk.decode("utf-8", "replace"))
+                self.stream.flush()
+                return
+        self.stream.write(result.output)
+        if result.omitted:
+            where = f"; full output: {result.saved}" if result.saved else ""
+            lines = counted(result.omitted, "line")
+            self.stream.write(self.paint(f"... {lines} omitted{where}", "dim") + "\n")
+        self.stream.write(result.tail)
+        if not (result.tail or result.output).endswith("\n"):
+            self.stream.write("\n")
+        self.stream.flush()
 
     def summary(self, outcome: CycleOutcome) -> None:
         took = self.paint(f"in {outcome.seconds:.2f}s", "dim")
-        passed = len(outcome.results)
-        if outcome.failure is not None:
-            rest = f"{passed} passed, {outcome.not_run} not run"
-            self.say(
-                f"{self.paint(f'{outcome.failure.package.rel} FAILED', 'fail')}; {rest} {took}"
-            )
-        elif outcome.interrupted:
-            self.say(self.paint(f"changed during the run: starting over ({passed} done)", "warn"))
+        passed = outcome.passed_count
+        missing = ", ".join(f"{r.package.rel} ({r.note})" for r in outcome.could_not_run)
+        if outcome.interrupted:
+            done = len(outcome.results)
+            self.say(self.paint(f"changed during the run: starting over ({done} done)", "warn"))
+        elif outcome.failures:
+            names = ", ".join(r.package.rel for r in outcome.failures)
+            unable = f", {len(outcome.could_not_run)} could not run: {missing}" if missing else ""
+            rest = f"{passed} passed, {outcome.not_run} not run{unable}"
+            self.say(f"{self.paint(f'{names} FAILED', 'fail')}; {rest} {took}")
+        elif missing:
+            ran = f"{passed} of {counted(len(outcome.results), 'package')} passed"
+            unable = self.paint(f"could not run: {missing}", "warn")
+            self.say(f"{self.paint(ran, 'ok')}; {unable} {took}")
         else:
             everything = f"all {counted(passed, 'package')} passed"
             self.say(f"{self.paint(everything, 'ok')} {took}")
@@ -2084,11 +2567,15 @@ class Options:
     root: Path
     once: bool = False
     changed: tuple[str, ...] = ()
-    runner: str = "nose"
+    runner: str = "auto"
+    runners: tuple[tuple[str, str], ...] = ()
+    venvs: tuple[tuple[str, str], ...] = ()
     runner_args: tuple[str, ...] = ()
     jobs: int = 1
     timeout: float | None = None
     restart: bool = False
+    keep_going: bool = False
+    full_output: bool = False
     debounce: float = DEFAULT_DEBOUNCE
     ignore: tuple[str, ...] = ()
     poll: bool = False
@@ -2130,6 +2617,16 @@ def job_count(value: str) -> int:
     return number
 
 
+def pair(value: str) -> tuple[str, str]:
+    """``GLOB=VALUE``, as the command line and setup.cfg give a table's entries."""
+    if not isinstance(value, str):
+        raise argparse.ArgumentTypeError(f"expected a string, got {value!r}")
+    glob, sep, rest = value.partition("=")
+    if not sep or not glob.strip() or not rest.strip():
+        raise argparse.ArgumentTypeError(f"expected GLOB=VALUE, got {value!r}")
+    return glob.strip().strip("\"'"), rest.strip().strip("\"'")
+
+
 def config_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -2146,8 +2643,9 @@ class Setting:
     """One option.  ``kind`` says how it is given: ``flag`` (true/false; a flag whose default
     is true is spelt ``--no-NAME``), ``value`` (one value, read by ``read``), ``list``
     (repeatable on the command line; a list or a whitespace-separated string in config),
-    ``paths`` (several values after the option), ``args`` (after ``--`` on the command line;
-    a list or a shell-quoted string in config)."""
+    ``paths`` (several values after the option), ``table`` (``GLOB=VALUE``, repeatable on the
+    command line; a TOML table, or such lines in setup.cfg), ``args`` (after ``--`` on the
+    command line; a list or a shell-quoted string in config)."""
 
     name: str
     kind: str
@@ -2173,14 +2671,21 @@ SETTINGS = (
             in_config=False),
     Setting("changed", "paths", "order the first cycle as if these paths had just changed",
             metavar="PATH", in_config=False),
-    Setting("runner", "value", "nose, nose2, pytest, unittest, or a command with {package}",
-            metavar="NAME|CMD"),
+    Setting("runner", "value", "for every package: auto (pytest where pytest is configured or "
+            "its tests need it, else nose), nose, nose2, pytest, unittest, or a command with "
+            "{package}", metavar="NAME|CMD"),
+    Setting("runners", "table", "the runner for packages matching GLOB (repeatable); "
+            "--runner wins", metavar="GLOB=NAME|CMD"),
+    Setting("venvs", "table", "the virtualenv (relative to the package) for packages matching "
+            "GLOB (repeatable); by default a package's own .venv or venv", metavar="GLOB=DIR"),
     Setting("runner-args", "args", "arguments for the runner (on the command line: after --)"),
     Setting("jobs", "value", "packages run at once; auto: one per core", job_count, "N|auto",
             short="j"),
     Setting("timeout", "value", "kill and fail a package run that takes longer", positive,
             "SECONDS"),
     Setting("restart", "flag", "a change during a run kills that run at once"),
+    Setting("keep-going", "flag", "run every package even after a failure, and show each one"),
+    Setting("full-output", "flag", "show the whole output of a failing run, not its head and tail"),
     Setting("debounce", "value", "quiet time that closes a burst of changes", non_negative,
             "SECONDS"),
     Setting("ignore", "list", "never react to matching paths (repeatable)", metavar="GLOB"),
@@ -2212,9 +2717,10 @@ def add_setting(parser: argparse.ArgumentParser, setting: Setting) -> None:
     default = setting.default
     shown_default = isinstance(default, (int, float, str)) and not isinstance(default, bool)
     text = setting.help + (f" (default: {default})" if shown_default else "")
-    if setting.kind == "list":
-        parser.add_argument(*flags, dest=setting.field, action="append", metavar=setting.metavar,
-                            help=text)  # fmt: skip
+    if setting.kind in ("list", "table"):
+        read: Callable[[str], Any] = pair if setting.kind == "table" else str
+        parser.add_argument(*flags, dest=setting.field, action="append", type=read,
+                            metavar=setting.metavar, help=text)  # fmt: skip
     elif setting.kind == "paths":
         parser.add_argument(*flags, dest=setting.field, nargs="+", metavar=setting.metavar,
                             help=text)  # fmt: skip
@@ -2257,6 +2763,10 @@ def setting_from_config(setting: Setting, value: Any) -> Any:
         return config_bool(value)
     if setting.kind == "list":
         return strings(value, str.split)
+    if setting.kind == "table":
+        if isinstance(value, dict):
+            value = [f"{k}={v}" for k, v in value.items()]
+        return tuple(pair(p) for p in strings(value, str.splitlines) if p.strip())
     if setting.kind == "args":
         return strings(value, shlex.split)
     if isinstance(value, (dict, list, bool)):
@@ -2328,6 +2838,8 @@ def parse_options(argv: Sequence[str], on_no_toml: Callable[[], None]) -> Option
         if s.kind != "args" and (value := getattr(args, s.field)) is not None
     }
     merged = {**read_config(root, on_no_toml), **given, "root": root}
+    if "runner" in given and "runners" not in given:  # --runner is for every package
+        merged.pop("runners", None)
     if runner_args is not None:
         merged["runner-args"] = runner_args
     return Options(**{name.replace("-", "_"): value for name, value in merged.items()})
@@ -2396,8 +2908,7 @@ class Session:
         self.root = options.root
         self.reporter = reporter
         reporter.root = options.root
-        self.runner = make_runner(options.runner)
-        check_runner(self.runner)
+        reporter.full_output = options.full_output
         self.rules = IgnoreRules(self.root, options.ignore)
         self.tree = PackageSet(self.root, reporter)
         if not self.tree.packages:
@@ -2405,13 +2916,17 @@ class Session:
                 f"no packages under {self.root} (a package is a directory holding "
                 f"{', '.join(PACKAGE_MARKERS[:-1])} or {PACKAGE_MARKERS[-1]}); pass --root DIR"
             )
-        self.env = run_environment(self.runner, pycache_dir())
+        self.choices = self.choose()
+        check_choices(self.choices)
+        self.env = run_environment(Runner("none", ()), pycache_dir())
+        self.provided: set[str] | None = None
         self.changes = ChangeSet()
         self.guard = LoopGuard()
         self.intake = Intake(
             self.changes, self.rules, self.guard, options.debounce, reporter.echoes
         )
         self.warm = WarmPolicy()
+        self.pool: WarmPool | None = None
         self.failed: set[Package] = set()
         self.last_passed = True
 
@@ -2419,10 +2934,38 @@ class Session:
     def packages(self) -> list[Package]:
         return self.tree.packages
 
+    def choose(self) -> dict[Package, Choice]:
+        options = self.options
+        return choose(self.packages, self.root, options.runner, options.runners, options.venvs)
+
     def start_run(self, package: Package) -> Run:
-        command = self.runner.command(package, self.options.runner_args)
+        choice = self.choices[package]
+        command = choice.runner.command(package, self.options.runner_args, choice.python)
+        env = run_environment(choice.runner, pycache_dir(), choice.python)
+        saved = output_dir(self.root) / (package.rel.replace("/", "__") + ".log")
+        needs = Needs(
+            lambda modules: self.unavailable(modules, choice.python),
+            install_test_deps_command(package, choice.python),
+        )
         launcher = self.warm.launcher_for_runs()
-        return Run(package, command, self.env, self.runner, self.options.timeout, launcher)
+        return Run(
+            package, command, env, choice.runner, self.options.timeout, launcher, saved, needs
+        )
+
+    def unavailable(self, modules: Sequence[str], python: str) -> str | None:
+        """The first module a run missed that cannot be had here: not installed for its
+        interpreter and provided by no package of the repository.  None when any of them is
+        the repository's own (a sibling that no longer provides it is a plain failure)."""
+        if self.provided is None:
+            self.provided = {m for p in self.packages for m in provided_modules(p)}
+            self.provided |= {read_metadata(p).name.replace("-", "_") for p in self.packages}
+        for module in modules:
+            if any(
+                module == p or module.startswith(p + ".") or p.startswith(module + ".")
+                for p in self.provided
+            ):
+                return None
+        return next((m for m in modules if not module_installed(python, m)), None)
 
     def record(self, result: RunResult) -> None:
         self.reporter.verdict(result)
@@ -2434,8 +2977,14 @@ class Session:
         )
         if only is not None:
             steps = [s for s in steps if s.package in only]
+        self.choices, self.provided = self.choose(), None
         if self.options.explain:
             self.reporter.explain(steps)
+            self.reporter.explain_choices({s.package: self.choices[s.package] for s in steps})
+        if self.pool is not None and self.warm.launcher is not None:  # warms up meanwhile
+            used = {s.package for s in steps}
+            ours = [c for p, c in self.choices.items() if p in used and c.python == sys.executable]
+            self.pool.prepare(c.runner for c in ours)
         watching = not self.options.once
         self.guard.cycle_started(time.monotonic())
         try:
@@ -2446,12 +2995,12 @@ class Session:
                 self.intake.changed_meanwhile if watching else lambda: False,
                 self.options.restart,
                 self.record,
+                keep_going=self.options.keep_going,
             )
         finally:
             self.guard.cycle_ended(time.monotonic())
         self.failed.difference_update(r.package for r in outcome.results)
-        if outcome.failure is not None:
-            self.failed.add(outcome.failure.package)
+        self.failed.update(r.package for r in outcome.failures)
         self.reporter.summary(outcome)
         if not outcome.interrupted:
             self.after_cycle(outcome)
@@ -2517,7 +3066,7 @@ class Session:
         return self.run_changes(changed, self.packages) if changed else self.run_all()
 
     def once(self) -> int:
-        return 0 if self.first_cycle().passed else 1
+        return 0 if self.first_cycle().all_ran else 1
 
     def watch(self, interactive: bool) -> int:
         if WATCHDOG_ERROR:
@@ -2531,8 +3080,9 @@ class Session:
         except OSError as exc:
             raise UsageError(f"cannot watch {self.root}: {exc.strerror or exc}") from None
         self.reporter.watching(len(self.packages), how)
-        if self.options.warm and self.runner.module:
-            self.warm = WarmPolicy(WarmLauncher(self.runner, self.env))
+        if self.options.warm:
+            self.pool = WarmPool(self.env)
+            self.warm = WarmPolicy(self.pool)
         try:
             with KeyReader(self.changes.press) if interactive else contextlib.nullcontext():
                 outcome = self.first_cycle()
