@@ -811,8 +811,8 @@ def test_jobs_run_packages_at_once_and_report_in_order(repo: Repo) -> None:
 
 
 def test_jobs_first_failure_cancels_only_the_runs_after_it(repo: Repo, tmp_path: Path) -> None:
-    """beta fails at once while alpha, earlier in the order, still runs and fails too, slowly:
-    alpha is the failure reported; gamma, after beta, is cancelled."""
+    """beta fails quickly while alpha, earlier in the order, still runs and fails too, slowly:
+    alpha is the failure reported; gamma, after beta, is cancelled with all it started."""
     pidfile, started_beta = tmp_path / "pids", tmp_path / "beta-failed"
     repo.package(
         "alpha",
@@ -833,7 +833,14 @@ def test_jobs_first_failure_cancels_only_the_runs_after_it(repo: Repo, tmp_path:
     repo.package(
         "beta",
         tests=f"""\
-        def test_fails_at_once():
+        import os
+        import time
+
+
+        def test_fails_once_gamma_runs():
+            deadline = time.monotonic() + 20
+            while not os.path.exists({str(pidfile)!r}) and time.monotonic() < deadline:
+                time.sleep(0.01)
             open({str(started_beta)!r}, "w").close()
             print("BETA-OUTPUT")
             assert False, "beta broke"

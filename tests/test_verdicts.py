@@ -7,9 +7,11 @@ import re
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from conftest import Repo, clean_env, load_autotest, run_autotest
+from conftest import Repo, Watch, clean_env, load_autotest, run_autotest
 
 at = load_autotest()
 FAST_ENV = clean_env(PYTHONDONTWRITEBYTECODE="1")
@@ -159,12 +161,21 @@ def test_a_module_a_sibling_no_longer_provides_stays_a_failure(repo: Repo) -> No
     assert "No module named 'core" in done.stdout
 
 
-def test_could_not_run_is_not_failed_last_time(repo: Repo, watch: object) -> None:
-    """A second cycle does not put the package first as 'failed last time'."""
-    repo.package("alpha")
-    repo.package("beta", tests=MOCKET_TEST)
-    done = once(repo.path, "--changed", "alpha", "--explain")
-    assert "(failed last time)" not in done.stdout
+def test_could_not_run_is_not_failed_last_time(repo: Repo, watch: Callable[..., Watch]) -> None:
+    """While watching, the next cycle does not put it first as "failed last time"."""
+    repo.package("alpha", tests=MOCKET_TEST)
+    repo.package("beta")
+    repo.package("gamma")
+    w = watch(repo.path, "--explain", env=FAST_ENV)
+    first = w.wait_cycles(1)
+    assert verdicts("\n".join(w.lines[:first])) == [
+        ("alpha", "could not run: needs mocket"), ("beta", "ok"), ("gamma", "ok"),
+    ], w.output  # fmt: skip
+    repo.write("gamma/gamma/__init__.py", "VALUE = 2\n")
+    second = w.wait_cycles(2)
+    lines = w.lines[first:second]
+    assert "failed last time" not in "\n".join(lines), w.output
+    assert [rel for rel, _ in verdicts("\n".join(lines))] == ["gamma", "alpha", "beta"]
 
 
 def test_keep_going_runs_every_package_and_lists_every_failure(repo: Repo) -> None:
@@ -252,3 +263,35 @@ def test_every_verdict_and_note_keeps_the_column(tmp_path: Path) -> None:
         reporter.verdict(at.RunResult(package, verdict, 1.5, "", note))
     columns = {line.index("1.50s") for line in stream.getvalue().splitlines() if "1.50s" in line}
     assert len(columns) == 1, stream.getvalue()
+
+
+def test_runners_and_venvs_read_from_every_place_settings_live(repo: Repo) -> None:
+    def parsed(*argv: str) -> Any:
+        return at.parse_options(["--root", str(repo.path), *argv], lambda: None)
+
+    repo.write("setup.cfg", "[autotest]\nrunners =\n    legacy/* = nose\n    tools/x=unittest\n")
+    assert parsed().runners == (("legacy/*", "nose"), ("tools/x", "unittest"))
+    repo.write("pyproject.toml", '[tool.autotest]\nvenvs = { "svc/*" = "../.venvs/svc" }\n'
+               '[tool.autotest.runners]\n"a/*" = "pytest"\n')  # fmt: skip
+    assert parsed().runners == (("a/*", "pytest"),)
+    assert parsed().venvs == (("svc/*", "../.venvs/svc"),)
+    assert parsed("--runners", "b=nose").runners == (("b", "nose"),)
+    assert parsed("--runner", "nose").runners == ()  # --runner is for every package
+
+
+def test_a_venv_named_in_config_runs_the_package(repo: Repo, tmp_path: Path) -> None:
+    repo.package("svc/api", tests=VENV_TEST)
+    venv = repo.path / "venvs" / "api"
+    make_venv(venv)
+    repo.write("pyproject.toml", '[tool.autotest.venvs]\n"svc/*" = "../../venvs/api"\n')
+    done = once(repo.path, "-v")
+    assert f"PREFIX={venv}" in done.stdout, done.stdout
+    assert "(venvs 'svc/*'): svc/api" in done.stdout
+
+
+def test_a_bad_runners_entry_is_one_error_line(repo: Repo) -> None:
+    repo.package("alpha")
+    repo.write("pyproject.toml", '[tool.autotest.runners]\n"alpha" = "nosey"\n')
+    done = once(repo.path)
+    assert done.returncode == 2 and done.stderr.startswith("autotest: error: "), done.stderr
+    assert "nosey" in done.stderr and len(done.stderr.splitlines()) == 1

@@ -14,12 +14,14 @@ prints one short line per package.
 Copy this one file into ``utilities/`` of such a repository and run::
 
     python utilities/autotest.py              # watch; Ctrl+C or q to stop
-    python utilities/autotest.py --once       # one cycle; exit 0 all passed, 1 a package failed
+    python utilities/autotest.py --once       # one cycle; exit 0 all passed, 1 otherwise
 
 A package is any directory below the root holding pyproject.toml, setup.py or setup.cfg.  Each
-package runs in its own subprocess, with the package directory as working directory and the
-interpreter that runs this script.  ``--help`` lists the options; each can also be set in
-``[tool.autotest]`` of the root pyproject.toml or ``[autotest]`` of its setup.cfg.
+package runs in its own subprocess, with the package directory as working directory, under
+pytest where pytest would claim it and nose otherwise, with its own virtualenv's interpreter
+when it holds one and the interpreter that runs this script otherwise.  ``--help`` lists the
+options; each can also be set in ``[tool.autotest]`` of the root pyproject.toml or
+``[autotest]`` of its setup.cfg.
 """
 
 from __future__ import annotations
@@ -74,11 +76,13 @@ except ImportError as _exc:  # --help and --once work without it; watching says 
 #   Loop guard      tells the test runs' own writes from a person's edits
 #   Intake          the main thread's side: one debounce, the git filter, keys -> a Request
 #   Order           the pure decision of which package runs when, and why
-#   Runners         nose, nose2, pytest, unittest or a command: what each needs and how it ends
-#   One run         one package's test process and its RunResult
+#   Runners         nose, nose2, pytest, unittest or a command: what each needs and how it ends;
+#                   which runner and which interpreter each package gets, and why
+#   One run         one package's test process, its bounded output and its RunResult
 #   Warm runner     the forking server (real code, sent to a fresh interpreter), its client,
 #                   and the policy that decides when forked runs are used
-#   Cycle           packages in order, up to --jobs at once, until the first failure
+#   Cycle           packages in order, up to --jobs at once, until the first failure in order
+#                   (or through all of them, with --keep-going)
 #   Report          every sentence a user reads is built here
 #   Options         one table of settings: the command line, the config files, the defaults
 #   Session         thin wiring of the above, and main()
@@ -1800,7 +1804,7 @@ class Run:
 
 NOSE_CANNOT_RUN = (
     "\nautotest: nose skipped tests of {rel} that take pytest fixtures, and cannot run them; "
-    "run it with pytest: add a conftest.py or pytest configuration, or set "
+    "run it with pytest: --runner auto (the default) or pytest, or "
     'runners = {{ "{rel}" = "pytest" }} in [tool.autotest]\n'
 )
 
@@ -2181,7 +2185,7 @@ class WarmPolicy:
 
 
 # ---------------------------------------------------------------------------------------------
-# Cycle: packages in order, up to --jobs at once, until the first failure
+# Cycle: packages in order, up to --jobs at once, until the first failure in order
 # ---------------------------------------------------------------------------------------------
 
 
@@ -2667,7 +2671,8 @@ class Setting:
 SETTINGS = (
     Setting("root", "value", "the repository (default: the parent of this file's folder)",
             metavar="DIR", in_config=False),
-    Setting("once", "flag", "run one cycle and exit: 0 all passed, 1 a package failed",
+    Setting("once", "flag", "run one cycle and exit: 0 all passed, 1 a package failed or "
+            "could not run",
             in_config=False),
     Setting("changed", "paths", "order the first cycle as if these paths had just changed",
             metavar="PATH", in_config=False),
@@ -2691,7 +2696,8 @@ SETTINGS = (
     Setting("ignore", "list", "never react to matching paths (repeatable)", metavar="GLOB"),
     Setting("poll", "flag", "poll the tree instead of OS notifications"),
     Setting("warm", "flag", "start every run cold instead of forking it from a warm interpreter"),
-    Setting("explain", "flag", "say why each package runs where it does", short="v"),
+    Setting("explain", "flag", "say why each package runs where it does, with which runner and "
+            "interpreter", short="v"),
     Setting("clear", "flag", "clear the screen before each cycle"),
     Setting("bell", "flag", "ring the terminal bell when a package fails"),
     Setting("notify", "flag", "desktop notification when a cycle fails or recovers"),
