@@ -31,6 +31,7 @@ import contextlib
 import enum
 import errno
 import fnmatch
+import hashlib
 import json
 import os
 import re
@@ -43,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +81,9 @@ except ImportError as _exc:  # --help and --once work without it; watching says 
 #   Warm runner     the forking server (real code, sent to a fresh interpreter), its client,
 #                   and the policy that decides when forked runs are used
 #   Cycle           packages in order, up to --jobs at once, until the first failure
+#   CI: affected, shards, plan, JUnit
+#                   what a change affects, the K-th of N slices, the cycle as JSON, the
+#                   remembered run times, one JUnit XML report per cycle
 #   Report          every sentence a user reads is built here
 #   Options         one table of settings: the command line, the config files, the defaults
 #   Session         thin wiring of the above, and main()
@@ -1870,6 +1875,280 @@ def run_cycle(
 
 
 # ---------------------------------------------------------------------------------------------
+# CI: affected, shards, plan, JUnit
+# ---------------------------------------------------------------------------------------------
+#
+# For a CI system that fans jobs out over machines: which packages a change affects, the K-th of
+# N slices of a cycle, the cycle as JSON, the packages' remembered run times, and one JUnit XML
+# report per cycle built from the runners' own reports.  All decisions are pure functions.
+
+
+def affected(
+    packages: Iterable[Package], changed: Iterable[Package], uses: Mapping[Package, set[Package]]
+) -> set[Package]:
+    """The changed packages and every package that uses one of them, however indirectly."""
+    known = set(packages)
+    users: dict[Package, set[Package]] = {}
+    for package in known:
+        for used in uses.get(package, ()):
+            users.setdefault(used, set()).add(package)
+    reached = {p for p in changed if p in known}
+    frontier = list(reached)
+    while frontier:
+        found = {u for p in frontier for u in users.get(p, ()) if u not in reached}
+        reached |= found
+        frontier = sorted(found, key=lambda p: p.rel)
+    return reached
+
+
+def shard(
+    steps: Sequence[Step], k: int, n: int, durations: Mapping[str, float] | None = None
+) -> list[Step]:
+    """The K-th (from 1) of N disjoint slices of a cycle, in the cycle's order.
+
+    The slices are cut from the set of packages alone, never from the order (which follows the
+    changes), so N jobs given the same arguments cover every package once.  Packages are dealt
+    longest first to the least loaded slice: by their known durations, a package with none
+    counting as the average of the known ones; with none known, every package weighs the same,
+    which deals them round-robin by path."""
+    durations = durations or {}
+    rels = sorted({step.package.rel for step in steps})
+    known = [durations[r] for r in rels if r in durations]
+    guess = sum(known) / len(known) if known else 1.0
+    weight = {r: durations.get(r, guess) for r in rels}
+    loads = [0.0] * n
+    slice_of: dict[str, int] = {}
+    for rel in sorted(rels, key=lambda r: (-weight[r], r)):
+        lightest = min(range(n), key=lambda i: (loads[i], i))
+        slice_of[rel] = lightest
+        loads[lightest] += weight[rel]
+    return [step for step in steps if slice_of[step.package.rel] == k - 1]
+
+
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Command:
+    """How one package's tests are run: the runner's name, the interpreter (None for a
+    command), and the argv, run from the package directory."""
+
+    runner: str
+    interpreter: str | None
+    argv: tuple[str, ...]
+
+
+def plan_json(
+    root: Path,
+    steps: Sequence[Step],
+    names: Mapping[Package, str],
+    commands: Mapping[Package, Command],
+    uses: Mapping[Package, set[Package]],
+) -> str:
+    """The cycle as JSON, for a CI job that builds its matrix from it (schema in the README)."""
+    entries = [
+        {
+            "path": step.package.rel,
+            "name": names[step.package],
+            "reason": step.reason,
+            "runner": commands[step.package].runner,
+            "interpreter": commands[step.package].interpreter,
+            "argv": list(commands[step.package].argv),
+            "dependencies": sorted(p.rel for p in uses.get(step.package, ())),
+        }
+        for step in steps
+    ]
+    return json.dumps({"version": PLAN_VERSION, "root": str(root), "packages": entries}, indent=2)
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """The file whole or not at all: a CI step may read it at any moment, and an interrupted
+    write must not leave a truncated file behind."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temp = tempfile.mkstemp(suffix=".tmp", prefix=".autotest-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def durations_memory(root: Path) -> str:
+    """Where this machine remembers a repository's run times: per user, per root."""
+    digest = hashlib.sha256(str(root).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"autotest{user_suffix()}", digest, "durations.json")
+
+
+def read_durations(path: str) -> dict[str, float]:
+    """Seconds by package path, from a JSON object; nothing when the file does not exist.
+    Raises ValueError for a file that is not such an object."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(str(exc)) from None
+    if not isinstance(data, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in data.values()
+    ):
+        raise ValueError("expected a JSON object of package paths to seconds")
+    return {str(k): float(v) for k, v in data.items()}
+
+
+def write_durations(path: str, durations: Mapping[str, float]) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    rounded = {rel: round(seconds, 3) for rel, seconds in sorted(durations.items())}
+    write_atomically(path, (json.dumps(rounded, indent=2) + "\n").encode())
+
+
+def junit_args(runner_name: str, xml_path: str) -> tuple[str, ...]:
+    """Arguments that make a built-in runner write its own per-test XML to ``xml_path``.
+
+    The path is absolute because runners resolve it against their cwd, the package.  They go
+    last, so they win over a package's own config.  pytest gets no ``junit_family``: its
+    default (xunit2) and the legacy xunit1 have the same cases, and forcing one would override
+    the package's choice.  nose2 ships its junitxml plugin but does not load it."""
+    path = os.path.abspath(xml_path)
+    if runner_name == "nose":
+        return ("--with-xunit", f"--xunit-file={path}")
+    if runner_name == "pytest":
+        return (f"--junitxml={path}",)
+    if runner_name == "nose2":
+        return ("--plugin", "nose2.plugins.junitxml", "--junit-xml", "--junit-xml-path", path)
+    return ()
+
+
+JUNIT_TAIL_CHARS = 20_000  # of a package's output, kept in its package-level case
+_NOT_XML_1_0 = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_COUNTED = (("failures", "failure"), ("errors", "error"), ("skipped", "skipped"))
+
+
+def xml_text(text: str) -> str:
+    """Text that XML 1.0 can hold: ElementTree writes NUL or ESC as is, which no parser then
+    reads back, so they are spelled out like Python escapes instead."""
+    return _NOT_XML_1_0.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def cut_short(result: RunResult) -> bool:
+    """Timed out, killed by a signal (noted by name, or by number when it has none), or any
+    verdict other than the three a finished run gives (it could not run): what the runner
+    wrote, if anything, is not the whole story."""
+    if result.verdict not in (Verdict.OK, Verdict.FAILED, Verdict.NO_TESTS):
+        return True
+    note = result.note
+    killed = note == "timed out" or note.startswith("SIG") or note.isdigit()
+    return result.verdict is Verdict.FAILED and killed
+
+
+def package_suite(result: RunResult, runner_xml: bytes | None) -> ET.Element:
+    """The package's <testsuite>: the runner's own cases, plus a package-level case carrying
+    autotest's verdict when there are none, when the run was cut short, or when it failed with
+    no failing case.  Counts are recomputed from the cases because runners disagree on them
+    (nose writes ``skip=``, pytest nests suites in <testsuites>)."""
+    cases = runner_cases(runner_xml)
+    failing = any(case.find(tag) is not None for case in cases for tag in ("failure", "error"))
+    if not cases or cut_short(result) or (result.verdict is Verdict.FAILED and not failing):
+        cases.append(package_case(result))
+    suite = ET.Element("testsuite", name=xml_text(result.package.rel), tests=str(len(cases)))
+    for key, tag in _COUNTED:
+        suite.set(key, str(sum(case.find(tag) is not None for case in cases)))
+    suite.set("time", f"{result.seconds:.3f}")
+    suite.extend(cases)
+    return suite
+
+
+def runner_cases(runner_xml: bytes | None) -> list[ET.Element]:
+    """The runner's per-test cases, or none when it wrote no file or only part of one (a run
+    killed mid-write), so the package-level case stands in."""
+    if not runner_xml:
+        return []
+    try:
+        root = ET.fromstring(runner_xml)
+    except ET.ParseError:
+        return []
+    return list(root.iter("testcase"))
+
+
+def package_case(result: RunResult) -> ET.Element:
+    """One case for the whole package: an error when the run was cut short (not the tests'
+    fault), a failure when its tests failed, skipped when there were none."""
+    rel = xml_text(result.package.rel)
+    case = ET.Element("testcase", classname=rel, name="(package)")
+    case.set("time", f"{result.seconds:.3f}")
+    if cut_short(result):
+        tag: str | None = "error"
+    else:
+        tag = {Verdict.OK: None, Verdict.NO_TESTS: "skipped"}.get(result.verdict, "failure")
+    if tag is not None:
+        reason = result.verdict.value + (f" ({result.note})" if result.note else "")
+        child = ET.SubElement(case, tag, message=xml_text(reason))
+        child.text = xml_text(result.output[-JUNIT_TAIL_CHARS:])
+    return case
+
+
+def junit_document(suites: Sequence[ET.Element]) -> bytes:
+    root = ET.Element("testsuites")
+    for key in ("tests", *(key for key, _ in _COUNTED)):
+        root.set(key, str(sum(int(suite.get(key, "0")) for suite in suites)))
+    root.set("time", f"{sum(float(suite.get('time', '0')) for suite in suites):.3f}")
+    root.extend(suites)
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+
+
+def write_report(path: str, suites: Sequence[ET.Element]) -> None:
+    """The cycle's JUnit XML report, written whole or not at all."""
+    write_atomically(path, junit_document(suites))
+
+
+class JunitReport:
+    """One JUnit XML report per cycle.  Each run writes its runner's XML to a fresh file in a
+    private temporary directory; after every verdict the report is rewritten with the suites so
+    far, so a cycle that stops early or is interrupted leaves what ran."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        self.scratch = tempfile.mkdtemp(prefix="autotest-junit-")
+        self.runs = 0
+        self.pending: dict[Package, str] = {}
+        self.suites: list[ET.Element] = []
+
+    def start_cycle(self) -> None:
+        """A new cycle starts an empty report (written at once, so it exists)."""
+        self.suites = []
+        self.pending.clear()
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        write_report(self.path, self.suites)
+
+    def run_args(self, runner_name: str, package: Package) -> tuple[str, ...]:
+        """The runner's arguments for a fresh per-run XML file."""
+        self.runs += 1
+        xml_path = os.path.join(self.scratch, f"{self.runs}.xml")
+        self.pending[package] = xml_path
+        return junit_args(runner_name, xml_path)
+
+    def add(self, result: RunResult) -> None:
+        xml_path = self.pending.pop(result.package, "")
+        runner_xml = None
+        with contextlib.suppress(OSError):
+            with open(xml_path, "rb") as f:
+                runner_xml = f.read()
+            os.unlink(xml_path)
+        self.suites.append(package_suite(result, runner_xml))
+        write_report(self.path, self.suites)
+
+    def close(self) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
 # Report: every sentence a user reads
 # ---------------------------------------------------------------------------------------------
 
@@ -1924,6 +2203,7 @@ class Reporter:
 
     def __init__(self, stream: IO[str], color: bool, width: int = 0, root: Path | None = None):
         self.stream = stream
+        self.data = stream  # where --plan's JSON goes, when notices go elsewhere
         self.color = color
         self.width = width
         self.root = root or Path.cwd()
@@ -1989,6 +2269,37 @@ class Reporter:
         else:
             everything = f"all {counted(passed, 'package')} passed"
             self.say(f"{self.paint(everything, 'ok')} {took}")
+
+    # CI: narrowed cycles, the plan, the report.
+
+    def testing_selection(
+        self, count: int, pool: int, total: int, affected: bool, shard: tuple[int, int] | None
+    ) -> None:
+        """The header of a cycle narrowed by --affected and --shard."""
+        if shard is None:
+            self.header(f"testing {counted(count, 'affected package')} of {total}")
+            return
+        noun = "affected package" if affected else "package"
+        in_all = f" ({total} in all)" if affected else ""
+        k, n = shard
+        self.header(f"testing shard {k}/{n}: {count} of {counted(pool, noun)}{in_all}")
+
+    def nothing_affected(self) -> None:
+        self.say("nothing affected: none of the changes lies in a package; nothing to test")
+
+    def empty_shard(self, shard: tuple[int, int], pool: int) -> None:
+        k, n = shard
+        self.say(
+            f"shard {k}/{n} is empty: {counted(pool, 'package')} shared among {n} shards; "
+            "nothing to test"
+        )
+
+    def plan(self, text: str) -> None:
+        self.data.write(text + "\n")
+        self.data.flush()
+
+    def cannot_write(self, path: str, reason: str) -> None:
+        self.warn(f"cannot write {path}: {reason}")
 
     def menu(self) -> None:
         self.say(self.paint("[Enter/a] run all  [f] run failed  [q] quit", "dim"))
@@ -2097,6 +2408,11 @@ class Options:
     clear: bool = False
     bell: bool = False
     notify: bool = False
+    affected: bool = False
+    shard: tuple[int, int] | None = None
+    durations: str | None = None
+    plan: bool = False
+    junit_xml: str | None = None
 
 
 def non_negative(value: str) -> float:
@@ -2128,6 +2444,14 @@ def job_count(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"expected 1 or more, got {value!r}")
     return number
+
+
+def shard_spec(value: str) -> tuple[int, int]:
+    """``K/N``: the K-th of N slices, counted from 1."""
+    found = re.fullmatch(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*", value)
+    if found and 1 <= int(found[1]) <= int(found[2]):
+        return int(found[1]), int(found[2])
+    raise argparse.ArgumentTypeError(f"expected K/N with 1 <= K <= N, got {value!r}")
 
 
 def config_bool(value: Any) -> bool:
@@ -2190,7 +2514,21 @@ SETTINGS = (
     Setting("clear", "flag", "clear the screen before each cycle"),
     Setting("bell", "flag", "ring the terminal bell when a package fails"),
     Setting("notify", "flag", "desktop notification when a cycle fails or recovers"),
+    Setting("affected", "flag", "test only the changed packages and those that use them",
+            in_config=False),
+    Setting("shard", "value", "test only the K-th of N disjoint slices of the cycle", shard_spec,
+            "K/N", in_config=False),
+    Setting("durations", "value", "run times for --shard to balance by; --once writes them",
+            metavar="FILE", in_config=False),
+    Setting("plan", "flag", "print the cycle as JSON and run nothing", in_config=False),
+    Setting("junit-xml", "value", "write each cycle's JUnit XML report to FILE", metavar="FILE",
+            in_config=False),
 )  # fmt: skip
+
+# The settings that say what changed: --affected needs one of them.
+SAYS_WHAT_CHANGED = ("changed",)
+# The settings that narrow a single cycle; watching runs whole cycles.
+ONE_CYCLE_ONLY = ("affected", "shard")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -2231,8 +2569,10 @@ def argument_parser() -> ArgumentParser:
         usage="%(prog)s [options] [-- runner arguments]",
         epilog=(
             "While watching on a terminal: Enter or a runs every package, f the failed ones, "
-            "q quits. Every option but --root, --once and --changed can also be set under the "
-            "same name in [tool.autotest] of the root pyproject.toml or [autotest] of setup.cfg."
+            "q quits. Every option but "
+            + ", ".join(f"--{s.name}" for s in SETTINGS if not s.in_config)
+            + " can also be set under the same name in [tool.autotest] of the root "
+            "pyproject.toml or [autotest] of setup.cfg."
         ),
         argument_default=None,
     )
@@ -2330,7 +2670,18 @@ def parse_options(argv: Sequence[str], on_no_toml: Callable[[], None]) -> Option
     merged = {**read_config(root, on_no_toml), **given, "root": root}
     if runner_args is not None:
         merged["runner-args"] = runner_args
-    return Options(**{name.replace("-", "_"): value for name, value in merged.items()})
+    options = Options(**{name.replace("-", "_"): value for name, value in merged.items()})
+    check_combination(options)
+    return options
+
+
+def check_combination(options: Options) -> None:
+    """Settings that mean nothing without others."""
+    if options.affected and not any(getattr(options, f) for f in SAYS_WHAT_CHANGED):
+        raise UsageError("--affected needs to know what changed: give --changed or --since")
+    for name in ONE_CYCLE_ONLY:
+        if getattr(options, name) and not (options.once or options.plan):
+            raise UsageError(f"--{name} narrows one cycle: give it with --once or --plan")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -2397,8 +2748,9 @@ class Session:
         self.reporter = reporter
         reporter.root = options.root
         self.runner = make_runner(options.runner)
-        check_runner(self.runner)
-        self.rules = IgnoreRules(self.root, options.ignore)
+        if not options.plan:  # a plan runs nothing, so its machine needs no runner
+            check_runner(self.runner)
+        self.rules = IgnoreRules(self.root, (*options.ignore, *self.own_outputs()))
         self.tree = PackageSet(self.root, reporter)
         if not self.tree.packages:
             raise UsageError(
@@ -2414,19 +2766,85 @@ class Session:
         self.warm = WarmPolicy()
         self.failed: set[Package] = set()
         self.last_passed = True
+        self.durations = self.known_durations()
+        self.junit: JunitReport | None = None
+        if options.junit_xml and not options.plan:
+            self.junit = JunitReport(options.junit_xml)
+            try:
+                self.junit.start_cycle()
+            except OSError as exc:
+                self.junit.close()
+                reason = exc.strerror or str(exc)
+                raise UsageError(f"--junit-xml {options.junit_xml}: {reason}") from None
 
     @property
     def packages(self) -> list[Package]:
         return self.tree.packages
 
+    def command_for(self, package: Package) -> Command:
+        """The one answer to how a package's tests run: what --plan shows, and what runs."""
+        argv = self.runner.command(package, self.options.runner_args)
+        interpreter = self.runner.argv[0] if self.runner.module else None
+        return Command(self.runner.name, interpreter, tuple(argv))
+
     def start_run(self, package: Package) -> Run:
-        command = self.runner.command(package, self.options.runner_args)
+        command = self.command_for(package)
+        argv = list(command.argv)
+        if self.junit is not None:
+            argv += self.junit.run_args(command.runner, package)
         launcher = self.warm.launcher_for_runs()
-        return Run(package, command, self.env, self.runner, self.options.timeout, launcher)
+        return Run(package, argv, self.env, self.runner, self.options.timeout, launcher)
 
     def record(self, result: RunResult) -> None:
         self.reporter.verdict(result)
         self.warm.record(result)
+        if self.junit is not None:
+            self.write_junit(lambda junit: junit.add(result))
+
+    def write_junit(self, write: Callable[[JunitReport], None]) -> None:
+        if self.junit is not None:
+            try:
+                write(self.junit)
+            except OSError as exc:
+                self.reporter.cannot_write(self.junit.path, exc.strerror or str(exc))
+
+    def own_outputs(self) -> list[str]:
+        """The files autotest itself writes inside the tree, as globs: never a change."""
+        written = [self.options.junit_xml, self.options.durations]
+        rels = [os.path.relpath(os.path.abspath(p), self.root) for p in written if p]
+        return [r.replace(os.sep, "/") for r in rels if not r.startswith("..")]
+
+    def known_durations(self) -> dict[str, float]:
+        """The packages' last run times: from --durations FILE alone when given (so every job
+        of a matrix balances alike), else from this machine's memory of earlier runs."""
+        if self.options.durations:
+            try:
+                return read_durations(self.options.durations)
+            except ValueError as exc:
+                raise UsageError(f"--durations {self.options.durations}: {exc}") from None
+        with contextlib.suppress(ValueError):
+            return read_durations(durations_memory(self.root))
+        return {}
+
+    def remember_durations(self, outcome: CycleOutcome) -> None:
+        """Keep the cycle's run times on this machine and in --durations FILE.  A shard's run
+        keeps none: the other jobs of its matrix must slice by the same times."""
+        ran = outcome.results + ([outcome.failure] if outcome.failure else [])
+        if not ran or self.options.shard:
+            return
+        current = {p.rel for p in self.packages}
+        times = {r.package.rel: r.seconds for r in ran}
+        places = [(durations_memory(self.root), False)]
+        if self.options.durations:
+            places.append((self.options.durations, True))
+        for path, tell in places:
+            try:
+                with contextlib.suppress(ValueError):
+                    times = {**read_durations(path), **times}
+                write_durations(path, {r: t for r, t in times.items() if r in current})
+            except OSError as exc:
+                if tell:
+                    self.reporter.cannot_write(path, exc.strerror or str(exc))
 
     def cycle(self, changed: Mapping[str, float], only: set[Package] | None = None) -> CycleOutcome:
         steps = cycle_order(
@@ -2437,6 +2855,7 @@ class Session:
         if self.options.explain:
             self.reporter.explain(steps)
         watching = not self.options.once
+        self.write_junit(JunitReport.start_cycle)
         self.guard.cycle_started(time.monotonic())
         try:
             outcome = run_cycle(
@@ -2449,6 +2868,7 @@ class Session:
             )
         finally:
             self.guard.cycle_ended(time.monotonic())
+        self.remember_durations(outcome)
         self.failed.difference_update(r.package for r in outcome.results)
         if outcome.failure is not None:
             self.failed.add(outcome.failure.package)
@@ -2489,7 +2909,8 @@ class Session:
                     changed[path] = now - index * 1e-6
                     break
             else:
-                self.reporter.not_in_package(arg)
+                if not self.options.affected:  # there, a change outside is simply no change
+                    self.reporter.not_in_package(arg)
         return changed
 
     def run_all(self) -> CycleOutcome:
@@ -2514,7 +2935,46 @@ class Session:
 
     def first_cycle(self) -> CycleOutcome:
         changed = self.changed_from_arguments()
+        if self.options.affected or self.options.shard:
+            return self.run_narrowed(changed)
         return self.run_changes(changed, self.packages) if changed else self.run_all()
+
+    def narrowed_steps(self, changed: Mapping[str, float]) -> tuple[list[Step], int]:
+        """The cycle as --affected and --shard narrow it, and how many packages the shards
+        were cut from."""
+        owners = self.tree.owners(changed)
+        uses = self.tree.graph.uses
+        steps = cycle_order(self.packages, owners, self.failed, uses)
+        if self.options.affected:
+            hit = affected(self.packages, owners, uses)
+            steps = [s for s in steps if s.package in hit]
+        pool = len(steps)
+        if self.options.shard:
+            steps = shard(steps, *self.options.shard, self.durations)
+        return steps, pool
+
+    def run_narrowed(self, changed: Mapping[str, float]) -> CycleOutcome:
+        steps, pool = self.narrowed_steps(changed)
+        if not steps:
+            self.write_junit(JunitReport.start_cycle)  # CI may expect the file: an empty one
+            if not pool:
+                self.reporter.nothing_affected()
+            elif self.options.shard:
+                self.reporter.empty_shard(self.options.shard, pool)
+            return CycleOutcome([])
+        self.begin()
+        self.reporter.testing_selection(
+            len(steps), pool, len(self.packages), self.options.affected, self.options.shard
+        )
+        return self.cycle(changed, only={s.package for s in steps})
+
+    def plan(self) -> int:
+        """Print the cycle as JSON and run nothing."""
+        steps, _ = self.narrowed_steps(self.changed_from_arguments())
+        names = {s.package: read_metadata(s.package).name for s in steps}
+        commands = {s.package: self.command_for(s.package) for s in steps}
+        self.reporter.plan(plan_json(self.root, steps, names, commands, self.tree.graph.uses))
+        return 0
 
     def once(self) -> int:
         return 0 if self.first_cycle().passed else 1
@@ -2563,6 +3023,8 @@ class Session:
 
     def close(self) -> None:
         self.warm.close()
+        if self.junit is not None:
+            self.junit.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -2574,7 +3036,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, raise_terminated)
     try:
         options = parse_options(sys.argv[1:] if argv is None else argv, reporter.no_toml_for_config)
+        if options.plan:  # stdout carries the JSON alone; notices go to stderr
+            reporter.stream = sys.stderr
         session = Session(options, reporter)
+        if options.plan:
+            return session.plan()
         if options.once:
             return session.once()
         return session.watch(interactive=sys.stdin is not None and sys.stdin.isatty())
