@@ -1941,23 +1941,25 @@ class Command:
 def plan_json(
     root: Path,
     steps: Sequence[Step],
-    names: Mapping[Package, str],
-    commands: Mapping[Package, Command],
+    command_for: Callable[[Package], Command],
     uses: Mapping[Package, set[Package]],
+    name_of: Callable[[Package], str] = lambda p: read_metadata(p).name,
 ) -> str:
     """The cycle as JSON, for a CI job that builds its matrix from it (schema in the README)."""
-    entries = [
-        {
-            "path": step.package.rel,
-            "name": names[step.package],
-            "reason": step.reason,
-            "runner": commands[step.package].runner,
-            "interpreter": commands[step.package].interpreter,
-            "argv": list(commands[step.package].argv),
-            "dependencies": sorted(p.rel for p in uses.get(step.package, ())),
-        }
-        for step in steps
-    ]
+    entries = []
+    for step in steps:
+        command = command_for(step.package)
+        entries.append(
+            {
+                "path": step.package.rel,
+                "name": name_of(step.package),
+                "reason": step.reason,
+                "runner": command.runner,
+                "interpreter": command.interpreter,
+                "argv": list(command.argv),
+                "dependencies": sorted(p.rel for p in uses.get(step.package, ())),
+            }
+        )
     return json.dumps({"version": PLAN_VERSION, "root": str(root), "packages": entries}, indent=2)
 
 
@@ -2148,6 +2150,102 @@ class JunitReport:
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
+def own_outputs(root: Path, written: Iterable[str | None]) -> list[str]:
+    """The files autotest itself writes inside the tree, as globs: never a change."""
+    rels = [os.path.relpath(os.path.abspath(p), root) for p in written if p]
+    return [r.replace(os.sep, "/") for r in rels if not r.startswith("..")]
+
+
+class CiJob:
+    """What the CI options make of a session: the cycle narrowed by --affected and --shard,
+    the run times kept for --shard to balance by, and the --junit-xml report.  Files it cannot
+    write later are told to ``on_error``; bad ones at the start are usage errors."""
+
+    def __init__(
+        self, root: Path, affected: bool, shard: tuple[int, int] | None,
+        durations_file: str | None, junit_path: str | None,
+        on_error: Callable[[str, str], None],
+    ) -> None:  # fmt: skip
+        self.affected = affected
+        self.shard = shard
+        self.memory = durations_memory(root)
+        self.durations_file = durations_file
+        self.on_error = on_error
+        self.durations = self.known_durations()
+        self.junit = JunitReport(junit_path) if junit_path else None
+        if self.junit is not None:
+            try:
+                self.junit.start_cycle()
+            except OSError as exc:
+                self.junit.close()
+                raise UsageError(f"--junit-xml {junit_path}: {exc.strerror or exc}") from None
+
+    def known_durations(self) -> dict[str, float]:
+        """--durations FILE alone when given (so every job of a matrix balances alike), else
+        this machine's memory of earlier runs."""
+        if self.durations_file:
+            try:
+                return read_durations(self.durations_file)
+            except ValueError as exc:
+                raise UsageError(f"--durations {self.durations_file}: {exc}") from None
+        with contextlib.suppress(ValueError):
+            return read_durations(self.memory)
+        return {}
+
+    def steps(
+        self, packages: Sequence[Package], changed: Mapping[Package, float],
+        failed: Iterable[Package], uses: Mapping[Package, set[Package]],
+    ) -> tuple[list[Step], int]:  # fmt: skip
+        """The cycle as --affected and --shard narrow it, and how many packages the shards
+        were cut from."""
+        steps = cycle_order(packages, changed, failed, uses)
+        if self.affected:
+            hit = affected(packages, changed, uses)
+            steps = [s for s in steps if s.package in hit]
+        pool = len(steps)
+        if self.shard is not None:
+            steps = shard(steps, *self.shard, self.durations)
+        return steps, pool
+
+    def run_args(self, runner_name: str, package: Package) -> tuple[str, ...]:
+        return () if self.junit is None else self.junit.run_args(runner_name, package)
+
+    def cycle_started(self) -> None:
+        self._write_report(JunitReport.start_cycle)
+
+    def recorded(self, result: RunResult) -> None:
+        self._write_report(lambda junit: junit.add(result))
+
+    def _write_report(self, write: Callable[[JunitReport], None]) -> None:
+        if self.junit is not None:
+            try:
+                write(self.junit)
+            except OSError as exc:
+                self.on_error(self.junit.path, exc.strerror or str(exc))
+
+    def cycle_ended(self, outcome: CycleOutcome, current: Iterable[str]) -> None:
+        """Keep the cycle's run times on this machine and in --durations FILE.  A shard's run
+        keeps none: the other jobs of its matrix must slice by the same times."""
+        ran = outcome.results + ([outcome.failure] if outcome.failure else [])
+        if not ran or self.shard is not None:
+            return
+        keep = set(current)
+        for path in (self.memory, self.durations_file):
+            if path:
+                times = {r.package.rel: r.seconds for r in ran}
+                try:
+                    with contextlib.suppress(ValueError):
+                        times = {**read_durations(path), **times}
+                    write_durations(path, {r: t for r, t in times.items() if r in keep})
+                except OSError as exc:
+                    if path == self.durations_file:
+                        self.on_error(path, exc.strerror or str(exc))
+
+    def close(self) -> None:
+        if self.junit is not None:
+            self.junit.close()
+
+
 # ---------------------------------------------------------------------------------------------
 # Report: every sentence a user reads
 # ---------------------------------------------------------------------------------------------
@@ -2272,27 +2370,21 @@ class Reporter:
 
     # CI: narrowed cycles, the plan, the report.
 
-    def testing_selection(
-        self, count: int, pool: int, total: int, affected: bool, shard: tuple[int, int] | None
-    ) -> None:
-        """The header of a cycle narrowed by --affected and --shard."""
-        if shard is None:
+    def narrowed(self, count: int, pool: int, total: int, ci: CiJob) -> None:
+        """The header of a cycle narrowed by --affected and --shard, or why there is none."""
+        if not pool:
+            self.say("nothing affected: none of the changes lies in a package; nothing to test")
+        elif ci.shard is None:
             self.header(f"testing {counted(count, 'affected package')} of {total}")
-            return
-        noun = "affected package" if affected else "package"
-        in_all = f" ({total} in all)" if affected else ""
-        k, n = shard
-        self.header(f"testing shard {k}/{n}: {count} of {counted(pool, noun)}{in_all}")
-
-    def nothing_affected(self) -> None:
-        self.say("nothing affected: none of the changes lies in a package; nothing to test")
-
-    def empty_shard(self, shard: tuple[int, int], pool: int) -> None:
-        k, n = shard
-        self.say(
-            f"shard {k}/{n} is empty: {counted(pool, 'package')} shared among {n} shards; "
-            "nothing to test"
-        )
+        elif not count:
+            k, n = ci.shard
+            shared = f"{counted(pool, 'package')} shared among {n} shards"
+            self.say(f"shard {k}/{n} is empty: {shared}; nothing to test")
+        else:
+            k, n = ci.shard
+            noun = "affected package" if ci.affected else "package"
+            in_all = f" ({total} in all)" if ci.affected else ""
+            self.header(f"testing shard {k}/{n}: {count} of {counted(pool, noun)}{in_all}")
 
     def plan(self, text: str) -> None:
         self.data.write(text + "\n")
@@ -2750,7 +2842,8 @@ class Session:
         self.runner = make_runner(options.runner)
         if not options.plan:  # a plan runs nothing, so its machine needs no runner
             check_runner(self.runner)
-        self.rules = IgnoreRules(self.root, (*options.ignore, *self.own_outputs()))
+        written = own_outputs(self.root, (options.junit_xml, options.durations))
+        self.rules = IgnoreRules(self.root, (*options.ignore, *written))
         self.tree = PackageSet(self.root, reporter)
         if not self.tree.packages:
             raise UsageError(
@@ -2766,16 +2859,9 @@ class Session:
         self.warm = WarmPolicy()
         self.failed: set[Package] = set()
         self.last_passed = True
-        self.durations = self.known_durations()
-        self.junit: JunitReport | None = None
-        if options.junit_xml and not options.plan:
-            self.junit = JunitReport(options.junit_xml)
-            try:
-                self.junit.start_cycle()
-            except OSError as exc:
-                self.junit.close()
-                reason = exc.strerror or str(exc)
-                raise UsageError(f"--junit-xml {options.junit_xml}: {reason}") from None
+        report = None if options.plan else options.junit_xml
+        self.ci = CiJob(self.root, options.affected, options.shard, options.durations, report,
+                        reporter.cannot_write)  # fmt: skip
 
     @property
     def packages(self) -> list[Package]:
@@ -2789,62 +2875,14 @@ class Session:
 
     def start_run(self, package: Package) -> Run:
         command = self.command_for(package)
-        argv = list(command.argv)
-        if self.junit is not None:
-            argv += self.junit.run_args(command.runner, package)
+        argv = [*command.argv, *self.ci.run_args(command.runner, package)]
         launcher = self.warm.launcher_for_runs()
         return Run(package, argv, self.env, self.runner, self.options.timeout, launcher)
 
     def record(self, result: RunResult) -> None:
         self.reporter.verdict(result)
         self.warm.record(result)
-        if self.junit is not None:
-            self.write_junit(lambda junit: junit.add(result))
-
-    def write_junit(self, write: Callable[[JunitReport], None]) -> None:
-        if self.junit is not None:
-            try:
-                write(self.junit)
-            except OSError as exc:
-                self.reporter.cannot_write(self.junit.path, exc.strerror or str(exc))
-
-    def own_outputs(self) -> list[str]:
-        """The files autotest itself writes inside the tree, as globs: never a change."""
-        written = [self.options.junit_xml, self.options.durations]
-        rels = [os.path.relpath(os.path.abspath(p), self.root) for p in written if p]
-        return [r.replace(os.sep, "/") for r in rels if not r.startswith("..")]
-
-    def known_durations(self) -> dict[str, float]:
-        """The packages' last run times: from --durations FILE alone when given (so every job
-        of a matrix balances alike), else from this machine's memory of earlier runs."""
-        if self.options.durations:
-            try:
-                return read_durations(self.options.durations)
-            except ValueError as exc:
-                raise UsageError(f"--durations {self.options.durations}: {exc}") from None
-        with contextlib.suppress(ValueError):
-            return read_durations(durations_memory(self.root))
-        return {}
-
-    def remember_durations(self, outcome: CycleOutcome) -> None:
-        """Keep the cycle's run times on this machine and in --durations FILE.  A shard's run
-        keeps none: the other jobs of its matrix must slice by the same times."""
-        ran = outcome.results + ([outcome.failure] if outcome.failure else [])
-        if not ran or self.options.shard:
-            return
-        current = {p.rel for p in self.packages}
-        times = {r.package.rel: r.seconds for r in ran}
-        places = [(durations_memory(self.root), False)]
-        if self.options.durations:
-            places.append((self.options.durations, True))
-        for path, tell in places:
-            try:
-                with contextlib.suppress(ValueError):
-                    times = {**read_durations(path), **times}
-                write_durations(path, {r: t for r, t in times.items() if r in current})
-            except OSError as exc:
-                if tell:
-                    self.reporter.cannot_write(path, exc.strerror or str(exc))
+        self.ci.recorded(result)
 
     def cycle(self, changed: Mapping[str, float], only: set[Package] | None = None) -> CycleOutcome:
         steps = cycle_order(
@@ -2855,7 +2893,7 @@ class Session:
         if self.options.explain:
             self.reporter.explain(steps)
         watching = not self.options.once
-        self.write_junit(JunitReport.start_cycle)
+        self.ci.cycle_started()
         self.guard.cycle_started(time.monotonic())
         try:
             outcome = run_cycle(
@@ -2868,7 +2906,7 @@ class Session:
             )
         finally:
             self.guard.cycle_ended(time.monotonic())
-        self.remember_durations(outcome)
+        self.ci.cycle_ended(outcome, (p.rel for p in self.packages))
         self.failed.difference_update(r.package for r in outcome.results)
         if outcome.failure is not None:
             self.failed.add(outcome.failure.package)
@@ -2935,46 +2973,7 @@ class Session:
 
     def first_cycle(self) -> CycleOutcome:
         changed = self.changed_from_arguments()
-        if self.options.affected or self.options.shard:
-            return self.run_narrowed(changed)
         return self.run_changes(changed, self.packages) if changed else self.run_all()
-
-    def narrowed_steps(self, changed: Mapping[str, float]) -> tuple[list[Step], int]:
-        """The cycle as --affected and --shard narrow it, and how many packages the shards
-        were cut from."""
-        owners = self.tree.owners(changed)
-        uses = self.tree.graph.uses
-        steps = cycle_order(self.packages, owners, self.failed, uses)
-        if self.options.affected:
-            hit = affected(self.packages, owners, uses)
-            steps = [s for s in steps if s.package in hit]
-        pool = len(steps)
-        if self.options.shard:
-            steps = shard(steps, *self.options.shard, self.durations)
-        return steps, pool
-
-    def run_narrowed(self, changed: Mapping[str, float]) -> CycleOutcome:
-        steps, pool = self.narrowed_steps(changed)
-        if not steps:
-            self.write_junit(JunitReport.start_cycle)  # CI may expect the file: an empty one
-            if not pool:
-                self.reporter.nothing_affected()
-            elif self.options.shard:
-                self.reporter.empty_shard(self.options.shard, pool)
-            return CycleOutcome([])
-        self.begin()
-        self.reporter.testing_selection(
-            len(steps), pool, len(self.packages), self.options.affected, self.options.shard
-        )
-        return self.cycle(changed, only={s.package for s in steps})
-
-    def plan(self) -> int:
-        """Print the cycle as JSON and run nothing."""
-        steps, _ = self.narrowed_steps(self.changed_from_arguments())
-        names = {s.package: read_metadata(s.package).name for s in steps}
-        commands = {s.package: self.command_for(s.package) for s in steps}
-        self.reporter.plan(plan_json(self.root, steps, names, commands, self.tree.graph.uses))
-        return 0
 
     def once(self) -> int:
         return 0 if self.first_cycle().passed else 1
@@ -3023,8 +3022,28 @@ class Session:
 
     def close(self) -> None:
         self.warm.close()
-        if self.junit is not None:
-            self.junit.close()
+        self.ci.close()
+
+
+class CiSession(Session):
+    """One CI job: a single cycle narrowed by --affected and --shard, or only its plan."""
+
+    def first_cycle(self) -> CycleOutcome:
+        changed = self.changed_from_arguments()
+        steps, pool = self.narrowed_steps(changed)
+        self.begin()
+        self.reporter.narrowed(len(steps), pool, len(self.packages), self.ci)
+        return self.cycle(changed, only={s.package for s in steps}) if steps else CycleOutcome([])
+
+    def narrowed_steps(self, changed: Mapping[str, float]) -> tuple[list[Step], int]:
+        owners, uses = self.tree.owners(changed), self.tree.graph.uses
+        return self.ci.steps(self.packages, owners, self.failed, uses)
+
+    def plan(self) -> int:
+        """Print the cycle as JSON and run nothing."""
+        steps, _ = self.narrowed_steps(self.changed_from_arguments())
+        self.reporter.plan(plan_json(self.root, steps, self.command_for, self.tree.graph.uses))
+        return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -3038,9 +3057,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = parse_options(sys.argv[1:] if argv is None else argv, reporter.no_toml_for_config)
         if options.plan:  # stdout carries the JSON alone; notices go to stderr
             reporter.stream = sys.stderr
+        if options.plan or options.affected or options.shard:
+            session = CiSession(options, reporter)
+            return session.plan() if options.plan else session.once()
         session = Session(options, reporter)
-        if options.plan:
-            return session.plan()
         if options.once:
             return session.once()
         return session.watch(interactive=sys.stdin is not None and sys.stdin.isatty())
