@@ -618,6 +618,23 @@ def test_plan_shows_a_command_runner_without_an_interpreter(repo: Repo, tmp_path
     assert entry["argv"] == ["make", "-C", str(repo.path.resolve() / "libs/core"), "test"]
 
 
+def test_plan_needs_neither_the_runner_nor_watchdog(repo: Repo, tmp_path: Path) -> None:
+    """The README's plan job installs nothing but Python."""
+    venv = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    assert subprocess.run([python, "-c", "import nose"], capture_output=True).returncode
+    monorepo(repo)
+    done = subprocess.run(
+        [python, str(AUTOTEST), "--root", str(repo.path), "--plan", "--affected", "--changed",
+         "libs/api"],
+        capture_output=True, text=True, timeout=60, env=ci_env(tmp_path),
+    )  # fmt: skip
+    data = plan(done)
+    assert paths(data) == ["libs/api", "exporter/foo-http", "services/web-app"]
+    assert data["packages"][0]["interpreter"] == python
+
+
 def test_plan_sends_notices_to_stderr(repo: Repo, tmp_path: Path) -> None:
     monorepo(repo)
     done = autotest(repo.path, tmp_path, "--plan", "--changed", "nowhere.txt", "libs/api")
@@ -661,6 +678,16 @@ def test_junit_report_merges_the_runners_cases_and_names_the_failing_test(
     assert [c.get("name") for c in failing if c.find("skipped") is not None] == ["test_skip"]
     assert int(root.get("tests", "0")) == 5
     assert os.listdir(report.parent) == ["junit.xml"]  # no temporary file left
+
+
+def test_junit_report_with_parallel_runs_is_in_the_cycle_order(repo: Repo, tmp_path: Path) -> None:
+    everything = monorepo(repo)
+    report = tmp_path / "report.xml"
+    done = autotest(repo.path, tmp_path, "--once", "-j", "3", "--junit-xml", str(report))
+    assert done.returncode == 0, done.stdout + done.stderr
+    root = ET.parse(report).getroot()
+    assert [s.get("name") for s in root] == everything
+    assert all(len(suite) == 1 and suite[0].get("name") == "test_ok" for suite in root)
 
 
 def test_junit_report_for_unittest_is_one_package_case(repo: Repo, tmp_path: Path) -> None:
