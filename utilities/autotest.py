@@ -33,6 +33,7 @@ import contextlib
 import enum
 import errno
 import fnmatch
+import hashlib
 import json
 import os
 import re
@@ -45,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +85,9 @@ except ImportError as _exc:  # --help and --once work without it; watching says 
 #                   and the policy that decides when forked runs are used
 #   Cycle           packages in order, up to --jobs at once, until the first failure in order
 #                   (or through all of them, with --keep-going)
+#   CI: affected, shards, plan, JUnit
+#                   what a change affects, the K-th of N slices, the cycle as JSON, the
+#                   remembered run times, one JUnit XML report per cycle
 #   Report          every sentence a user reads is built here
 #   Options         one table of settings: the command line, the config files, the defaults
 #   Session         thin wiring of the above, and main()
@@ -2300,6 +2305,378 @@ def run_cycle(
 
 
 # ---------------------------------------------------------------------------------------------
+# CI: affected, shards, plan, JUnit
+# ---------------------------------------------------------------------------------------------
+#
+# For a CI system that fans jobs out over machines: which packages a change affects, the K-th of
+# N slices of a cycle, the cycle as JSON, the packages' remembered run times, and one JUnit XML
+# report per cycle built from the runners' own reports.  All decisions are pure functions.
+
+
+def affected(
+    packages: Iterable[Package], changed: Iterable[Package], uses: Mapping[Package, set[Package]]
+) -> set[Package]:
+    """The changed packages and every package that uses one of them, however indirectly."""
+    known = set(packages)
+    users: dict[Package, set[Package]] = {}
+    for package in known:
+        for used in uses.get(package, ()):
+            users.setdefault(used, set()).add(package)
+    reached = {p for p in changed if p in known}
+    frontier = list(reached)
+    while frontier:
+        found = {u for p in frontier for u in users.get(p, ()) if u not in reached}
+        reached |= found
+        frontier = sorted(found, key=lambda p: p.rel)
+    return reached
+
+
+def shard(
+    steps: Sequence[Step], k: int, n: int, durations: Mapping[str, float] | None = None
+) -> list[Step]:
+    """The K-th (from 1) of N disjoint slices of a cycle, in the cycle's order.
+
+    The slices are cut from the set of packages alone, never from the order (which follows the
+    changes), so N jobs given the same arguments cover every package once.  Packages are dealt
+    longest first to the least loaded slice: by their known durations, a package with none
+    counting as the average of the known ones; with none known, every package weighs the same,
+    which deals them round-robin by path."""
+    durations = durations or {}
+    rels = sorted({step.package.rel for step in steps})
+    known = [durations[r] for r in rels if r in durations]
+    guess = sum(known) / len(known) if known else 1.0
+    weight = {r: durations.get(r, guess) for r in rels}
+    loads = [0.0] * n
+    slice_of: dict[str, int] = {}
+    for rel in sorted(rels, key=lambda r: (-weight[r], r)):
+        lightest = min(range(n), key=lambda i: (loads[i], i))
+        slice_of[rel] = lightest
+        loads[lightest] += weight[rel]
+    return [step for step in steps if slice_of[step.package.rel] == k - 1]
+
+
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Command:
+    """How one package's tests are run: the runner's name, the interpreter (None for a
+    command), and the argv, run from the package directory."""
+
+    runner: str
+    interpreter: str | None
+    argv: tuple[str, ...]
+
+
+def plan_json(
+    root: Path,
+    steps: Sequence[Step],
+    command_for: Callable[[Package], Command],
+    uses: Mapping[Package, set[Package]],
+    name_of: Callable[[Package], str] = lambda p: read_metadata(p).name,
+) -> str:
+    """The cycle as JSON, for a CI job that builds its matrix from it (schema in the README)."""
+    entries = []
+    for step in steps:
+        command = command_for(step.package)
+        entries.append(
+            {
+                "path": step.package.rel,
+                "name": name_of(step.package),
+                "reason": step.reason,
+                "runner": command.runner,
+                "interpreter": command.interpreter,
+                "argv": list(command.argv),
+                "dependencies": sorted(p.rel for p in uses.get(step.package, ())),
+            }
+        )
+    return json.dumps({"version": PLAN_VERSION, "root": str(root), "packages": entries}, indent=2)
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """The file whole or not at all: a CI step may read it at any moment, and an interrupted
+    write must not leave a truncated file behind."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temp = tempfile.mkstemp(suffix=".tmp", prefix=".autotest-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def durations_memory(root: Path) -> str:
+    """Where this machine remembers a repository's run times: per user, per root."""
+    digest = hashlib.sha256(str(root).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"autotest{user_suffix()}", digest, "durations.json")
+
+
+def read_durations(path: str) -> dict[str, float]:
+    """Seconds by package path, from a JSON object; nothing when the file does not exist.
+    Raises ValueError for a file that is not such an object."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(str(exc)) from None
+    if not isinstance(data, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in data.values()
+    ):
+        raise ValueError("expected a JSON object of package paths to seconds")
+    return {str(k): float(v) for k, v in data.items()}
+
+
+def write_durations(path: str, durations: Mapping[str, float]) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    rounded = {rel: round(seconds, 3) for rel, seconds in sorted(durations.items())}
+    write_atomically(path, (json.dumps(rounded, indent=2) + "\n").encode())
+
+
+def junit_args(runner_name: str, xml_path: str) -> tuple[str, ...]:
+    """Arguments that make a built-in runner write its own per-test XML to ``xml_path``.
+
+    The path is absolute because runners resolve it against their cwd, the package.  They go
+    last, so they win over a package's own config.  pytest gets no ``junit_family``: its
+    default (xunit2) and the legacy xunit1 have the same cases, and forcing one would override
+    the package's choice.  nose2 ships its junitxml plugin but does not load it."""
+    path = os.path.abspath(xml_path)
+    if runner_name == "nose":
+        return ("--with-xunit", f"--xunit-file={path}")
+    if runner_name == "pytest":
+        return (f"--junitxml={path}",)
+    if runner_name == "nose2":
+        return ("--plugin", "nose2.plugins.junitxml", "--junit-xml", "--junit-xml-path", path)
+    return ()
+
+
+JUNIT_TAIL_CHARS = 20_000  # of a package's output, kept in its package-level case
+_NOT_XML_1_0 = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_COUNTED = (("failures", "failure"), ("errors", "error"), ("skipped", "skipped"))
+
+
+def xml_text(text: str) -> str:
+    """Text that XML 1.0 can hold: ElementTree writes NUL or ESC as is, which no parser then
+    reads back, so they are spelled out like Python escapes instead."""
+    return _NOT_XML_1_0.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def cut_short(result: RunResult) -> bool:
+    """Timed out, killed by a signal (noted by name, or by number when it has none), or any
+    verdict other than the three a finished run gives (it could not run): what the runner
+    wrote, if anything, is not the whole story."""
+    if result.verdict not in (Verdict.OK, Verdict.FAILED, Verdict.NO_TESTS):
+        return True
+    note = result.note
+    killed = note == "timed out" or note.startswith("SIG") or note.isdigit()
+    return result.verdict is Verdict.FAILED and killed
+
+
+def package_suite(result: RunResult, runner_xml: bytes | None) -> ET.Element:
+    """The package's <testsuite>: the runner's own cases, plus a package-level case carrying
+    autotest's verdict when there are none, when the run was cut short, or when it failed with
+    no failing case.  Counts are recomputed from the cases because runners disagree on them
+    (nose writes ``skip=``, pytest nests suites in <testsuites>)."""
+    cases = runner_cases(runner_xml)
+    failing = any(case.find(tag) is not None for case in cases for tag in ("failure", "error"))
+    if not cases or cut_short(result) or (result.verdict is Verdict.FAILED and not failing):
+        cases.append(package_case(result))
+    suite = ET.Element("testsuite", name=xml_text(result.package.rel), tests=str(len(cases)))
+    for key, tag in _COUNTED:
+        suite.set(key, str(sum(case.find(tag) is not None for case in cases)))
+    suite.set("time", f"{result.seconds:.3f}")
+    suite.extend(cases)
+    return suite
+
+
+def runner_cases(runner_xml: bytes | None) -> list[ET.Element]:
+    """The runner's per-test cases, or none when it wrote no file or only part of one (a run
+    killed mid-write), so the package-level case stands in."""
+    if not runner_xml:
+        return []
+    try:
+        root = ET.fromstring(runner_xml)
+    except ET.ParseError:
+        return []
+    return list(root.iter("testcase"))
+
+
+def package_case(result: RunResult) -> ET.Element:
+    """One case for the whole package: an error when the run was cut short (not the tests'
+    fault), a failure when its tests failed, skipped when there were none."""
+    rel = xml_text(result.package.rel)
+    case = ET.Element("testcase", classname=rel, name="(package)")
+    case.set("time", f"{result.seconds:.3f}")
+    if cut_short(result):
+        tag: str | None = "error"
+    else:
+        tag = {Verdict.OK: None, Verdict.NO_TESTS: "skipped"}.get(result.verdict, "failure")
+    if tag is not None:
+        reason = result.verdict.value + (f" ({result.note})" if result.note else "")
+        child = ET.SubElement(case, tag, message=xml_text(reason))
+        child.text = xml_text(result.output[-JUNIT_TAIL_CHARS:])
+    return case
+
+
+def junit_document(suites: Sequence[ET.Element]) -> bytes:
+    root = ET.Element("testsuites")
+    for key in ("tests", *(key for key, _ in _COUNTED)):
+        root.set(key, str(sum(int(suite.get(key, "0")) for suite in suites)))
+    root.set("time", f"{sum(float(suite.get('time', '0')) for suite in suites):.3f}")
+    root.extend(suites)
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+
+
+def write_report(path: str, suites: Sequence[ET.Element]) -> None:
+    """The cycle's JUnit XML report, written whole or not at all."""
+    write_atomically(path, junit_document(suites))
+
+
+class JunitReport:
+    """One JUnit XML report per cycle.  Each run writes its runner's XML to a fresh file in a
+    private temporary directory; after every verdict the report is rewritten with the suites so
+    far, so a cycle that stops early or is interrupted leaves what ran."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        self.scratch = tempfile.mkdtemp(prefix="autotest-junit-")
+        self.runs = 0
+        self.pending: dict[Package, str] = {}
+        self.suites: list[ET.Element] = []
+
+    def start_cycle(self) -> None:
+        """A new cycle starts an empty report (written at once, so it exists)."""
+        self.suites = []
+        self.pending.clear()
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        write_report(self.path, self.suites)
+
+    def run_args(self, runner_name: str, package: Package) -> tuple[str, ...]:
+        """The runner's arguments for a fresh per-run XML file."""
+        self.runs += 1
+        xml_path = os.path.join(self.scratch, f"{self.runs}.xml")
+        self.pending[package] = xml_path
+        return junit_args(runner_name, xml_path)
+
+    def add(self, result: RunResult) -> None:
+        xml_path = self.pending.pop(result.package, "")
+        runner_xml = None
+        with contextlib.suppress(OSError):
+            with open(xml_path, "rb") as f:
+                runner_xml = f.read()
+            os.unlink(xml_path)
+        self.suites.append(package_suite(result, runner_xml))
+        write_report(self.path, self.suites)
+
+    def close(self) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def own_outputs(root: Path, written: Iterable[str | None]) -> list[str]:
+    """The files autotest itself writes inside the tree, as globs: never a change."""
+    rels = [os.path.relpath(os.path.abspath(p), root) for p in written if p]
+    return [r.replace(os.sep, "/") for r in rels if not r.startswith("..")]
+
+
+class CiJob:
+    """What the CI options make of a session: the cycle narrowed by --affected and --shard,
+    the run times kept for --shard to balance by, and the --junit-xml report.  Files it cannot
+    write later are told to ``on_error``; bad ones at the start are usage errors."""
+
+    def __init__(
+        self, root: Path, affected: bool, shard: tuple[int, int] | None,
+        durations_file: str | None, junit_path: str | None,
+        on_error: Callable[[str, str], None],
+    ) -> None:  # fmt: skip
+        self.affected = affected
+        self.shard = shard
+        self.memory = durations_memory(root)
+        self.durations_file = durations_file
+        self.on_error = on_error
+        self.durations = self.known_durations()
+        self.junit = JunitReport(junit_path) if junit_path else None
+        if self.junit is not None:
+            try:
+                self.junit.start_cycle()
+            except OSError as exc:
+                self.junit.close()
+                raise UsageError(f"--junit-xml {junit_path}: {exc.strerror or exc}") from None
+
+    def known_durations(self) -> dict[str, float]:
+        """--durations FILE alone when given (so every job of a matrix balances alike), else
+        this machine's memory of earlier runs."""
+        if self.durations_file:
+            try:
+                return read_durations(self.durations_file)
+            except ValueError as exc:
+                raise UsageError(f"--durations {self.durations_file}: {exc}") from None
+        with contextlib.suppress(ValueError):
+            return read_durations(self.memory)
+        return {}
+
+    def steps(
+        self, packages: Sequence[Package], changed: Mapping[Package, float],
+        failed: Iterable[Package], uses: Mapping[Package, set[Package]],
+    ) -> tuple[list[Step], int]:  # fmt: skip
+        """The cycle as --affected and --shard narrow it, and how many packages the shards
+        were cut from."""
+        steps = cycle_order(packages, changed, failed, uses)
+        if self.affected:
+            hit = affected(packages, changed, uses)
+            steps = [s for s in steps if s.package in hit]
+        pool = len(steps)
+        if self.shard is not None:
+            steps = shard(steps, *self.shard, self.durations)
+        return steps, pool
+
+    def run_args(self, runner_name: str, package: Package) -> tuple[str, ...]:
+        return () if self.junit is None else self.junit.run_args(runner_name, package)
+
+    def cycle_started(self) -> None:
+        self._write_report(JunitReport.start_cycle)
+
+    def recorded(self, result: RunResult) -> None:
+        self._write_report(lambda junit: junit.add(result))
+
+    def _write_report(self, write: Callable[[JunitReport], None]) -> None:
+        if self.junit is not None:
+            try:
+                write(self.junit)
+            except OSError as exc:
+                self.on_error(self.junit.path, exc.strerror or str(exc))
+
+    def cycle_ended(self, outcome: CycleOutcome, current: Iterable[str]) -> None:
+        """Keep the cycle's run times on this machine and in --durations FILE.  A shard's run
+        keeps none: the other jobs of its matrix must slice by the same times."""
+        ran = outcome.results + ([outcome.failure] if outcome.failure else [])
+        if not ran or self.shard is not None:
+            return
+        keep = set(current)
+        for path in (self.memory, self.durations_file):
+            if path:
+                times = {r.package.rel: r.seconds for r in ran}
+                try:
+                    with contextlib.suppress(ValueError):
+                        times = {**read_durations(path), **times}
+                    write_durations(path, {r: t for r, t in times.items() if r in keep})
+                except OSError as exc:
+                    if path == self.durations_file:
+                        self.on_error(path, exc.strerror or str(exc))
+
+    def close(self) -> None:
+        if self.junit is not None:
+            self.junit.close()
+
+
+# ---------------------------------------------------------------------------------------------
 # Report: every sentence a user reads
 # ---------------------------------------------------------------------------------------------
 
@@ -2357,6 +2734,7 @@ class Reporter:
 
     def __init__(self, stream: IO[str], color: bool, width: int = 0, root: Path | None = None):
         self.stream = stream
+        self.data = stream  # where --plan's JSON goes, when notices go elsewhere
         self.color = color
         self.width = width
         self.root = root or Path.cwd()
@@ -2477,6 +2855,31 @@ class Reporter:
             everything = f"all {counted(passed, 'package')} passed"
             self.say(f"{self.paint(everything, 'ok')} {took}")
 
+    # CI: narrowed cycles, the plan, the report.
+
+    def narrowed(self, count: int, pool: int, total: int, ci: CiJob) -> None:
+        """The header of a cycle narrowed by --affected and --shard, or why there is none."""
+        if not pool:
+            self.say("nothing affected: none of the changes lies in a package; nothing to test")
+        elif ci.shard is None:
+            self.header(f"testing {counted(count, 'affected package')} of {total}")
+        elif not count:
+            k, n = ci.shard
+            shared = f"{counted(pool, 'package')} shared among {n} shards"
+            self.say(f"shard {k}/{n} is empty: {shared}; nothing to test")
+        else:
+            k, n = ci.shard
+            noun = "affected package" if ci.affected else "package"
+            in_all = f" ({total} in all)" if ci.affected else ""
+            self.header(f"testing shard {k}/{n}: {count} of {counted(pool, noun)}{in_all}")
+
+    def plan(self, text: str) -> None:
+        self.data.write(text + "\n")
+        self.data.flush()
+
+    def cannot_write(self, path: str, reason: str) -> None:
+        self.warn(f"cannot write {path}: {reason}")
+
     def menu(self) -> None:
         self.say(self.paint("[Enter/a] run all  [f] run failed  [q] quit", "dim"))
 
@@ -2588,6 +2991,11 @@ class Options:
     clear: bool = False
     bell: bool = False
     notify: bool = False
+    affected: bool = False
+    shard: tuple[int, int] | None = None
+    durations: str | None = None
+    plan: bool = False
+    junit_xml: str | None = None
 
 
 def non_negative(value: str) -> float:
@@ -2629,6 +3037,14 @@ def pair(value: str) -> tuple[str, str]:
     if not sep or not glob.strip() or not rest.strip():
         raise argparse.ArgumentTypeError(f"expected GLOB=VALUE, got {value!r}")
     return glob.strip().strip("\"'"), rest.strip().strip("\"'")
+
+
+def shard_spec(value: str) -> tuple[int, int]:
+    """``K/N``: the K-th of N slices, counted from 1."""
+    found = re.fullmatch(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*", value)
+    if found and 1 <= int(found[1]) <= int(found[2]):
+        return int(found[1]), int(found[2])
+    raise argparse.ArgumentTypeError(f"expected K/N with 1 <= K <= N, got {value!r}")
 
 
 def config_bool(value: Any) -> bool:
@@ -2701,7 +3117,22 @@ SETTINGS = (
     Setting("clear", "flag", "clear the screen before each cycle"),
     Setting("bell", "flag", "ring the terminal bell when a package fails"),
     Setting("notify", "flag", "desktop notification when a cycle fails or recovers"),
+    Setting("affected", "flag", "test only the changed packages and those that use them",
+            in_config=False),
+    Setting("shard", "value", "test only the K-th of N disjoint slices of the cycle", shard_spec,
+            "K/N", in_config=False),
+    Setting("durations", "value",
+            "run times for --shard to balance by; each run that is not a shard writes them",
+            metavar="FILE", in_config=False),
+    Setting("plan", "flag", "print the cycle as JSON and run nothing", in_config=False),
+    Setting("junit-xml", "value", "write each cycle's JUnit XML report to FILE", metavar="FILE",
+            in_config=False),
 )  # fmt: skip
+
+# The settings that say what changed: --affected needs one of them.
+SAYS_WHAT_CHANGED = ("changed",)
+# The settings that narrow a single cycle; watching runs whole cycles.
+ONE_CYCLE_ONLY = ("affected", "shard")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -2743,8 +3174,10 @@ def argument_parser() -> ArgumentParser:
         usage="%(prog)s [options] [-- runner arguments]",
         epilog=(
             "While watching on a terminal: Enter or a runs every package, f the failed ones, "
-            "q quits. Every option but --root, --once and --changed can also be set under the "
-            "same name in [tool.autotest] of the root pyproject.toml or [autotest] of setup.cfg."
+            "q quits. Every option but "
+            + ", ".join(f"--{s.name}" for s in SETTINGS if not s.in_config)
+            + " can also be set under the same name in [tool.autotest] of the root "
+            "pyproject.toml or [autotest] of setup.cfg."
         ),
         argument_default=None,
     )
@@ -2848,7 +3281,18 @@ def parse_options(argv: Sequence[str], on_no_toml: Callable[[], None]) -> Option
         merged.pop("runners", None)
     if runner_args is not None:
         merged["runner-args"] = runner_args
-    return Options(**{name.replace("-", "_"): value for name, value in merged.items()})
+    options = Options(**{name.replace("-", "_"): value for name, value in merged.items()})
+    check_combination(options)
+    return options
+
+
+def check_combination(options: Options) -> None:
+    """Settings that mean nothing without others."""
+    if options.affected and not any(getattr(options, f) for f in SAYS_WHAT_CHANGED):
+        raise UsageError("--affected needs to know what changed: give --changed or --since")
+    for name in ONE_CYCLE_ONLY:
+        if getattr(options, name) and not (options.once or options.plan):
+            raise UsageError(f"--{name} narrows one cycle: give it with --once or --plan")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -2915,7 +3359,8 @@ class Session:
         self.reporter = reporter
         reporter.root = options.root
         reporter.full_output = options.full_output
-        self.rules = IgnoreRules(self.root, options.ignore)
+        written = own_outputs(self.root, (options.junit_xml, options.durations))
+        self.rules = IgnoreRules(self.root, (*options.ignore, *written))
         self.tree = PackageSet(self.root, reporter)
         if not self.tree.packages:
             raise UsageError(
@@ -2923,7 +3368,8 @@ class Session:
                 f"{', '.join(PACKAGE_MARKERS[:-1])} or {PACKAGE_MARKERS[-1]}); pass --root DIR"
             )
         self.choices = self.choose()
-        check_choices(self.choices)
+        if not options.plan:  # a plan runs nothing, so its machine needs no runner
+            check_choices(self.choices)
         self.env = run_environment(Runner("none", ()), pycache_dir())
         self.provided: set[str] | None = None
         self.changes = ChangeSet()
@@ -2935,6 +3381,9 @@ class Session:
         self.pool: WarmPool | None = None
         self.failed: set[Package] = set()
         self.last_passed = True
+        report = None if options.plan else options.junit_xml
+        self.ci = CiJob(self.root, options.affected, options.shard, options.durations, report,
+                        reporter.cannot_write)  # fmt: skip
 
     @property
     def packages(self) -> list[Package]:
@@ -2944,9 +3393,17 @@ class Session:
         options = self.options
         return choose(self.packages, self.root, options.runner, options.runners, options.venvs)
 
+    def command_for(self, package: Package) -> Command:
+        """The one answer to how a package's tests run: what --plan shows, and what runs."""
+        choice = self.choices[package]
+        argv = choice.runner.command(package, self.options.runner_args, choice.python)
+        interpreter = choice.python if choice.runner.module else None
+        return Command(choice.runner.name, interpreter, tuple(argv))
+
     def start_run(self, package: Package) -> Run:
         choice = self.choices[package]
-        command = choice.runner.command(package, self.options.runner_args, choice.python)
+        command = self.command_for(package)
+        argv = [*command.argv, *self.ci.run_args(command.runner, package)]
         env = run_environment(choice.runner, pycache_dir(), choice.python)
         saved = output_dir(self.root) / (package.rel.replace("/", "__") + ".log")
         needs = Needs(
@@ -2954,9 +3411,7 @@ class Session:
             install_test_deps_command(package, choice.python),
         )
         launcher = self.warm.launcher_for_runs()
-        return Run(
-            package, command, env, choice.runner, self.options.timeout, launcher, saved, needs
-        )
+        return Run(package, argv, env, choice.runner, self.options.timeout, launcher, saved, needs)
 
     def unavailable(self, modules: Sequence[str], python: str) -> str | None:
         """The first module a run missed that cannot be had here: not installed for its
@@ -2976,6 +3431,7 @@ class Session:
     def record(self, result: RunResult) -> None:
         self.reporter.verdict(result)
         self.warm.record(result)
+        self.ci.recorded(result)
 
     def cycle(self, changed: Mapping[str, float], only: set[Package] | None = None) -> CycleOutcome:
         steps = cycle_order(
@@ -2992,6 +3448,7 @@ class Session:
             ours = [c for p, c in self.choices.items() if p in used and c.python == sys.executable]
             self.pool.prepare(c.runner for c in ours)
         watching = not self.options.once
+        self.ci.cycle_started()
         self.guard.cycle_started(time.monotonic())
         try:
             outcome = run_cycle(
@@ -3005,6 +3462,7 @@ class Session:
             )
         finally:
             self.guard.cycle_ended(time.monotonic())
+        self.ci.cycle_ended(outcome, (p.rel for p in self.packages))
         self.failed.difference_update(r.package for r in outcome.results)
         self.failed.update(r.package for r in outcome.failures)
         self.reporter.summary(outcome)
@@ -3044,7 +3502,8 @@ class Session:
                     changed[path] = now - index * 1e-6
                     break
             else:
-                self.reporter.not_in_package(arg)
+                if not self.options.affected:  # there, a change outside is simply no change
+                    self.reporter.not_in_package(arg)
         return changed
 
     def run_all(self) -> CycleOutcome:
@@ -3119,6 +3578,28 @@ class Session:
 
     def close(self) -> None:
         self.warm.close()
+        self.ci.close()
+
+
+class CiSession(Session):
+    """One CI job: a single cycle narrowed by --affected and --shard, or only its plan."""
+
+    def first_cycle(self) -> CycleOutcome:
+        changed = self.changed_from_arguments()
+        steps, pool = self.narrowed_steps(changed)
+        self.begin()
+        self.reporter.narrowed(len(steps), pool, len(self.packages), self.ci)
+        return self.cycle(changed, only={s.package for s in steps}) if steps else CycleOutcome([])
+
+    def narrowed_steps(self, changed: Mapping[str, float]) -> tuple[list[Step], int]:
+        owners, uses = self.tree.owners(changed), self.tree.graph.uses
+        return self.ci.steps(self.packages, owners, self.failed, uses)
+
+    def plan(self) -> int:
+        """Print the cycle as JSON and run nothing."""
+        steps, _ = self.narrowed_steps(self.changed_from_arguments())
+        self.reporter.plan(plan_json(self.root, steps, self.command_for, self.tree.graph.uses))
+        return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -3130,6 +3611,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, raise_terminated)
     try:
         options = parse_options(sys.argv[1:] if argv is None else argv, reporter.no_toml_for_config)
+        if options.plan:  # stdout carries the JSON alone; notices go to stderr
+            reporter.stream = sys.stderr
+        if options.plan or options.affected or options.shard:
+            session = CiSession(options, reporter)
+            return session.plan() if options.plan else session.once()
         session = Session(options, reporter)
         if options.once:
             return session.once()
