@@ -687,9 +687,9 @@ def test_runner_command_with_arguments_after_double_dash(repo: Repo, tmp_path: P
     repo.package("alpha")
     script = tmp_path / "show.py"
     script.write_text("import sys\nprint('ARGV=' + repr(sys.argv[1:]))\nsys.exit(1)\n")
-    command = f"{sys.executable} {script} --pkg={{package}}"
+    command = f"{sys.executable} {script} --pkg {{package}}"
     done = once(repo.path, "--runner", command, "--", "-x", "two words")
-    expected = [f"--pkg={repo.path / 'alpha'}", "-x", "two words"]
+    expected = ["--pkg", f"{repo.path / 'alpha'}", "-x", "two words"]
     assert f"ARGV={expected!r}" in done.stdout
 
 

@@ -38,15 +38,22 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, NoReturn, Protocol
+
+if __name__ == "__main__":  # until main() takes over nothing runs yet: a signal just ends it
+    for _name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        _signum = getattr(signal, _name, None)
+        if _signum is not None and signal.getsignal(_signum) is not signal.SIG_IGN:
+            signal.signal(_signum, lambda signum, frame: os._exit(128 + signum))
 
 try:
     from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -98,12 +105,25 @@ except ImportError as _exc:  # --help and --once work without it; watching says 
 # ---------------------------------------------------------------------------------------------
 
 
+VERSION = "1.1"
+
+
 class UsageError(Exception):
     """Bad input: reported as one line and exit status 2."""
 
 
 class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that it unwinds like Ctrl+C does."""
+    """SIGINT, SIGTERM or SIGHUP, raised in the main thread so that every run is killed on the
+    way out; autotest then exits with 128 + the signal's number, as a shell reports it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class QuitRequested(BaseException):
+    """``q`` pressed: raised in the middle of a cycle, so that the running tests are killed at
+    once rather than awaited."""
 
 
 class Verdict(enum.Enum):
@@ -122,6 +142,10 @@ OBSERVER_TIMEOUT = 1.0  # watchdog's event batching; the polling observer's scan
 WARM_START_TIMEOUT = 10.0  # the first forked run waits this long for the warm interpreter
 WARM_REPLY_TIMEOUT = 10.0  # how long a fork request may take to answer with its pid
 SERVER_EXIT_WAIT = 2.0  # how long a killed warm interpreter is given to be reaped
+DUMP_WAIT = 1.0  # how long a timed-out run is given to print where it hung before it is killed
+STATUS_INTERVAL = 1.0  # the live status line is rewritten at least this often
+STILL_RUNNING_AFTER = 30.0  # not on a terminal: a run this long is named once...
+STILL_RUNNING_EVERY = 60.0  # ...and again after each further minute
 GIT_TIMEOUT = 30.0  # a git call that hangs longer counts as no answer
 JUDGE_AFTER = 3  # packages run both warm and cold before forking is judged
 
@@ -209,6 +233,10 @@ def notification_command(title: str, message: str) -> list[str] | None:
     return None
 
 
+def can_notify() -> bool:
+    return notification_command("", "") is not None
+
+
 def notify(title: str, message: str) -> None:
     """A desktop notification where the system has a way to send one; silently nothing else."""
     command = notification_command(title, message)
@@ -222,8 +250,101 @@ def notify(title: str, message: str) -> None:
             )
 
 
-def raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated
+ENDING_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")  # Ctrl+C, kill, the terminal closing
+
+
+class Signals:
+    """Turns SIGINT, SIGTERM and SIGHUP into one Terminated in the main thread, so that every
+    run is killed on the way out.  Inside ``deferred()`` (a process started but not yet
+    recorded) the raise waits for the block's end; after the first, signals are ignored, so
+    nothing interrupts the cleanup.  A signal the parent ignores (nohup) stays ignored."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending: int | None = None
+        self.done = False
+
+    def install(self) -> None:
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+            for name in ENDING_SIGNALS:
+                signum = getattr(signal, name, None)
+                if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
+                    signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.done:
+            return
+        if self.depth:
+            self.pending = signum
+            return
+        self.done = True
+        raise Terminated(signum)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if not self.depth and self.pending is not None and not self.done:
+                self.done = True
+                raise Terminated(self.pending)
+
+    def settle(self) -> None:
+        """autotest is ending anyway: later signals change nothing."""
+        self.done = True
+
+
+def set_parent_death_signal(signum: int) -> bool:  # pragma: no cover (runs in the warm server)
+    """Ask Linux to send ``signum`` when the parent process dies, however it dies (kill -9
+    too); False where there is no prctl."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(1, signum, 0, 0, 0) == 0  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return False
+
+
+def show_stacks(pid: int) -> None:
+    """Ask a Python run to print where each of its threads is: faulthandler (enabled in every
+    Python run) answers SIGABRT with the stacks.  Linux: without a core file."""
+    if not POSIX:
+        return
+    with contextlib.suppress(Exception):
+        import resource
+
+        prlimit = getattr(resource, "prlimit", None)
+        if prlimit is not None:
+            prlimit(pid, resource.RLIMIT_CORE, (0, prlimit(pid, resource.RLIMIT_CORE)[1]))
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGABRT)
+
+
+def quiet_stdout() -> None:
+    """stdout was closed (``| head -1``) or its terminal hung up: point it at /dev/null, so
+    that the interpreter's last flush cannot fail and print a complaint."""
+    with contextlib.suppress(Exception):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def silence_watchdog() -> None:
+    """watchdog's own warnings (a callback registered twice when watches are rescheduled) and
+    log lines (an emitter stopped while events come) are about its internals, never the
+    user's tree: they must not reach the terminal."""
+    import logging
+    import warnings
+
+    logging.getLogger("watchdog").addHandler(logging.NullHandler())
+    logging.getLogger("watchdog").propagate = False
+    warnings.filterwarnings("ignore", "Callback with id .* already exists", RuntimeWarning)
 
 
 class KeyReader:
@@ -1131,11 +1252,12 @@ class Intake:
         return {p: t for p, t in kept.items() if p not in echoes}, echoes
 
     def changed_meanwhile(self) -> bool:
-        """Whether a change that counts (or q) arrived during a cycle.  It only looks: the burst
-        stays in the ChangeSet until it settles, so an editor's save stays one change."""
+        """Whether a change that counts arrived during a cycle.  It only looks: the burst stays
+        in the ChangeSet until it settles, so an editor's save stays one change.  ``q`` acts at
+        once (QuitRequested); the other keys wait for the cycle's end."""
         paths, keys = self.changes.peek()
         if any(k in QUIT_KEYS for k in keys):
-            return True
+            raise QuitRequested
         counting, _ = self._counting(paths)
         return bool(counting)
 
@@ -1240,7 +1362,14 @@ class Runner:
     ran_none: str = ""
 
     def command(self, package: Package, extra: Sequence[str]) -> list[str]:
-        return [arg.replace("{package}", str(package.path)) for arg in self.argv] + list(extra)
+        """The run's command line.  ``{package}`` becomes the package's path only where it is a
+        whole argument (``make_runner`` refuses it inside one), so no directory name can
+        become code.  A Python runner gets ``-X faulthandler``: a run that times out can then
+        be asked where it hangs."""
+        argv = [str(package.path) if arg == PACKAGE_ARG else arg for arg in self.argv]
+        if self.module is not None:
+            argv[1:1] = ["-X", "faulthandler"]
+        return argv + list(extra)
 
     def verdict(self, code: int, output: str) -> Verdict:
         if code in self.no_tests_exit:
@@ -1251,6 +1380,8 @@ class Runner:
         return Verdict.FAILED
 
 
+PACKAGE_ARG = "{package}"  # in a runner command: the package's path, as one argument
+PACKAGE_ENV = "AUTOTEST_PACKAGE"  # every run finds the package's path here too
 UNITTEST_RAN_NONE = r"^Ran 0 tests? in"  # unittest's report, which nose and nose2 share
 
 BUILTIN_RUNNERS = {
@@ -1290,7 +1421,14 @@ def make_runner(spec: str) -> Runner:
         raise UsageError(f"--runner {spec!r}: {exc}") from None
     if not argv:
         raise UsageError("--runner: empty command")
-    if not any("{package}" in arg for arg in argv) and not shutil.which(argv[0]):
+    embedded = [arg for arg in argv if PACKAGE_ARG in arg and arg != PACKAGE_ARG]
+    if embedded:
+        raise UsageError(
+            f"--runner {spec!r}: {PACKAGE_ARG} must be an argument of its own, not part of "
+            f"{embedded[0]!r} (a directory's name would become part of a command); "
+            f"the run finds the package's path in ${PACKAGE_ENV}"
+        )
+    if PACKAGE_ARG not in argv and not shutil.which(argv[0]):
         raise UsageError(
             f"--runner {spec!r}: not one of {', '.join(BUILTIN_RUNNERS)} and not a command "
             "containing {package}"
@@ -1410,6 +1548,7 @@ class Run:
         code = self.proc.poll()
         if code is None:
             if self.timeout is not None and time.monotonic() - self.started > self.timeout:
+                self._show_where_it_hangs()
                 self.kill()
                 killed = f"\nautotest: timed out after {self.timeout:g}s; killed\n"
                 return self._result(Verdict.FAILED, self._output() + killed, "timed out")
@@ -1423,6 +1562,15 @@ class Run:
         verdict = self.runner.verdict(code, output)
         note = "" if code in (0, 1) or verdict is not Verdict.FAILED else f"exit {code}"
         return self._result(verdict, output, note)
+
+    def _show_where_it_hangs(self) -> None:
+        """A Python run prints its stacks (see ``show_stacks``) before it is killed."""
+        if self.proc is None or self.runner.module is None:
+            return
+        show_stacks(self.proc.pid)
+        deadline = time.monotonic() + DUMP_WAIT
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL)
 
     def _output(self) -> str:
         self.out.seek(0)
@@ -1446,9 +1594,13 @@ class Run:
 # ---------------------------------------------------------------------------------------------
 #
 # A warm interpreter has imported the runner (and nothing from the repository); it forks a
-# fresh child for each run, which saves the interpreter's and the runner's start-up.  It runs
+# fresh child for a run, which saves the interpreter's and the runner's start-up.  It runs
 # ``serve_warm`` below, whose source it reads from its stdin, so that the code is linted and
 # type-checked with the rest and ``ps`` shows one short line.
+#
+# A forked child inherits its interpreter's hash seed, so unless PYTHONHASHSEED fixes it, each
+# warm interpreter forks one run only and a fresh one (a fresh seed) starts in the background
+# as soon as it has: every run sees a seed of its own, as a cold run does.
 #
 # The protocol, over a socket pair, one line per message:
 #   server -> autotest   ``ready``              the runner is imported; requests may come
@@ -1456,18 +1608,29 @@ class Run:
 #                        passed alongside as a descriptor (SCM_RIGHTS)
 #   server -> autotest   ``pid PID``            the run was forked, as process PID
 #   server -> autotest   ``exit PID CODE``      it ended; CODE as Popen.returncode reads
-# An ``exit`` may arrive before its ``pid`` is read.  autotest closing the socket ends the server.
+# An ``exit`` may arrive before its ``pid`` is read.  ``pid`` is sent once the run is a session
+# (and process group) of its own, so that its group can be killed.  When autotest goes away
+# (the socket closes, SIGTERM, or on Linux its death however it died) the server kills every
+# run it forked with all they started, pid read or not, and ends without a word.
 
 
-def run_forked(module: str, request: dict[str, Any], out: int) -> NoReturn:  # pragma: no cover
-    """In the forked child: become the run autotest asked for, as a cold start would be."""
+def run_forked(
+    module: str, request: dict[str, Any], out: int, started: int
+) -> NoReturn:  # pragma: no cover
+    """In the forked child: become the run autotest asked for, as a cold start would be (a
+    session of its own); closing ``started`` tells the server that it is one."""
+    import faulthandler
     import os
     import runpy
     import signal
     import sys
 
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for signum in (signal.SIGCHLD, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
     os.setsid()
+    os.close(started)
+    set_parent_death_signal(signal.SIGKILL)
     os.dup2(out, 1)
     os.dup2(out, 2)
     os.close(out)
@@ -1479,11 +1642,16 @@ def run_forked(module: str, request: dict[str, Any], out: int) -> NoReturn:  # p
     os.environ.update(request["env"])
     sys.argv = [module, *request["args"]]
     sys.path[0] = request["cwd"]
+    faulthandler.enable()  # as -X faulthandler does cold: SIGABRT prints where it hangs
     code = 0
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            with contextlib.suppress(Exception):  # as the interpreter says it, on stderr
+                sys.stderr.write(f"{exc.code}\n")
+                sys.stderr.flush()
     except BaseException:
         import traceback
 
@@ -1495,15 +1663,30 @@ def run_forked(module: str, request: dict[str, Any], out: int) -> NoReturn:  # p
     os._exit(code)
 
 
-def serve_warm(module: str, fd: int, preload: Sequence[str]) -> None:  # pragma: no cover
+def serve_warm(
+    module: str, fd: int, preload: Sequence[str], parent: int
+) -> None:  # pragma: no cover
     """The warm interpreter's program: import the runner, then fork a run per request.  When
-    autotest goes away (the socket closes or fails), it ends at once, without a word."""
+    autotest goes away it kills every run it forked and ends at once, without a word."""
     import importlib
     import json
     import os
     import signal
     import socket
 
+    children: set[int] = set()
+
+    def shutdown(*_: object) -> NoReturn:
+        for pid in list(children):
+            for kill in (os.kill, os.killpg):
+                with contextlib.suppress(OSError):
+                    kill(pid, signal.SIGKILL)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, shutdown)
+    set_parent_death_signal(signal.SIGTERM)
+    if os.getppid() != parent:  # autotest died before it could be told
+        shutdown()
     importlib.import_module(module)
     for name in preload:
         with contextlib.suppress(Exception):
@@ -1514,7 +1697,7 @@ def serve_warm(module: str, fd: int, preload: Sequence[str]) -> None:  # pragma:
         try:
             sock.sendall(line.encode() + b"\n")
         except OSError:
-            os._exit(0)
+            shutdown()
 
     def reap(*_: object) -> None:
         while True:
@@ -1524,11 +1707,15 @@ def serve_warm(module: str, fd: int, preload: Sequence[str]) -> None:  # pragma:
                 return
             if pid == 0:
                 return
+            children.discard(pid)
+            with contextlib.suppress(OSError):  # what the run started goes with it
+                os.killpg(pid, signal.SIGKILL)
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
             send(f"exit {pid} {code}")
 
     send("ready")
     signal.signal(signal.SIGCHLD, reap)
+    held = {signal.SIGCHLD, signal.SIGTERM}  # a fork is recorded before either is handled
     buffer, fds = b"", []
     while True:
         try:
@@ -1536,19 +1723,29 @@ def serve_warm(module: str, fd: int, preload: Sequence[str]) -> None:  # pragma:
         except InterruptedError:
             continue
         except OSError:
-            os._exit(0)
+            shutdown()
         if not message:
-            os._exit(0)
+            shutdown()
         buffer += message
         fds += more_fds
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
             out = fds.pop(0)
+            request = json.loads(line)
+            started, child_started = os.pipe()
+            signal.pthread_sigmask(signal.SIG_BLOCK, held)
             pid = os.fork()
             if pid == 0:
                 sock.close()
-                run_forked(module, json.loads(line), out)
+                os.close(started)
+                run_forked(module, request, out, child_started)
+            children.add(pid)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+            os.close(child_started)
             os.close(out)
+            with contextlib.suppress(OSError):
+                os.read(started, 1)  # until the child's setsid: its group exists to be killed
+            os.close(started)
             send(f"pid {pid}")
 
 
@@ -1556,8 +1753,10 @@ def warm_server_source(module: str, fd: int, preload: Sequence[str]) -> bytes:
     import inspect
 
     header = "from __future__ import annotations\nimport contextlib\n"
-    functions = "".join(inspect.getsource(f) + "\n" for f in (run_forked, serve_warm))
-    call = f"serve_warm({module!r}, {fd}, {tuple(preload)!r})\n"
+    functions = "".join(
+        inspect.getsource(f) + "\n" for f in (set_parent_death_signal, run_forked, serve_warm)
+    )
+    call = f"serve_warm({module!r}, {fd}, {tuple(preload)!r}, {os.getpid()})\n"
     return (header + functions + call).encode()
 
 
@@ -1589,38 +1788,27 @@ class WarmProcess:
         return self.returncode
 
 
-class WarmLauncher:
-    """Starts runs by forking them from a warm interpreter.  Where there is no fork, when the
-    runner is not a Python module, or when the warm interpreter died, ``launch`` returns None
-    and the run starts cold."""
+class WarmServer:
+    """One warm interpreter and its end of the socket."""
 
-    def __init__(self, runner: Runner, env: Mapping[str, str]) -> None:
-        self.runner = runner
-        self.env = dict(env)
+    def __init__(self, module: str, preload: Sequence[str], env: Mapping[str, str]) -> None:
         self.exits: dict[int, int] = {}
         self.running: set[int] = set()
         self.buffer = b""
         self.ready = False
         self.sock: socket.socket | None = None
-        self.server: subprocess.Popen[bytes] | None = None
-        self.installed = installed_stamp()
-        if can_fork_server() and runner.module:
-            self._start_server(runner.module)
-
-    def _start_server(self, module: str) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
         ours, theirs = socket.socketpair()
         bootstrap = "import sys; exec(sys.stdin.read())"
         try:
-            self.server = subprocess.Popen(
+            self.proc = subprocess.Popen(
                 [sys.executable, "-c", bootstrap, "autotest-warm", module],
-                pass_fds=[theirs.fileno()], env=self.env, stdin=subprocess.PIPE,
+                pass_fds=[theirs.fileno()], env=dict(env), stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
-            assert self.server.stdin is not None
-            with self.server.stdin:
-                self.server.stdin.write(
-                    warm_server_source(module, theirs.fileno(), self.runner.preload)
-                )
+            assert self.proc.stdin is not None
+            with self.proc.stdin:
+                self.proc.stdin.write(warm_server_source(module, theirs.fileno(), preload))
         except OSError:
             ours.close()
             return
@@ -1628,16 +1816,9 @@ class WarmLauncher:
             theirs.close()
         self.sock = ours
 
-    def _restart_if_installs_changed(self) -> None:
-        """The warm interpreter read the installed .pth files when it started: after a
-        ``pip install``, start a new one (once no forked run is in flight)."""
-        if self.sock is None or self.running or installed_stamp() == self.installed:
-            return
-        self.close()
-        self.installed = installed_stamp()
-        self.buffer, self.ready = b"", False
-        assert self.runner.module is not None
-        self._start_server(self.runner.module)
+    @property
+    def alive(self) -> bool:
+        return self.sock is not None
 
     def _read_line(self) -> str:
         assert self.sock is not None
@@ -1663,8 +1844,8 @@ class WarmLauncher:
             return pid
         return None
 
-    def _is_ready(self, wait: float) -> bool:
-        """Whether the warm interpreter is ready, waiting up to ``wait`` seconds for it."""
+    def is_ready(self, wait: float) -> bool:
+        """Whether the interpreter is ready, waiting up to ``wait`` seconds for it."""
         if not self.ready and self.sock is not None:
             try:
                 self.sock.settimeout(wait)
@@ -1676,27 +1857,16 @@ class WarmLauncher:
                 self.close()
         return self.ready and self.sock is not None
 
-    def launch(
-        self, package: Package, command: Sequence[str], env: Mapping[str, str], out: IO[bytes]
-    ) -> WarmProcess | None:
-        """Fork the run.  The first launch waits for the warm interpreter to be ready: its
-        start-up costs what a cold start would, and a forked run is then what the user gets."""
-        self._restart_if_installs_changed()
-        if list(command[:3]) != list(self.runner.argv[:3]):
-            return None
-        if not self._is_ready(WARM_START_TIMEOUT):
-            return None
-        request = json.dumps(
-            {"cwd": str(package.path), "env": dict(env), "args": list(command[3:])}
-        )
+    def fork(self, request: bytes, out: IO[bytes]) -> int | None:
+        """The pid of the run forked for ``request``; None when the interpreter is gone."""
         assert self.sock is not None
         try:
-            socket.send_fds(self.sock, [request.encode() + b"\n"], [out.fileno()])
+            socket.send_fds(self.sock, [request], [out.fileno()])
             self.sock.settimeout(WARM_REPLY_TIMEOUT)
             while True:
                 pid = self._handle(self._read_line())
                 if pid is not None:
-                    return WarmProcess(self, pid)
+                    return pid
         except OSError:
             self.close()
             return None
@@ -1719,53 +1889,176 @@ class WarmLauncher:
             return -signal.SIGKILL
 
     def close(self) -> None:
-        """End the warm interpreter first, then its socket, so it never writes to a closed one."""
-        if self.server is not None:
-            kill_tree(self.server.pid)
-            with contextlib.suppress(Exception):
-                self.server.wait(timeout=SERVER_EXIT_WAIT)
-            self.server = None
+        """Closing the socket and SIGTERM each make the interpreter kill what it forked and
+        end; it is killed outright only if it does not end in time."""
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+        if self.proc is not None:
+            with contextlib.suppress(OSError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=SERVER_EXIT_WAIT)
+            except subprocess.TimeoutExpired:
+                kill_tree(self.proc.pid)
+                with contextlib.suppress(Exception):
+                    self.proc.wait(timeout=SERVER_EXIT_WAIT)
+            self.proc = None
+
+
+class WarmLauncher:
+    """Starts runs by forking them from a warm interpreter.  Where there is no fork, when the
+    runner is not a Python module, or when the warm interpreter died, ``launch`` returns None
+    and the run starts cold."""
+
+    def __init__(self, runner: Runner, env: Mapping[str, str]) -> None:
+        self.runner = runner
+        self.env = dict(env)
+        self.fresh_seeds = "PYTHONHASHSEED" not in self.env
+        self.spare: WarmServer | None = None  # the next run forks from this one
+        self.serving: dict[int, WarmServer] = {}  # each forked run, by pid, with its server
+        self.installed = installed_stamp()
+        self.usable = can_fork_server() and runner.module is not None
+        self._start_spare()
+
+    def _start_spare(self) -> None:
+        if self.usable and self.runner.module is not None:
+            self.spare = WarmServer(self.runner.module, self.runner.preload, self.env)
+
+    def _restart_if_installs_changed(self) -> None:
+        """A warm interpreter read the installed .pth files when it started: after a
+        ``pip install``, start a new one."""
+        if installed_stamp() == self.installed:
+            return
+        self.installed = installed_stamp()
+        self._retire(self.spare)
+        self._start_spare()
+
+    def _retire(self, server: WarmServer | None) -> None:
+        if server is not None and server not in self.serving.values():
+            server.close()
+
+    def wait_ready(self) -> None:
+        """Wait for the spare interpreter (it starts while the previous run goes on)."""
+        self._restart_if_installs_changed()
+        if self.spare is not None and not self.spare.is_ready(WARM_START_TIMEOUT):
+            self._retire(self.spare)
+            self.spare = None
+
+    def launch(
+        self, package: Package, command: Sequence[str], env: Mapping[str, str], out: IO[bytes]
+    ) -> WarmProcess | None:
+        """Fork the run; None when it has to start cold."""
+        prefix = self.runner.command(package, ())
+        if list(command[: len(prefix)]) != prefix:
+            return None
+        self.wait_ready()
+        server = self.spare
+        if server is None or not server.alive:
+            return None
+        request = json.dumps(
+            {"cwd": str(package.path), "env": dict(env), "args": list(command[len(prefix) :])}
+        )
+        pid = server.fork(request.encode() + b"\n", out)
+        if pid is None:
+            self.spare = None
+            return None
+        self.serving[pid] = server
+        if self.fresh_seeds:
+            self._start_spare()
+        return WarmProcess(self, pid)
+
+    def exit_code(self, pid: int, block: bool) -> int | None:
+        server = self.serving.get(pid)
+        if server is None:
+            return -signal.SIGKILL
+        code = server.exit_code(pid, block)
+        if code is not None:
+            del self.serving[pid]
+            if server is not self.spare:
+                self._retire(server)
+        return code
+
+    def close(self) -> None:
+        for server in {*self.serving.values(), self.spare}:
+            if server is not None:
+                server.close()
+        self.serving.clear()
+        self.spare = None
+
+
+@dataclass
+class WarmTimes:
+    """One package's best times for its current code, cold and forked."""
+
+    cold: float | None = None
+    warm: float | None = None
+    skip_next: bool = False  # its code just changed: the next run also compiles it
 
 
 class WarmPolicy:
     """When runs are forked.  The first cycle runs cold, which gives cold times to compare
-    with; once ``JUDGE_AFTER`` packages (or all) have run both ways, their best forked times
-    are compared with their best cold ones, once, and forking is kept only if it is faster."""
+    with.  Then each package's best cold and best forked times are kept for its current code
+    (a change drops both, and the first run after it, which also compiles, is not counted);
+    after each cycle, once ``JUDGE_AFTER`` packages (or all, and at least one) have both, the
+    sums decide whether runs are forked.  To keep that judgement alive, one run per cycle goes
+    the other way when its package lacks that time."""
 
     def __init__(self, launcher: WarmLauncher | None = None) -> None:
         self.launcher = launcher
-        self.times: dict[bool, dict[Package, float]] = {True: {}, False: {}}
-        self.judged = False
+        self.times: dict[Package, WarmTimes] = {}
+        self.forking = True
         self.cold_cycle_done = False
+        self.probed = False
 
-    def launcher_for_runs(self) -> WarmLauncher | None:
-        return self.launcher if self.cold_cycle_done else None
+    def launcher_for(self, package: Package) -> WarmLauncher | None:
+        """The launcher when this run is to be forked, else None."""
+        if self.launcher is None or not self.cold_cycle_done:
+            return None
+        times = self.times.get(package, WarmTimes())
+        known = (times.cold, times.warm) if self.forking else (times.warm, times.cold)
+        if not self.probed and known[0] is None and known[1] is not None:
+            self.probed = True
+            return None if self.forking else self.launcher
+        return self.launcher if self.forking else None
+
+    def code_changed(self, packages: Iterable[Package]) -> None:
+        for package in packages:
+            self.times[package] = WarmTimes(skip_next=True)
 
     def record(self, result: RunResult) -> None:
-        times = self.times[result.warm]
-        times[result.package] = min(result.seconds, times.get(result.package, result.seconds))
+        if result.verdict is Verdict.FAILED and result.note:
+            return  # killed, timed out, or no start: says nothing about speed
+        times = self.times.setdefault(result.package, WarmTimes())
+        if times.skip_next:
+            times.skip_next = False
+            return
+        best = times.warm if result.warm else times.cold
+        best = result.seconds if best is None else min(best, result.seconds)
+        if result.warm:
+            times.warm = best
+        else:
+            times.cold = best
 
     def cycle_done(self) -> None:
         self.cold_cycle_done = True
+        self.probed = False
 
-    def judge(self, package_count: int) -> tuple[float, float] | None:
-        """Judge once enough packages ran both ways: the summed warm and cold times when
-        forking lost (and is now off), else None."""
-        if self.launcher is None or self.judged:
+    def judge(self, package_count: int) -> tuple[float, float, bool] | None:
+        """Judge again: the summed warm and cold times and the new decision when it changed,
+        else None."""
+        if self.launcher is None:
             return None
-        both = [p for p in self.times[True] if p in self.times[False]]
-        if len(both) < min(JUDGE_AFTER, package_count):
+        both = [t for t in self.times.values() if t.cold is not None and t.warm is not None]
+        if not both or len(both) < min(JUDGE_AFTER, package_count):
             return None
-        self.judged = True
-        warm = sum(self.times[True][p] for p in both)
-        cold = sum(self.times[False][p] for p in both)
-        if warm < cold:
+        warm = sum(t.warm or 0.0 for t in both)
+        cold = sum(t.cold or 0.0 for t in both)
+        forking = warm < cold
+        if forking == self.forking:
             return None
-        self.close()
-        return warm, cold
+        self.forking = forking
+        return warm, cold, forking
 
     def close(self) -> None:
         if self.launcher is not None:
@@ -1918,6 +2211,42 @@ def describe_changes(paths: Iterable[str], root: Path, packages: Sequence[Packag
 RAISE_WATCHES = "sudo sysctl fs.inotify.max_user_watches=524288"
 
 
+@dataclass(frozen=True)
+class Running:
+    """A package running now: its place in the cycle's order, and for how long it has run."""
+
+    package: Package
+    position: int
+    total: int
+    seconds: float
+
+
+class Progress:
+    """Which packages of the cycle are running, and since when: what the status line shows."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.positions: dict[Package, int] = {}
+        self.since: dict[Package, float] = {}
+
+    def cycle(self, steps: Sequence[Step]) -> None:
+        self.positions = {step.package: number for number, step in enumerate(steps, 1)}
+        self.since = {}
+
+    def started(self, package: Package) -> None:
+        self.since[package] = self.clock()
+
+    def ended(self, package: Package) -> None:
+        self.since.pop(package, None)
+
+    def running(self) -> list[Running]:
+        now, total = self.clock(), len(self.positions)
+        return sorted(
+            (Running(p, self.positions.get(p, 0), total, now - t) for p, t in self.since.items()),
+            key=lambda r: r.position,
+        )
+
+
 class Reporter:
     """Everything the user reads: one line per package, the failing run's output, one summary,
     and the few notices between cycles."""
@@ -1928,13 +2257,52 @@ class Reporter:
         self.width = width
         self.root = root or Path.cwd()
         self.warned_unreadable: set[str] = set()
+        self.live = hasattr(stream, "isatty") and stream.isatty()  # a status line goes here
+        self.status = ""  # the status line on screen now, to be erased before the next line
+        self.named_again: dict[Package, float] = {}  # not on a terminal: when to name a run
 
     def paint(self, text: str, style: str) -> str:
         return f"\033[{STYLES[style]}m{text}\033[0m" if self.color else text
 
     def say(self, text: str = "") -> None:
+        self.erase_status()
         self.stream.write(text + "\n")
         self.stream.flush()
+
+    def erase_status(self) -> None:
+        """Blank the status line and return to its start (spaces: no escape sequence, so it
+        works on any terminal, NO_COLOR too)."""
+        if self.status:
+            self.stream.write("\r" + " " * len(self.status) + "\r")
+            self.status = ""
+            self.stream.flush()
+
+    # While packages run: one line rewritten in place on a terminal, else a line now and then.
+
+    def running(self, runs: Sequence[Running]) -> None:
+        if not self.live:
+            self.still_running(runs)
+            return
+        parts = [f"{r.position}/{r.total} {shown(r.package.rel)} {int(r.seconds)}s" for r in runs]
+        columns = shutil.get_terminal_size((80, 24)).columns
+        text = ("running " + ", ".join(parts))[: max(columns - 1, 10)] if parts else ""
+        if text == self.status:
+            return
+        if not text:
+            self.erase_status()
+            return
+        self.erase_status()
+        self.status = text
+        self.stream.write(self.paint(text, "dim"))
+        self.stream.flush()
+
+    def still_running(self, runs: Sequence[Running]) -> None:
+        """So that a CI log is never silent: a run is named after 30s, and again each minute."""
+        for run in runs:
+            due = self.named_again.get(run.package, STILL_RUNNING_AFTER)
+            if run.seconds >= due:
+                self.named_again[run.package] = due + STILL_RUNNING_EVERY
+                self.note(f"still running: {shown(run.package.rel)} ({int(due)}s)")
 
     def warn(self, text: str) -> None:
         self.say(self.paint(f"autotest: {text}", "warn"))
@@ -1961,14 +2329,15 @@ class Reporter:
 
     def explain(self, steps: Sequence[Step]) -> None:
         for number, step in enumerate(steps, 1):
-            reason = f"  ({step.reason})" if step.reason else ""
-            self.say(self.paint(f"  {number:>2}. {step.package.rel}{reason}", "dim"))
+            reason = f"  ({shown(step.reason)})" if step.reason else ""
+            self.say(self.paint(f"  {number:>2}. {shown(step.package.rel)}{reason}", "dim"))
 
     def verdict(self, result: RunResult) -> None:
+        self.named_again.pop(result.package, None)
         style = VERDICT_STYLES[result.verdict]
         verdict = result.verdict.value + (f" ({result.note})" if result.note else "")
         self.say(
-            f"{result.package.rel:<{self.width}}  {self.paint(f'{verdict:<8}', style)}  "
+            f"{shown(result.package.rel):<{self.width}}  {self.paint(f'{verdict:<8}', style)}  "
             + self.paint(f"{result.seconds:.2f}s", "dim")
         )
         if result.verdict is Verdict.FAILED:
@@ -1979,11 +2348,11 @@ class Reporter:
     def summary(self, outcome: CycleOutcome) -> None:
         took = self.paint(f"in {outcome.seconds:.2f}s", "dim")
         passed = len(outcome.results)
+        self.named_again.clear()
         if outcome.failure is not None:
             rest = f"{passed} passed, {outcome.not_run} not run"
-            self.say(
-                f"{self.paint(f'{outcome.failure.package.rel} FAILED', 'fail')}; {rest} {took}"
-            )
+            name = shown(outcome.failure.package.rel)
+            self.say(f"{self.paint(f'{name} FAILED', 'fail')}; {rest} {took}")
         elif outcome.interrupted:
             self.say(self.paint(f"changed during the run: starting over ({passed} done)", "warn"))
         else:
@@ -1994,7 +2363,8 @@ class Reporter:
         self.say(self.paint("[Enter/a] run all  [f] run failed  [q] quit", "dim"))
 
     def clear(self) -> None:
-        if self.stream.isatty() or self.color:
+        self.erase_status()
+        if self.live or self.color:
             self.stream.write("\033[2J\033[3J\033[H")
         self.stream.flush()
 
@@ -2003,18 +2373,30 @@ class Reporter:
         self.stream.flush()
 
     def notify_failed(self, failure: RunResult) -> None:
-        notify("autotest", f"{failure.package.rel} FAILED")
+        notify("autotest", f"{shown(failure.package.rel)} FAILED")
 
     def notify_recovered(self) -> None:
         notify("autotest", "all packages pass again")
 
     # Notices between cycles.
 
+    def cannot_notify(self) -> None:
+        self.warn("--notify: this system has no way to show a notification "
+                  "(notify-send on Linux, osascript on macOS); going on without")  # fmt: skip
+
+    def runner_from_config(self, spec: str, where: str) -> None:
+        """A repository's config runs a command of its choosing: it is never run unseen."""
+        self.note(f"runner from {where}: {shown(spec)}")
+
     def watching(self, count: int, how: str) -> None:
-        self.note(f"watching {counted(count, 'package')} in {self.root} ({how}); Ctrl+C to stop")
+        root = shown(str(self.root))
+        self.note(f"watching {counted(count, 'package')} in {root} ({how}); Ctrl+C to stop")
+
+    def root_gone(self) -> None:
+        self.warn(f"{shown(str(self.root))} is gone; stopping")
 
     def packages_changed(self, added: Iterable[str], removed: Iterable[str]) -> None:
-        words = [f"+{r}" for r in sorted(added)] + [f"-{r}" for r in sorted(removed)]
+        words = [f"+{shown(r)}" for r in sorted(added)] + [f"-{shown(r)}" for r in sorted(removed)]
         self.say(self.paint(f"packages: {' '.join(words)}", "dim"))
 
     def not_in_package(self, arg: str) -> None:
@@ -2037,10 +2419,16 @@ class Reporter:
             f"not reacting to that during runs any more. To ignore it for good: {globs}"
         )
 
-    def warm_lost(self, warm: float, cold: float) -> None:
+    def warm_judged(self, warm: float, cold: float, forking: bool) -> None:
+        if forking:
+            self.note(
+                f"forked runs are faster again ({warm:.2f}s against {cold:.2f}s cold, for the "
+                "same packages); forking runs from now on"
+            )
+            return
         self.note(
-            f"forked runs were no faster than cold ones ({warm:.2f}s against {cold:.2f}s); "
-            "starting every run cold from now on"
+            f"forked runs were no faster than cold ones ({warm:.2f}s against {cold:.2f}s, for "
+            "the same packages); starting runs cold from now on"
         )
 
     def no_toml_for_config(self) -> None:
@@ -2054,7 +2442,7 @@ class Reporter:
     def unreadable(self, path: str) -> None:
         if path not in self.warned_unreadable:
             self.warned_unreadable.add(path)
-            self.warn(f"cannot read {path}; skipped, and changes below it are not seen")
+            self.warn(f"cannot read {shown(path)}; skipped, and changes below it are not seen")
 
     def too_many_watches(self, needed: int, limit: int) -> None:
         self.warn(
@@ -2069,7 +2457,7 @@ class Reporter:
         )
 
     def cannot_watch(self, path: str, reason: str) -> None:
-        self.warn(f"cannot watch {path}: {reason}")
+        self.warn(f"cannot watch {shown(path)}: {reason}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -2097,6 +2485,7 @@ class Options:
     clear: bool = False
     bell: bool = False
     notify: bool = False
+    runner_from: str = ""  # the config file that set the runner, if one did
 
 
 def non_negative(value: str) -> float:
@@ -2156,6 +2545,7 @@ class Setting:
     metavar: str | None = None
     short: str = ""
     in_config: bool = True
+    takes: tuple[type, ...] = (int, float, str)  # a ``value``'s types in pyproject.toml
 
     @property
     def field(self) -> str:
@@ -2174,7 +2564,7 @@ SETTINGS = (
     Setting("changed", "paths", "order the first cycle as if these paths had just changed",
             metavar="PATH", in_config=False),
     Setting("runner", "value", "nose, nose2, pytest, unittest, or a command with {package}",
-            metavar="NAME|CMD"),
+            metavar="NAME|CMD", takes=(str,)),
     Setting("runner-args", "args", "arguments for the runner (on the command line: after --)"),
     Setting("jobs", "value", "packages run at once; auto: one per core", job_count, "N|auto",
             short="j"),
@@ -2239,29 +2629,90 @@ def argument_parser() -> ArgumentParser:
     for setting in SETTINGS:
         if setting.kind != "args":
             add_setting(parser, setting)
+    parser.add_argument("--version", action="version", version=version_line())
     return parser
 
 
-def strings(value: Any, split: Callable[[str], list[str]]) -> tuple[str, ...]:
+def version_line() -> str:
+    try:
+        from importlib import metadata
+
+        watchdog = f"watchdog {metadata.version('watchdog')}"
+    except Exception:
+        watchdog = "no watchdog"
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"autotest {VERSION} (Python {python}, {watchdog})"
+
+
+TYPE_NAMES = {str: "a string", int: "a number", float: "a number"}
+
+
+def expected(types: Sequence[type]) -> str:
+    return " or ".join(dict.fromkeys(TYPE_NAMES[t] for t in types))
+
+
+def is_one_of(value: Any, types: Sequence[type]) -> bool:
+    return isinstance(value, tuple(types)) and not isinstance(value, bool)
+
+
+def strings(
+    value: Any, split: Callable[[str], list[str]], items: Sequence[type] = (str,)
+) -> tuple[str, ...]:
     """A config value that is a list of strings, or one string split into them."""
     if isinstance(value, str):
         return tuple(split(value))
-    if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+    if isinstance(value, list) and all(is_one_of(v, items) for v in value):
         return tuple(map(str, value))
-    raise argparse.ArgumentTypeError(f"expected a list of strings, got {value!r}")
+    what = "strings" if tuple(items) == (str,) else "strings or numbers"
+    raise argparse.ArgumentTypeError(f"expected a list of {what}, got {shown_value(value)}")
+
+
+def shown_value(value: Any) -> str:
+    return "a table" if isinstance(value, dict) else shown(repr(value))
 
 
 def setting_from_config(setting: Setting, value: Any) -> Any:
     """A config file's value, checked against what the setting takes."""
     if setting.kind == "flag":
+        if isinstance(value, (dict, list)):
+            raise argparse.ArgumentTypeError(f"expected true or false, got {shown_value(value)}")
         return config_bool(value)
     if setting.kind == "list":
         return strings(value, str.split)
     if setting.kind == "args":
-        return strings(value, shlex.split)
-    if isinstance(value, (dict, list, bool)):
-        raise argparse.ArgumentTypeError(f"expected one value, got {value!r}")
+        return strings(value, shlex.split, (str, int, float))
+    if not is_one_of(value, setting.takes):
+        raise argparse.ArgumentTypeError(
+            f"expected {expected(setting.takes)}, got {shown_value(value)}"
+        )
     return setting.read(str(value))
+
+
+def config_error(path: Path, exc: Exception) -> UsageError:
+    """A config file that cannot be parsed, as one line: where, and the parser's first words."""
+    errors = getattr(exc, "errors", None)  # configparser.ParsingError: (line, text) pairs
+    line = errors[0][0] if errors else getattr(exc, "lineno", None)
+    if errors:
+        message = f"cannot parse {errors[0][1]}"
+    else:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UsageError(f"{shown(str(path))}{f', line {line}' if line else ''}: {shown(message)}")
+
+
+def tool_table(data: dict[str, Any], pyproject: Path) -> Any:
+    """``[tool.autotest]``, checked to be a table where there is one."""
+    tool = data.get("tool", {})
+    if not isinstance(tool, dict):
+        raise UsageError(
+            f"{shown(str(pyproject))}: tool: expected a table, got {shown_value(tool)}"
+        )
+    section = tool.get("autotest")
+    if section is not None and not isinstance(section, dict):
+        raise UsageError(
+            f"{shown(str(pyproject))}: tool.autotest: expected a table ([tool.autotest]), "
+            f"got {shown_value(section)}"
+        )
+    return section
 
 
 def config_sections(root: Path, on_no_toml: Callable[[], None]) -> list[tuple[str, Any]]:
@@ -2273,7 +2724,7 @@ def config_sections(root: Path, on_no_toml: Callable[[], None]) -> list[tuple[st
         try:
             parser.read(setup_cfg, encoding="utf-8")
         except (configparser.Error, UnicodeDecodeError) as exc:
-            raise UsageError(f"{setup_cfg}: {exc}") from None
+            raise config_error(setup_cfg, exc) from None
         if parser.has_section("autotest"):
             found.append(("setup.cfg [autotest]", dict(parser.items("autotest"))))
     pyproject = root / "pyproject.toml"
@@ -2281,28 +2732,35 @@ def config_sections(root: Path, on_no_toml: Callable[[], None]) -> list[tuple[st
         try:
             data = load_toml(pyproject)
         except (OSError, ValueError) as exc:
-            raise UsageError(f"{pyproject}: {exc}") from None
+            raise config_error(pyproject, exc) from None
         if data is None:
             if "[tool.autotest]" in pyproject.read_text(encoding="utf-8", errors="replace"):
                 on_no_toml()
-        elif "autotest" in data.get("tool", {}):
-            found.append(("pyproject.toml [tool.autotest]", data["tool"]["autotest"]))
+        elif (section := tool_table(data, pyproject)) is not None:
+            found.append(("pyproject.toml [tool.autotest]", section))
     return found
 
 
-def read_config(root: Path, on_no_toml: Callable[[], None]) -> dict[str, Any]:
-    """The settings the repository holds, by setting name; pyproject.toml wins."""
+def read_config(
+    root: Path, on_no_toml: Callable[[], None], origins: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The settings the repository holds, by setting name; pyproject.toml wins.  ``origins``
+    is told where each was found."""
     by_name = {s.name: s for s in SETTINGS if s.in_config}
     settings: dict[str, Any] = {}
     for where, section in config_sections(root, on_no_toml):
         for key, value in section.items():
             name = key.replace("_", "-")
             if name not in by_name:
-                raise UsageError(f"{where}: unknown setting {key!r} (known: {', '.join(by_name)})")
+                raise UsageError(
+                    f"{where}: unknown setting {shown(repr(key))} (known: {', '.join(by_name)})"
+                )
             try:
                 settings[name] = setting_from_config(by_name[name], value)
             except (argparse.ArgumentTypeError, ValueError) as exc:
-                raise UsageError(f"{where}: {key}: {exc}") from None
+                raise UsageError(f"{where}: {shown(key)}: {exc}") from None
+            if origins is not None:
+                origins[name] = where
     return settings
 
 
@@ -2319,17 +2777,23 @@ def parse_options(argv: Sequence[str], on_no_toml: Callable[[], None]) -> Option
         argv, runner_args = argv[:cut], tuple(argv[cut + 1 :])
     args = argument_parser().parse_args(argv)
     root = Path(args.root).expanduser() if args.root else default_root()
-    if not root.is_dir():
-        raise UsageError(f"root {str(root)!r} is not a directory")
-    root = root.resolve()
+    try:
+        if not stat.S_ISDIR(os.stat(root).st_mode):
+            raise UsageError(f"root {shown(repr(str(root)))} is not a directory")
+        root = root.resolve()
+    except OSError as exc:
+        raise UsageError(f"root {shown(repr(str(root)))}: {exc.strerror or exc}") from None
     given = {
         s.name: tuple(value) if isinstance(value, list) else value
         for s in SETTINGS
         if s.kind != "args" and (value := getattr(args, s.field)) is not None
     }
-    merged = {**read_config(root, on_no_toml), **given, "root": root}
+    origins: dict[str, str] = {}
+    merged = {**read_config(root, on_no_toml, origins), **given, "root": root}
     if runner_args is not None:
         merged["runner-args"] = runner_args
+    if "runner" not in given and "runner" in origins:
+        merged["runner-from"] = origins["runner"]
     return Options(**{name.replace("-", "_"): value for name, value in merged.items()})
 
 
@@ -2362,7 +2826,7 @@ class PackageSet:
             )
         self.packages = packages
         self.graph = dependency_graph(packages)
-        self.reporter.width = max((len(p.rel) for p in packages), default=0)
+        self.reporter.width = max((len(shown(p.rel)) for p in packages), default=0)
 
     def follow(self, paths: Iterable[str]) -> None:
         """Rediscover packages when directories or metadata came or went; re-read the graph
@@ -2391,13 +2855,20 @@ class Session:
     """The main loop, and the only place tests run: fed by the Intake, it orders each cycle,
     runs it and reports it."""
 
-    def __init__(self, options: Options, reporter: Reporter) -> None:
+    def __init__(
+        self, options: Options, reporter: Reporter, signals: Signals | None = None
+    ) -> None:
         self.options = options
         self.root = options.root
         self.reporter = reporter
+        self.signals = signals or Signals()
         reporter.root = options.root
+        if options.runner_from:
+            reporter.runner_from_config(options.runner, options.runner_from)
         self.runner = make_runner(options.runner)
         check_runner(self.runner)
+        if options.notify and not can_notify():
+            reporter.cannot_notify()
         self.rules = IgnoreRules(self.root, options.ignore)
         self.tree = PackageSet(self.root, reporter)
         if not self.tree.packages:
@@ -2414,19 +2885,45 @@ class Session:
         self.warm = WarmPolicy()
         self.failed: set[Package] = set()
         self.last_passed = True
+        self.progress = Progress()
+        self.live: list[Run] = []  # this cycle's runs: none may outlive autotest
 
     @property
     def packages(self) -> list[Package]:
         return self.tree.packages
 
     def start_run(self, package: Package) -> Run:
+        """Start a run.  Between a cold process's start and its record, a signal waits: no
+        run can be left behind (a forked one the warm interpreter kills itself)."""
         command = self.runner.command(package, self.options.runner_args)
-        launcher = self.warm.launcher_for_runs()
-        return Run(package, command, self.env, self.runner, self.options.timeout, launcher)
+        env = {**self.env, PACKAGE_ENV: str(package.path)}
+        launcher = self.warm.launcher_for(package)
+        if launcher is not None:
+            launcher.wait_ready()
+        with self.signals.deferred():
+            run = Run(package, command, env, self.runner, self.options.timeout, launcher)
+            self.live.append(run)
+        self.progress.started(package)
+        return run
 
     def record(self, result: RunResult) -> None:
+        self.progress.ended(result.package)
         self.reporter.verdict(result)
         self.warm.record(result)
+
+    def pause(self, seconds: float) -> None:
+        """While packages run: the status line, then a short wait."""
+        self.reporter.running(self.progress.running())
+        time.sleep(seconds)
+
+    def end_runs(self) -> None:
+        """Kill what is still running of this cycle's runs (those run_cycle has not seen)."""
+        for run in self.live:
+            if run.proc is not None and run.proc.poll() is None:
+                run.kill()
+        self.live.clear()
+        with contextlib.suppress(OSError, ValueError):  # the terminal may have hung up
+            self.reporter.erase_status()
 
     def cycle(self, changed: Mapping[str, float], only: set[Package] | None = None) -> CycleOutcome:
         steps = cycle_order(
@@ -2437,6 +2934,7 @@ class Session:
         if self.options.explain:
             self.reporter.explain(steps)
         watching = not self.options.once
+        self.progress.cycle(steps)
         self.guard.cycle_started(time.monotonic())
         try:
             outcome = run_cycle(
@@ -2446,8 +2944,10 @@ class Session:
                 self.intake.changed_meanwhile if watching else lambda: False,
                 self.options.restart,
                 self.record,
+                self.pause,
             )
         finally:
+            self.end_runs()
             self.guard.cycle_ended(time.monotonic())
         self.failed.difference_update(r.package for r in outcome.results)
         if outcome.failure is not None:
@@ -2456,9 +2956,9 @@ class Session:
         if not outcome.interrupted:
             self.after_cycle(outcome)
         self.warm.cycle_done()
-        lost = self.warm.judge(len(self.packages))
-        if lost is not None:
-            self.reporter.warm_lost(*lost)
+        judged = self.warm.judge(len(self.packages))
+        if judged is not None:
+            self.reporter.warm_judged(*judged)
         return outcome
 
     def begin(self) -> None:
@@ -2532,7 +3032,8 @@ class Session:
             raise UsageError(f"cannot watch {self.root}: {exc.strerror or exc}") from None
         self.reporter.watching(len(self.packages), how)
         if self.options.warm and self.runner.module:
-            self.warm = WarmPolicy(WarmLauncher(self.runner, self.env))
+            with self.signals.deferred():
+                self.warm = WarmPolicy(WarmLauncher(self.runner, self.env))
         try:
             with KeyReader(self.changes.press) if interactive else contextlib.nullcontext():
                 outcome = self.first_cycle()
@@ -2541,10 +3042,13 @@ class Session:
                         self.reporter.menu()
                     request = self.intake.next_request()
                     if request.kind == "quit":
-                        return 0 if self.last_passed else 1
+                        break
                     outcome = self.respond(request)
+        except QuitRequested:
+            pass  # q during a run: run_cycle has killed the runs on the way out
         finally:
             watcher.stop()
+        return 0 if self.last_passed else 1
 
     def respond(self, request: Request) -> CycleOutcome:
         if request.kind == "all":
@@ -2552,44 +3056,70 @@ class Session:
         if request.kind == "failed":
             return self.run_failed()
         batch = request.paths
+        if not self.root.is_dir():
+            raise UsageError(f"the root {shown(str(self.root))} is gone; stopping")
         looping = self.guard.observe(batch)
         if looping:
             self.reporter.loop_found(looping)
         before = self.packages
         self.tree.follow(batch)
         self.failed &= set(self.packages)
+        self.warm.code_changed(self.tree.owners(batch))
         forget_bytecode(batch, self.env.get("PYTHONPYCACHEPREFIX"))
         return self.run_changes(batch, list({*before, *self.packages}))
 
     def close(self) -> None:
+        """Kill whatever still runs; safe to call again (a signal may cut a first call short)."""
+        self.end_runs()
         self.warm.close()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    with contextlib.suppress(AttributeError, ValueError):  # a name that is not UTF-8 is no crash
-        sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
-    reporter = Reporter(sys.stdout, use_color(sys.stdout))
-    session: Session | None = None
-    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-        signal.signal(signal.SIGTERM, raise_terminated)
+def run_session(
+    argv: Sequence[str], reporter: Reporter, signals: Signals, sessions: list[Session]
+) -> int:
     try:
-        options = parse_options(sys.argv[1:] if argv is None else argv, reporter.no_toml_for_config)
-        session = Session(options, reporter)
+        options = parse_options(argv, reporter.no_toml_for_config)
+        session = Session(options, reporter, signals)
+        sessions.append(session)
         if options.once:
             return session.once()
         return session.watch(interactive=sys.stdin is not None and sys.stdin.isatty())
     except UsageError as exc:
-        sys.stderr.write(f"autotest: error: {exc}\n")
+        with contextlib.suppress(OSError, ValueError):
+            reporter.erase_status()
+            sys.stderr.write(f"autotest: error: {shown(str(exc))}\n")
         return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Every way out ends here: a signal exits 128 + its number, a closed stdout quietly, and
+    whatever was started is killed first."""
+    with contextlib.suppress(AttributeError, ValueError):  # a name that is not UTF-8 is no crash
+        sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+    reporter = Reporter(sys.stdout, use_color(sys.stdout))
+    signals = Signals()
+    signals.install()
+    silence_watchdog()
+    sessions: list[Session] = []
+    try:
+        try:
+            return run_session(sys.argv[1:] if argv is None else argv, reporter, signals, sessions)
+        finally:
+            for session in sessions:
+                session.close()
+    except Terminated as exc:
+        for session in sessions:  # again: the signal may have cut the first close short
+            session.close()
+        return 128 + exc.signum
     except KeyboardInterrupt:
         return 130
-    except Terminated:
-        return 143
-    except BrokenPipeError:
+    except OSError as exc:
+        if not isinstance(exc, BrokenPipeError) and exc.errno != errno.EIO:
+            raise
+        quiet_stdout()
         return 1
     finally:
-        if session is not None:
-            session.close()
+        signals.settle()
 
 
 if __name__ == "__main__":
