@@ -427,6 +427,7 @@ def test_timeout_kills_the_run_and_its_children_and_stops(
     assert verdicts(output) == [("alpha", "FAILED (timed out)")]
     assert "HANG-START" in output  # what it printed before it hung
     assert "autotest: timed out after 1s; killed" in output
+    assert re.search(r"line \d+ in test_hangs", output), "where it hung (faulthandler)"
     assert re.search(r"^alpha FAILED; 0 passed, 1 not run in", output, re.M)
     assert_gone(read_pids(pidfile, timeout=0)[:2])
 
@@ -437,7 +438,9 @@ def test_timeout_kills_the_run_and_its_children_and_stops(
 
 WARM_MODES = pytest.mark.parametrize("warm", [True, False], ids=["warm", "no-warm"])
 SIGNALS = pytest.mark.parametrize(
-    ("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+    ("sig", "status"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
+    ids=["SIGINT", "SIGTERM", "SIGHUP"],
 )
 
 

@@ -326,13 +326,19 @@ def show_stacks(pid: int) -> None:
         os.kill(pid, signal.SIGABRT)
 
 
-def quiet_stdout() -> None:
-    """stdout was closed (``| head -1``) or its terminal hung up: point it at /dev/null, so
-    that the interpreter's last flush cannot fail and print a complaint."""
-    with contextlib.suppress(Exception):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+SIGHUP_NUMBER = getattr(signal, "SIGHUP", 1)  # what a hung-up terminal means, as exit status
+
+
+def flush_or_quiet() -> None:
+    """When stdout was closed (``| head -1``) or its terminal hung up, point it at /dev/null,
+    so that the interpreter's last flush cannot fail and complain (exit 120)."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        with contextlib.suppress(Exception):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
 
 
 def silence_watchdog() -> None:
@@ -369,7 +375,7 @@ class KeyReader:
                 self.fd = sys.stdin.fileno()
                 self.saved = termios.tcgetattr(self.fd)
                 tty.setcbreak(self.fd)
-            except (ImportError, OSError, ValueError):
+            except Exception:  # no termios, or no terminal after all (termios.error)
                 self.saved = None
                 return self
         elif not self._has_msvcrt():
@@ -405,7 +411,7 @@ class KeyReader:
         if self.saved is not None:
             import termios
 
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, termios.error):  # a hung-up terminal: EIO
                 termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
 
 
@@ -576,6 +582,14 @@ class Package:
         return self.rel.count("/")
 
 
+def is_searchable(path: str) -> bool:
+    try:
+        os.stat(path)
+    except OSError:
+        return False
+    return True
+
+
 def discover_packages(root: Path) -> tuple[list[Package], list[str]]:
     """Every package below ``root`` (never the root itself), and the directories unreadable."""
     packages: list[Package] = []
@@ -589,7 +603,11 @@ def discover_packages(root: Path) -> tuple[list[Package], list[str]]:
         except OSError:
             unreadable.append(directory)
             continue
-        if directory != str(root) and any(e.name in PACKAGE_MARKERS for e in entries):
+        markers = [e.path for e in entries if e.name in PACKAGE_MARKERS]
+        if markers and not is_searchable(markers[0]):
+            unreadable.append(directory)  # readable (listed) but not searchable
+            continue
+        if directory != str(root) and markers:
             path = Path(directory)
             packages.append(Package(path, path.relative_to(root).as_posix()))
         for entry in entries:
@@ -2810,6 +2828,7 @@ class PackageSet:
         self.reporter = reporter
         self.packages: list[Package] = []
         self.graph = DependencyGraph({}, frozenset())
+        self.dropped: set[str] = set()  # directories skipped as unreadable
         self.refresh()
 
     def refresh(self, metadata_changed: bool = True) -> None:
@@ -2817,6 +2836,7 @@ class PackageSet:
         packages, unreadable = discover_packages(self.root)
         for path in unreadable:
             self.reporter.unreadable(path)
+        self.dropped = set(unreadable)
         if packages == self.packages and not metadata_changed:
             return
         if self.packages and packages != self.packages:
@@ -2825,7 +2845,7 @@ class PackageSet:
                 (p.rel for p in set(self.packages) - set(packages)),
             )
         self.packages = packages
-        self.graph = dependency_graph(packages)
+        self.read_graph()
         self.reporter.width = max((len(shown(p.rel)) for p in packages), default=0)
 
     def follow(self, paths: Iterable[str]) -> None:
@@ -2836,10 +2856,26 @@ class PackageSet:
         imports = any(
             p.endswith(".py") and owner_of(p, self.packages) in self.graph.scanned for p in paths
         )
-        if metadata or any(not os.path.isfile(p) for p in paths):
-            self.refresh(metadata or imports)
+        dropped = any(p.startswith(d + os.sep) for p in paths for d in self.dropped)
+        if metadata or dropped or any(not os.path.isfile(p) for p in paths):
+            self.refresh(metadata or imports or dropped)
         elif imports:
-            self.graph = dependency_graph(self.packages)
+            self.read_graph()
+
+    def read_graph(self) -> None:
+        """Read the graph; a package that can no longer be read is dropped, with a notice (it
+        comes back when a change below it finds it readable again)."""
+        while True:
+            try:
+                self.graph = dependency_graph(self.packages)
+                return
+            except OSError as exc:
+                owner = owner_of(os.fsdecode(exc.filename or ""), self.packages)
+                if owner is None:
+                    raise
+                self.reporter.unreadable(str(owner.path))
+                self.dropped.add(str(owner.path))
+                self.packages = [p for p in self.packages if p != owner]
 
     def owners(self, changed: Mapping[str, float]) -> dict[Package, float]:
         """The packages holding the changed paths, each with its latest change."""
@@ -3104,6 +3140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
             return run_session(sys.argv[1:] if argv is None else argv, reporter, signals, sessions)
+        except OSError as exc:  # stdout closed (| head), or its terminal hung up
+            if not isinstance(exc, BrokenPipeError) and exc.errno != errno.EIO:
+                raise
+            return 1 if isinstance(exc, BrokenPipeError) else 128 + SIGHUP_NUMBER
         finally:
             for session in sessions:
                 session.close()
@@ -3113,13 +3153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + exc.signum
     except KeyboardInterrupt:
         return 130
-    except OSError as exc:
-        if not isinstance(exc, BrokenPipeError) and exc.errno != errno.EIO:
-            raise
-        quiet_stdout()
-        return 1
     finally:
         signals.settle()
+        flush_or_quiet()
 
 
 if __name__ == "__main__":
