@@ -72,8 +72,8 @@ except ImportError as _exc:  # --help and --once work without it; watching says 
 # Sections, leaves first; each uses only those above it:
 #
 #   Basics          errors, the verdicts, every timing constant, the one git helper
-#   Platform        every POSIX/Windows branch: process groups, killing a tree, keys,
-#                   notifications, the inotify limit
+#   Platform        every POSIX/Windows branch: signals, process groups, killing a tree, the
+#                   parent-death signal, keys, notifications, a closed stdout, the inotify limit
 #   Ignore rules    the one authority on what is a tool's directory or file, never a change
 #   Packages        discovery, metadata and the graph of which package uses which
 #   Hand-off        ChangeSet, the one object two threads share
@@ -166,7 +166,7 @@ def is_git_work_tree(root: Path) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# Platform: process groups, killing a tree, keys, notifications, the inotify limit
+# Platform: signals, process groups, killing a tree, keys, notifications, the inotify limit
 # ---------------------------------------------------------------------------------------------
 
 POSIX = os.name == "posix"
@@ -1733,7 +1733,6 @@ def serve_warm(
 
     send("ready")
     signal.signal(signal.SIGCHLD, reap)
-    held = {signal.SIGCHLD, signal.SIGTERM}  # a fork is recorded before either is handled
     buffer, fds = b"", []
     while True:
         try:
@@ -1748,23 +1747,34 @@ def serve_warm(
         fds += more_fds
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
-            out = fds.pop(0)
-            request = json.loads(line)
-            started, child_started = os.pipe()
-            signal.pthread_sigmask(signal.SIG_BLOCK, held)
-            pid = os.fork()
-            if pid == 0:
-                sock.close()
-                os.close(started)
-                run_forked(module, request, out, child_started)
-            children.add(pid)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
-            os.close(child_started)
-            os.close(out)
-            with contextlib.suppress(OSError):
-                os.read(started, 1)  # until the child's setsid: its group exists to be killed
-            os.close(started)
+            pid = fork_run(module, json.loads(line), fds.pop(0), sock, children)
             send(f"pid {pid}")
+
+
+def fork_run(
+    module: str, request: dict[str, Any], out: int, sock: socket.socket, children: set[int]
+) -> int:  # pragma: no cover (runs in the warm server)
+    """Fork the run and record it before SIGCHLD or SIGTERM is handled; return once it is a
+    session of its own, so that autotest can kill its group as soon as it reads the pid."""
+    import os
+    import signal
+
+    held = {signal.SIGCHLD, signal.SIGTERM}
+    started, child_started = os.pipe()
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    pid = os.fork()
+    if pid == 0:
+        sock.close()
+        os.close(started)
+        run_forked(module, request, out, child_started)
+    children.add(pid)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+    os.close(child_started)
+    os.close(out)
+    with contextlib.suppress(OSError):
+        os.read(started, 1)  # end of file: the child's setsid is done (or it is gone)
+    os.close(started)
+    return pid
 
 
 def warm_server_source(module: str, fd: int, preload: Sequence[str]) -> bytes:
@@ -1772,7 +1782,8 @@ def warm_server_source(module: str, fd: int, preload: Sequence[str]) -> bytes:
 
     header = "from __future__ import annotations\nimport contextlib\n"
     functions = "".join(
-        inspect.getsource(f) + "\n" for f in (set_parent_death_signal, run_forked, serve_warm)
+        inspect.getsource(f) + "\n"
+        for f in (set_parent_death_signal, run_forked, fork_run, serve_warm)
     )
     call = f"serve_warm({module!r}, {fd}, {tuple(preload)!r}, {os.getpid()})\n"
     return (header + functions + call).encode()
@@ -2265,6 +2276,31 @@ class Progress:
         )
 
 
+class StatusLine:
+    """The one line rewritten in place on a terminal while packages run."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.text = ""  # on screen now, to be erased before the next line
+
+    def show(self, text: str, painted: str) -> None:
+        if text == self.text:
+            return
+        self.erase()
+        if text:
+            self.text = text
+            self.stream.write(painted)
+            self.stream.flush()
+
+    def erase(self) -> None:
+        """Blank it and return to its start (spaces, no escape sequence: any terminal, and
+        NO_COLOR, take it)."""
+        if self.text:
+            self.stream.write("\r" + " " * len(self.text) + "\r")
+            self.text = ""
+            self.stream.flush()
+
+
 class Reporter:
     """Everything the user reads: one line per package, the failing run's output, one summary,
     and the few notices between cycles."""
@@ -2276,7 +2312,7 @@ class Reporter:
         self.root = root or Path.cwd()
         self.warned_unreadable: set[str] = set()
         self.live = hasattr(stream, "isatty") and stream.isatty()  # a status line goes here
-        self.status = ""  # the status line on screen now, to be erased before the next line
+        self.status = StatusLine(stream)
         self.named_again: dict[Package, float] = {}  # not on a terminal: when to name a run
 
     def paint(self, text: str, style: str) -> str:
@@ -2288,12 +2324,7 @@ class Reporter:
         self.stream.flush()
 
     def erase_status(self) -> None:
-        """Blank the status line and return to its start (spaces: no escape sequence, so it
-        works on any terminal, NO_COLOR too)."""
-        if self.status:
-            self.stream.write("\r" + " " * len(self.status) + "\r")
-            self.status = ""
-            self.stream.flush()
+        self.status.erase()
 
     # While packages run: one line rewritten in place on a terminal, else a line now and then.
 
@@ -2302,17 +2333,9 @@ class Reporter:
             self.still_running(runs)
             return
         parts = [f"{r.position}/{r.total} {shown(r.package.rel)} {int(r.seconds)}s" for r in runs]
-        columns = shutil.get_terminal_size((80, 24)).columns
+        columns = shutil.get_terminal_size((80, 24)).columns or 80  # 3.9 says 0 for no size
         text = ("running " + ", ".join(parts))[: max(columns - 1, 10)] if parts else ""
-        if text == self.status:
-            return
-        if not text:
-            self.erase_status()
-            return
-        self.erase_status()
-        self.status = text
-        self.stream.write(self.paint(text, "dim"))
-        self.stream.flush()
+        self.status.show(text, self.paint(text, "dim"))
 
     def still_running(self, runs: Sequence[Running]) -> None:
         """So that a CI log is never silent: a run is named after 30s, and again each minute."""
@@ -2887,6 +2910,44 @@ class PackageSet:
         return owners
 
 
+def changed_from_arguments(
+    args: Sequence[str], root: Path, packages: Sequence[Package], outside: Callable[[str], None]
+) -> dict[str, float]:
+    """``--changed`` paths (relative to the current directory or the root), first one first."""
+    changed: dict[str, float] = {}
+    now = time.monotonic()
+    for index, arg in enumerate(args):
+        candidates = [Path(arg)] if os.path.isabs(arg) else [Path.cwd() / arg, root / arg]
+        for candidate in candidates:
+            path = os.path.abspath(candidate)
+            if owner_of(path, packages) is None:
+                path = os.path.realpath(candidate)
+            if owner_of(path, packages) is not None:
+                changed[path] = now - index * 1e-6
+                break
+        else:
+            outside(arg)
+    return changed
+
+
+def no_packages(root: Path) -> UsageError:
+    return UsageError(
+        f"no packages under {shown(str(root))} (a package is a directory holding "
+        f"{', '.join(PACKAGE_MARKERS[:-1])} or {PACKAGE_MARKERS[-1]}); pass --root DIR"
+    )
+
+
+def runner_for(options: Options, reporter: Reporter) -> Runner:
+    """The runner, checked; one from the repository's config is named before anything runs."""
+    if options.runner_from:
+        reporter.runner_from_config(options.runner, options.runner_from)
+    runner = make_runner(options.runner)
+    check_runner(runner)
+    if options.notify and not can_notify():
+        reporter.cannot_notify()
+    return runner
+
+
 class Session:
     """The main loop, and the only place tests run: fed by the Intake, it orders each cycle,
     runs it and reports it."""
@@ -2899,19 +2960,11 @@ class Session:
         self.reporter = reporter
         self.signals = signals or Signals()
         reporter.root = options.root
-        if options.runner_from:
-            reporter.runner_from_config(options.runner, options.runner_from)
-        self.runner = make_runner(options.runner)
-        check_runner(self.runner)
-        if options.notify and not can_notify():
-            reporter.cannot_notify()
+        self.runner = runner_for(options, reporter)
         self.rules = IgnoreRules(self.root, options.ignore)
         self.tree = PackageSet(self.root, reporter)
         if not self.tree.packages:
-            raise UsageError(
-                f"no packages under {self.root} (a package is a directory holding "
-                f"{', '.join(PACKAGE_MARKERS[:-1])} or {PACKAGE_MARKERS[-1]}); pass --root DIR"
-            )
+            raise no_packages(self.root)
         self.env = run_environment(self.runner, pycache_dir())
         self.changes = ChangeSet()
         self.guard = LoopGuard()
@@ -3011,23 +3064,6 @@ class Session:
             self.reporter.notify_recovered()
         self.last_passed = outcome.passed
 
-    def changed_from_arguments(self) -> dict[str, float]:
-        """``--changed`` paths (relative to the current directory or the root), first one first."""
-        changed: dict[str, float] = {}
-        now = time.monotonic()
-        for index, arg in enumerate(self.options.changed):
-            candidates = [Path(arg)] if os.path.isabs(arg) else [Path.cwd() / arg, self.root / arg]
-            for candidate in candidates:
-                path = os.path.abspath(candidate)
-                if owner_of(path, self.packages) is None:
-                    path = os.path.realpath(candidate)
-                if owner_of(path, self.packages) is not None:
-                    changed[path] = now - index * 1e-6
-                    break
-            else:
-                self.reporter.not_in_package(arg)
-        return changed
-
     def run_all(self) -> CycleOutcome:
         self.begin()
         self.reporter.testing_all(len(self.packages))
@@ -3049,7 +3085,9 @@ class Session:
         return self.cycle(changed)
 
     def first_cycle(self) -> CycleOutcome:
-        changed = self.changed_from_arguments()
+        changed = changed_from_arguments(
+            self.options.changed, self.root, self.packages, self.reporter.not_in_package
+        )
         return self.run_changes(changed, self.packages) if changed else self.run_all()
 
     def once(self) -> int:
