@@ -580,7 +580,7 @@ def test_plan_prints_the_cycle_as_json_and_runs_nothing(repo: Repo, tmp_path: Pa
         "reason": "changed",
         "runner": "pytest",  # the root configures pytest
         "interpreter": sys.executable,
-        "argv": [sys.executable, "-m", "pytest", "-v"],
+        "argv": [sys.executable, "-X", "faulthandler", "-m", "pytest", "-v"],
         "dependencies": ["libs/core"],
     }
     assert (foo["name"], foo["reason"], foo["dependencies"]) == (

@@ -455,6 +455,7 @@ def test_timeout_kills_the_run_and_its_children_and_stops(
     assert verdicts(output) == [("alpha", "FAILED (timed out)")]
     assert "HANG-START" in output  # what it printed before it hung
     assert "autotest: timed out after 1s; killed" in output
+    assert re.search(r"line \d+ in test_hangs", output), "where it hung (faulthandler)"
     assert re.search(r"^alpha FAILED; 0 passed, 1 not run in", output, re.M)
     assert_gone(read_pids(pidfile, timeout=0)[:2])
 
@@ -465,7 +466,9 @@ def test_timeout_kills_the_run_and_its_children_and_stops(
 
 WARM_MODES = pytest.mark.parametrize("warm", [True, False], ids=["warm", "no-warm"])
 SIGNALS = pytest.mark.parametrize(
-    ("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+    ("sig", "status"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
+    ids=["SIGINT", "SIGTERM", "SIGHUP"],
 )
 
 
@@ -726,9 +729,9 @@ def test_runner_command_with_arguments_after_double_dash(repo: Repo, tmp_path: P
     repo.package("alpha")
     script = tmp_path / "show.py"
     script.write_text("import sys\nprint('ARGV=' + repr(sys.argv[1:]))\nsys.exit(1)\n")
-    command = f"{sys.executable} {script} --pkg={{package}}"
+    command = f"{sys.executable} {script} --pkg {{package}}"
     done = once(repo.path, "--runner", command, "--", "-x", "two words")
-    expected = [f"--pkg={repo.path / 'alpha'}", "-x", "two words"]
+    expected = ["--pkg", f"{repo.path / 'alpha'}", "-x", "two words"]
     assert f"ARGV={expected!r}" in done.stdout
 
 

@@ -589,13 +589,28 @@ def test_make_runner_builtin() -> None:
 
 
 def test_make_runner_command_substitutes_the_package_as_one_argument(tmp_path: Path) -> None:
-    runner = at.make_runner("mytool --root {package} -k 'two words' --out={package}/out")
+    runner = at.make_runner("mytool --root {package} -k 'two words' {package}")
     assert runner.module is None
     package = pkg(tmp_path, "a b; rm -rf ~")
     assert runner.command(package, ["-x"]) == [
-        "mytool", "--root", str(package.path), "-k", "two words",
-        f"--out={package.path}/out", "-x",
+        "mytool", "--root", str(package.path), "-k", "two words", str(package.path), "-x",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "spec", ["sh -c 'cd {package} && nosetests'", "mytool --out={package}/out", "x {package}s"]
+)
+def test_the_package_inside_a_larger_argument_is_refused_with_the_environment_variable(
+    spec: str,
+) -> None:
+    with pytest.raises(at.UsageError, match=r"argument of its own.*\$AUTOTEST_PACKAGE"):
+        at.make_runner(spec)
+
+
+def test_a_python_runner_is_started_with_faulthandler(tmp_path: Path) -> None:
+    package = pkg(tmp_path, "alpha")
+    command = at.make_runner("nose").command(package, ["-v"])
+    assert command == [sys.executable, "-X", "faulthandler", "-m", "nose", "-v"]
 
 
 @pytest.mark.parametrize("spec", ["no-such-runner-xyz", "", "   ", "mytool 'unclosed {package}"])
@@ -654,10 +669,12 @@ notify = true
 )
 def test_config_file(tmp_path: Path, filename: str, text: str) -> None:
     write(tmp_path, filename, text)
+    section = "[tool.autotest]" if filename == "pyproject.toml" else "[autotest]"
     assert options(tmp_path) == at.Options(
         root=tmp_path.resolve(), runner="pytest", runner_args=("-x", "-q"), jobs=2,
         timeout=30.0, restart=True, debounce=0.2, ignore=("*.log", "tmp/"), poll=True,
         warm=False, explain=True, clear=True, bell=True, notify=True,
+        runner_from=f"{filename} {section}",
     )  # fmt: skip
 
 
@@ -848,30 +865,95 @@ def timed_result(package: Any, seconds: float, warm: bool) -> Any:
     return at.RunResult(package, at.Verdict.OK, seconds, "", warm=warm)
 
 
+def three_packages() -> list[Any]:
+    return [at.Package(Path(f"/r/{name}"), name) for name in ("alpha", "beta", "gamma")]
+
+
+def cold_cycle(policy: Any, packages: list[Any], seconds: float = 0.20) -> None:
+    assert all(policy.launcher_for(p) is None for p in packages), "the first cycle runs cold"
+    for package in packages:
+        policy.record(timed_result(package, seconds, warm=False))
+    policy.cycle_done()
+
+
 @pytest.mark.parametrize(("warm", "kept"), [(0.05, True), (0.30, False)])
-def test_the_warm_runner_is_judged_against_cold_runs_once(warm: float, kept: bool) -> None:
-    packages = [at.Package(Path(f"/r/{name}"), name) for name in ("alpha", "beta", "gamma")]
+def test_the_warm_runner_is_judged_against_cold_runs_of_the_same_packages(
+    warm: float, kept: bool
+) -> None:
+    packages = three_packages()
     launcher = StandInLauncher()
     policy = at.WarmPolicy(launcher)
-    assert policy.launcher_for_runs() is None, "the first cycle runs cold"
-    for package in packages:
-        policy.record(timed_result(package, 0.20, warm=False))
-    policy.cycle_done()
-    assert policy.launcher_for_runs() is launcher
+    cold_cycle(policy, packages)
+    assert policy.launcher_for(packages[0]) is launcher
     policy.record(timed_result(packages[0], warm, warm=True))
-    assert policy.judge(len(packages)) is None
-    assert policy.launcher is launcher and not policy.judged, "one package is too few"
+    assert policy.judge(len(packages)) is None, "one package is too few"
 
     for package in packages:
         policy.record(timed_result(package, warm, warm=True))
-    lost = policy.judge(len(packages))
+    judged = policy.judge(len(packages))
 
-    assert policy.judged
-    assert (policy.launcher is launcher) is kept
-    assert launcher.closed is not kept
-    assert (lost is None) is kept
+    assert (judged is None) is kept
+    assert policy.forking is kept
+    assert not launcher.closed, "kept for a later judgement"
     if not kept:
-        assert lost == pytest.approx((3 * warm, 0.60))
+        assert judged == pytest.approx((3 * warm, 0.60, False))
+        assert policy.launcher_for(packages[1]) is None
+
+
+def test_a_run_whose_code_changed_is_not_compared() -> None:
+    """The first edit adds a 1 s test: the run after it says nothing about forking."""
+    packages = three_packages()
+    policy = at.WarmPolicy(StandInLauncher())
+    cold_cycle(policy, packages, 0.49)
+    policy.code_changed([packages[0]])
+    policy.record(timed_result(packages[0], 1.10, warm=True))  # compiles, and runs a new test
+    assert policy.judge(len(packages)) is None
+    for package in packages[1:]:
+        policy.record(timed_result(package, 0.10, warm=True))
+    assert policy.judge(len(packages)) is None, "alpha's cold time was for other code"
+    assert policy.forking
+    assert policy.times[packages[0]].cold is None and policy.times[packages[0]].warm is None
+
+
+def test_no_judgement_on_zero_packages() -> None:
+    policy = at.WarmPolicy(StandInLauncher())
+    policy.cycle_done()
+    assert policy.judge(0) is None
+    assert policy.forking
+
+
+def test_a_later_cycle_revises_the_judgement_through_one_probe_per_cycle() -> None:
+    packages = three_packages()
+    launcher = StandInLauncher()
+    policy = at.WarmPolicy(launcher)
+    cold_cycle(policy, packages)
+    for package in packages:
+        policy.record(timed_result(package, 0.30, warm=True))
+    assert policy.judge(3) == pytest.approx((0.90, 0.60, False))
+    policy.cycle_done()
+
+    policy.code_changed([packages[0]])  # alpha's times are gone
+    policy.record(timed_result(packages[0], 0.50, warm=False))  # compiles: not counted
+    policy.record(timed_result(packages[0], 0.40, warm=False))
+    assert policy.launcher_for(packages[0]) is launcher, "a probe: alpha has no forked time"
+    assert policy.launcher_for(packages[0]) is None, "one probe per cycle"
+    policy.record(timed_result(packages[0], 0.05, warm=True))
+    for package in packages[1:]:  # the machine got less busy: forked runs are faster now
+        policy.code_changed([package])
+        policy.record(timed_result(package, 0.20, warm=False))
+        policy.record(timed_result(package, 0.20, warm=False))
+        policy.record(timed_result(package, 0.05, warm=True))
+    assert policy.judge(3) == pytest.approx((0.15, 0.80, True))
+    assert policy.launcher_for(packages[1]) is launcher
+
+
+def test_a_forked_run_that_timed_out_or_was_killed_is_not_a_time() -> None:
+    packages = three_packages()
+    policy = at.WarmPolicy(StandInLauncher())
+    cold_cycle(policy, packages)
+    killed = at.RunResult(packages[0], at.Verdict.FAILED, 9.0, "", "timed out", warm=True)
+    policy.record(killed)
+    assert policy.times[packages[0]].warm is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -887,7 +969,7 @@ def test_without_posix_runs_start_cold_and_are_killed_by_the_fallback(
     package = at.Package(repo.package("alpha"), "alpha")
     runner = at.make_runner(f"{sys.executable} -c 'import time; time.sleep(60)'")
     launcher = at.WarmLauncher(at.BUILTIN_RUNNERS["nose"], dict(os.environ))
-    assert launcher.sock is None, "no fork server without POSIX"
+    assert launcher.spare is None, "no fork server without POSIX"
 
     run = at.Run(package, runner.command(package, ()), dict(os.environ), runner, None, launcher)
     assert isinstance(run.proc, subprocess.Popen)

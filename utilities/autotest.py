@@ -41,16 +41,23 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, NoReturn, Protocol
+
+if __name__ == "__main__":  # until main() takes over nothing runs yet: a signal just ends it
+    for _name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        _signum = getattr(signal, _name, None)
+        if _signum is not None and signal.getsignal(_signum) is not signal.SIG_IGN:
+            signal.signal(_signum, lambda signum, frame: os._exit(128 + signum))
 
 try:
     from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -69,8 +76,8 @@ except ImportError as _exc:  # --help and --once work without it; watching says 
 # Sections, leaves first; each uses only those above it:
 #
 #   Basics          errors, the verdicts, every timing constant, the one git helper
-#   Platform        every POSIX/Windows branch: process groups, killing a tree, keys,
-#                   notifications, the inotify limit
+#   Platform        every POSIX/Windows branch: signals, process groups, killing a tree, the
+#                   parent-death signal, keys, notifications, a closed stdout, the inotify limit
 #   Ignore rules    the one authority on what is a tool's directory or file, never a change
 #   Packages        discovery, metadata and the graph of which package uses which
 #   Hand-off        ChangeSet, the one object two threads share
@@ -107,12 +114,25 @@ except ImportError as _exc:  # --help and --once work without it; watching says 
 # ---------------------------------------------------------------------------------------------
 
 
+VERSION = "1.1"
+
+
 class UsageError(Exception):
     """Bad input: reported as one line and exit status 2."""
 
 
 class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that it unwinds like Ctrl+C does."""
+    """SIGINT, SIGTERM or SIGHUP, raised in the main thread so that every run is killed on the
+    way out; autotest then exits with 128 + the signal's number, as a shell reports it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class QuitRequested(BaseException):
+    """``q`` pressed: raised in the middle of a cycle, so that the running tests are killed at
+    once rather than awaited."""
 
 
 class Verdict(enum.Enum):
@@ -132,6 +152,10 @@ OBSERVER_TIMEOUT = 1.0  # watchdog's event batching; the polling observer's scan
 WARM_START_TIMEOUT = 10.0  # the first forked run waits this long for the warm interpreter
 WARM_REPLY_TIMEOUT = 10.0  # how long a fork request may take to answer with its pid
 SERVER_EXIT_WAIT = 2.0  # how long a killed warm interpreter is given to be reaped
+DUMP_WAIT = 1.0  # how long a timed-out run is given to print where it hung before it is killed
+STATUS_INTERVAL = 1.0  # the live status line is rewritten at least this often
+STILL_RUNNING_AFTER = 30.0  # not on a terminal: a run this long is named once...
+STILL_RUNNING_EVERY = 60.0  # ...and again after each further minute
 GIT_TIMEOUT = 30.0  # a git call that hangs longer counts as no answer
 JUDGE_AFTER = 3  # packages run both warm and cold before forking is judged
 HEAD_LINES = 100  # a failing run shows this many lines from its start (what failed) ...
@@ -155,7 +179,7 @@ def is_git_work_tree(root: Path) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# Platform: process groups, killing a tree, keys, notifications, the inotify limit
+# Platform: signals, process groups, killing a tree, keys, notifications, the inotify limit
 # ---------------------------------------------------------------------------------------------
 
 POSIX = os.name == "posix"
@@ -239,6 +263,10 @@ def notification_command(title: str, message: str) -> list[str] | None:
     return None
 
 
+def can_notify() -> bool:
+    return notification_command("", "") is not None
+
+
 def notify(title: str, message: str) -> None:
     """A desktop notification where the system has a way to send one; silently nothing else."""
     command = notification_command(title, message)
@@ -252,8 +280,107 @@ def notify(title: str, message: str) -> None:
             )
 
 
-def raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated
+ENDING_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")  # Ctrl+C, kill, the terminal closing
+
+
+class Signals:
+    """Turns SIGINT, SIGTERM and SIGHUP into one Terminated in the main thread, so that every
+    run is killed on the way out.  Inside ``deferred()`` (a process started but not yet
+    recorded) the raise waits for the block's end; after the first, signals are ignored, so
+    nothing interrupts the cleanup.  A signal the parent ignores (nohup) stays ignored."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending: int | None = None
+        self.done = False
+
+    def install(self) -> None:
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+            for name in ENDING_SIGNALS:
+                signum = getattr(signal, name, None)
+                if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
+                    signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.done:
+            return
+        if self.depth:
+            self.pending = signum
+            return
+        self.done = True
+        raise Terminated(signum)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if not self.depth and self.pending is not None and not self.done:
+                self.done = True
+                raise Terminated(self.pending)
+
+    def settle(self) -> None:
+        """autotest is ending anyway: later signals change nothing."""
+        self.done = True
+
+
+def set_parent_death_signal(signum: int) -> bool:  # pragma: no cover (runs in the warm server)
+    """Ask Linux to send ``signum`` when the parent process dies, however it dies (kill -9
+    too); False where there is no prctl."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(1, signum, 0, 0, 0) == 0  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return False
+
+
+def show_stacks(pid: int) -> None:
+    """Ask a Python run to print where each of its threads is: faulthandler (enabled in every
+    Python run) answers SIGABRT with the stacks.  Linux: without a core file."""
+    if not POSIX:
+        return
+    with contextlib.suppress(Exception):
+        import resource
+
+        prlimit = getattr(resource, "prlimit", None)
+        if prlimit is not None:
+            prlimit(pid, resource.RLIMIT_CORE, (0, prlimit(pid, resource.RLIMIT_CORE)[1]))
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGABRT)
+
+
+SIGHUP_NUMBER = getattr(signal, "SIGHUP", 1)  # what a hung-up terminal means, as exit status
+
+
+def flush_or_quiet() -> None:
+    """When stdout was closed (``| head -1``) or its terminal hung up, point it at /dev/null,
+    so that the interpreter's last flush cannot fail and complain (exit 120)."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        with contextlib.suppress(Exception):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+
+
+def silence_watchdog() -> None:
+    """watchdog's own warnings (a callback registered twice when watches are rescheduled) and
+    log lines (an emitter stopped while events come) are about its internals, never the
+    user's tree: they must not reach the terminal."""
+    import logging
+    import warnings
+
+    logging.getLogger("watchdog").addHandler(logging.NullHandler())
+    logging.getLogger("watchdog").propagate = False
+    warnings.filterwarnings("ignore", "Callback with id .* already exists", RuntimeWarning)
 
 
 class KeyReader:
@@ -278,7 +405,7 @@ class KeyReader:
                 self.fd = sys.stdin.fileno()
                 self.saved = termios.tcgetattr(self.fd)
                 tty.setcbreak(self.fd)
-            except (ImportError, OSError, ValueError):
+            except Exception:  # no termios, or no terminal after all (termios.error)
                 self.saved = None
                 return self
         elif not self._has_msvcrt():
@@ -314,7 +441,7 @@ class KeyReader:
         if self.saved is not None:
             import termios
 
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, termios.error):  # a hung-up terminal: EIO
                 termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
 
 
@@ -485,6 +612,14 @@ class Package:
         return self.rel.count("/")
 
 
+def is_searchable(path: str) -> bool:
+    try:
+        os.stat(path)
+    except OSError:
+        return False
+    return True
+
+
 def discover_packages(root: Path) -> tuple[list[Package], list[str]]:
     """Every package below ``root`` (never the root itself), and the directories unreadable."""
     packages: list[Package] = []
@@ -498,7 +633,11 @@ def discover_packages(root: Path) -> tuple[list[Package], list[str]]:
         except OSError:
             unreadable.append(directory)
             continue
-        if directory != str(root) and any(e.name in PACKAGE_MARKERS for e in entries):
+        markers = [e.path for e in entries if e.name in PACKAGE_MARKERS]
+        if markers and not is_searchable(markers[0]):
+            unreadable.append(directory)  # readable (listed) but not searchable
+            continue
+        if directory != str(root) and markers:
             path = Path(directory)
             packages.append(Package(path, path.relative_to(root).as_posix()))
         for entry in entries:
@@ -1161,11 +1300,12 @@ class Intake:
         return {p: t for p, t in kept.items() if p not in echoes}, echoes
 
     def changed_meanwhile(self) -> bool:
-        """Whether a change that counts (or q) arrived during a cycle.  It only looks: the burst
-        stays in the ChangeSet until it settles, so an editor's save stays one change."""
+        """Whether a change that counts arrived during a cycle.  It only looks: the burst stays
+        in the ChangeSet until it settles, so an editor's save stays one change.  ``q`` acts at
+        once (QuitRequested); the other keys wait for the cycle's end."""
         paths, keys = self.changes.peek()
         if any(k in QUIT_KEYS for k in keys):
-            return True
+            raise QuitRequested
         counting, _ = self._counting(paths)
         return bool(counting)
 
@@ -1272,10 +1412,15 @@ class Runner:
     def command(
         self, package: Package, extra: Sequence[str], python: str | None = None
     ) -> list[str]:
-        """The command line for ``package``; a runner that is a Python module runs with the
-        package's interpreter."""
+        """The run's command line.  A runner that is a Python module runs with the package's
+        interpreter, with ``-X faulthandler`` (a run that times out can then be asked where it
+        hangs).  ``{package}`` becomes the package's path only where it is a whole argument
+        (``make_runner`` refuses it inside one), so no directory name can become code."""
         argv = [python, *self.argv[1:]] if self.module and python else list(self.argv)
-        return [arg.replace("{package}", str(package.path)) for arg in argv] + list(extra)
+        argv = [str(package.path) if arg == PACKAGE_ARG else arg for arg in argv]
+        if self.module is not None:
+            argv[1:1] = ["-X", "faulthandler"]
+        return argv + list(extra)
 
     def verdict(self, code: int, output: str) -> Verdict:
         if code in self.no_tests_exit:
@@ -1286,6 +1431,8 @@ class Runner:
         return Verdict.FAILED
 
 
+PACKAGE_ARG = "{package}"  # in a runner command: the package's path, as one argument
+PACKAGE_ENV = "AUTOTEST_PACKAGE"  # every run finds the package's path here too
 UNITTEST_RAN_NONE = r"^Ran 0 tests? in"  # unittest's report, which nose and nose2 share
 
 BUILTIN_RUNNERS = {
@@ -1325,8 +1472,15 @@ def make_runner(spec: str) -> Runner:
         raise UsageError(f"--runner {spec!r}: {exc}") from None
     if not argv:
         raise UsageError("--runner: empty command")
+    embedded = [arg for arg in argv if PACKAGE_ARG in arg and arg != PACKAGE_ARG]
+    if embedded:
+        raise UsageError(
+            f"--runner {spec!r}: {PACKAGE_ARG} must be an argument of its own, not part of "
+            f"{embedded[0]!r} (a directory's name would become part of a command); "
+            f"the run finds the package's path in ${PACKAGE_ENV}"
+        )
     found = shutil.which(argv[0], path=activated_path(sys.executable))
-    if not any("{package}" in arg for arg in argv) and not found:
+    if PACKAGE_ARG not in argv and not found:
         raise UsageError(
             f"--runner {spec!r}: not one of auto, {', '.join(BUILTIN_RUNNERS)} and not a "
             "command containing {package}"
@@ -1751,6 +1905,7 @@ class Run:
         code = self.proc.poll()
         if code is None:
             if self.timeout is not None and time.monotonic() - self.started > self.timeout:
+                self._show_where_it_hangs()
                 self.kill()
                 self._append(f"\nautotest: timed out after {self.timeout:g}s; killed\n")
                 return self._result(Verdict.FAILED, "timed out")
@@ -1778,6 +1933,15 @@ class Run:
         self.out.seek(0, os.SEEK_END)
         self.out.write(text.encode())
         self.out.flush()
+
+    def _show_where_it_hangs(self) -> None:
+        """A Python run prints its stacks (see ``show_stacks``) before it is killed."""
+        if self.proc is None or self.runner.module is None:
+            return
+        show_stacks(self.proc.pid)
+        deadline = time.monotonic() + DUMP_WAIT
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL)
 
     def _skipped_pytest_tests(self, output: Output) -> bool:
         """nose skips tests that take pytest fixtures and still exits 0: it says so only when
@@ -1819,9 +1983,13 @@ NOSE_CANNOT_RUN = (
 # ---------------------------------------------------------------------------------------------
 #
 # A warm interpreter has imported the runner (and nothing from the repository); it forks a
-# fresh child for each run, which saves the interpreter's and the runner's start-up.  It runs
+# fresh child for a run, which saves the interpreter's and the runner's start-up.  It runs
 # ``serve_warm`` below, whose source it reads from its stdin, so that the code is linted and
 # type-checked with the rest and ``ps`` shows one short line.
+#
+# A forked child inherits its interpreter's hash seed, so unless PYTHONHASHSEED fixes it, each
+# warm interpreter forks one run only and a fresh one (a fresh seed) starts in the background
+# as soon as it has: every run sees a seed of its own, as a cold run does.
 #
 # The protocol, over a socket pair, one line per message:
 #   server -> autotest   ``ready``              the runner is imported; requests may come
@@ -1829,18 +1997,29 @@ NOSE_CANNOT_RUN = (
 #                        passed alongside as a descriptor (SCM_RIGHTS)
 #   server -> autotest   ``pid PID``            the run was forked, as process PID
 #   server -> autotest   ``exit PID CODE``      it ended; CODE as Popen.returncode reads
-# An ``exit`` may arrive before its ``pid`` is read.  autotest closing the socket ends the server.
+# An ``exit`` may arrive before its ``pid`` is read.  ``pid`` is sent once the run is a session
+# (and process group) of its own, so that its group can be killed.  When autotest goes away
+# (the socket closes, SIGTERM, or on Linux its death however it died) the server kills every
+# run it forked with all they started, pid read or not, and ends without a word.
 
 
-def run_forked(module: str, request: dict[str, Any], out: int) -> NoReturn:  # pragma: no cover
-    """In the forked child: become the run autotest asked for, as a cold start would be."""
+def run_forked(
+    module: str, request: dict[str, Any], out: int, started: int
+) -> NoReturn:  # pragma: no cover
+    """In the forked child: become the run autotest asked for, as a cold start would be (a
+    session of its own); closing ``started`` tells the server that it is one."""
+    import faulthandler
     import os
     import runpy
     import signal
     import sys
 
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for signum in (signal.SIGCHLD, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
     os.setsid()
+    os.close(started)
+    set_parent_death_signal(signal.SIGKILL)
     os.dup2(out, 1)
     os.dup2(out, 2)
     os.close(out)
@@ -1852,11 +2031,16 @@ def run_forked(module: str, request: dict[str, Any], out: int) -> NoReturn:  # p
     os.environ.update(request["env"])
     sys.argv = [module, *request["args"]]
     sys.path[0] = request["cwd"]
+    faulthandler.enable()  # as -X faulthandler does cold: SIGABRT prints where it hangs
     code = 0
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            with contextlib.suppress(Exception):  # as the interpreter says it, on stderr
+                sys.stderr.write(f"{exc.code}\n")
+                sys.stderr.flush()
     except BaseException:
         import traceback
 
@@ -1868,15 +2052,30 @@ def run_forked(module: str, request: dict[str, Any], out: int) -> NoReturn:  # p
     os._exit(code)
 
 
-def serve_warm(module: str, fd: int, preload: Sequence[str]) -> None:  # pragma: no cover
+def serve_warm(
+    module: str, fd: int, preload: Sequence[str], parent: int
+) -> None:  # pragma: no cover
     """The warm interpreter's program: import the runner, then fork a run per request.  When
-    autotest goes away (the socket closes or fails), it ends at once, without a word."""
+    autotest goes away it kills every run it forked and ends at once, without a word."""
     import importlib
     import json
     import os
     import signal
     import socket
 
+    children: set[int] = set()
+
+    def shutdown(*_: object) -> NoReturn:
+        for pid in list(children):
+            for kill in (os.kill, os.killpg):
+                with contextlib.suppress(OSError):
+                    kill(pid, signal.SIGKILL)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, shutdown)
+    set_parent_death_signal(signal.SIGTERM)
+    if os.getppid() != parent:  # autotest died before it could be told
+        shutdown()
     importlib.import_module(module)
     for name in preload:
         with contextlib.suppress(Exception):
@@ -1887,7 +2086,7 @@ def serve_warm(module: str, fd: int, preload: Sequence[str]) -> None:  # pragma:
         try:
             sock.sendall(line.encode() + b"\n")
         except OSError:
-            os._exit(0)
+            shutdown()
 
     def reap(*_: object) -> None:
         while True:
@@ -1897,6 +2096,9 @@ def serve_warm(module: str, fd: int, preload: Sequence[str]) -> None:  # pragma:
                 return
             if pid == 0:
                 return
+            children.discard(pid)
+            with contextlib.suppress(OSError):  # what the run started goes with it
+                os.killpg(pid, signal.SIGKILL)
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
             send(f"exit {pid} {code}")
 
@@ -1909,28 +2111,52 @@ def serve_warm(module: str, fd: int, preload: Sequence[str]) -> None:  # pragma:
         except InterruptedError:
             continue
         except OSError:
-            os._exit(0)
+            shutdown()
         if not message:
-            os._exit(0)
+            shutdown()
         buffer += message
         fds += more_fds
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
-            out = fds.pop(0)
-            pid = os.fork()
-            if pid == 0:
-                sock.close()
-                run_forked(module, json.loads(line), out)
-            os.close(out)
+            pid = fork_run(module, json.loads(line), fds.pop(0), sock, children)
             send(f"pid {pid}")
+
+
+def fork_run(
+    module: str, request: dict[str, Any], out: int, sock: socket.socket, children: set[int]
+) -> int:  # pragma: no cover (runs in the warm server)
+    """Fork the run and record it before SIGCHLD or SIGTERM is handled; return once it is a
+    session of its own, so that autotest can kill its group as soon as it reads the pid."""
+    import os
+    import signal
+
+    held = {signal.SIGCHLD, signal.SIGTERM}
+    started, child_started = os.pipe()
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    pid = os.fork()
+    if pid == 0:
+        sock.close()
+        os.close(started)
+        run_forked(module, request, out, child_started)
+    children.add(pid)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+    os.close(child_started)
+    os.close(out)
+    with contextlib.suppress(OSError):
+        os.read(started, 1)  # end of file: the child's setsid is done (or it is gone)
+    os.close(started)
+    return pid
 
 
 def warm_server_source(module: str, fd: int, preload: Sequence[str]) -> bytes:
     import inspect
 
     header = "from __future__ import annotations\nimport contextlib\n"
-    functions = "".join(inspect.getsource(f) + "\n" for f in (run_forked, serve_warm))
-    call = f"serve_warm({module!r}, {fd}, {tuple(preload)!r})\n"
+    functions = "".join(
+        inspect.getsource(f) + "\n"
+        for f in (set_parent_death_signal, run_forked, fork_run, serve_warm)
+    )
+    call = f"serve_warm({module!r}, {fd}, {tuple(preload)!r}, {os.getpid()})\n"
     return (header + functions + call).encode()
 
 
@@ -1962,38 +2188,27 @@ class WarmProcess:
         return self.returncode
 
 
-class WarmLauncher:
-    """Starts runs by forking them from a warm interpreter.  Where there is no fork, when the
-    runner is not a Python module, or when the warm interpreter died, ``launch`` returns None
-    and the run starts cold."""
+class WarmServer:
+    """One warm interpreter and its end of the socket."""
 
-    def __init__(self, runner: Runner, env: Mapping[str, str]) -> None:
-        self.runner = runner
-        self.env = dict(env)
+    def __init__(self, module: str, preload: Sequence[str], env: Mapping[str, str]) -> None:
         self.exits: dict[int, int] = {}
         self.running: set[int] = set()
         self.buffer = b""
         self.ready = False
         self.sock: socket.socket | None = None
-        self.server: subprocess.Popen[bytes] | None = None
-        self.installed = installed_stamp()
-        if can_fork_server() and runner.module:
-            self._start_server(runner.module)
-
-    def _start_server(self, module: str) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
         ours, theirs = socket.socketpair()
         bootstrap = "import sys; exec(sys.stdin.read())"
         try:
-            self.server = subprocess.Popen(
+            self.proc = subprocess.Popen(
                 [sys.executable, "-c", bootstrap, "autotest-warm", module],
-                pass_fds=[theirs.fileno()], env=self.env, stdin=subprocess.PIPE,
+                pass_fds=[theirs.fileno()], env=dict(env), stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
-            assert self.server.stdin is not None
-            with self.server.stdin:
-                self.server.stdin.write(
-                    warm_server_source(module, theirs.fileno(), self.runner.preload)
-                )
+            assert self.proc.stdin is not None
+            with self.proc.stdin:
+                self.proc.stdin.write(warm_server_source(module, theirs.fileno(), preload))
         except OSError:
             ours.close()
             return
@@ -2001,16 +2216,9 @@ class WarmLauncher:
             theirs.close()
         self.sock = ours
 
-    def _restart_if_installs_changed(self) -> None:
-        """The warm interpreter read the installed .pth files when it started: after a
-        ``pip install``, start a new one (once no forked run is in flight)."""
-        if self.sock is None or self.running or installed_stamp() == self.installed:
-            return
-        self.close()
-        self.installed = installed_stamp()
-        self.buffer, self.ready = b"", False
-        assert self.runner.module is not None
-        self._start_server(self.runner.module)
+    @property
+    def alive(self) -> bool:
+        return self.sock is not None
 
     def _read_line(self) -> str:
         assert self.sock is not None
@@ -2036,8 +2244,8 @@ class WarmLauncher:
             return pid
         return None
 
-    def _is_ready(self, wait: float) -> bool:
-        """Whether the warm interpreter is ready, waiting up to ``wait`` seconds for it."""
+    def is_ready(self, wait: float) -> bool:
+        """Whether the interpreter is ready, waiting up to ``wait`` seconds for it."""
         if not self.ready and self.sock is not None:
             try:
                 self.sock.settimeout(wait)
@@ -2049,27 +2257,16 @@ class WarmLauncher:
                 self.close()
         return self.ready and self.sock is not None
 
-    def launch(
-        self, package: Package, command: Sequence[str], env: Mapping[str, str], out: IO[bytes]
-    ) -> WarmProcess | None:
-        """Fork the run.  The first launch waits for the warm interpreter to be ready: its
-        start-up costs what a cold start would, and a forked run is then what the user gets."""
-        self._restart_if_installs_changed()
-        if list(command[:3]) != list(self.runner.argv[:3]):
-            return None
-        if not self._is_ready(WARM_START_TIMEOUT):
-            return None
-        request = json.dumps(
-            {"cwd": str(package.path), "env": dict(env), "args": list(command[3:])}
-        )
+    def fork(self, request: bytes, out: IO[bytes]) -> int | None:
+        """The pid of the run forked for ``request``; None when the interpreter is gone."""
         assert self.sock is not None
         try:
-            socket.send_fds(self.sock, [request.encode() + b"\n"], [out.fileno()])
+            socket.send_fds(self.sock, [request], [out.fileno()])
             self.sock.settimeout(WARM_REPLY_TIMEOUT)
             while True:
                 pid = self._handle(self._read_line())
                 if pid is not None:
-                    return WarmProcess(self, pid)
+                    return pid
         except OSError:
             self.close()
             return None
@@ -2092,15 +2289,111 @@ class WarmLauncher:
             return -signal.SIGKILL
 
     def close(self) -> None:
-        """End the warm interpreter first, then its socket, so it never writes to a closed one."""
-        if self.server is not None:
-            kill_tree(self.server.pid)
-            with contextlib.suppress(Exception):
-                self.server.wait(timeout=SERVER_EXIT_WAIT)
-            self.server = None
+        """Closing the socket and SIGTERM each make the interpreter kill what it forked and
+        end; it is killed outright only if it does not end in time."""
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+        if self.proc is not None:
+            with contextlib.suppress(OSError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=SERVER_EXIT_WAIT)
+            except subprocess.TimeoutExpired:
+                kill_tree(self.proc.pid)
+                with contextlib.suppress(Exception):
+                    self.proc.wait(timeout=SERVER_EXIT_WAIT)
+            self.proc = None
+
+
+class WarmLauncher:
+    """Starts runs by forking them from a warm interpreter.  Where there is no fork, when the
+    runner is not a Python module, or when the warm interpreter died, ``launch`` returns None
+    and the run starts cold."""
+
+    def __init__(self, runner: Runner, env: Mapping[str, str]) -> None:
+        self.runner = runner
+        self.env = dict(env)
+        self.fresh_seeds = "PYTHONHASHSEED" not in self.env
+        self.spare: WarmServer | None = None  # the next run forks from this one
+        self.serving: dict[int, WarmServer] = {}  # each forked run, by pid, with its server
+        self.installed = installed_stamp()
+        self.usable = can_fork_server() and runner.module is not None
+        self._start_spare()
+
+    def _start_spare(self) -> None:
+        if self.usable and self.runner.module is not None:
+            self.spare = WarmServer(self.runner.module, self.runner.preload, self.env)
+
+    def _restart_if_installs_changed(self) -> None:
+        """A warm interpreter read the installed .pth files when it started: after a
+        ``pip install``, start a new one."""
+        if installed_stamp() == self.installed:
+            return
+        self.installed = installed_stamp()
+        self._retire(self.spare)
+        self._start_spare()
+
+    def _retire(self, server: WarmServer | None) -> None:
+        if server is not None and server not in self.serving.values():
+            server.close()
+
+    def wait_ready(self, command: Sequence[str] = ()) -> None:
+        """Wait for the spare interpreter (it starts while the previous run goes on)."""
+        self._restart_if_installs_changed()
+        if self.spare is not None and not self.spare.is_ready(WARM_START_TIMEOUT):
+            self._retire(self.spare)
+            self.spare = None
+
+    def launch(
+        self, package: Package, command: Sequence[str], env: Mapping[str, str], out: IO[bytes]
+    ) -> WarmProcess | None:
+        """Fork the run; None when it has to start cold."""
+        prefix = self.runner.command(package, ())
+        if list(command[: len(prefix)]) != prefix:
+            return None
+        self.wait_ready()
+        server = self.spare
+        if server is None or not server.alive:
+            return None
+        request = json.dumps(
+            {"cwd": str(package.path), "env": dict(env), "args": list(command[len(prefix) :])}
+        )
+        pid = server.fork(request.encode() + b"\n", out)
+        if pid is None:
+            self.spare = None
+            return None
+        self.serving[pid] = server
+        if self.fresh_seeds:
+            self._start_spare()
+        return WarmProcess(self, pid)
+
+    def exit_code(self, pid: int, block: bool) -> int | None:
+        server = self.serving.get(pid)
+        if server is None:
+            return -signal.SIGKILL
+        code = server.exit_code(pid, block)
+        if code is not None:
+            del self.serving[pid]
+            if server is not self.spare:
+                self._retire(server)
+        return code
+
+    def close(self) -> None:
+        for server in {*self.serving.values(), self.spare}:
+            if server is not None:
+                server.close()
+        self.serving.clear()
+        self.spare = None
+
+
+@dataclass
+class WarmTimes:
+    """One package's best times for its current code, cold and forked."""
+
+    cold: float | None = None
+    warm: float | None = None
+    skip_next: bool = False  # its code just changed: the next run also compiles it
 
 
 class Launcher(Protocol):
@@ -2109,6 +2402,8 @@ class Launcher(Protocol):
     def launch(
         self, package: Package, command: Sequence[str], env: Mapping[str, str], out: IO[bytes]
     ) -> WarmProcess | None: ...
+
+    def wait_ready(self, command: Sequence[str]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -2122,16 +2417,28 @@ class WarmPool:
         self.env = dict(env)
         self.launchers: dict[str, WarmLauncher] = {}
 
-    def launch(
-        self, package: Package, command: Sequence[str], env: Mapping[str, str], out: IO[bytes]
-    ) -> WarmProcess | None:
-        if len(command) < 3 or command[0] != sys.executable or command[1] != "-m":
+    def launcher_for(self, command: Sequence[str]) -> WarmLauncher | None:
+        """The warm launcher for a command of autotest's interpreter running a built-in runner
+        (``python [-X option] -m MODULE ...``), started now if need be."""
+        if not command or command[0] != sys.executable or "-m" not in command[1:4]:
             return None
-        runner = next((r for r in BUILTIN_RUNNERS.values() if r.module == command[2]), None)
+        module = command[command.index("-m") + 1]
+        runner = next((r for r in BUILTIN_RUNNERS.values() if r.module == module), None)
         if runner is None:
             return None
         self.prepare([runner])
-        return self.launchers[runner.name].launch(package, command, env, out)
+        return self.launchers[runner.name]
+
+    def wait_ready(self, command: Sequence[str]) -> None:
+        launcher = self.launcher_for(command)
+        if launcher is not None:
+            launcher.wait_ready()
+
+    def launch(
+        self, package: Package, command: Sequence[str], env: Mapping[str, str], out: IO[bytes]
+    ) -> WarmProcess | None:
+        launcher = self.launcher_for(command)
+        return None if launcher is None else launcher.launch(package, command, env, out)
 
     def prepare(self, runners: Iterable[Runner]) -> None:
         """Start the warm interpreters of these runners, where not started yet, so that they
@@ -2148,40 +2455,67 @@ class WarmPool:
 
 class WarmPolicy:
     """When runs are forked.  The first cycle runs cold, which gives cold times to compare
-    with; once ``JUDGE_AFTER`` packages (or all) have run both ways, their best forked times
-    are compared with their best cold ones, once, and forking is kept only if it is faster."""
+    with.  Then each package's best cold and best forked times are kept for its current code
+    (a change drops both, and the first run after it, which also compiles, is not counted);
+    after each cycle, once ``JUDGE_AFTER`` packages (or all, and at least one) have both, the
+    sums decide whether runs are forked.  To keep that judgement alive, one run per cycle goes
+    the other way when its package lacks that time."""
 
     def __init__(self, launcher: Launcher | None = None) -> None:
         self.launcher = launcher
-        self.times: dict[bool, dict[Package, float]] = {True: {}, False: {}}
-        self.judged = False
+        self.times: dict[Package, WarmTimes] = {}
+        self.forking = True
         self.cold_cycle_done = False
+        self.probed = False
 
-    def launcher_for_runs(self) -> Launcher | None:
-        return self.launcher if self.cold_cycle_done else None
+    def launcher_for(self, package: Package) -> Launcher | None:
+        """The launcher when this run is to be forked, else None."""
+        if self.launcher is None or not self.cold_cycle_done:
+            return None
+        times = self.times.get(package, WarmTimes())
+        known = (times.cold, times.warm) if self.forking else (times.warm, times.cold)
+        if not self.probed and known[0] is None and known[1] is not None:
+            self.probed = True
+            return None if self.forking else self.launcher
+        return self.launcher if self.forking else None
+
+    def code_changed(self, packages: Iterable[Package]) -> None:
+        for package in packages:
+            self.times[package] = WarmTimes(skip_next=True)
 
     def record(self, result: RunResult) -> None:
-        times = self.times[result.warm]
-        times[result.package] = min(result.seconds, times.get(result.package, result.seconds))
+        if result.verdict is Verdict.FAILED and result.note:
+            return  # killed, timed out, or no start: says nothing about speed
+        times = self.times.setdefault(result.package, WarmTimes())
+        if times.skip_next:
+            times.skip_next = False
+            return
+        best = times.warm if result.warm else times.cold
+        best = result.seconds if best is None else min(best, result.seconds)
+        if result.warm:
+            times.warm = best
+        else:
+            times.cold = best
 
     def cycle_done(self) -> None:
         self.cold_cycle_done = True
+        self.probed = False
 
-    def judge(self, package_count: int) -> tuple[float, float] | None:
-        """Judge once enough packages ran both ways: the summed warm and cold times when
-        forking lost (and is now off), else None."""
-        if self.launcher is None or self.judged:
+    def judge(self, package_count: int) -> tuple[float, float, bool] | None:
+        """Judge again: the summed warm and cold times and the new decision when it changed,
+        else None."""
+        if self.launcher is None:
             return None
-        both = [p for p in self.times[True] if p in self.times[False]]
-        if len(both) < min(JUDGE_AFTER, package_count):
+        both = [t for t in self.times.values() if t.cold is not None and t.warm is not None]
+        if not both or len(both) < min(JUDGE_AFTER, package_count):
             return None
-        self.judged = True
-        warm = sum(self.times[True][p] for p in both)
-        cold = sum(self.times[False][p] for p in both)
-        if warm < cold:
+        warm = sum(t.warm or 0.0 for t in both)
+        cold = sum(t.cold or 0.0 for t in both)
+        forking = warm < cold
+        if forking == self.forking:
             return None
-        self.close()
-        return warm, cold
+        self.forking = forking
+        return warm, cold, forking
 
     def close(self) -> None:
         if self.launcher is not None:
@@ -2728,6 +3062,67 @@ def describe_changes(paths: Iterable[str], root: Path, packages: Sequence[Packag
 RAISE_WATCHES = "sudo sysctl fs.inotify.max_user_watches=524288"
 
 
+@dataclass(frozen=True)
+class Running:
+    """A package running now: its place in the cycle's order, and for how long it has run."""
+
+    package: Package
+    position: int
+    total: int
+    seconds: float
+
+
+class Progress:
+    """Which packages of the cycle are running, and since when: what the status line shows."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.positions: dict[Package, int] = {}
+        self.since: dict[Package, float] = {}
+
+    def cycle(self, steps: Sequence[Step]) -> None:
+        self.positions = {step.package: number for number, step in enumerate(steps, 1)}
+        self.since = {}
+
+    def started(self, package: Package) -> None:
+        self.since[package] = self.clock()
+
+    def ended(self, package: Package) -> None:
+        self.since.pop(package, None)
+
+    def running(self) -> list[Running]:
+        now, total = self.clock(), len(self.positions)
+        return sorted(
+            (Running(p, self.positions.get(p, 0), total, now - t) for p, t in self.since.items()),
+            key=lambda r: r.position,
+        )
+
+
+class StatusLine:
+    """The one line rewritten in place on a terminal while packages run."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.text = ""  # on screen now, to be erased before the next line
+
+    def show(self, text: str, painted: str) -> None:
+        if text == self.text:
+            return
+        self.erase()
+        if text:
+            self.text = text
+            self.stream.write(painted)
+            self.stream.flush()
+
+    def erase(self) -> None:
+        """Blank it and return to its start (spaces, no escape sequence: any terminal, and
+        NO_COLOR, take it)."""
+        if self.text:
+            self.stream.write("\r" + " " * len(self.text) + "\r")
+            self.text = ""
+            self.stream.flush()
+
+
 class Reporter:
     """Everything the user reads: one line per package, the failing run's output, one summary,
     and the few notices between cycles."""
@@ -2740,13 +3135,39 @@ class Reporter:
         self.root = root or Path.cwd()
         self.full_output = False
         self.warned_unreadable: set[str] = set()
+        self.live = hasattr(stream, "isatty") and stream.isatty()  # a status line goes here
+        self.status = StatusLine(stream)
+        self.named_again: dict[Package, float] = {}  # not on a terminal: when to name a run
 
     def paint(self, text: str, style: str) -> str:
         return f"\033[{STYLES[style]}m{text}\033[0m" if self.color else text
 
     def say(self, text: str = "") -> None:
+        self.erase_status()
         self.stream.write(text + "\n")
         self.stream.flush()
+
+    def erase_status(self) -> None:
+        self.status.erase()
+
+    # While packages run: one line rewritten in place on a terminal, else a line now and then.
+
+    def running(self, runs: Sequence[Running]) -> None:
+        if not self.live:
+            self.still_running(runs)
+            return
+        parts = [f"{r.position}/{r.total} {shown(r.package.rel)} {int(r.seconds)}s" for r in runs]
+        columns = shutil.get_terminal_size((80, 24)).columns or 80  # 3.9 says 0 for no size
+        text = ("running " + ", ".join(parts))[: max(columns - 1, 10)] if parts else ""
+        self.status.show(text, self.paint(text, "dim"))
+
+    def still_running(self, runs: Sequence[Running]) -> None:
+        """So that a CI log is never silent: a run is named after 30s, and again each minute."""
+        for run in runs:
+            due = self.named_again.get(run.package, STILL_RUNNING_AFTER)
+            if run.seconds >= due:
+                self.named_again[run.package] = due + STILL_RUNNING_EVERY
+                self.note(f"still running: {shown(run.package.rel)} ({int(due)}s)")
 
     def warn(self, text: str) -> None:
         self.say(self.paint(f"autotest: {text}", "warn"))
@@ -2773,8 +3194,8 @@ class Reporter:
 
     def explain(self, steps: Sequence[Step]) -> None:
         for number, step in enumerate(steps, 1):
-            reason = f"  ({step.reason})" if step.reason else ""
-            self.say(self.paint(f"  {number:>2}. {step.package.rel}{reason}", "dim"))
+            reason = f"  ({shown(step.reason)})" if step.reason else ""
+            self.say(self.paint(f"  {number:>2}. {shown(step.package.rel)}{reason}", "dim"))
 
     def explain_choices(self, choices: Mapping[Package, Choice]) -> None:
         """Which runner and interpreter each package gets, and why, grouped."""
@@ -2791,6 +3212,7 @@ class Reporter:
             self.say(self.paint(f"      {what}: {', '.join(rels)}", "dim"))
 
     def verdict(self, result: RunResult) -> None:
+        self.named_again.pop(result.package, None)
         style = VERDICT_STYLES[result.verdict]
         label = result.verdict.value
         note = f" ({result.note})" if result.note else ""
@@ -2800,7 +3222,8 @@ class Reporter:
         else:
             label += note
         self.say(
-            f"{result.package.rel:<{self.width}}  {self.paint(f'{label:<{VERDICT_COLUMN}}', style)}"
+            f"{shown(result.package.rel):<{self.width}}  "
+            f"{self.paint(f'{label:<{VERDICT_COLUMN}}', style)}"
             f"  {self.paint(f'{result.seconds:.2f}s', 'dim')}{self.paint(after, style)}"
         )
         if result.verdict is Verdict.COULD_NOT_RUN:
@@ -2838,12 +3261,13 @@ class Reporter:
     def summary(self, outcome: CycleOutcome) -> None:
         took = self.paint(f"in {outcome.seconds:.2f}s", "dim")
         passed = outcome.passed_count
-        missing = ", ".join(f"{r.package.rel} ({r.note})" for r in outcome.could_not_run)
+        self.named_again.clear()
+        missing = ", ".join(f"{shown(r.package.rel)} ({r.note})" for r in outcome.could_not_run)
         if outcome.interrupted:
             done = len(outcome.results)
             self.say(self.paint(f"changed during the run: starting over ({done} done)", "warn"))
         elif outcome.failures:
-            names = ", ".join(r.package.rel for r in outcome.failures)
+            names = ", ".join(shown(r.package.rel) for r in outcome.failures)
             unable = f", {len(outcome.could_not_run)} could not run: {missing}" if missing else ""
             rest = f"{passed} passed, {outcome.not_run} not run{unable}"
             self.say(f"{self.paint(f'{names} FAILED', 'fail')}; {rest} {took}")
@@ -2884,7 +3308,8 @@ class Reporter:
         self.say(self.paint("[Enter/a] run all  [f] run failed  [q] quit", "dim"))
 
     def clear(self) -> None:
-        if self.stream.isatty() or self.color:
+        self.erase_status()
+        if self.live or self.color:
             self.stream.write("\033[2J\033[3J\033[H")
         self.stream.flush()
 
@@ -2893,18 +3318,30 @@ class Reporter:
         self.stream.flush()
 
     def notify_failed(self, failure: RunResult) -> None:
-        notify("autotest", f"{failure.package.rel} FAILED")
+        notify("autotest", f"{shown(failure.package.rel)} FAILED")
 
     def notify_recovered(self) -> None:
         notify("autotest", "all packages pass again")
 
     # Notices between cycles.
 
+    def cannot_notify(self) -> None:
+        self.warn("--notify: this system has no way to show a notification "
+                  "(notify-send on Linux, osascript on macOS); going on without")  # fmt: skip
+
+    def runner_from_config(self, spec: str, where: str) -> None:
+        """A repository's config runs a command of its choosing: it is never run unseen."""
+        self.note(f"runner from {where}: {shown(spec)}")
+
     def watching(self, count: int, how: str) -> None:
-        self.note(f"watching {counted(count, 'package')} in {self.root} ({how}); Ctrl+C to stop")
+        root = shown(str(self.root))
+        self.note(f"watching {counted(count, 'package')} in {root} ({how}); Ctrl+C to stop")
+
+    def root_gone(self) -> None:
+        self.warn(f"{shown(str(self.root))} is gone; stopping")
 
     def packages_changed(self, added: Iterable[str], removed: Iterable[str]) -> None:
-        words = [f"+{r}" for r in sorted(added)] + [f"-{r}" for r in sorted(removed)]
+        words = [f"+{shown(r)}" for r in sorted(added)] + [f"-{shown(r)}" for r in sorted(removed)]
         self.say(self.paint(f"packages: {' '.join(words)}", "dim"))
 
     def not_in_package(self, arg: str) -> None:
@@ -2927,10 +3364,16 @@ class Reporter:
             f"not reacting to that during runs any more. To ignore it for good: {globs}"
         )
 
-    def warm_lost(self, warm: float, cold: float) -> None:
+    def warm_judged(self, warm: float, cold: float, forking: bool) -> None:
+        if forking:
+            self.note(
+                f"forked runs are faster again ({warm:.2f}s against {cold:.2f}s cold, for the "
+                "same packages); forking runs from now on"
+            )
+            return
         self.note(
-            f"forked runs were no faster than cold ones ({warm:.2f}s against {cold:.2f}s); "
-            "starting every run cold from now on"
+            f"forked runs were no faster than cold ones ({warm:.2f}s against {cold:.2f}s, for "
+            "the same packages); starting runs cold from now on"
         )
 
     def no_toml_for_config(self) -> None:
@@ -2944,7 +3387,7 @@ class Reporter:
     def unreadable(self, path: str) -> None:
         if path not in self.warned_unreadable:
             self.warned_unreadable.add(path)
-            self.warn(f"cannot read {path}; skipped, and changes below it are not seen")
+            self.warn(f"cannot read {shown(path)}; skipped, and changes below it are not seen")
 
     def too_many_watches(self, needed: int, limit: int) -> None:
         self.warn(
@@ -2959,7 +3402,7 @@ class Reporter:
         )
 
     def cannot_watch(self, path: str, reason: str) -> None:
-        self.warn(f"cannot watch {path}: {reason}")
+        self.warn(f"cannot watch {shown(path)}: {reason}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -2996,6 +3439,7 @@ class Options:
     durations: str | None = None
     plan: bool = False
     junit_xml: str | None = None
+    runner_from: str = ""  # the config file that set the runner, if one did
 
 
 def non_negative(value: str) -> float:
@@ -3074,6 +3518,7 @@ class Setting:
     metavar: str | None = None
     short: str = ""
     in_config: bool = True
+    takes: tuple[type, ...] = (int, float, str)  # a ``value``'s types in pyproject.toml
 
     @property
     def field(self) -> str:
@@ -3094,7 +3539,7 @@ SETTINGS = (
             metavar="PATH", in_config=False),
     Setting("runner", "value", "for every package: auto (pytest where pytest is configured or "
             "its tests need it, else nose), nose, nose2, pytest, unittest, or a command with "
-            "{package}", metavar="NAME|CMD"),
+            "{package}", metavar="NAME|CMD", takes=(str,)),
     Setting("runners", "table", "the runner for packages matching GLOB (repeatable); "
             "--runner wins", metavar="GLOB=NAME|CMD"),
     Setting("venvs", "table", "the virtualenv (relative to the package) for packages matching "
@@ -3184,21 +3629,53 @@ def argument_parser() -> ArgumentParser:
     for setting in SETTINGS:
         if setting.kind != "args":
             add_setting(parser, setting)
+    parser.add_argument("--version", action="version", version=version_line())
     return parser
 
 
-def strings(value: Any, split: Callable[[str], list[str]]) -> tuple[str, ...]:
+def version_line() -> str:
+    try:
+        from importlib import metadata
+
+        watchdog = f"watchdog {metadata.version('watchdog')}"
+    except Exception:
+        watchdog = "no watchdog"
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"autotest {VERSION} (Python {python}, {watchdog})"
+
+
+TYPE_NAMES = {str: "a string", int: "a number", float: "a number"}
+
+
+def expected(types: Sequence[type]) -> str:
+    return " or ".join(dict.fromkeys(TYPE_NAMES[t] for t in types))
+
+
+def is_one_of(value: Any, types: Sequence[type]) -> bool:
+    return isinstance(value, tuple(types)) and not isinstance(value, bool)
+
+
+def strings(
+    value: Any, split: Callable[[str], list[str]], items: Sequence[type] = (str,)
+) -> tuple[str, ...]:
     """A config value that is a list of strings, or one string split into them."""
     if isinstance(value, str):
         return tuple(split(value))
-    if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+    if isinstance(value, list) and all(is_one_of(v, items) for v in value):
         return tuple(map(str, value))
-    raise argparse.ArgumentTypeError(f"expected a list of strings, got {value!r}")
+    what = "strings" if tuple(items) == (str,) else "strings or numbers"
+    raise argparse.ArgumentTypeError(f"expected a list of {what}, got {shown_value(value)}")
+
+
+def shown_value(value: Any) -> str:
+    return "a table" if isinstance(value, dict) else shown(repr(value))
 
 
 def setting_from_config(setting: Setting, value: Any) -> Any:
     """A config file's value, checked against what the setting takes."""
     if setting.kind == "flag":
+        if isinstance(value, (dict, list)):
+            raise argparse.ArgumentTypeError(f"expected true or false, got {shown_value(value)}")
         return config_bool(value)
     if setting.kind == "list":
         return strings(value, str.split)
@@ -3207,10 +3684,39 @@ def setting_from_config(setting: Setting, value: Any) -> Any:
             value = [f"{k}={v}" for k, v in value.items()]
         return tuple(pair(p) for p in strings(value, str.splitlines) if p.strip())
     if setting.kind == "args":
-        return strings(value, shlex.split)
-    if isinstance(value, (dict, list, bool)):
-        raise argparse.ArgumentTypeError(f"expected one value, got {value!r}")
+        return strings(value, shlex.split, (str, int, float))
+    if not is_one_of(value, setting.takes):
+        raise argparse.ArgumentTypeError(
+            f"expected {expected(setting.takes)}, got {shown_value(value)}"
+        )
     return setting.read(str(value))
+
+
+def config_error(path: Path, exc: Exception) -> UsageError:
+    """A config file that cannot be parsed, as one line: where, and the parser's first words."""
+    errors = getattr(exc, "errors", None)  # configparser.ParsingError: (line, text) pairs
+    line = errors[0][0] if errors else getattr(exc, "lineno", None)
+    if errors:
+        message = f"cannot parse {errors[0][1]}"
+    else:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UsageError(f"{shown(str(path))}{f', line {line}' if line else ''}: {shown(message)}")
+
+
+def tool_table(data: dict[str, Any], pyproject: Path) -> Any:
+    """``[tool.autotest]``, checked to be a table where there is one."""
+    tool = data.get("tool", {})
+    if not isinstance(tool, dict):
+        raise UsageError(
+            f"{shown(str(pyproject))}: tool: expected a table, got {shown_value(tool)}"
+        )
+    section = tool.get("autotest")
+    if section is not None and not isinstance(section, dict):
+        raise UsageError(
+            f"{shown(str(pyproject))}: tool.autotest: expected a table ([tool.autotest]), "
+            f"got {shown_value(section)}"
+        )
+    return section
 
 
 def config_sections(root: Path, on_no_toml: Callable[[], None]) -> list[tuple[str, Any]]:
@@ -3222,7 +3728,7 @@ def config_sections(root: Path, on_no_toml: Callable[[], None]) -> list[tuple[st
         try:
             parser.read(setup_cfg, encoding="utf-8")
         except (configparser.Error, UnicodeDecodeError) as exc:
-            raise UsageError(f"{setup_cfg}: {exc}") from None
+            raise config_error(setup_cfg, exc) from None
         if parser.has_section("autotest"):
             found.append(("setup.cfg [autotest]", dict(parser.items("autotest"))))
     pyproject = root / "pyproject.toml"
@@ -3230,28 +3736,35 @@ def config_sections(root: Path, on_no_toml: Callable[[], None]) -> list[tuple[st
         try:
             data = load_toml(pyproject)
         except (OSError, ValueError) as exc:
-            raise UsageError(f"{pyproject}: {exc}") from None
+            raise config_error(pyproject, exc) from None
         if data is None:
             if "[tool.autotest]" in pyproject.read_text(encoding="utf-8", errors="replace"):
                 on_no_toml()
-        elif "autotest" in data.get("tool", {}):
-            found.append(("pyproject.toml [tool.autotest]", data["tool"]["autotest"]))
+        elif (section := tool_table(data, pyproject)) is not None:
+            found.append(("pyproject.toml [tool.autotest]", section))
     return found
 
 
-def read_config(root: Path, on_no_toml: Callable[[], None]) -> dict[str, Any]:
-    """The settings the repository holds, by setting name; pyproject.toml wins."""
+def read_config(
+    root: Path, on_no_toml: Callable[[], None], origins: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The settings the repository holds, by setting name; pyproject.toml wins.  ``origins``
+    is told where each was found."""
     by_name = {s.name: s for s in SETTINGS if s.in_config}
     settings: dict[str, Any] = {}
     for where, section in config_sections(root, on_no_toml):
         for key, value in section.items():
             name = key.replace("_", "-")
             if name not in by_name:
-                raise UsageError(f"{where}: unknown setting {key!r} (known: {', '.join(by_name)})")
+                raise UsageError(
+                    f"{where}: unknown setting {shown(repr(key))} (known: {', '.join(by_name)})"
+                )
             try:
                 settings[name] = setting_from_config(by_name[name], value)
             except (argparse.ArgumentTypeError, ValueError) as exc:
-                raise UsageError(f"{where}: {key}: {exc}") from None
+                raise UsageError(f"{where}: {shown(key)}: {exc}") from None
+            if origins is not None:
+                origins[name] = where
     return settings
 
 
@@ -3268,19 +3781,25 @@ def parse_options(argv: Sequence[str], on_no_toml: Callable[[], None]) -> Option
         argv, runner_args = argv[:cut], tuple(argv[cut + 1 :])
     args = argument_parser().parse_args(argv)
     root = Path(args.root).expanduser() if args.root else default_root()
-    if not root.is_dir():
-        raise UsageError(f"root {str(root)!r} is not a directory")
-    root = root.resolve()
+    try:
+        if not stat.S_ISDIR(os.stat(root).st_mode):
+            raise UsageError(f"root {shown(repr(str(root)))} is not a directory")
+        root = root.resolve()
+    except OSError as exc:
+        raise UsageError(f"root {shown(repr(str(root)))}: {exc.strerror or exc}") from None
     given = {
         s.name: tuple(value) if isinstance(value, list) else value
         for s in SETTINGS
         if s.kind != "args" and (value := getattr(args, s.field)) is not None
     }
-    merged = {**read_config(root, on_no_toml), **given, "root": root}
+    origins: dict[str, str] = {}
+    merged = {**read_config(root, on_no_toml, origins), **given, "root": root}
     if "runner" in given and "runners" not in given:  # --runner is for every package
         merged.pop("runners", None)
     if runner_args is not None:
         merged["runner-args"] = runner_args
+    if "runner" not in given and "runner" in origins:
+        merged["runner-from"] = origins["runner"]
     options = Options(**{name.replace("-", "_"): value for name, value in merged.items()})
     check_combination(options)
     return options
@@ -3308,6 +3827,7 @@ class PackageSet:
         self.reporter = reporter
         self.packages: list[Package] = []
         self.graph = DependencyGraph({}, frozenset())
+        self.dropped: set[str] = set()  # directories skipped as unreadable
         self.refresh()
 
     def refresh(self, metadata_changed: bool = True) -> None:
@@ -3315,6 +3835,7 @@ class PackageSet:
         packages, unreadable = discover_packages(self.root)
         for path in unreadable:
             self.reporter.unreadable(path)
+        self.dropped = set(unreadable)
         if packages == self.packages and not metadata_changed:
             return
         if self.packages and packages != self.packages:
@@ -3323,8 +3844,8 @@ class PackageSet:
                 (p.rel for p in set(self.packages) - set(packages)),
             )
         self.packages = packages
-        self.graph = dependency_graph(packages)
-        self.reporter.width = max((len(p.rel) for p in packages), default=0)
+        self.read_graph()
+        self.reporter.width = max((len(shown(p.rel)) for p in packages), default=0)
 
     def follow(self, paths: Iterable[str]) -> None:
         """Rediscover packages when directories or metadata came or went; re-read the graph
@@ -3334,10 +3855,26 @@ class PackageSet:
         imports = any(
             p.endswith(".py") and owner_of(p, self.packages) in self.graph.scanned for p in paths
         )
-        if metadata or any(not os.path.isfile(p) for p in paths):
-            self.refresh(metadata or imports)
+        dropped = any(p.startswith(d + os.sep) for p in paths for d in self.dropped)
+        if metadata or dropped or any(not os.path.isfile(p) for p in paths):
+            self.refresh(metadata or imports or dropped)
         elif imports:
-            self.graph = dependency_graph(self.packages)
+            self.read_graph()
+
+    def read_graph(self) -> None:
+        """Read the graph; a package that can no longer be read is dropped, with a notice (it
+        comes back when a change below it finds it readable again)."""
+        while True:
+            try:
+                self.graph = dependency_graph(self.packages)
+                return
+            except OSError as exc:
+                owner = owner_of(os.fsdecode(exc.filename or ""), self.packages)
+                if owner is None:
+                    raise
+                self.reporter.unreadable(str(owner.path))
+                self.dropped.add(str(owner.path))
+                self.packages = [p for p in self.packages if p != owner]
 
     def owners(self, changed: Mapping[str, float]) -> dict[Package, float]:
         """The packages holding the changed paths, each with its latest change."""
@@ -3349,24 +3886,61 @@ class PackageSet:
         return owners
 
 
+def changed_from_arguments(
+    args: Sequence[str], root: Path, packages: Sequence[Package], outside: Callable[[str], None]
+) -> dict[str, float]:
+    """``--changed`` paths (relative to the current directory or the root), first one first."""
+    changed: dict[str, float] = {}
+    now = time.monotonic()
+    for index, arg in enumerate(args):
+        candidates = [Path(arg)] if os.path.isabs(arg) else [Path.cwd() / arg, root / arg]
+        for candidate in candidates:
+            path = os.path.abspath(candidate)
+            if owner_of(path, packages) is None:
+                path = os.path.realpath(candidate)
+            if owner_of(path, packages) is not None:
+                changed[path] = now - index * 1e-6
+                break
+        else:
+            outside(arg)
+    return changed
+
+
+def no_packages(root: Path) -> UsageError:
+    return UsageError(
+        f"no packages under {shown(str(root))} (a package is a directory holding "
+        f"{', '.join(PACKAGE_MARKERS[:-1])} or {PACKAGE_MARKERS[-1]}); pass --root DIR"
+    )
+
+
+def announce_settings(options: Options, reporter: Reporter) -> None:
+    """Before anything runs: a runner from the repository's config is named, and a
+    notification that cannot be sent is said once."""
+    if options.runner_from:
+        reporter.runner_from_config(options.runner, options.runner_from)
+    if options.notify and not can_notify():
+        reporter.cannot_notify()
+
+
 class Session:
     """The main loop, and the only place tests run: fed by the Intake, it orders each cycle,
     runs it and reports it."""
 
-    def __init__(self, options: Options, reporter: Reporter) -> None:
+    def __init__(
+        self, options: Options, reporter: Reporter, signals: Signals | None = None
+    ) -> None:
         self.options = options
         self.root = options.root
         self.reporter = reporter
+        self.signals = signals or Signals()
         reporter.root = options.root
         reporter.full_output = options.full_output
+        announce_settings(options, reporter)
         written = own_outputs(self.root, (options.junit_xml, options.durations))
         self.rules = IgnoreRules(self.root, (*options.ignore, *written))
         self.tree = PackageSet(self.root, reporter)
         if not self.tree.packages:
-            raise UsageError(
-                f"no packages under {self.root} (a package is a directory holding "
-                f"{', '.join(PACKAGE_MARKERS[:-1])} or {PACKAGE_MARKERS[-1]}); pass --root DIR"
-            )
+            raise no_packages(self.root)
         self.choices = self.choose()
         if not options.plan:  # a plan runs nothing, so its machine needs no runner
             check_choices(self.choices)
@@ -3384,6 +3958,8 @@ class Session:
         report = None if options.plan else options.junit_xml
         self.ci = CiJob(self.root, options.affected, options.shard, options.durations, report,
                         reporter.cannot_write)  # fmt: skip
+        self.progress = Progress()
+        self.live: list[Run] = []  # this cycle's runs: none may outlive autotest
 
     @property
     def packages(self) -> list[Package]:
@@ -3401,17 +3977,29 @@ class Session:
         return Command(choice.runner.name, interpreter, tuple(argv))
 
     def start_run(self, package: Package) -> Run:
+        """Start a run.  Between a cold process's start and its record, a signal waits: no
+        run can be left behind (a forked one the warm interpreter kills itself)."""
         choice = self.choices[package]
         command = self.command_for(package)
         argv = [*command.argv, *self.ci.run_args(command.runner, package)]
-        env = run_environment(choice.runner, pycache_dir(), choice.python)
+        env = {
+            **run_environment(choice.runner, pycache_dir(), choice.python),
+            PACKAGE_ENV: str(package.path),
+        }
         saved = output_dir(self.root) / (package.rel.replace("/", "__") + ".log")
         needs = Needs(
             lambda modules: self.unavailable(modules, choice.python),
             install_test_deps_command(package, choice.python),
         )
-        launcher = self.warm.launcher_for_runs()
-        return Run(package, argv, env, choice.runner, self.options.timeout, launcher, saved, needs)
+        launcher = self.warm.launcher_for(package)
+        if launcher is not None:
+            launcher.wait_ready(argv)
+        with self.signals.deferred():
+            run = Run(package, argv, env, choice.runner, self.options.timeout, launcher, saved,
+                      needs)  # fmt: skip
+            self.live.append(run)
+        self.progress.started(package)
+        return run
 
     def unavailable(self, modules: Sequence[str], python: str) -> str | None:
         """The first module a run missed that cannot be had here: not installed for its
@@ -3429,9 +4017,24 @@ class Session:
         return next((m for m in modules if not module_installed(python, m)), None)
 
     def record(self, result: RunResult) -> None:
+        self.progress.ended(result.package)
         self.reporter.verdict(result)
         self.warm.record(result)
         self.ci.recorded(result)
+
+    def pause(self, seconds: float) -> None:
+        """While packages run: the status line, then a short wait."""
+        self.reporter.running(self.progress.running())
+        time.sleep(seconds)
+
+    def end_runs(self) -> None:
+        """Kill what is still running of this cycle's runs (those run_cycle has not seen)."""
+        for run in self.live:
+            if run.proc is not None and run.proc.poll() is None:
+                run.kill()
+        self.live.clear()
+        with contextlib.suppress(OSError, ValueError):  # the terminal may have hung up
+            self.reporter.erase_status()
 
     def cycle(self, changed: Mapping[str, float], only: set[Package] | None = None) -> CycleOutcome:
         steps = cycle_order(
@@ -3449,6 +4052,7 @@ class Session:
             self.pool.prepare(c.runner for c in ours)
         watching = not self.options.once
         self.ci.cycle_started()
+        self.progress.cycle(steps)
         self.guard.cycle_started(time.monotonic())
         try:
             outcome = run_cycle(
@@ -3459,8 +4063,10 @@ class Session:
                 self.options.restart,
                 self.record,
                 keep_going=self.options.keep_going,
+                pause=self.pause,
             )
         finally:
+            self.end_runs()
             self.guard.cycle_ended(time.monotonic())
         self.ci.cycle_ended(outcome, (p.rel for p in self.packages))
         self.failed.difference_update(r.package for r in outcome.results)
@@ -3469,9 +4075,9 @@ class Session:
         if not outcome.interrupted:
             self.after_cycle(outcome)
         self.warm.cycle_done()
-        lost = self.warm.judge(len(self.packages))
-        if lost is not None:
-            self.reporter.warm_lost(*lost)
+        judged = self.warm.judge(len(self.packages))
+        if judged is not None:
+            self.reporter.warm_judged(*judged)
         return outcome
 
     def begin(self) -> None:
@@ -3487,24 +4093,6 @@ class Session:
         elif self.options.notify and not self.last_passed:
             self.reporter.notify_recovered()
         self.last_passed = outcome.passed
-
-    def changed_from_arguments(self) -> dict[str, float]:
-        """``--changed`` paths (relative to the current directory or the root), first one first."""
-        changed: dict[str, float] = {}
-        now = time.monotonic()
-        for index, arg in enumerate(self.options.changed):
-            candidates = [Path(arg)] if os.path.isabs(arg) else [Path.cwd() / arg, self.root / arg]
-            for candidate in candidates:
-                path = os.path.abspath(candidate)
-                if owner_of(path, self.packages) is None:
-                    path = os.path.realpath(candidate)
-                if owner_of(path, self.packages) is not None:
-                    changed[path] = now - index * 1e-6
-                    break
-            else:
-                if not self.options.affected:  # there, a change outside is simply no change
-                    self.reporter.not_in_package(arg)
-        return changed
 
     def run_all(self) -> CycleOutcome:
         self.begin()
@@ -3526,6 +4114,12 @@ class Session:
         self.reporter.header(describe_changes(changed, self.root, known))
         return self.cycle(changed)
 
+    def changed_from_arguments(self) -> dict[str, float]:
+        """``--changed``; under ``--affected`` a path outside every package is simply no
+        change, elsewhere it is named."""
+        outside = self.reporter.not_in_package if not self.options.affected else lambda a: None
+        return changed_from_arguments(self.options.changed, self.root, self.packages, outside)
+
     def first_cycle(self) -> CycleOutcome:
         changed = self.changed_from_arguments()
         return self.run_changes(changed, self.packages) if changed else self.run_all()
@@ -3546,8 +4140,9 @@ class Session:
             raise UsageError(f"cannot watch {self.root}: {exc.strerror or exc}") from None
         self.reporter.watching(len(self.packages), how)
         if self.options.warm:
-            self.pool = WarmPool(self.env)
-            self.warm = WarmPolicy(self.pool)
+            with self.signals.deferred():
+                self.pool = WarmPool(self.env)
+                self.warm = WarmPolicy(self.pool)
         try:
             with KeyReader(self.changes.press) if interactive else contextlib.nullcontext():
                 outcome = self.first_cycle()
@@ -3556,10 +4151,13 @@ class Session:
                         self.reporter.menu()
                     request = self.intake.next_request()
                     if request.kind == "quit":
-                        return 0 if self.last_passed else 1
+                        break
                     outcome = self.respond(request)
+        except QuitRequested:
+            pass  # q during a run: run_cycle has killed the runs on the way out
         finally:
             watcher.stop()
+        return 0 if self.last_passed else 1
 
     def respond(self, request: Request) -> CycleOutcome:
         if request.kind == "all":
@@ -3567,16 +4165,21 @@ class Session:
         if request.kind == "failed":
             return self.run_failed()
         batch = request.paths
+        if not self.root.is_dir():
+            raise UsageError(f"the root {shown(str(self.root))} is gone; stopping")
         looping = self.guard.observe(batch)
         if looping:
             self.reporter.loop_found(looping)
         before = self.packages
         self.tree.follow(batch)
         self.failed &= set(self.packages)
+        self.warm.code_changed(self.tree.owners(batch))
         forget_bytecode(batch, self.env.get("PYTHONPYCACHEPREFIX"))
         return self.run_changes(batch, list({*before, *self.packages}))
 
     def close(self) -> None:
+        """Kill whatever still runs; safe to call again (a signal may cut a first call short)."""
+        self.end_runs()
         self.warm.close()
         self.ci.close()
 
@@ -3602,36 +4205,57 @@ class CiSession(Session):
         return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    with contextlib.suppress(AttributeError, ValueError):  # a name that is not UTF-8 is no crash
-        sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
-    reporter = Reporter(sys.stdout, use_color(sys.stdout))
-    session: Session | None = None
-    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-        signal.signal(signal.SIGTERM, raise_terminated)
+def run_session(
+    argv: Sequence[str], reporter: Reporter, signals: Signals, sessions: list[Session]
+) -> int:
     try:
-        options = parse_options(sys.argv[1:] if argv is None else argv, reporter.no_toml_for_config)
+        options = parse_options(argv, reporter.no_toml_for_config)
         if options.plan:  # stdout carries the JSON alone; notices go to stderr
             reporter.stream = sys.stderr
-        if options.plan or options.affected or options.shard:
-            session = CiSession(options, reporter)
-            return session.plan() if options.plan else session.once()
-        session = Session(options, reporter)
+        ci = options.plan or options.affected or options.shard
+        session = (CiSession if ci else Session)(options, reporter, signals)
+        sessions.append(session)
+        if options.plan:
+            return session.plan()  # type: ignore[attr-defined]
         if options.once:
             return session.once()
         return session.watch(interactive=sys.stdin is not None and sys.stdin.isatty())
     except UsageError as exc:
-        sys.stderr.write(f"autotest: error: {exc}\n")
+        with contextlib.suppress(OSError, ValueError):
+            reporter.erase_status()
+            sys.stderr.write(f"autotest: error: {shown(str(exc))}\n")
         return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Every way out ends here: a signal exits 128 + its number, a closed stdout quietly, and
+    whatever was started is killed first."""
+    with contextlib.suppress(AttributeError, ValueError):  # a name that is not UTF-8 is no crash
+        sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+    reporter = Reporter(sys.stdout, use_color(sys.stdout))
+    signals = Signals()
+    signals.install()
+    silence_watchdog()
+    sessions: list[Session] = []
+    try:
+        try:
+            return run_session(sys.argv[1:] if argv is None else argv, reporter, signals, sessions)
+        except OSError as exc:  # stdout closed (| head), or its terminal hung up
+            if not isinstance(exc, BrokenPipeError) and exc.errno != errno.EIO:
+                raise
+            return 1 if isinstance(exc, BrokenPipeError) else 128 + SIGHUP_NUMBER
+        finally:
+            for session in sessions:
+                session.close()
+    except Terminated as exc:
+        for session in sessions:  # again: the signal may have cut the first close short
+            session.close()
+        return 128 + exc.signum
     except KeyboardInterrupt:
         return 130
-    except Terminated:
-        return 143
-    except BrokenPipeError:
-        return 1
     finally:
-        if session is not None:
-            session.close()
+        signals.settle()
+        flush_or_quiet()
 
 
 if __name__ == "__main__":
