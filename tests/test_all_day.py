@@ -241,6 +241,34 @@ def test_each_forked_run_gets_a_fresh_hash_seed_unless_one_is_set(
         assert len(seeds) == 4, runs
 
 
+def test_one_warm_interpreter_serves_a_whole_cycle_and_the_next_cycle_gets_a_fresh_one(
+    repo: Repo, tmp_path: Path
+) -> None:
+    """A package runs once per cycle, so one seed per cycle is a fresh seed for every run of
+    every package, and a cycle of many packages pays for one interpreter start."""
+    out = tmp_path / "hashes"
+    core = repo.package("libs/core", name="acme-core", tests=HASH_TEST.format(out=str(out)))
+    for name in ("acme-api", "acme-web"):
+        repo.package(f"libs/{name}", name=name, deps=["acme-core"],
+                     tests=HASH_TEST.format(out=str(out)))  # fmt: skip
+    w = Watch(repo.path, env=clean_env(PYTHONDONTWRITEBYTECODE="1"))
+    try:
+        w.wait_cycles(1)
+        for cycle in (2, 3):
+            edit(core / "acme_core" / "__init__.py")
+            w.wait_cycles(cycle)
+    finally:
+        w.stop()
+    runs = [line.split() for line in out.read_text().splitlines()]
+    assert len(runs) == 9, runs
+    second, third = runs[3:6], runs[6:9]
+    assert len({parent for parent, _ in second}) == 1, "one interpreter forked the cycle"
+    assert len({parent for parent, _ in third}) == 1
+    assert second[0][0] != third[0][0], "a fresh interpreter for the next cycle"
+    assert second[0][1] != third[0][1], "with a fresh hash seed"
+    assert str(w.proc.pid) not in {second[0][0], third[0][0]}, "forked, not cold"
+
+
 def hash_with_seed_zero() -> int:
     done = subprocess.run(
         [sys.executable, "-c", "print(hash('autotest'))"],

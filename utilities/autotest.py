@@ -1988,8 +1988,10 @@ NOSE_CANNOT_RUN = (
 # type-checked with the rest and ``ps`` shows one short line.
 #
 # A forked child inherits its interpreter's hash seed, so unless PYTHONHASHSEED fixes it, each
-# warm interpreter forks one run only and a fresh one (a fresh seed) starts in the background
-# as soon as it has: every run sees a seed of its own, as a cold run does.
+# warm interpreter serves one cycle, and a fresh one (a fresh seed) starts in the background as
+# soon as the cycle ends: a package runs once per cycle, so each of its runs sees a seed that
+# differs from its last one, as with cold runs, while a cycle of many packages pays for one
+# interpreter start, not one per package.
 #
 # The protocol, over a socket pair, one line per message:
 #   server -> autotest   ``ready``              the runner is imported; requests may come
@@ -2192,6 +2194,7 @@ class WarmServer:
     """One warm interpreter and its end of the socket."""
 
     def __init__(self, module: str, preload: Sequence[str], env: Mapping[str, str]) -> None:
+        self.used = False  # it has forked a run, so its hash seed has been seen
         self.exits: dict[int, int] = {}
         self.running: set[int] = set()
         self.buffer = b""
@@ -2364,9 +2367,16 @@ class WarmLauncher:
             self.spare = None
             return None
         self.serving[pid] = server
-        if self.fresh_seeds:
-            self._start_spare()
+        server.used = True
         return WarmProcess(self, pid)
+
+    def renew(self) -> None:
+        """After a cycle: a fresh interpreter (a fresh hash seed) for the next one, started now
+        so that it is ready by then; the used one ends once its runs have."""
+        if self.fresh_seeds and self.spare is not None and self.spare.used:
+            used, self.spare = self.spare, None
+            self._retire(used)
+            self._start_spare()
 
     def exit_code(self, pid: int, block: bool) -> int | None:
         server = self.serving.get(pid)
@@ -2405,6 +2415,8 @@ class Launcher(Protocol):
 
     def wait_ready(self, command: Sequence[str]) -> None: ...
 
+    def renew(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -2439,6 +2451,10 @@ class WarmPool:
     ) -> WarmProcess | None:
         launcher = self.launcher_for(command)
         return None if launcher is None else launcher.launch(package, command, env, out)
+
+    def renew(self) -> None:
+        for launcher in self.launchers.values():
+            launcher.renew()
 
     def prepare(self, runners: Iterable[Runner]) -> None:
         """Start the warm interpreters of these runners, where not started yet, so that they
@@ -2500,6 +2516,8 @@ class WarmPolicy:
     def cycle_done(self) -> None:
         self.cold_cycle_done = True
         self.probed = False
+        if self.launcher is not None:
+            self.launcher.renew()
 
     def judge(self, package_count: int) -> tuple[float, float, bool] | None:
         """Judge again: the summed warm and cold times and the new decision when it changed,
