@@ -158,7 +158,10 @@ def test_read_metadata_from_pyproject(tmp_path: Path) -> None:
     meta = at.read_metadata(pkg(tmp_path, "p"))
     assert meta.name == "my-pkg"
     assert labelled(meta) == {
-        ("foo-bar", ""), ("baz", ""), ("qux-lib", "tests"), ("sphinx", "extra docs")
+        ("foo-bar", ""),
+        ("baz", ""),
+        ("qux-lib", "tests"),
+        ("sphinx", "extra docs"),
     }
 
 

@@ -797,7 +797,8 @@ def discover(root: Path, excluded: Callable[[str, str], bool] | None = None) -> 
     found: list[Package] = []
     left_out: list[tuple[str, str]] = []
     unreadable: list[str] = []
-    stack: list[tuple[str, str, str | None]] = [(str(root), "", None)]  # path, why, package
+    root_package = root.name if holds_package_metadata(root) else None  # its tests hold data
+    stack: list[tuple[str, str, str | None]] = [(str(root), "", root_package)]
     while stack:
         directory, why, package = stack.pop()
         try:
@@ -821,7 +822,7 @@ def discover(root: Path, excluded: Callable[[str, str], bool] | None = None) -> 
                 or (excluded is not None and excluded(entry.name, entry.path))
             ):
                 stack.append((entry.path, below(why, entry, rel, package, importable), package))
-    if not found and holds_package_metadata(root):
+    if not found and root_package is not None:
         found.append(Package(root, root.name or str(root)))
     return Discovery(
         tuple(sorted(found, key=lambda p: p.rel)),
@@ -1036,7 +1037,8 @@ def requirement_line(line: str, here: Path, root: Path, label: str) -> Declared 
 def read_requirement_file(path: Path, root: Path, seen: set[Path]) -> list[Declared]:
     """Every requirement the file lists, following ``-r other.txt`` within the root."""
     seen.add(path)
-    label = "tests" if "test" in path.name.lower() else path.name
+    shown = f"requirements/{path.name}" if path.parent.name == "requirements" else path.name
+    label = "tests" if "test" in path.name.lower() else shown
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -3106,7 +3108,7 @@ class PackageSet:
         return not self.chosen or any(package in self.matching(c) for c in self.chosen)
 
     def names_no_package(self, chosen: str) -> str:
-        close = difflib.get_close_matches(chosen.strip("/"), [p.rel for p in self.all], 3, 0.5)
+        close = difflib.get_close_matches(chosen.strip("/"), [p.rel for p in self.all], 3, 0.75)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         return f"{chosen!r} names no package under {self.root}{hint}"
 
