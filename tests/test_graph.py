@@ -11,12 +11,21 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import AUTOTEST, PASSING_TEST, Repo, clean_env, load_autotest, run_autotest
+from conftest import (
+    AUTOTEST,
+    PASSING_TEST,
+    Repo,
+    Watch,
+    clean_env,
+    load_autotest,
+    run_autotest,
+)
 
 at = load_autotest()
 FAST_ENV = clean_env(PYTHONDONTWRITEBYTECODE="1")
@@ -247,13 +256,13 @@ def test_the_import_scan_reads_a_file_again_only_when_it_changed(tmp_path: Path)
     source.parent.mkdir()
     source.write_text("import alpha\n")
     scan = at.ImportScan()
-    assert scan.imports(str(source), os.stat(source)) == {"alpha"}
+    assert scan.imports(str(source)) == {"alpha"}
     stat = os.stat(source)
     source.write_text("import omega\n")  # same size: only the mtime tells
     os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert scan.imports(str(source), os.stat(source)) == {"alpha"}
+    assert scan.imports(str(source)) == {"alpha"}
     os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    assert scan.imports(str(source), os.stat(source)) == {"omega"}
+    assert scan.imports(str(source)) == {"omega"}
 
 
 @pytest.mark.parametrize(
@@ -578,3 +587,46 @@ def test_changed_may_be_repeated(repo: Repo) -> None:
     done = once(repo.path, "--changed", "exporter/acme-exporter-http", "--changed",
                 "exporter/acme-exporter-grpc")  # fmt: skip
     assert ran(done.stdout)[:2] == ["exporter/acme-exporter-http", "exporter/acme-exporter-grpc"]
+
+
+def test_an_import_added_while_watching_makes_an_edge_at_once(
+    repo: Repo, watch: Callable[..., Watch]
+) -> None:
+    project(repo, "libs/core", "acme-core", "acme_core")
+    project(repo, "apps/app", "acme-app", "acme_app")
+    project(repo, "apps/other", "acme-other", "acme_other")
+    w = watch(repo.path, "-v", env=FAST_ENV)
+    w.wait_cycles(1)
+    repo.write("apps/app/src/acme_app/__init__.py", "def late():\n    import acme_core\n")
+    w.wait_cycles(2)
+    repo.write("libs/core/src/acme_core/__init__.py", "VALUE = 2\n")
+    end = w.wait_cycles(3)
+    start = w.lines.index("changed: libs/core/src/acme_core/__init__.py")
+    assert explained("\n".join(w.lines[start:end]))[:2] == [
+        "1. libs/core  (changed)",
+        "2. apps/app  (uses libs/core (imports))",
+    ]
+
+
+def test_the_import_scan_is_kept_between_runs_and_read_again_when_stale(tmp_path: Path) -> None:
+    source = tmp_path / "pkg" / "mod.py"
+    source.parent.mkdir()
+    source.write_text("import acme_core\nimport json\n")
+    first = at.ImportScan()
+    first.want(frozenset({"acme_core"}))
+    assert first.imports(str(source)) == {"acme_core"}  # json is nobody's module here
+    kept = str(tmp_path / "cache" / "scan.json")
+    first.save(kept)
+    stat = os.stat(source)
+    source.write_text("import acme_zore\nimport json\n")  # same size
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    second = at.ImportScan()
+    second.load(kept)
+    second.want(frozenset({"acme_core"}))
+    assert second.imports(str(source)) == {"acme_core"}  # not read: taken from the file
+    second.want(frozenset({"acme_core", "acme_zore"}))  # a new package: every file again
+    assert second.imports(str(source)) == {"acme_zore"}
+    Path(kept).write_text("{not json")
+    third = at.ImportScan()
+    third.load(kept)
+    assert third.files == {}

@@ -16,7 +16,8 @@ Copy this one file into ``utilities/`` of such a repository and run::
     python utilities/autotest.py              # watch; Ctrl+C or q to stop
     python utilities/autotest.py --once       # one cycle; exit 0 all passed, 1 a package failed
 
-A package is any directory below the root holding pyproject.toml, setup.py or setup.cfg.  Each
+A package is any directory below the root holding pyproject.toml, setup.py or setup.cfg (test
+data and templates aside; a root that is itself one project is the one package).  Each
 package runs in its own subprocess, with the package directory as working directory and the
 interpreter that runs this script.  ``--help`` lists the options; each can also be set in
 ``[tool.autotest]`` of the root pyproject.toml or ``[autotest]`` of its setup.cfg.
@@ -44,7 +45,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import zlib
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, NoReturn, Protocol
@@ -65,16 +67,19 @@ except ImportError as _exc:  # --help and --once work without it; watching says 
 #
 # Sections, leaves first; each uses only those above it:
 #
-#   Basics          errors, the verdicts, every timing constant, the one git helper
+#   Basics          errors, the verdicts, every timing constant, the git helpers
 #   Platform        every POSIX/Windows branch: process groups, killing a tree, keys,
 #                   notifications, the inotify limit
 #   Ignore rules    the one authority on what is a tool's directory or file, never a change
-#   Packages        discovery, metadata and the graph of which package uses which
+#   TOML            a TOML reader for Pythons without tomllib or tomli
+#   Packages        discovery (what is a package), metadata, the import scan, and the graph
+#                   of which package uses which, each edge labelled
 #   Hand-off        ChangeSet, the one object two threads share
 #   Watching        watchdog's thread: the event handler, the watch plan, the Watcher
 #   Loop guard      tells the test runs' own writes from a person's edits
 #   Intake          the main thread's side: one debounce, the git filter, keys -> a Request
-#   Order           the pure decision of which package runs when, and why
+#   Order           the pure decision of which package runs when, and why: groups, each in
+#                   topological order
 #   Runners         nose, nose2, pytest, unittest or a command: what each needs and how it ends
 #   One run         one package's test process and its RunResult
 #   Warm runner     the forking server (real code, sent to a fresh interpreter), its client,
@@ -82,7 +87,8 @@ except ImportError as _exc:  # --help and --once work without it; watching says 
 #   Cycle           packages in order, up to --jobs at once, until the first failure
 #   Report          every sentence a user reads is built here
 #   Options         one table of settings: the command line, the config files, the defaults
-#   Session         thin wiring of the above, and main()
+#   Session         thin wiring of the above: the package set (found, chosen, its graph kept
+#                   in step), the changes named at start, and main()
 #
 # Threads.  watchdog's observer thread runs ChangeHandler, which filters cheaply and calls
 # ChangeSet.add/remove; the key reader thread calls ChangeSet.press.  Everything else, tests
@@ -1132,12 +1138,16 @@ IMPORT_STATEMENT = re.compile(
 )
 
 
-def imports_in(source: bytes) -> frozenset[str]:
-    """Every absolute dotted name a source imports (``from a import b`` gives a and a.b)."""
+def imports_in(source: bytes, wanted: Container[str] | None = None) -> frozenset[str]:
+    """Every absolute dotted name a source imports (``from a import b`` gives a and a.b) whose
+    top-level name is ``wanted`` (all when None): most imports are of the standard library or
+    third parties, and dropping them early halves the scan."""
     imported: set[str] = set()
     for module, names, plain in IMPORT_STATEMENT.findall(source):
         if module and not module.startswith(b"."):
             base = module.decode("ascii", "replace")
+            if wanted is not None and base.partition(".")[0] not in wanted:
+                continue
             imported.add(base)
             for item in names.strip(b"()\\ \t").split(b","):
                 word = item.split()[:1]
@@ -1145,29 +1155,75 @@ def imports_in(source: bytes) -> frozenset[str]:
                     imported.add(f"{base}.{word[0].decode('ascii', 'replace')}")
         for item in plain.split(b","):
             word = item.split()[:1]
-            if word:
-                imported.add(word[0].decode("ascii", "replace"))
+            name = word[0].decode("ascii", "replace") if word else ""
+            if name and (wanted is None or name.partition(".")[0] in wanted):
+                imported.add(name)
     return frozenset(imported)
 
 
-def is_test_file(rel_parts: Sequence[str]) -> bool:
-    name = rel_parts[-1]
-    return (
-        any(part in TEST_DIR_NAMES for part in rel_parts[:-1])
-        or name.startswith("test_")
-        or name.endswith("_test.py")
-        or name == "conftest.py"
-    )
+def is_test_module(name: str) -> bool:
+    return name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py"
+
+
+SCAN_CACHE_VERSION = 1
+
+
+def scan_cache_file(root: Path) -> str:
+    """Where the import scan of ``root`` is kept between runs: per user, outside the tree."""
+    name = f"{zlib.crc32(os.fsencode(root)):08x}-{root.name[:40]}.json"
+    return os.path.join(tempfile.gettempdir(), f"autotest-scan{user_suffix()}", name)
 
 
 class ImportScan:
-    """What each Python file imports, kept by (mtime, size), and what each package imports,
-    kept until a path inside it changes: start-up reads every file once, and a change later
-    costs reading the changed files and walking the packages that hold them."""
+    """What each Python file imports of the ``wanted`` top-level modules (the packages'),
+    kept by (mtime, size), and what each package imports, kept until a path inside it
+    changes.  A change costs reading the changed files and walking the packages that hold
+    them; kept in a file between runs, a start costs one ``stat`` per file."""
 
     def __init__(self) -> None:
+        self.wanted: frozenset[str] | None = None  # None: every module
         self.files: dict[str, tuple[int, int, frozenset[str]]] = {}
         self.packages: dict[Path, dict[str, set[str]]] = {}
+        self.changed = False
+        self.looked_up: set[str] = set()  # only these are kept: the others are gone
+
+    def want(self, wanted: frozenset[str] | None) -> None:
+        """Look for these modules from now on; a different set means reading every file."""
+        if wanted != self.wanted:
+            self.wanted = wanted
+            self.files.clear()
+            self.packages.clear()
+
+    def load(self, path: str) -> None:
+        """Start from what an earlier run read, if anything; a cache that cannot be read is
+        no cache."""
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError, AttributeError):
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+            if data["version"] == SCAN_CACHE_VERSION:
+                wanted = data["wanted"]
+                self.wanted = None if wanted is None else frozenset(wanted)
+                self.files = {p: (m, s, frozenset(n)) for p, (m, s, n) in data["files"].items()}
+
+    def save(self, path: str) -> None:
+        """Keep what was read for the next run, in one atomic write, if anything changed."""
+        if not self.changed:
+            return
+        data = {
+            "version": SCAN_CACHE_VERSION,
+            "wanted": None if self.wanted is None else sorted(self.wanted),
+            "files": {
+                p: (m, s, sorted(n)) for p, (m, s, n) in self.files.items() if p in self.looked_up
+            },
+        }
+        with contextlib.suppress(OSError):
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            with tempfile.NamedTemporaryFile(
+                "w", dir=os.path.dirname(path), suffix=".tmp", delete=False, encoding="utf-8"
+            ) as f:
+                json.dump(data, f, separators=(",", ":"))
+            os.replace(f.name, path)
+            self.changed = False
 
     def forget(self, paths: Iterable[str]) -> None:
         """Walk again the packages holding any of ``paths`` (a file, or a directory that came
@@ -1176,16 +1232,23 @@ class ImportScan:
             for directory in [d for d in self.packages if path.startswith(str(d) + os.sep)]:
                 del self.packages[directory]
 
-    def imports(self, path: str, stat: os.stat_result) -> frozenset[str]:
-        key = (stat.st_mtime_ns, stat.st_size)
+    def imports(self, path: str) -> frozenset[str]:
+        """What the file imports: from the cache while its mtime and size are unchanged."""
+        self.looked_up.add(path)
         known = self.files.get(path)
-        if known is not None and known[:2] == key:
-            return known[2]
-        imported: frozenset[str] = frozenset()
-        if stat.st_size <= MAX_SCANNED_BYTES:
-            with contextlib.suppress(OSError), open(path, "rb") as f:
-                imported = imports_in(f.read())
-        self.files[path] = (*key, imported)
+        try:
+            if known is not None:
+                stat = os.stat(path)
+                if known[:2] == (stat.st_mtime_ns, stat.st_size):
+                    return known[2]
+            with open(path, "rb") as f:
+                stat = os.fstat(f.fileno())
+                big = stat.st_size > MAX_SCANNED_BYTES
+                imported = frozenset() if big else imports_in(f.read(), self.wanted)
+        except OSError:
+            return frozenset()
+        self.files[path] = (stat.st_mtime_ns, stat.st_size, imported)
+        self.changed = True
         return imported
 
     def package_imports(self, package: Package, others: Iterable[str]) -> dict[str, set[str]]:
@@ -1193,23 +1256,23 @@ class ImportScan:
         leaving out ``others``: the directories of packages nested inside it."""
         if package.path in self.packages:
             return self.packages[package.path]
-        found: dict[str, set[str]] = {"code": set(), "tests": set()}
-        self.packages[package.path] = found
+        code: set[str] = set()
+        tests: set[str] = set()
         skip = set(others)
-        for directory, dirnames, filenames in os.walk(package.path):
+        top = str(package.path)
+        for directory, dirnames, filenames in os.walk(top):
             dirnames[:] = [
                 d for d in dirnames
                 if not holds_no_packages(d, os.path.join(directory, d))
                 and os.path.join(directory, d) not in skip
             ]  # fmt: skip
-            rel = os.path.relpath(directory, package.path).split(os.sep)
-            for filename in filenames:
-                if filename.endswith(".py"):
-                    path = os.path.join(directory, filename)
-                    with contextlib.suppress(OSError):
-                        kind = "tests" if is_test_file([*rel, filename]) else "code"
-                        found[kind] |= self.imports(path, os.stat(path))
-        return found
+            inside_tests = not TEST_DIR_NAMES.isdisjoint(directory[len(top) :].split(os.sep))
+            for name in filenames:
+                if name.endswith(".py"):
+                    found = tests if inside_tests or is_test_module(name) else code
+                    found |= self.imports(os.path.join(directory, name))
+        self.packages[package.path] = {"code": code, "tests": tests}
+        return self.packages[package.path]
 
 
 @dataclass(frozen=True)
@@ -1263,6 +1326,7 @@ def dependency_graph(
     for package in packages:
         for module in provided_modules(package):
             providers.setdefault(module, set()).add(package)
+    scan.want(frozenset(m.partition(".")[0] for m in providers))
     edges: dict[Package, dict[Package, set[str]]] = {p: {} for p in packages}
 
     def link(user: Package, used: Package | None, label: str) -> None:
@@ -3041,7 +3105,9 @@ class PackageSet:
         self.left_out: tuple[tuple[str, str], ...] = ()
         self.graph = DependencyGraph({})
         self.scan = ImportScan()
+        self.scan.load(scan_cache_file(root))
         self.refresh()
+        self.save()
         unmatched = [c for c in self.chosen if not self.matching(c)]
         if unmatched and self.all:
             raise UsageError(self.names_no_package(unmatched[0]))
@@ -3064,11 +3130,21 @@ class PackageSet:
         self.all = packages
         self.read_graph()
 
+    def save(self) -> None:
+        """Keep the import scan for the next start."""
+        self.scan.save(scan_cache_file(self.root))
+
     def read_graph(self) -> None:
         self.graph = dependency_graph(self.all, self.root, self.scan)
         for path, why in self.graph.unreadable:
             self.reporter.cannot_parse(path, why)
-        self.packages = [p for p in self.all if self.is_chosen(p)]
+        chosen = {p for c in self.chosen for p in self.matching(c)} if self.chosen else set()
+        self.packages = [
+            p
+            for p in self.all
+            if (not self.chosen or p in chosen)
+            and not any(glob_matches(p.rel, g) for g in self.exclude)
+        ]
         self.reporter.width = max((len(p.rel) for p in self.packages), default=0)
 
     def follow(self, paths: Iterable[str]) -> None:
@@ -3101,11 +3177,6 @@ class PackageSet:
             if fnmatch.fnmatchcase(p.rel, pattern)
             or fnmatch.fnmatchcase(self.graph.names.get(p, ""), normalize_name(pattern))
         ]
-
-    def is_chosen(self, package: Package) -> bool:
-        if any(glob_matches(package.rel, g) for g in self.exclude):
-            return False
-        return not self.chosen or any(package in self.matching(c) for c in self.chosen)
 
     def names_no_package(self, chosen: str) -> str:
         close = difflib.get_close_matches(chosen.strip("/"), [p.rel for p in self.all], 3, 0.75)
@@ -3326,6 +3397,7 @@ class Session:
 
     def close(self) -> None:
         self.warm.close()
+        self.tree.save()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
