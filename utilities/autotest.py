@@ -3194,6 +3194,20 @@ class PackageSet:
         return owners
 
 
+def path_named(arg: str, root: Path, packages: Sequence[Package]) -> str | None:
+    """A path given on the command line, in some package: relative to the current directory
+    or to the root (as git names them), an existing file winning over a path that is not there."""
+    candidates = [Path(arg)] if os.path.isabs(arg) else [Path.cwd() / arg, root / arg]
+    owned = [
+        path
+        for candidate in candidates
+        for path in dict.fromkeys((os.path.abspath(candidate), os.path.realpath(candidate)))
+        if owner_of(path, packages) is not None
+    ]
+    existing = [p for p in owned if os.path.lexists(p)]
+    return (existing or owned)[0] if owned else None
+
+
 class Session:
     """The main loop, and the only place tests run: fed by the Intake, it orders each cycle,
     runs it and reports it."""
@@ -3291,7 +3305,7 @@ class Session:
         changed: dict[str, float] = {}
         now = time.monotonic()
         for index, arg in enumerate(self.options.changed):
-            path = self.changed_path(arg)
+            path = path_named(arg, self.root, self.tree.all)
             if path is None:
                 self.reporter.not_in_package(arg)
             else:
@@ -3303,19 +3317,6 @@ class Session:
             for index, path in enumerate(since):
                 changed[path] = now - 1.0 - index * 1e-6
         return changed
-
-    def changed_path(self, arg: str) -> str | None:
-        """An argument of ``--changed`` as the path it names: relative to the current
-        directory or to the root, an existing file winning over a path that is not there."""
-        candidates = [Path(arg)] if os.path.isabs(arg) else [Path.cwd() / arg, self.root / arg]
-        owned = [
-            path
-            for candidate in candidates
-            for path in dict.fromkeys((os.path.abspath(candidate), os.path.realpath(candidate)))
-            if owner_of(path, self.tree.all) is not None
-        ]
-        existing = [p for p in owned if os.path.lexists(p)]
-        return (existing or owned)[0] if owned else None
 
     def run_all(self) -> CycleOutcome:
         self.begin()
