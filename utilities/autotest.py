@@ -1241,10 +1241,14 @@ class ImportScan:
                 stat = os.stat(path)
                 if known[:2] == (stat.st_mtime_ns, stat.st_size):
                     return known[2]
-            with open(path, "rb") as f:
-                stat = os.fstat(f.fileno())
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))  # half open()'s cost
+            try:
+                stat = os.fstat(fd)
                 big = stat.st_size > MAX_SCANNED_BYTES
-                imported = frozenset() if big else imports_in(f.read(), self.wanted)
+                source = b"" if big else os.read(fd, stat.st_size + 1)
+            finally:
+                os.close(fd)
+            imported = imports_in(source, self.wanted) if source else frozenset()
         except OSError:
             return frozenset()
         self.files[path] = (stat.st_mtime_ns, stat.st_size, imported)
@@ -1883,7 +1887,53 @@ def cycle_order(
     to run): dependents are still reached through them."""
     known = set(packages)
     users = users_of(uses)
-    distance: dict[Package, tuple[int, Package]] = {}  # how far, and through which package
+    distance = reached_from(changed, users)
+    used_by = {p: len(transitive_users(p, users)) for p in known}
+    first = [p for p in changed if p in known]
+    failed_group = set(failed) & known - set(first)
+    dependents = set(distance) & known - set(first) - failed_group
+    rest = known - set(first) - failed_group - dependents
+    labels = labels or {}
+    reached_at = {p: index for index, p in enumerate(distance)}
+    groups = [
+        topological(first, uses, lambda p: (-changed[p], p.rel)),
+        topological(failed_group, uses, lambda p: p.rel),
+        topological(dependents, uses, reached_at.__getitem__),
+        topological(rest, uses, lambda p: (-used_by[p], p.rel)),
+    ]
+    position = {p: index for index, p in enumerate(p for group in groups for p in group)}
+    reasons = {p: "changed" for p in groups[0]}
+    reasons.update({p: "failed last time" for p in groups[1]})
+    reasons.update({p: uses_reason(p, distance[p][1], labels) for p in groups[2]})
+    for package in groups[3]:
+        ran = [
+            u for u in uses.get(package, ()) if position.get(u, len(position)) < position[package]
+        ]
+        count = used_by[package]
+        reasons[package] = (
+            uses_reason(package, max(ran, key=position.__getitem__), labels)
+            if ran
+            else f"used by {count} package{'s' if count > 1 else ''}"
+            if count
+            else ""
+        )
+    for group in groups:  # a use of a package that runs later in the group is a broken cycle
+        for package in group:
+            later = [
+                u for u in uses.get(package, ()) if u in group and position[u] > position[package]
+            ]
+            if later:
+                cycle = f"in a cycle with {min(later, key=position.__getitem__).rel}"
+                reasons[package] = f"{reasons[package]}; {cycle}" if reasons[package] else cycle
+    return [Step(p, reasons[p]) for group in groups for p in group]
+
+
+def reached_from(
+    changed: Mapping[Package, float], users: Mapping[Package, list[Package]]
+) -> dict[Package, tuple[int, Package]]:
+    """The packages that use the changed ones, directly or not, each with how far and through
+    which package, in the order reached: nearest first, the most recent change first."""
+    distance: dict[Package, tuple[int, Package]] = {}
     frontier = sorted(changed, key=lambda p: (-changed[p], p.rel))
     reached, depth = set(frontier), 0
     while frontier:
@@ -1893,31 +1943,10 @@ def cycle_order(
             for user in users.get(package, []):
                 if user not in reached:
                     reached.add(user)
-                    distance[user] = (depth, package)  # in the order reached: nearest first
+                    distance[user] = (depth, package)
                     following.append(user)
         frontier = following
-    used_by = {p: len(transitive_users(p, users)) for p in known}
-    first = [p for p in changed if p in known]
-    failed_group = set(failed) & known - set(first)
-    dependents = set(distance) & known - set(first) - failed_group
-    rest = known - set(first) - failed_group - dependents
-    labels = labels or {}
-    steps = [Step(p, "changed") for p in topological(first, uses, lambda p: (-changed[p], p.rel))]
-    steps += [Step(p, "failed last time") for p in topological(failed_group, uses, lambda p: p.rel)]
-    reached_at = {p: index for index, p in enumerate(distance)}
-    for package in topological(dependents, uses, reached_at.__getitem__):
-        steps.append(Step(package, uses_reason(package, distance[package][1], labels)))
-    position = {step.package: index for index, step in enumerate(steps)}
-    for package in topological(rest, uses, lambda p: (-used_by[p], p.rel)):
-        ran = [u for u in uses.get(package, ()) if u in position]
-        if ran:
-            reason = uses_reason(package, max(ran, key=position.__getitem__), labels)
-        else:
-            count = used_by[package]
-            reason = f"used by {count} package{'s' if count > 1 else ''}" if count else ""
-        position[package] = len(steps)
-        steps.append(Step(package, reason))
-    return steps
+    return distance
 
 
 def uses_reason(user: Package, used: Package, labels: Mapping[tuple[Package, Package], str]) -> str:
@@ -3107,7 +3136,6 @@ class PackageSet:
         self.scan = ImportScan()
         self.scan.load(scan_cache_file(root))
         self.refresh()
-        self.save()
         unmatched = [c for c in self.chosen if not self.matching(c)]
         if unmatched and self.all:
             raise UsageError(self.names_no_package(unmatched[0]))
@@ -3339,8 +3367,12 @@ class Session:
         return self.cycle(changed)
 
     def first_cycle(self) -> CycleOutcome:
+        """The first cycle, then the import scan kept for the next start (not before: the
+        first test should start as early as it can)."""
         changed = self.first_changes
-        return self.run_changes(changed, self.tree.all) if changed else self.run_all()
+        outcome = self.run_changes(changed, self.tree.all) if changed else self.run_all()
+        self.tree.save()
+        return outcome
 
     def tell_packages(self) -> None:
         """With ``--explain``, the projects found that are not packages, and why."""
