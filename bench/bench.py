@@ -67,6 +67,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -1156,10 +1157,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         bench.procs.stop_all()
+        trees = {f"{zlib.crc32(os.fsencode(tree)):08x}" for tree in tmp.iterdir()}
         shutil.rmtree(tmp, ignore_errors=True)
         # autotest keeps bytecode in a per-user cache mirroring absolute paths: drop ours.
         mirror = Path(tempfile.gettempdir()) / f"autotest-pycache-{os.getuid()}"
         shutil.rmtree(mirror / str(tmp).lstrip(os.sep), ignore_errors=True)
+        # ... and the import scan of each tree, kept under a name that starts with a checksum
+        # of the tree's path.
+        for kept in (Path(tempfile.gettempdir()) / f"autotest-scan-{os.getuid()}").glob("*"):
+            if kept.name.split("-", 1)[0] in trees:
+                kept.unlink(missing_ok=True)
         signal.signal(signal.SIGINT, signal.default_int_handler)
     print("\n".join(header))
     print()

@@ -1166,6 +1166,7 @@ def is_test_module(name: str) -> bool:
 
 
 SCAN_CACHE_VERSION = 1
+KEEP_SCAN_FROM = 1000  # Python files; a smaller tree is read again faster than a cache is
 
 
 def scan_cache_file(root: Path) -> str:
@@ -3159,8 +3160,9 @@ class PackageSet:
         self.read_graph()
 
     def save(self) -> None:
-        """Keep the import scan for the next start."""
-        self.scan.save(scan_cache_file(self.root))
+        """Keep the import scan for the next start, in a tree big enough for it to matter."""
+        if len(self.scan.looked_up) >= KEEP_SCAN_FROM:
+            self.scan.save(scan_cache_file(self.root))
 
     def read_graph(self) -> None:
         self.graph = dependency_graph(self.all, self.root, self.scan)
@@ -3189,14 +3191,13 @@ class PackageSet:
 
     def matching(self, chosen: str) -> list[Package]:
         """The packages an argument names: a directory (the packages in it, or the one holding
-        it), else a glob over their paths from the root or their distribution names."""
+        it) or a file (the package holding it), from the current directory or the root, else a
+        glob over their paths from the root or their distribution names."""
         for base in (self.cwd, self.root):
-            directory = os.path.realpath(base / chosen)
-            if os.path.isdir(directory):
-                inside = [
-                    p for p in self.all if owner_of(str(p.path), [Package(Path(directory), "")])
-                ]
-                holder = owner_of(directory, self.all)
+            path = os.path.realpath(base / chosen)
+            if os.path.exists(path):
+                inside = [p for p in self.all if owner_of(str(p.path), [Package(Path(path), "")])]
+                holder = owner_of(path, self.all)
                 return inside or ([holder] if holder else [])
         pattern = chosen.strip("/")
         return [
