@@ -188,7 +188,7 @@ def test_a_closed_stdout_ends_autotest_quietly(repo: Repo) -> None:
         preexec_fn=default_sigint,
     )
     assert proc.stdout is not None and proc.stderr is not None
-    assert proc.stdout.readline().startswith(b"testing all 2 packages")
+    assert proc.stdout.readline().startswith(b"autotest: 2 packages in ")
     proc.stdout.close()  # as `| head -1` does
     assert proc.wait(timeout=30) == 1
     assert proc.stderr.read() == b""

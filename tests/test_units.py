@@ -156,7 +156,13 @@ def test_read_metadata_from_pyproject(tmp_path: Path) -> None:
         '[project.optional-dependencies]\ntest = ["qux.lib"]\ndocs = ["Sphinx"]\n',
     )
     meta = at.read_metadata(pkg(tmp_path, "p"))
-    assert meta == at.Metadata("my-pkg", frozenset({"foo-bar", "baz", "qux-lib", "sphinx"}))
+    assert meta.name == "my-pkg"
+    assert labelled(meta) == {
+        ("foo-bar", ""),
+        ("baz", ""),
+        ("qux-lib", "tests"),
+        ("sphinx", "extra docs"),
+    }
 
 
 def test_read_metadata_from_setup_cfg(tmp_path: Path) -> None:
@@ -167,7 +173,8 @@ def test_read_metadata_from_setup_cfg(tmp_path: Path) -> None:
         "    Foo_Bar>=1\n    baz\n\n[options.extras_require]\ntest =\n    pytest\n    qux\n",
     )
     meta = at.read_metadata(pkg(tmp_path, "p"))
-    assert meta == at.Metadata("cfg-pkg", frozenset({"foo-bar", "baz", "pytest", "qux"}))
+    assert meta.name == "cfg-pkg"
+    assert meta.requires == {"foo-bar", "baz", "pytest", "qux"}
 
 
 def test_read_metadata_from_setup_py_without_running_it(tmp_path: Path) -> None:
@@ -179,29 +186,17 @@ def test_read_metadata_from_setup_py_without_running_it(tmp_path: Path) -> None:
         "setup(name='Py_Pkg', install_requires=['Foo_Bar>=1', 'baz'])\n",
     )
     meta = at.read_metadata(pkg(tmp_path, "p"))
-    assert meta == at.Metadata("py-pkg", frozenset({"foo-bar", "baz"}))
+    assert (meta.name, meta.requires) == ("py-pkg", {"foo-bar", "baz"})
 
 
 def test_read_metadata_without_a_name_uses_the_directory(tmp_path: Path) -> None:
     write(tmp_path, "Some_Dir/setup.cfg", "[options]\ninstall_requires = foo\n")
-    assert at.read_metadata(pkg(tmp_path, "Some_Dir")) == at.Metadata(
-        "some-dir", frozenset({"foo"})
-    )
+    meta = at.read_metadata(pkg(tmp_path, "Some_Dir"))
+    assert (meta.name, meta.requires) == ("some-dir", {"foo"})
 
 
-def test_pyproject_requirements_without_toml() -> None:
-    text = (
-        "[build-system]\nrequires = ['setuptools']\n\n"
-        "[project]\nname = 'plain'\ndependencies = [\n    \"foo>=1\",\n    'bar',\n]\n\n"
-        '[tool.other]\nname = "not-this"\n'
-    )
-    assert at.pyproject_requirements_without_toml(text) == ("plain", ["foo>=1", "bar"])
-    assert at.pyproject_requirements_without_toml("[tool.x]\na = 1\n") == (None, [])
-
-
-def test_pyproject_requirements_without_toml_reads_requirements_with_extras() -> None:
-    text = '[project]\nname = "a"\ndependencies = ["foo[extra]>=1", "bar"]\n'
-    assert at.pyproject_requirements_without_toml(text) == ("a", ["foo[extra]>=1", "bar"])
+def labelled(meta: Any) -> set[tuple[str, str]]:
+    return {(d.name, d.label) for d in meta.declared}
 
 
 def by_rel(graph: Any) -> dict[str, set[str]]:
@@ -210,15 +205,14 @@ def by_rel(graph: Any) -> dict[str, set[str]]:
 
 def test_dependency_graph_from_declared_names(repo: Repo) -> None:
     repo.package("foo-bar", name="Foo_Bar")
-    repo.package("app", deps=["foo-bar>=1", "requests", "app"], code="import other\n")
+    repo.package("app", deps=["foo-bar>=1", "requests", "app"], code="import json\n")
     repo.package("other", deps=["FOO.BAR[x]; python_version > '3'"])
     packages, _ = at.discover_packages(repo.path)
     graph = at.dependency_graph(packages)
     assert by_rel(graph) == {"app": {"foo-bar"}, "foo-bar": set(), "other": {"foo-bar"}}
-    assert rels(graph.scanned) == ["foo-bar"]
 
 
-def test_dependency_graph_scans_imports_when_nothing_is_declared(repo: Repo) -> None:
+def test_dependency_graph_adds_the_imports_of_code_and_tests(repo: Repo) -> None:
     repo.package("core")
     repo.write("lib/pyproject.toml", '[project]\nname = "lib"\n')
     repo.write("lib/src/libmod/__init__.py")
@@ -230,13 +224,17 @@ def test_dependency_graph_scans_imports_when_nothing_is_declared(repo: Repo) -> 
     repo.write("app/app.py", "from core import VALUE\nimport libmod.sub\n")
     repo.write("app/tests/test_app.py", "from company.api import thing\n")
     repo.write("declared/pyproject.toml", '[project]\nname = "d"\ndependencies = ["lib"]\n')
-    repo.write("declared/d.py", "import core\n")  # declared requirements decide
+    repo.write("declared/d.py", "import core\n")  # added to what it declares
     packages, _ = at.discover_packages(repo.path)
     graph = at.dependency_graph(packages)
     assert by_rel(graph)["app"] == {"core", "lib", "api"}
-    assert by_rel(graph)["declared"] == {"lib"}
+    assert by_rel(graph)["declared"] == {"lib", "core"}
     assert by_rel(graph)["web"] == set()
-    assert sorted(rels(graph.scanned)) == ["api", "app", "core", "lib", "web"]
+    label = {(p.rel, u.rel): text for (p, u), text in graph.labels.items()}
+    assert label[("app", "core")] == "imports"
+    assert label[("app", "api")] == "tests"
+    assert label[("declared", "lib")] == ""
+    assert label[("declared", "core")] == "imports"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,15 +273,15 @@ def test_cycle_order_changed_failed_dependents_rest(named: dict[str, Any]) -> No
     ]
 
 
-def test_cycle_order_without_changes_is_failed_then_sorted(named: dict[str, Any]) -> None:
-    assert order(named, {}, ["web", "core"], {"lib": ["core"]}) == [
+def test_cycle_order_without_changes_is_failed_then_bases_first(named: dict[str, Any]) -> None:
+    assert order(named, {}, ["web", "core"], {"lib": ["core"], "app": ["util"]}) == [
         ("core", "failed last time"),
         ("web", "failed last time"),
+        ("util", "used by 1 package"),
         ("aaa", ""),
-        ("app", ""),
-        ("lib", ""),
+        ("app", "uses util"),
+        ("lib", "uses core"),
         ("tool", ""),
-        ("util", ""),
         ("zzz", ""),
     ]
 
@@ -625,7 +623,7 @@ def test_make_runner_rejects_bad_specs(spec: str) -> None:
 
 
 def options(root: Path, *args: str) -> Any:
-    return at.parse_options(["--root", str(root), *args], lambda: None)
+    return at.parse_options(["--root", str(root), *args])
 
 
 PYPROJECT_CONFIG = """\
@@ -637,6 +635,8 @@ timeout = 30
 restart = true
 debounce = 0.2
 ignore = ["*.log", "tmp/"]
+packages = ["libs/*", "exporter/*"]
+exclude = ["*-legacy"]
 poll = true
 warm = false
 explain = true
@@ -654,6 +654,8 @@ timeout = 30
 restart = yes
 debounce = 0.2
 ignore = *.log tmp/
+packages = libs/* exporter/*
+exclude = *-legacy
 poll = true
 warm = no
 explain = on
@@ -675,6 +677,7 @@ def test_config_file(tmp_path: Path, filename: str, text: str) -> None:
         timeout=30.0, restart=True, debounce=0.2, ignore=("*.log", "tmp/"), poll=True,
         warm=False, explain=True, clear=True, bell=True, notify=True,
         runner_from=f"{filename} {section}",
+        packages=("libs/*", "exporter/*"), exclude=("*-legacy",),
     )  # fmt: skip
 
 
@@ -705,10 +708,13 @@ def test_runner_args_after_double_dash(tmp_path: Path) -> None:
 
 def test_command_line_values(tmp_path: Path) -> None:
     opts = options(
-        tmp_path, "--changed", "a.py", "b.py", "--timeout", "2.5", "-j", "auto", "--no-warm",
-        "-v", "--restart", "--poll",
+        tmp_path, "libs/api", "tools/*", "--changed", "a.py", "b.py", "--timeout", "2.5", "-j",
+        "auto", "--no-warm", "-v", "--restart", "--poll", "--changed", "--changed", "c.py",
+        "--since", "origin/main", "--exclude", "x", "--exclude", "y",
     )  # fmt: skip
-    assert opts.changed == ("a.py", "b.py")
+    assert opts.packages == ("libs/api", "tools/*")
+    assert opts.changed == ("a.py", "b.py", "c.py")
+    assert (opts.since, opts.exclude) == ("origin/main", ("x", "y"))
     assert (opts.timeout, opts.jobs, opts.warm) == (2.5, os.cpu_count() or 1, False)
     assert opts.explain and opts.restart and opts.poll
 
@@ -744,12 +750,23 @@ def test_bad_config_is_a_usage_error(tmp_path: Path, filename: str, text: str) -
         ["--debounce", "nan"],
         ["--timeout", "inf"],
         ["--bogus"],
-        ["--changed"],
+        ["--since"],
     ],
 )
 def test_bad_command_line_is_a_usage_error(tmp_path: Path, args: list[str]) -> None:
     with pytest.raises(at.UsageError):
         options(tmp_path, *args)
+
+
+def test_an_empty_changed_is_no_change(tmp_path: Path) -> None:
+    """A hook's ``--changed $(git diff --name-only HEAD)`` on a clean tree."""
+    assert options(tmp_path, "--once", "--changed").changed == ()
+
+
+def test_packages_on_the_command_line_win_over_config(tmp_path: Path) -> None:
+    write(tmp_path, "pyproject.toml", '[tool.autotest]\npackages = ["libs/*"]\n')
+    assert options(tmp_path).packages == ("libs/*",)
+    assert options(tmp_path, "tools/x").packages == ("tools/x",)
 
 
 def test_root_that_is_not_a_directory(tmp_path: Path) -> None:
@@ -759,7 +776,7 @@ def test_root_that_is_not_a_directory(tmp_path: Path) -> None:
 
 def test_read_config_names_with_underscores(tmp_path: Path) -> None:
     write(tmp_path, "pyproject.toml", '[tool.autotest]\nrunner_args = "-x --pdb"\n')
-    assert at.read_config(tmp_path, lambda: None) == {"runner-args": ("-x", "--pdb")}
+    assert at.read_config(tmp_path) == {"runner-args": ("-x", "--pdb")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -856,9 +873,13 @@ class StandInLauncher:
     """Making real forks slower than cold starts is not possible here: this records close()."""
 
     closed = False
+    renewed = 0
 
     def close(self) -> None:
         self.closed = True
+
+    def renew(self) -> None:
+        self.renewed += 1
 
 
 def timed_result(package: Any, seconds: float, warm: bool) -> Any:
