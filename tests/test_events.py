@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAILING_TEST, PASSING_TEST, SUMMARY, Repo, Watch, clean_env, wait_until
+from conftest import FAILING_TEST, PASSING_TEST, Repo, Watch, clean_env, wait_until
 
 LINUX = sys.platform.startswith("linux")
 VERDICT = re.compile(r"^(\S+)\s+(ok|no tests|FAILED(?: \([^)]*\))?)\s+\d+\.\d\ds$")

@@ -50,10 +50,23 @@ from pathlib import Path
 from typing import IO, Any, Callable, NoReturn, Protocol
 
 try:
+    from watchdog import events as _events
     from watchdog.events import FileSystemEvent, FileSystemEventHandler
     from watchdog.observers import Observer
     from watchdog.observers.polling import PollingObserver
 
+    # The events that can be a change.  Leaving out opened and closed-without-writing takes
+    # them off inotify's mask: every directory that watchdog (or a rescan) lists while adding
+    # watches would send both, and on a large tree they overflow the kernel's event queue.
+    WATCHED_EVENTS = [
+        getattr(_events, name)
+        for name in (
+            "FileCreatedEvent", "DirCreatedEvent", "FileModifiedEvent", "FileAttribEvent",
+            "FileDeletedEvent", "DirDeletedEvent", "FileMovedEvent", "DirMovedEvent",
+            "FileClosedEvent",
+        )
+        if hasattr(_events, name)  # FileAttribEvent: watchdog 7
+    ]  # fmt: skip
     WATCHDOG_ERROR = ""
 except ImportError as _exc:  # --help and --once work without it; watching says what to install
     FileSystemEventHandler = object  # type: ignore[misc,assignment]
@@ -1108,7 +1121,9 @@ class Watcher:
         left open (watchdog 6 leaks one, holding the watches it had got)."""
         before = set(inotify_watched_inodes() or {})
         try:
-            self.scheduled[path] = self.observer.schedule(self.handler, path, recursive=recursive)
+            self.scheduled[path] = self.observer.schedule(
+                self.handler, path, recursive=recursive, event_filter=WATCHED_EVENTS
+            )
         except OSError:
             for fd in set(inotify_watched_inodes() or {}) - before:
                 with contextlib.suppress(OSError):
