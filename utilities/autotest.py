@@ -70,6 +70,7 @@ try:
     WATCHDOG_ERROR = ""
 except ImportError as _exc:  # --help and --once work without it; watching says what to install
     FileSystemEventHandler = object  # type: ignore[misc,assignment]
+    WATCHED_EVENTS = []
     WATCHDOG_ERROR = str(_exc)
 
 # ---------------------------------------------------------------------------------------------
@@ -80,12 +81,14 @@ except ImportError as _exc:  # --help and --once work without it; watching says 
 #
 #   Basics          errors, the verdicts, every timing constant, the one git helper
 #   Platform        every POSIX/Windows branch: process groups, killing a tree, keys,
-#                   notifications, the inotify limit
+#                   notifications, the inotify limit and the watches granted, birth times
 #   Ignore rules    the one authority on what is a tool's directory or file, never a change
 #   Packages        discovery, metadata and the graph of which package uses which
 #   Hand-off        ChangeSet, the one object two threads share
-#   Watching        watchdog's thread: the event handler, the watch plan, the Watcher
-#   Loop guard      tells the test runs' own writes from a person's edits
+#   Watching        watchdog's thread: the event handler, the watch plan, the Watcher (which
+#                   re-plans without a moment unwatched and polls where the kernel refuses)
+#   Loop guard      tells the test runs' own writes from a person's edits, by each file's
+#                   change time against its own package's runs
 #   Intake          the main thread's side: one debounce, the git filter, keys -> a Request
 #   Order           the pure decision of which package runs when, and why
 #   Runners         nose, nose2, pytest, unittest or a command: what each needs and how it ends
@@ -162,7 +165,8 @@ def is_git_work_tree(root: Path) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# Platform: process groups, killing a tree, keys, notifications, the inotify limit
+# Platform: process groups, killing a tree, keys, notifications, the inotify limit and the
+# watches granted (/proc), birth times (statx)
 # ---------------------------------------------------------------------------------------------
 
 POSIX = os.name == "posix"
@@ -1186,7 +1190,7 @@ class Watcher:
                 ]:
                     self._unschedule(watched)
                 return
-            if kind != "created" or not os.path.isdir(path):
+            if kind != "created" or not os.path.isdir(path) or os.path.islink(path):
                 return
             name, parent = os.path.basename(path), os.path.dirname(path)
             if self.rules.excludes_dir(name, path):
@@ -1200,7 +1204,7 @@ class Watcher:
                     self._schedule_plan(plan_watches(path, self.rules.excludes_dir))
                 except OSError as exc:
                     self.notices.cannot_watch(path, exc.strerror or str(exc))
-            if not self.poll and self._refused(path):
+            if not self.poll and os.access(path, os.R_OK) and self._refused(path):
                 self._fall_back_later(path)
 
     def _split_around(self, path: str) -> bool:
