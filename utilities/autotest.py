@@ -246,6 +246,16 @@ def inotify_watched_inodes() -> dict[int, list[int]] | None:
     return held
 
 
+def file_clock() -> float:
+    """Now, by the clock that stamps files.  Linux takes file times from a coarse clock, up to
+    a tick (4 ms) behind time.time(), so a file written after this reading never looks older
+    than it; elsewhere file times are as fine as time.time()."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            return time.clock_gettime(5)  # CLOCK_REALTIME_COARSE
+    return time.time()
+
+
 def birth_time(path: str) -> float | None:
     """When ``path`` was created, where the OS and filesystem record it (st_birthtime, or
     statx on Linux); None elsewhere."""
@@ -1298,8 +1308,10 @@ def changed_at(path: str) -> float | None:
 
 @dataclass
 class RunWindow:
-    """When one package's run ran: by the wall clock (to compare with files' change times)
-    and by the monotonic clock (to compare with when events came, for paths gone since)."""
+    """When one package's run ran: by the clock that stamps files (to compare with their
+    change times) and by the monotonic one (to compare with when events came, for paths gone
+    since).  Its end is read once the run's process is gone, so whatever it wrote is older; a
+    file stamped in that very tick is taken for a person's save, made just after."""
 
     package: str
     started: float
@@ -1312,7 +1324,7 @@ class RunWindow:
         stamp = changed_at(path)
         if stamp is None:
             return self.started_at <= at <= self.ended_at + ECHO_GRACE
-        return self.started - STAMP_SLACK <= stamp <= self.ended
+        return self.started - STAMP_SLACK <= stamp < self.ended
 
 
 class LoopGuard:
@@ -1339,12 +1351,12 @@ class LoopGuard:
         self.digests: dict[str, bytes | None] = {}  # sources as last judged
 
     def run_started(self, package: str) -> None:
-        self.windows.append(RunWindow(package, time.time(), time.monotonic()))
+        self.windows.append(RunWindow(package, file_clock(), time.monotonic()))
 
     def run_ended(self, package: str) -> None:
         for window in self.windows:
             if window.package == package and window.ended == float("inf"):
-                window.ended, window.ended_at = time.time(), time.monotonic()
+                window.ended, window.ended_at = file_clock(), time.monotonic()
 
     def cycle_started(self, at: float) -> None:
         """Forget the runs of cycles long past: their writes have all been judged."""
@@ -1353,7 +1365,7 @@ class LoopGuard:
     def cycle_ended(self, at: float) -> None:
         for window in self.windows:
             if window.ended == float("inf"):
-                window.ended, window.ended_at = time.time(), at
+                window.ended, window.ended_at = file_clock(), at
 
     def own_run_wrote(self, path: str, at: float) -> bool:
         owner = self.owner(path)
