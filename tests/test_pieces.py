@@ -3,6 +3,7 @@ the intake, and the cycle with stand-in runs."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 from pathlib import Path
@@ -107,6 +108,18 @@ def test_a_save_after_the_run_ended_is_a_persons_however_late_its_event(tmp_path
     out, stamp = written(tmp_path / "pkg" / "template.html")
     ran(guard, tmp_path / "pkg", stamp - 2, stamp - 1)
     assert not guard.is_runs_doing(out, -99.0 + at.ECHO_GRACE / 2)
+
+
+def test_a_removal_is_judged_by_when_it_stamped_its_directory(tmp_path: Path) -> None:
+    guard = package_guard(tmp_path / "pkg")
+    gone, _ = written(tmp_path / "pkg" / "data" / "old.txt")
+    os.remove(gone)
+    stamp = (tmp_path / "pkg" / "data").stat().st_ctime
+    ran(guard, tmp_path / "pkg", stamp - 1, stamp + 1)
+    assert guard.is_runs_doing(gone, 0.0), "removed during the run"
+    guard.windows.clear()
+    ran(guard, tmp_path / "pkg", stamp - 2, stamp - 1)
+    assert not guard.is_runs_doing(gone, -99.0), "removed after it, however soon its event"
 
 
 def test_a_file_written_during_another_packages_run_is_a_change(tmp_path: Path) -> None:

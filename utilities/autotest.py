@@ -1299,11 +1299,17 @@ def file_digest(path: str) -> bytes | None:
 
 
 def changed_at(path: str) -> float | None:
-    """When ``path`` last changed (written, created, renamed: its ctime), or None when gone."""
-    try:
-        return os.stat(path, follow_symlinks=False).st_ctime
-    except OSError:
-        return None
+    """When ``path`` last changed (written, created, renamed: its ctime).  For a path gone,
+    when the nearest directory still there last changed, since a removal stamps the directory
+    it leaves; None when nothing above it is left either."""
+    while True:
+        try:
+            return os.stat(path, follow_symlinks=False).st_ctime
+        except OSError:
+            parent = os.path.dirname(path)
+            if parent == path:
+                return None
+            path = parent
 
 
 @dataclass
