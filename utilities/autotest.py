@@ -1106,6 +1106,7 @@ class Watcher:
             if self.poll or exc.errno not in (errno.ENOSPC, errno.EMFILE):
                 raise
             self.stop()
+            self._close_leftovers(self._others)
             self.notices.watches_refused(exc.strerror or str(exc))
             self.poll = True
             self._start_observer(plan)
@@ -1139,10 +1140,17 @@ class Watcher:
                 self.handler, path, recursive=recursive, event_filter=WATCHED_EVENTS
             )
         except OSError:
-            for fd in set(inotify_watched_inodes() or {}) - before:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            self._close_leftovers(before)
             raise
+
+    @staticmethod
+    def _close_leftovers(before: set[int]) -> None:
+        """Close the inotify instances opened since ``before`` that are still open: only ever
+        called once every instance in use is closed (the observer stopped) or was open before
+        (a running observer), so what is left is a failed attempt's."""
+        for fd in set(inotify_watched_inodes() or {}) - before:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def _schedule_plan(self, plan: WatchPlan) -> None:
         for p in plan.recursive:
@@ -1173,20 +1181,36 @@ class Watcher:
         return shortfall
 
     def _refused(self, path: str) -> bool:
-        """Whether the kernel refused a watch for a directory that watchdog (or we) just
-        watched.  The name may meanwhile hold a newer directory whose watch is still on its
-        way, so a refusal counts only when it lasts over a few looks."""
+        """Whether the kernel refused a watch for the new directory ``path`` or one below it
+        (watchdog 6 gives up on the rest of a new tree at the first refusal).  A directory may
+        be newer than its watch, still on its way, so a refusal counts only when it lasts over
+        a few looks."""
         for attempt in range(GRANT_RETRIES):
-            held = self._watched_inodes()
-            try:
-                inode = os.stat(path).st_ino
-            except OSError:
-                return False
-            if held is None or inode in held:
-                return False
-            if attempt + 1 < GRANT_RETRIES:
+            if attempt:
                 time.sleep(GRANT_RECHECK)
+            held = self._watched_inodes()
+            if held is None:
+                return False
+            inodes = set()
+            for directory in [path, *self._directories_below(path)]:
+                with contextlib.suppress(OSError):
+                    inodes.add(os.stat(directory).st_ino)
+            if inodes <= held:
+                return False
         return True
+
+    def _directories_below(self, top: str) -> list[str]:
+        """The directories below ``top`` that a recursive watch holds: outside excluded ones,
+        and readable."""
+        found: list[str] = []
+        stack = [top]
+        while stack:
+            for entry in _subdirectories(stack.pop()) or []:
+                excluded = self.rules.excludes_dir(entry.name, entry.path)
+                if not excluded and os.access(entry.path, os.R_OK):
+                    found.append(entry.path)
+                    stack.append(entry.path)
+        return found
 
     def directory_event(self, kind: str, path: str) -> None:
         """Keep watches in step with the tree: a directory created below a one-level watch gets
