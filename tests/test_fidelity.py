@@ -32,10 +32,12 @@ from test_events import (
     startup_line,
     verdicts,
 )
+from watchdog.version import VERSION_INFO
 
 from conftest import FAILING_TEST, Repo, Watch, clean_env, load_autotest, wait_until
 
 LINUX = sys.platform.startswith("linux")
+WATCHDOG_VERSION = tuple(VERSION_INFO)
 
 
 @pytest.fixture(scope="module")
@@ -228,8 +230,12 @@ def test_watches_the_kernel_refuses_at_start_are_noticed_and_polled(
     python = limited_python(tmp_path, needed - 10)
     w = watch(repo.path, python=python)
     w.wait_cycles(1)
-    warning = next((line for line in w.lines if "the kernel granted" in line), "")
-    assert f"of the {needed} inotify watches" in warning, w.output
+    said = {  # watchdog 7 adds what it can and says nothing; watchdog 6 raises
+        f"the kernel granted {needed - 10} of the {needed} inotify watches",
+        "the OS refused more watches (inotify watch limit reached)",
+    }
+    warning = next((line for line in w.lines if any(s in line for s in said)), "")
+    assert "polling instead" in warning, w.output
     assert "sysctl fs.inotify.max_user_watches=" in warning
     assert "(polling every second)" in startup_line(w), w.output
     assert wait_until(lambda: inotify_watches(w.proc.pid) == 0, 5), "inotify is still held"
@@ -240,6 +246,10 @@ def test_watches_the_kernel_refuses_at_start_are_noticed_and_polled(
 
 
 @needs_private_limit
+@pytest.mark.skipif(
+    WATCHDOG_VERSION < (7,),
+    reason="watchdog 6's inotify thread dies when a watch below a new directory is refused",
+)
 def test_watches_running_out_after_start_turn_watching_into_polling_without_a_miss(
     repo: Repo, watch: type[Watch], tmp_path: Path
 ) -> None:
