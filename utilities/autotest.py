@@ -1067,6 +1067,79 @@ class WatchNotices(Protocol):
     def watch_not_granted(self, path: str) -> None: ...
 
 
+class GrantedWatches:
+    """The inotify watches the kernel really granted this process's own instances (watchdog 7
+    adds what it can below the top of a watch and says nothing of the rest), against what the
+    tree needs."""
+
+    def __init__(self, root: str, rules: IgnoreRules) -> None:
+        self.root = root
+        self.rules = rules
+        self.others = set(inotify_watched_inodes() or {})  # instances that are not ours
+
+    @staticmethod
+    def close_leftovers(before: set[int]) -> None:
+        """Close the inotify instances opened since ``before`` that are still open: only ever
+        called once every instance in use is closed (the observer stopped) or was open before
+        (a running observer), so what is left is a failed attempt's."""
+        for fd in set(inotify_watched_inodes() or {}) - before:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def watched_inodes(self) -> set[int] | None:
+        held = inotify_watched_inodes()
+        if held is None:
+            return None
+        return {inode for fd, inodes in held.items() if fd not in self.others for inode in inodes}
+
+    def shortfall(self) -> tuple[int, int] | None:
+        """The watches held and needed when the kernel granted fewer than the tree needs, or
+        None (also where the OS cannot tell).  Directories come and go while watches are added,
+        so a shortfall counts only when it lasts over a few counts."""
+        shortfall = None
+        for attempt in range(GRANT_RETRIES):
+            if attempt:
+                time.sleep(GRANT_RECHECK)
+            held = self.watched_inodes()
+            needed = plan_watches(self.root, self.rules.excludes_dir).watches
+            if held is None or len(held) >= needed:
+                return None
+            shortfall = (len(held), needed)
+        return shortfall
+
+    def refused(self, path: str) -> bool:
+        """Whether the kernel refused a watch for the new directory ``path`` or one below it
+        (watchdog 6 gives up on the rest of a new tree at the first refusal).  A directory may
+        be newer than its watch, still on its way, so a refusal counts only when it lasts over
+        a few looks."""
+        for attempt in range(GRANT_RETRIES):
+            if attempt:
+                time.sleep(GRANT_RECHECK)
+            held = self.watched_inodes()
+            if held is None:
+                return False
+            inodes = set()
+            for directory in [path, *self.directories_below(path)]:
+                with contextlib.suppress(OSError):
+                    inodes.add(os.stat(directory).st_ino)
+            if inodes <= held:
+                return False
+        return True
+
+    def directories_below(self, top: str) -> list[str]:
+        """The directories below ``top`` that a recursive watch holds: outside excluded ones,
+        and readable."""
+        found: list[str] = []
+        stack = [top]
+        while stack:
+            for entry in _subdirectories(stack.pop()) or []:
+                excluded = self.rules.excludes_dir(entry.name, entry.path)
+                if not excluded and os.access(entry.path, os.R_OK):
+                    found.append(entry.path)
+                    stack.append(entry.path)
+        return found
+
+
 class Watcher:
     """Owns the watchdog observer: which directories get watches, keeping them in step with the
     tree without a moment unwatched, and the polling fallback when the kernel refuses some."""
@@ -1088,7 +1161,7 @@ class Watcher:
         self.scheduled: dict[str, Any] = {}
         self.observer: Any = None
         self._lock = threading.Lock()
-        self._others = set(inotify_watched_inodes() or {})  # instances that are not ours
+        self.grants = GrantedWatches(self.root, rules)
 
     def start(self) -> str:
         """Start watching; says how (``inotify, 42 watches`` or ``polling every second``)."""
@@ -1106,11 +1179,11 @@ class Watcher:
             if self.poll or exc.errno not in (errno.ENOSPC, errno.EMFILE):
                 raise
             self.stop()
-            self._close_leftovers(self._others)
+            self.grants.close_leftovers(self.grants.others)
             self.notices.watches_refused(exc.strerror or str(exc))
             self.poll = True
             self._start_observer(plan)
-        shortfall = None if self.poll else self._shortfall()
+        shortfall = None if self.poll else self.grants.shortfall()
         if shortfall is not None:
             self.notices.watches_not_granted(*shortfall)
             self._fall_back_to_polling()
@@ -1140,17 +1213,8 @@ class Watcher:
                 self.handler, path, recursive=recursive, event_filter=WATCHED_EVENTS
             )
         except OSError:
-            self._close_leftovers(before)
+            self.grants.close_leftovers(before)
             raise
-
-    @staticmethod
-    def _close_leftovers(before: set[int]) -> None:
-        """Close the inotify instances opened since ``before`` that are still open: only ever
-        called once every instance in use is closed (the observer stopped) or was open before
-        (a running observer), so what is left is a failed attempt's."""
-        for fd in set(inotify_watched_inodes() or {}) - before:
-            with contextlib.suppress(OSError):
-                os.close(fd)
 
     def _schedule_plan(self, plan: WatchPlan) -> None:
         for p in plan.recursive:
@@ -1158,59 +1222,6 @@ class Watcher:
         for p in plan.flat:
             self._schedule(p, recursive=False)
         self.flat.update(plan.flat)
-
-    def _watched_inodes(self) -> set[int] | None:
-        held = inotify_watched_inodes()
-        if held is None:
-            return None
-        return {inode for fd, inodes in held.items() if fd not in self._others for inode in inodes}
-
-    def _shortfall(self) -> tuple[int, int] | None:
-        """The watches held and needed when the kernel granted fewer than the tree needs, or
-        None (also where the OS cannot tell).  Directories come and go while watches are added,
-        so a shortfall counts only when it lasts over a few counts."""
-        shortfall = None
-        for attempt in range(GRANT_RETRIES):
-            if attempt:
-                time.sleep(GRANT_RECHECK)
-            held = self._watched_inodes()
-            needed = plan_watches(self.root, self.rules.excludes_dir).watches
-            if held is None or len(held) >= needed:
-                return None
-            shortfall = (len(held), needed)
-        return shortfall
-
-    def _refused(self, path: str) -> bool:
-        """Whether the kernel refused a watch for the new directory ``path`` or one below it
-        (watchdog 6 gives up on the rest of a new tree at the first refusal).  A directory may
-        be newer than its watch, still on its way, so a refusal counts only when it lasts over
-        a few looks."""
-        for attempt in range(GRANT_RETRIES):
-            if attempt:
-                time.sleep(GRANT_RECHECK)
-            held = self._watched_inodes()
-            if held is None:
-                return False
-            inodes = set()
-            for directory in [path, *self._directories_below(path)]:
-                with contextlib.suppress(OSError):
-                    inodes.add(os.stat(directory).st_ino)
-            if inodes <= held:
-                return False
-        return True
-
-    def _directories_below(self, top: str) -> list[str]:
-        """The directories below ``top`` that a recursive watch holds: outside excluded ones,
-        and readable."""
-        found: list[str] = []
-        stack = [top]
-        while stack:
-            for entry in _subdirectories(stack.pop()) or []:
-                excluded = self.rules.excludes_dir(entry.name, entry.path)
-                if not excluded and os.access(entry.path, os.R_OK):
-                    found.append(entry.path)
-                    stack.append(entry.path)
-        return found
 
     def directory_event(self, kind: str, path: str) -> None:
         """Keep watches in step with the tree: a directory created below a one-level watch gets
@@ -1228,7 +1239,7 @@ class Watcher:
                 return
             name, parent = os.path.basename(path), os.path.dirname(path)
             if self.rules.excludes_dir(name, path):
-                if self._split_around(path) and not self.poll and self._shortfall():
+                if self._split_around(path) and not self.poll and self.grants.shortfall():
                     self._fall_back_later(path)
                 return
             if self.rules.is_ignored(path, is_dir=True):
@@ -1238,7 +1249,7 @@ class Watcher:
                     self._schedule_plan(plan_watches(path, self.rules.excludes_dir))
                 except OSError as exc:
                     self.notices.cannot_watch(path, exc.strerror or str(exc))
-            if not self.poll and os.access(path, os.R_OK) and self._refused(path):
+            if not self.poll and os.access(path, os.R_OK) and self.grants.refused(path):
                 self._fall_back_later(path)
 
     def _split_around(self, path: str) -> bool:
@@ -2773,6 +2784,10 @@ class PackageSet:
         elif imports:
             self.graph = dependency_graph(self.packages)
 
+    def owner_dir(self, path: str) -> str | None:
+        owner = owner_of(path, self.packages)
+        return None if owner is None else str(owner.path)
+
     def owners(self, changed: Mapping[str, float]) -> dict[Package, float]:
         """The packages holding the changed paths, each with its latest change."""
         owners: dict[Package, float] = {}
@@ -2803,7 +2818,7 @@ class Session:
             )
         self.env = run_environment(self.runner, pycache_dir())
         self.changes = ChangeSet()
-        self.guard = LoopGuard(self.owner_dir)
+        self.guard = LoopGuard(self.tree.owner_dir)
         self.intake = Intake(
             self.changes, self.rules, self.guard, options.debounce, reporter.echoes
         )
@@ -2815,10 +2830,6 @@ class Session:
     @property
     def packages(self) -> list[Package]:
         return self.tree.packages
-
-    def owner_dir(self, path: str) -> str | None:
-        owner = owner_of(path, self.packages)
-        return None if owner is None else str(owner.path)
 
     def start_run(self, package: Package) -> Run:
         self.guard.run_started(str(package.path))
@@ -2914,8 +2925,7 @@ class Session:
         return self.cycle({}, only=set(self.failed))
 
     def run_unfinished(self) -> CycleOutcome:
-        """The packages a cycle cut short never ran, when what cut it short came to nothing (a
-        scratch file gone again, the runs' own writes)."""
+        """What a cycle cut short for a change that came to nothing (a scratch file) left."""
         only = self.unfinished & set(self.packages)
         if not only:
             self.unfinished = set()
