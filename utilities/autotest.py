@@ -103,7 +103,8 @@ except ImportError as _exc:  # --help and --once work without it; watching says 
 # Threads.  watchdog's observer thread runs ChangeHandler, which filters cheaply and calls
 # ChangeSet.add/remove; the key reader thread calls ChangeSet.press.  Everything else, tests
 # included, runs in the main thread.  ChangeSet is the only object both sides touch, under its
-# own lock; nothing else is shared.
+# own lock; nothing else is shared.  (When the kernel refuses watches after start, the Watcher
+# turns to polling from a short-lived thread of its own: watchdog's cannot stop its observer.)
 #
 # One change, from the disk to a verdict line: inotify -> watchdog -> ChangeHandler.on_any_event
 # (IgnoreRules.is_ignored) -> ChangeSet.add -> Intake.next_request (waits for the burst to
@@ -1239,8 +1240,10 @@ class Watcher:
                 return
             name, parent = os.path.basename(path), os.path.dirname(path)
             if self.rules.excludes_dir(name, path):
-                if self._split_around(path) and not self.poll and self.grants.shortfall():
-                    self._fall_back_later(path)
+                shortfall = self._split_around(path) and not self.poll and self.grants.shortfall()
+                if shortfall:
+                    self.notices.watches_not_granted(*shortfall)
+                    self._fall_back_later(None)
                 return
             if self.rules.is_ignored(path, is_dir=True):
                 return  # inside an ignored tree
@@ -1250,6 +1253,7 @@ class Watcher:
                 except OSError as exc:
                     self.notices.cannot_watch(path, exc.strerror or str(exc))
             if not self.poll and os.access(path, os.R_OK) and self.grants.refused(path):
+                self.notices.watch_not_granted(path)
                 self._fall_back_later(path)
 
     def _split_around(self, path: str) -> bool:
@@ -1282,10 +1286,9 @@ class Watcher:
         if relevant:
             self.changes.add(relevant)
 
-    def _fall_back_later(self, missed: str) -> None:
+    def _fall_back_later(self, missed: str | None) -> None:
         """From watchdog's own thread, which cannot stop its observer: in another thread."""
         self.poll = True
-        self.notices.watch_not_granted(missed)
         threading.Thread(target=self._fall_back_to_polling, args=(missed,), daemon=True).start()
 
     def _fall_back_to_polling(self, missed: str | None = None) -> None:
