@@ -107,6 +107,7 @@ def test_every_edit_right_after_an_ignored_directory_appears_is_tested(
     lines = cycle(w, 2)
     assert lines[0] == f"changed: {len(edited) + new} files in 1 package", w.output
     assert verdicts(lines)[0] == ("alpha", "FAILED"), w.output
+    assert "Warning" not in w.output, "watchdog's noise reached the screen"
 
 
 GENERATOR = """\

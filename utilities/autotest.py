@@ -44,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1163,6 +1164,9 @@ class Watcher:
         self.observer: Any = None
         self._lock = threading.Lock()
         self.grants = GrantedWatches(self.root, rules)
+        # While a split watch's old and new watches overlap, watchdog 7 warns (a screenful,
+        # from its own thread) that a directory's callback is set again: it is meant to be.
+        warnings.filterwarnings("ignore", "Callback with id", RuntimeWarning)
 
     def start(self) -> str:
         """Start watching; says how (``inotify, 42 watches`` or ``polling every second``)."""
