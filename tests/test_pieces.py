@@ -79,45 +79,104 @@ def test_directory_events_are_passed_on_for_the_watch_plan(tmp_path: Path) -> No
 # ---------------------------------------------------------------------------------------------
 
 
-def cycle(guard: Any, start: float, end: float) -> None:
-    guard.cycle_started(start)
-    guard.cycle_ended(end)
+def package_guard(pkg: Path) -> Any:
+    """A guard for a tree where everything lies in the one package ``pkg``."""
+    return at.LoopGuard(lambda path: str(pkg) if path.startswith(str(pkg)) else None)
 
 
-def test_two_cycles_set_off_by_the_same_run_written_file_name_it() -> None:
-    guard = at.LoopGuard()
-    cycle(guard, 0.0, 1.0)
-    assert guard.observe({"/r/pkg/out.json": 0.5}) == []
-    cycle(guard, 2.0, 3.0)
-    assert guard.observe({"/r/pkg/out.json": 2.5}) == ["/r/pkg/out.json"]
-    assert guard.is_runs_doing("/r/pkg/out.json", 3.2), "written just after a run"
+def ran(guard: Any, package: Path, started: float, ended: float) -> None:
+    """A run of ``package`` between two wall-clock times (the monotonic ones far in the past)."""
+    guard.windows.append(at.RunWindow(str(package), started, -100.0, ended, -99.0))
 
 
-def test_a_change_made_while_idle_is_a_persons_and_breaks_the_streak() -> None:
-    guard = at.LoopGuard()
-    cycle(guard, 0.0, 1.0)
-    guard.observe({"/r/pkg/out.json": 0.5})
-    cycle(guard, 2.0, 3.0)
-    assert guard.observe({"/r/pkg/out.json": 10.0}) == []
-    cycle(guard, 11.0, 12.0)
-    assert guard.observe({"/r/pkg/out.json": 11.5}) == []
+def written(path: Path, text: str = "x") -> tuple[str, float]:
+    """``path`` written; its name and when (its ctime), as a run or a person would."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return str(path), path.stat().st_ctime
 
 
-def test_a_named_file_saved_while_idle_counts_again() -> None:
-    guard = at.LoopGuard()
-    for start in (0.0, 2.0):
-        cycle(guard, start, start + 1)
-        guard.observe({"/r/pkg/out.json": start + 0.5})
-    assert not guard.is_runs_doing("/r/pkg/out.json", 60.0)
-    assert "/r/pkg/out.json" not in guard.run_written
+def test_a_file_written_during_its_own_packages_run_is_the_runs_doing(tmp_path: Path) -> None:
+    guard = package_guard(tmp_path / "pkg")
+    out, stamp = written(tmp_path / "pkg" / "runs" / "1f0c" / "log.txt")
+    ran(guard, tmp_path / "pkg", stamp - 1, stamp + 1)
+    assert guard.is_runs_doing(out, 0.0)
 
 
-def test_sources_and_metadata_are_never_taken_for_the_runs_writes() -> None:
-    guard = at.LoopGuard()
-    for start in (0.0, 2.0, 4.0):
-        cycle(guard, start, start + 1)
-        assert guard.observe({"/r/pkg/mod.py": start + 0.5}) == []
-        assert guard.observe({"/r/pkg/pyproject.toml": start + 0.5}) == []
+def test_a_save_after_the_run_ended_is_a_persons_however_late_its_event(tmp_path: Path) -> None:
+    guard = package_guard(tmp_path / "pkg")
+    out, stamp = written(tmp_path / "pkg" / "template.html")
+    ran(guard, tmp_path / "pkg", stamp - 2, stamp - 1)
+    assert not guard.is_runs_doing(out, -99.0 + at.ECHO_GRACE / 2)
+
+
+def test_a_removal_is_judged_by_when_it_stamped_its_directory(tmp_path: Path) -> None:
+    guard = package_guard(tmp_path / "pkg")
+    gone, _ = written(tmp_path / "pkg" / "data" / "old.txt")
+    os.remove(gone)
+    stamp = (tmp_path / "pkg" / "data").stat().st_ctime
+    ran(guard, tmp_path / "pkg", stamp - 1, stamp + 1)
+    assert guard.is_runs_doing(gone, 0.0), "removed during the run"
+    guard.windows.clear()
+    ran(guard, tmp_path / "pkg", stamp - 2, stamp - 1)
+    assert not guard.is_runs_doing(gone, -99.0), "removed after it, however soon its event"
+
+
+def test_a_file_written_during_another_packages_run_is_a_change(tmp_path: Path) -> None:
+    guard = package_guard(tmp_path / "pkg")
+    out, stamp = written(tmp_path / "other" / "data.json")
+    ran(guard, tmp_path / "pkg", stamp - 1, stamp + 1)
+    assert not guard.is_runs_doing(out, 0.0)
+
+
+def test_a_source_rewritten_alike_during_its_run_is_the_runs_doing(tmp_path: Path) -> None:
+    guard = package_guard(tmp_path / "pkg")
+    gen, stamp = written(tmp_path / "pkg" / "generated.py", "X = 1\n")
+    ran(guard, tmp_path / "pkg", stamp - 1, stamp + 1)
+    assert not guard.is_runs_doing(gen, 0.0), "first seen: it may be a person's save"
+    assert guard.is_runs_doing(gen, 0.0), "written again alike"
+    written(tmp_path / "pkg" / "generated.py", "X = 2\n")
+    assert not guard.is_runs_doing(gen, 0.0), "new content is a person's, or worth a test"
+
+
+def test_sources_changed_during_runs_cycle_after_cycle_are_named_at_last(tmp_path: Path) -> None:
+    guard = package_guard(tmp_path / "pkg")
+    for n in range(1, at.LOOP_STREAK + 1):
+        gen, stamp = written(tmp_path / "pkg" / "gen" / f"m{n}.py", f"N = {n}\n")
+        ran(guard, tmp_path / "pkg", stamp - 1, stamp + 1)
+        named = guard.observe({gen: 0.0})
+        assert named == ([] if n < at.LOOP_STREAK else [gen])
+    later, stamp = written(tmp_path / "pkg" / "gen" / "m99.py")
+    ran(guard, tmp_path / "pkg", stamp - 1, stamp + 1)
+    assert guard.is_runs_doing(later, 0.0), "a new name in the same directory is theirs too"
+
+
+def test_a_person_saving_during_a_few_runs_in_a_row_is_not_blamed(tmp_path: Path) -> None:
+    guard = package_guard(tmp_path / "pkg")
+    for n in range(at.LOOP_STREAK - 1):
+        test, stamp = written(tmp_path / "pkg" / "tests" / "test_pkg.py", f"# v{n}\n")
+        ran(guard, tmp_path / "pkg", stamp - 1, stamp + 1)
+        assert not guard.is_runs_doing(test, 0.0)
+        assert guard.observe({test: 0.0}) == []
+
+
+def test_a_named_file_saved_while_idle_counts_again(tmp_path: Path) -> None:
+    guard = package_guard(tmp_path / "pkg")
+    out, stamp = written(tmp_path / "pkg" / "out.py")
+    guard.run_written.add(out)
+    ran(guard, tmp_path / "pkg", stamp - 3, stamp - 2)
+    assert not guard.is_runs_doing(out, 0.0)
+
+
+def test_a_change_made_while_idle_breaks_the_streak(tmp_path: Path) -> None:
+    guard = package_guard(tmp_path / "pkg")
+    gen, stamp = written(tmp_path / "pkg" / "gen.py")
+    ran(guard, tmp_path / "pkg", stamp - 1, stamp + 1)
+    guard.observe({gen: 0.0})
+    idle, _ = written(tmp_path / "pkg" / "gen.py", "changed while idle")
+    guard.windows.clear()
+    ran(guard, tmp_path / "pkg", stamp - 3, stamp - 2)
+    assert guard.observe({idle: 0.0}) == [] and guard.streak == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,8 +222,11 @@ def test_gitignored_paths_are_dropped_and_git_is_asked_once_per_path(tmp_path: P
 
     intake.rules.git_ignored = counting
     intake.changes.add([str(tmp_path / "run.log")])
+    intake.changes.wait_settled(intake.debounce)
     assert not intake.changed_meanwhile(), "only an ignored file changed"
     intake.changes.add([str(tmp_path / "a.py")])
+    assert not intake.changed_meanwhile(), "not settled yet"
+    intake.changes.wait_settled(intake.debounce)
     assert intake.changed_meanwhile()
     assert list(intake.next_request().paths) == [str(tmp_path / "a.py")]
     assert asked == [[str(tmp_path / "run.log")], [str(tmp_path / "a.py")]]
@@ -172,14 +234,42 @@ def test_gitignored_paths_are_dropped_and_git_is_asked_once_per_path(tmp_path: P
 
 def test_the_runs_own_writes_are_reported_not_requested(tmp_path: Path) -> None:
     intake, echoes = make_intake(tmp_path)
-    out = str(tmp_path / "out.json")
-    intake.guard.run_written.add(out)
-    intake.guard.cycle_started(0.0)  # a cycle is running: the write is the run's
+    intake.guard = package_guard(tmp_path)
+    out, stamp = written(tmp_path / "out.json")
+    ran(intake.guard, tmp_path, stamp - 1, float("inf"))  # its run is still running
     intake.changes.add([out])
+    intake.changes.wait_settled(intake.debounce)
     assert not intake.changed_meanwhile()
     intake.changes.add([str(tmp_path / "a.py")])
     assert list(intake.next_request().paths) == [str(tmp_path / "a.py")]
     assert echoes == [[out]]
+
+
+def test_a_scratch_file_gone_again_is_nothing_but_the_cut_short_cycle_resumes(
+    tmp_path: Path,
+) -> None:
+    intake, _ = make_intake(tmp_path)
+    scratch = str(tmp_path / "scratch")
+    intake.changes.add([scratch], created=True, fresh=True)
+    assert not intake.changed_meanwhile(), "a new file settles only once it has lived a while"
+    intake.changes.remove(scratch)
+    assert not intake.changes.pending()
+    assert intake.next_request(resume=True).kind == "resume"
+
+
+def test_a_new_file_settles_once_it_lived_a_while_or_went(tmp_path: Path) -> None:
+    now = [0.0]
+    changes = at.ChangeSet(clock=lambda: now[0])
+    changes.add(["/r/a.tmp"], created=True, fresh=True)
+    now[0] = 0.1
+    assert not changes.settled(0.05)
+    now[0] = at.CREATED_SETTLE + 0.01
+    assert changes.settled(0.05)
+    changes.add(["/r/b"], created=True)  # renamed into place: no wait beyond the debounce
+    changes.take_paths()
+    changes.add(["/r/b"], created=True)
+    now[0] += 0.06
+    assert changes.settled(0.05)
 
 
 def test_a_key_pressed_while_a_burst_settles_comes_first(tmp_path: Path) -> None:

@@ -385,6 +385,29 @@ def test_glob_matches(rel: str, glob: str, matches: bool) -> None:
     assert at.glob_matches(rel, glob) is matches
 
 
+def test_a_glob_for_everything_in_a_directory_covers_the_directory_itself() -> None:
+    assert at.glob_matches("docs", "docs/*", is_dir=True)
+    assert at.glob_matches("docs/sub", "docs/*", is_dir=True)
+    assert not at.glob_matches("docs", "docs/*.md", is_dir=True)
+    assert not at.glob_matches("docs", "docs/*"), "a file named docs is not below docs/"
+    assert not at.glob_matches("pkg/docs", "docs/*", is_dir=True)
+
+
+def test_known_tool_directories_are_ignored_outright(tmp_path: Path) -> None:
+    rules = at.IgnoreRules(tmp_path)
+    for rel in (".benchmarks/Linux-CPython-3.11-64bit/0001_x.json", "__pypackages__/3.11/x.py"):
+        assert rules.is_ignored(str(tmp_path / "pkg" / rel)), rel
+
+
+def test_a_gitignore_outside_git_is_named_as_not_applied(tmp_path: Path) -> None:
+    write(tmp_path, "pkg/.gitignore", "*.log\n")
+    rules = at.IgnoreRules(tmp_path)
+    folders = [str(tmp_path), str(tmp_path / "pkg")]
+    assert rules.unapplied_gitignore(folders) == str(tmp_path / "pkg" / ".gitignore")
+    git(tmp_path, "init", "-q")
+    assert at.IgnoreRules(tmp_path).unapplied_gitignore(folders) is None
+
+
 @pytest.mark.parametrize(
     ("name", "probe"),
     [

@@ -48,6 +48,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 import xml.etree.ElementTree as ET
 import zlib
 from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
@@ -62,13 +63,27 @@ if __name__ == "__main__":  # until main() takes over nothing runs yet: a signal
             signal.signal(_signum, lambda signum, frame: os._exit(128 + signum))
 
 try:
+    from watchdog import events as _events
     from watchdog.events import FileSystemEvent, FileSystemEventHandler
     from watchdog.observers import Observer
     from watchdog.observers.polling import PollingObserver
 
+    # The events that can be a change.  Leaving out opened and closed-without-writing takes
+    # them off inotify's mask: every directory that watchdog (or a rescan) lists while adding
+    # watches would send both, and on a large tree they overflow the kernel's event queue.
+    WATCHED_EVENTS = [
+        getattr(_events, name)
+        for name in (
+            "FileCreatedEvent", "DirCreatedEvent", "FileModifiedEvent", "FileAttribEvent",
+            "FileDeletedEvent", "DirDeletedEvent", "FileMovedEvent", "DirMovedEvent",
+            "FileClosedEvent",
+        )
+        if hasattr(_events, name)  # FileAttribEvent: watchdog 7
+    ]  # fmt: skip
     WATCHDOG_ERROR = ""
 except ImportError as _exc:  # --help and --once work without it; watching says what to install
     FileSystemEventHandler = object  # type: ignore[misc,assignment]
+    WATCHED_EVENTS = []
     WATCHDOG_ERROR = str(_exc)
 
 # ---------------------------------------------------------------------------------------------
@@ -85,8 +100,10 @@ except ImportError as _exc:  # --help and --once work without it; watching says 
 #   Packages        discovery (what is a package), metadata, the import scan, and the graph
 #                   of which package uses which, each edge labelled
 #   Hand-off        ChangeSet, the one object two threads share
-#   Watching        watchdog's thread: the event handler, the watch plan, the Watcher
-#   Loop guard      tells the test runs' own writes from a person's edits
+#   Watching        watchdog's thread: the event handler, the watch plan, the Watcher (which
+#                   re-plans without a moment unwatched and polls where the kernel refuses)
+#   Loop guard      tells the test runs' own writes from a person's edits, by each file's
+#                   change time against its own package's runs
 #   Intake          the main thread's side: one debounce, the git filter, keys -> a Request
 #   Order           the pure decision of which package runs when, and why: groups, each in
 #                   topological order
@@ -108,7 +125,8 @@ except ImportError as _exc:  # --help and --once work without it; watching says 
 # Threads.  watchdog's observer thread runs ChangeHandler, which filters cheaply and calls
 # ChangeSet.add/remove; the key reader thread calls ChangeSet.press.  Everything else, tests
 # included, runs in the main thread.  ChangeSet is the only object both sides touch, under its
-# own lock; nothing else is shared.
+# own lock; nothing else is shared.  (When the kernel refuses watches after start, the Watcher
+# turns to polling from a short-lived thread of its own: watchdog's cannot stop its observer.)
 #
 # One change, from the disk to a verdict line: inotify -> watchdog -> ChangeHandler.on_any_event
 # (IgnoreRules.is_ignored) -> ChangeSet.add -> Intake.next_request (waits for the burst to
@@ -167,6 +185,12 @@ JUDGE_AFTER = 3  # packages run both warm and cold before forking is judged
 HEAD_LINES = 100  # a failing run shows this many lines from its start (what failed) ...
 TAIL_LINES = 100  # ... and this many from its end (the runner's summary)
 LINE_LIMIT = 8192  # longer lines are read (and kept) in pieces of this many bytes
+CREATED_SETTLE = 0.3  # a file new in a burst settles once this old (or gone): a temporary file
+STAMP_SLACK = 0.02  # file timestamps lag the clock by up to a jiffy; compare with this margin
+RESCAN_FALLBACK = 1.0  # how far back a rescan looks where a directory's birth time is unknown
+LOOP_STREAK = 4  # cycles in a row set off by sources changed during runs before those are named
+GRANT_RETRIES = 3  # counts of the watches held before the kernel is taken to refuse them
+GRANT_RECHECK = 0.1  # the pause between those counts: watchdog adds watches in its own thread
 
 
 def run_git(root: str, *args: str, stdin: bytes = b"") -> bytes | None:
@@ -184,7 +208,7 @@ def is_git_work_tree(root: Path) -> bool:
     return (run_git(str(root), "rev-parse", "--is-inside-work-tree") or b"").strip() == b"true"
 
 
-def changed_since(root: Path, ref: str) -> list[str]:
+def changed_since_ref(root: Path, ref: str) -> list[str]:
     """Absolute paths git reports as changed since ``ref``: committed, staged, unstaged and
     untracked.  git names them from the top of the work tree, whatever the current directory."""
     top = (run_git(str(root), "rev-parse", "--show-toplevel") or b"").strip()
@@ -205,6 +229,7 @@ def changed_since(root: Path, ref: str) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 # Platform: signals, process groups, killing a tree, keys, notifications, the inotify limit
+# and the watches granted (/proc), birth times (statx)
 # ---------------------------------------------------------------------------------------------
 
 POSIX = os.name == "posix"
@@ -276,6 +301,65 @@ def inotify_watch_limit() -> int | None:
             return int(f.read().strip())
     except (OSError, ValueError):
         return None
+
+
+def inotify_watched_inodes() -> dict[int, list[int]] | None:
+    """The inodes each inotify instance of this process watches, by descriptor, from
+    /proc/self/fdinfo: the watches the kernel really granted (watchdog 7 does not say when it
+    refuses some).  None where there is no such /proc."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    held: dict[int, list[int]] = {}
+    for name in names:
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/self/fdinfo/{name}") as f:
+                found = re.findall(r"^inotify wd:\S+ ino:([0-9a-f]+)", f.read(), re.MULTILINE)
+            held[int(name)] = [int(inode, 16) for inode in found]
+        except (OSError, ValueError):
+            continue
+    return held
+
+
+def file_clock() -> float:
+    """Now, by the clock that stamps files.  Linux takes file times from a coarse clock, up to
+    a tick (4 ms) behind time.time(), so a file written after this reading never looks older
+    than it; elsewhere file times are as fine as time.time()."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            return time.clock_gettime(5)  # CLOCK_REALTIME_COARSE
+    return time.time()
+
+
+def birth_time(path: str) -> float | None:
+    """When ``path`` was created, where the OS and filesystem record it (st_birthtime, or
+    statx on Linux); None elsewhere."""
+    try:
+        born = getattr(os.stat(path, follow_symlinks=False), "st_birthtime", None)
+    except OSError:
+        return None
+    if born or not sys.platform.startswith("linux"):
+        return born
+    try:
+        import ctypes
+
+        statx = ctypes.CDLL(None, use_errno=True).statx
+    except (OSError, AttributeError):  # no glibc statx (musl, old glibc)
+        return None
+    buffer = ctypes.create_string_buffer(256)  # struct statx; stx_btime lies at offset 80
+    at_fdcwd, at_symlink_nofollow, statx_btime = -100, 0x100, 0x800
+    if statx(at_fdcwd, os.fsencode(path), at_symlink_nofollow, statx_btime, buffer) != 0:
+        return None
+    mask = int.from_bytes(buffer.raw[0:4], sys.byteorder)
+    if not mask & statx_btime:
+        return None
+    seconds = int.from_bytes(buffer.raw[80:88], sys.byteorder, signed=True)
+    return seconds + int.from_bytes(buffer.raw[88:92], sys.byteorder) / 1e9 if seconds else None
 
 
 def notification_command(title: str, message: str) -> list[str] | None:
@@ -397,11 +481,11 @@ def flush_or_quiet() -> None:
 
 
 def silence_watchdog() -> None:
-    """watchdog's own warnings (a callback registered twice when watches are rescheduled) and
-    log lines (an emitter stopped while events come) are about its internals, never the
-    user's tree: they must not reach the terminal."""
+    """watchdog's own warnings (a callback registered twice when watches are rescheduled, as
+    while a split watch's old and new watches overlap) and log lines (an emitter stopped while
+    events come) are about its internals, never the user's tree: they must not reach the
+    terminal."""
     import logging
-    import warnings
 
     logging.getLogger("watchdog").addHandler(logging.NullHandler())
     logging.getLogger("watchdog").propagate = False
@@ -482,6 +566,7 @@ TOOL_DIR_NAMES = frozenset(
         ".git", ".hg", ".svn", "__pycache__", ".pytest_cache", ".hypothesis", ".mypy_cache",
         ".ruff_cache", ".tox", ".nox", ".venv", "venv", "node_modules", "build", "dist", ".eggs",
         "site-packages", ".idea", ".vscode", ".cache", "htmlcov", ".ipynb_checkpoints",
+        ".benchmarks", ".pytype", ".pyre", ".pdm-build", "__pypackages__", ".direnv",
     }
 )  # fmt: skip
 TOOL_DIR_GLOBS = ("*.egg-info", "pytest-cache-files-*")  # pytest renames the latter into place
@@ -526,11 +611,16 @@ def is_vim_probe(name: str) -> bool:
     return name.isdigit() and int(name) >= 4913 and (int(name) - 4913) % 123 == 0
 
 
-def glob_matches(rel: str, glob: str) -> bool:
-    """A glob with a slash matches the path from the root; one without matches any component."""
+def glob_matches(rel: str, glob: str, is_dir: bool = False) -> bool:
+    """A glob with a slash matches the path from the root; one without matches any component.
+    A directory matches a glob that would match everything in it (``docs`` and ``docs/*``)."""
     if "/" in glob.strip("/"):
         pattern = glob.strip("/")
-        return fnmatch.fnmatchcase(rel, pattern) or fnmatch.fnmatchcase(rel, pattern + "/*")
+        return (
+            fnmatch.fnmatchcase(rel, pattern)
+            or fnmatch.fnmatchcase(rel, pattern + "/*")
+            or (is_dir and fnmatch.fnmatchcase(rel + "/", pattern))
+        )
     return any(fnmatch.fnmatchcase(part, glob.rstrip("/")) for part in rel.split("/"))
 
 
@@ -574,7 +664,7 @@ class IgnoreRules:
         return (
             self.is_ignored_dir_name(name, path)
             or path in self.git_dirs
-            or any(glob_matches(rel, g) for g in self.user_globs)
+            or any(glob_matches(rel, g, is_dir=True) for g in self.user_globs)
         )
 
     def is_ignored(self, path: str, is_dir: bool = False) -> bool:
@@ -595,7 +685,18 @@ class IgnoreRules:
             is_vim_probe(name) or any(fnmatch.fnmatchcase(name, g) for g in IGNORED_FILE_GLOBS)
         ):
             return True
-        return any(glob_matches(rel, g) for g in self.user_globs)
+        return any(glob_matches(rel, g, is_dir) for g in self.user_globs)
+
+    def unapplied_gitignore(self, directories: Iterable[str]) -> str | None:
+        """A .gitignore in one of ``directories`` that nothing applies: outside a git work tree
+        there is no git to ask (and no second implementation of its rules here)."""
+        if self.use_git:
+            return None
+        for directory in directories:
+            path = os.path.join(directory, ".gitignore")
+            if os.path.isfile(path):
+                return path
+        return None
 
     def git_ignored(self, paths: Iterable[str]) -> set[str]:
         """Which of ``paths`` the repository's .gitignore files exclude: one call to git."""
@@ -1553,15 +1654,21 @@ class ChangeSet:
         self._cond = threading.Condition()
         self._paths: dict[str, float] = {}
         self._created: set[str] = set()
+        self._fresh: dict[str, float] = {}  # created in place (not renamed there), and when
         self._keys: list[str] = []
         self._last = 0.0
 
-    def add(self, paths: Iterable[str], created: bool = False) -> None:
+    def add(self, paths: Iterable[str], created: bool = False, fresh: bool = False) -> None:
+        """Paths changed now; ``created`` ones are new since the main loop last took the paths,
+        and ``fresh`` ones were created where they are (a writer's temporary file may be one,
+        until it is renamed into place)."""
         now = self._clock()
         with self._cond:
             for path in paths:
                 if created and path not in self._paths:
                     self._created.add(path)
+                if fresh:
+                    self._fresh.setdefault(path, now)
                 self._paths[path] = now
             self._last = now
             self._cond.notify_all()
@@ -1576,6 +1683,7 @@ class ChangeSet:
                 inside = [p for p in self._paths if p.startswith(path + os.sep)]
                 for gone in [path, *inside]:
                     self._created.discard(gone)
+                    self._fresh.pop(gone, None)
                     self._paths.pop(gone, None)
             else:
                 self._paths[path] = now
@@ -1602,7 +1710,7 @@ class ChangeSet:
 
     def take_paths(self) -> dict[str, float]:
         with self._cond:
-            paths, self._paths, self._created = self._paths, {}, set()
+            paths, self._paths, self._created, self._fresh = self._paths, {}, set(), {}
             return paths
 
     def take(self) -> tuple[dict[str, float], list[str]]:
@@ -1621,11 +1729,25 @@ class ChangeSet:
                     return
                 wait = WAKE_INTERVAL if deadline is None else min(WAKE_INTERVAL, deadline - now)
                 if self._paths:
-                    quiet_for = now - self._last
-                    if quiet_for >= debounce:
+                    unsettled = self._unsettled_for(now, debounce)
+                    if unsettled <= 0:
                         return
-                    wait = min(wait, debounce - quiet_for)
+                    wait = min(wait, unsettled)
                 self._cond.wait(wait)
+
+    def settled(self, debounce: float) -> bool:
+        """Whether the paths held form a settled burst (see ``_unsettled_for``)."""
+        with self._cond:
+            return bool(self._paths) and self._unsettled_for(self._clock(), debounce) <= 0
+
+    def _unsettled_for(self, now: float, debounce: float) -> float:
+        """How long until the burst settles: quiet for ``debounce``, and every file created in
+        it either gone again or ``CREATED_SETTLE`` old, so that a temporary file written
+        slowly and then renamed into place is one change, not two."""
+        wait = debounce - (now - self._last)
+        if self._fresh:
+            wait = max(wait, CREATED_SETTLE - (now - max(self._fresh.values())))
+        return wait
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1663,12 +1785,16 @@ class ChangeHandler(FileSystemEventHandler):
                 self.on_directory("created", paths[1])
             else:
                 self.on_directory(kind, paths[0])
+        elif kind in ("created", "moved") and os.path.basename(paths[-1]) == "pyvenv.cfg":
+            self.on_directory("created", os.path.dirname(paths[-1]))  # now a virtualenv
         relevant = [p for p in paths if not self.rules.is_ignored(p, event.is_directory)]
         if kind in ("deleted", "moved") and paths[0] in relevant:
             self.changes.remove(paths[0])
             relevant = relevant[1:]
         if relevant:
-            self.changes.add(relevant, created=kind in ("created", "moved"))
+            self.changes.add(
+                relevant, created=kind in ("created", "moved"), fresh=kind == "created"
+            )
 
 
 @dataclass(frozen=True)
@@ -1743,6 +1869,33 @@ def plan_watches(root: str, excluded: Callable[[str, str], bool]) -> WatchPlan:
     return WatchPlan(tuple(recursive), tuple(flat), watches, tuple(unreadable))
 
 
+def changed_since(top: str, since: float, excluded: Callable[[str, str], bool]) -> list[str]:
+    """Files below ``top`` (outside excluded directories) written, created or renamed at or
+    after ``since``, and the directories born since: what a moment without watches may have
+    missed."""
+    found: list[str] = []
+    stack = [top]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as scan:
+                entries = list(scan)
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if excluded(entry.name, entry.path):
+                        continue
+                    stack.append(entry.path)
+                    if (birth_time(entry.path) or 0.0) >= since:
+                        found.append(entry.path)
+                elif entry.stat(follow_symlinks=False).st_ctime >= since:
+                    found.append(entry.path)
+            except OSError:
+                continue
+    return found
+
+
 class WatchNotices(Protocol):
     """What the Watcher has to tell the user; the Reporter says it."""
 
@@ -1754,9 +1907,87 @@ class WatchNotices(Protocol):
 
     def cannot_watch(self, path: str, reason: str) -> None: ...
 
+    def watches_not_granted(self, held: int, needed: int) -> None: ...
+
+    def watch_not_granted(self, path: str) -> None: ...
+
+
+class GrantedWatches:
+    """The inotify watches the kernel really granted this process's own instances (watchdog 7
+    adds what it can below the top of a watch and says nothing of the rest), against what the
+    tree needs."""
+
+    def __init__(self, root: str, rules: IgnoreRules) -> None:
+        self.root = root
+        self.rules = rules
+        self.others = set(inotify_watched_inodes() or {})  # instances that are not ours
+
+    @staticmethod
+    def close_leftovers(before: set[int]) -> None:
+        """Close the inotify instances opened since ``before`` that are still open: only ever
+        called once every instance in use is closed (the observer stopped) or was open before
+        (a running observer), so what is left is a failed attempt's."""
+        for fd in set(inotify_watched_inodes() or {}) - before:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def watched_inodes(self) -> set[int] | None:
+        held = inotify_watched_inodes()
+        if held is None:
+            return None
+        return {inode for fd, inodes in held.items() if fd not in self.others for inode in inodes}
+
+    def shortfall(self) -> tuple[int, int] | None:
+        """The watches held and needed when the kernel granted fewer than the tree needs, or
+        None (also where the OS cannot tell).  Directories come and go while watches are added,
+        so a shortfall counts only when it lasts over a few counts."""
+        shortfall = None
+        for attempt in range(GRANT_RETRIES):
+            if attempt:
+                time.sleep(GRANT_RECHECK)
+            held = self.watched_inodes()
+            needed = plan_watches(self.root, self.rules.excludes_dir).watches
+            if held is None or len(held) >= needed:
+                return None
+            shortfall = (len(held), needed)
+        return shortfall
+
+    def refused(self, path: str) -> bool:
+        """Whether the kernel refused a watch for the new directory ``path`` or one below it
+        (watchdog 6 gives up on the rest of a new tree at the first refusal).  A directory may
+        be newer than its watch, still on its way, so a refusal counts only when it lasts over
+        a few looks."""
+        for attempt in range(GRANT_RETRIES):
+            if attempt:
+                time.sleep(GRANT_RECHECK)
+            held = self.watched_inodes()
+            if held is None:
+                return False
+            inodes = set()
+            for directory in [path, *self.directories_below(path)]:
+                with contextlib.suppress(OSError):
+                    inodes.add(os.stat(directory).st_ino)
+            if inodes <= held:
+                return False
+        return True
+
+    def directories_below(self, top: str) -> list[str]:
+        """The directories below ``top`` that a recursive watch holds: outside excluded ones,
+        and readable."""
+        found: list[str] = []
+        stack = [top]
+        while stack:
+            for entry in _subdirectories(stack.pop()) or []:
+                excluded = self.rules.excludes_dir(entry.name, entry.path)
+                if not excluded and os.access(entry.path, os.R_OK):
+                    found.append(entry.path)
+                    stack.append(entry.path)
+        return found
+
 
 class Watcher:
-    """Owns the watchdog observer: which directories get watches, and the polling fallback."""
+    """Owns the watchdog observer: which directories get watches, keeping them in step with the
+    tree without a moment unwatched, and the polling fallback when the kernel refuses some."""
 
     def __init__(
         self,
@@ -1767,6 +1998,7 @@ class Watcher:
     ) -> None:
         self.root = rules.root
         self.rules = rules
+        self.changes = changes
         self.poll = poll
         self.notices = notices
         self.handler = ChangeHandler(rules, changes, self.directory_event)
@@ -1774,6 +2006,7 @@ class Watcher:
         self.scheduled: dict[str, Any] = {}
         self.observer: Any = None
         self._lock = threading.Lock()
+        self.grants = GrantedWatches(self.root, rules)
 
     def start(self) -> str:
         """Start watching; says how (``inotify, 42 watches`` or ``polling every second``)."""
@@ -1791,9 +2024,14 @@ class Watcher:
             if self.poll or exc.errno not in (errno.ENOSPC, errno.EMFILE):
                 raise
             self.stop()
+            self.grants.close_leftovers(self.grants.others)
             self.notices.watches_refused(exc.strerror or str(exc))
             self.poll = True
             self._start_observer(plan)
+        shortfall = None if self.poll else self.grants.shortfall()
+        if shortfall is not None:
+            self.notices.watches_not_granted(*shortfall)
+            self._fall_back_to_polling()
         if self.poll:
             return "polling every second"
         kind = type(self.observer).__name__.replace("Observer", "").lower() or "native"
@@ -1806,48 +2044,111 @@ class Watcher:
             else Observer(timeout=OBSERVER_TIMEOUT)
         )
         self.scheduled = {}
-        self.flat = set(plan.flat)
-        for path in plan.recursive:
-            self._schedule(path, recursive=True)
-        for path in plan.flat:
-            self._schedule(path, recursive=False)
+        self.flat = set()
+        self._schedule_plan(plan)
         self.observer.daemon = True
         self.observer.start()
 
     def _schedule(self, path: str, recursive: bool) -> None:
-        self.scheduled[path] = self.observer.schedule(self.handler, path, recursive=recursive)
+        """Watch ``path``; when the OS refuses, close any inotify instance the failed attempt
+        left open (watchdog 6 leaks one, holding the watches it had got)."""
+        before = set(inotify_watched_inodes() or {})
+        try:
+            self.scheduled[path] = self.observer.schedule(
+                self.handler, path, recursive=recursive, event_filter=WATCHED_EVENTS
+            )
+        except OSError:
+            self.grants.close_leftovers(before)
+            raise
+
+    def _schedule_plan(self, plan: WatchPlan) -> None:
+        for p in plan.recursive:
+            self._schedule(p, recursive=True)
+        for p in plan.flat:
+            self._schedule(p, recursive=False)
+        self.flat.update(plan.flat)
 
     def directory_event(self, kind: str, path: str) -> None:
         """Keep watches in step with the tree: a directory created below a one-level watch gets
         its own, and an ignored one (a new .venv) created inside a recursive watch splits it, so
-        watchdog does not spend watches below it."""
+        watchdog does not spend watches below it.  A directory the kernel would not watch turns
+        watching into polling."""
         with self._lock:
             if kind == "deleted":
                 for watched in [
                     p for p in self.scheduled if p == path or p.startswith(path + os.sep)
                 ]:
                     self._unschedule(watched)
-            elif kind == "created" and os.path.isdir(path):
-                name, parent = os.path.basename(path), os.path.dirname(path)
-                if not self.rules.excludes_dir(name, path):
-                    if parent in self.flat:
-                        self._schedule_plan(path)
-                    return
-                for watched in list(self.scheduled):
-                    if watched not in self.flat and path.startswith(watched + os.sep):
-                        self._unschedule(watched)
-                        self._schedule_plan(watched)
+                return
+            if kind != "created" or not os.path.isdir(path) or os.path.islink(path):
+                return
+            name, parent = os.path.basename(path), os.path.dirname(path)
+            if self.rules.excludes_dir(name, path):
+                shortfall = self._split_around(path) and not self.poll and self.grants.shortfall()
+                if shortfall:
+                    self.notices.watches_not_granted(*shortfall)
+                    self._fall_back_later(None)
+                return
+            if self.rules.is_ignored(path, is_dir=True):
+                return  # inside an ignored tree
+            if parent in self.flat:
+                try:
+                    self._schedule_plan(plan_watches(path, self.rules.excludes_dir))
+                except OSError as exc:
+                    self.notices.cannot_watch(path, exc.strerror or str(exc))
+            if not self.poll and os.access(path, os.R_OK) and self.grants.refused(path):
+                self.notices.watch_not_granted(path)
+                self._fall_back_later(path)
 
-    def _schedule_plan(self, path: str) -> None:
-        plan = plan_watches(path, self.rules.excludes_dir)
-        try:
-            for p in plan.recursive:
-                self._schedule(p, recursive=True)
-            for p in plan.flat:
-                self._schedule(p, recursive=False)
-        except OSError as exc:
-            self.notices.cannot_watch(path, exc.strerror or str(exc))
-        self.flat.update(plan.flat)
+    def _split_around(self, path: str) -> bool:
+        """Split the recursive watch holding the new ignored directory ``path``; whether any
+        was split.  The new watches are in place before the old one goes, but the events already
+        queued for the old one go with it: so what changed since ``path`` was born is found by
+        a rescan and reported."""
+        born = birth_time(path)
+        since = (born if born is not None else time.time() - RESCAN_FALLBACK) - STAMP_SLACK
+        split = False
+        for watched in [p for p in self.scheduled if p not in self.flat]:
+            if not path.startswith(watched + os.sep):
+                continue
+            plan = plan_watches(watched, self.rules.excludes_dir)
+            if plan.recursive == (watched,):
+                continue  # still one recursive watch (a new __pycache__): nothing to split
+            old = self.scheduled.pop(watched)
+            try:
+                self._schedule_plan(plan)
+            except OSError as exc:
+                self.notices.cannot_watch(watched, exc.strerror or str(exc))
+            with contextlib.suppress(Exception):
+                self.observer.unschedule(old)
+            self._report(changed_since(watched, since, self.rules.excludes_dir))
+            split = True
+        return split
+
+    def _report(self, paths: Iterable[str]) -> None:
+        relevant = [p for p in paths if not self.rules.is_ignored(p, os.path.isdir(p))]
+        if relevant:
+            self.changes.add(relevant)
+
+    def _fall_back_later(self, missed: str | None) -> None:
+        """From watchdog's own thread, which cannot stop its observer: in another thread."""
+        self.poll = True
+        threading.Thread(target=self._fall_back_to_polling, args=(missed,), daemon=True).start()
+
+    def _fall_back_to_polling(self, missed: str | None = None) -> None:
+        """Poll the whole plan from now on.  Polling starts (its first scan taken) before the
+        inotify observer stops, and what lies below ``missed`` (a directory the kernel would
+        not watch) is reported, so no edit falls between the two."""
+        self.poll = True
+        old = self.observer
+        plan = plan_watches(self.root, self.rules.excludes_dir)
+        with self._lock:
+            self._start_observer(plan)
+        if missed is not None:
+            self._report([missed, *changed_since(missed, float("-inf"), self.rules.excludes_dir)])
+        with contextlib.suppress(Exception):
+            old.stop()
+            old.join(timeout=OBSERVER_TIMEOUT)
 
     def _unschedule(self, path: str) -> None:
         with contextlib.suppress(Exception):
@@ -1871,58 +2172,126 @@ def is_edited_by_people(path: str) -> bool:
     return path.endswith(".py") or os.path.basename(path) in PACKAGE_MARKERS
 
 
-class LoopGuard:
-    """If each run writes a file that is not ignored, every run would set off the next.
+def file_digest(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha1(f.read()).digest()
+    except OSError:
+        return None
 
-    When two cycles in a row were set off by nothing but the same files changing during the
-    cycle before, the runs write them: from then on their changes during runs (and just after)
-    pass.  The same path changed while idle was a person's doing, so it counts again.
+
+def changed_at(path: str) -> float | None:
+    """When ``path`` last changed (written, created, renamed: its ctime).  For a path gone,
+    when the nearest directory still there last changed, since a removal stamps the directory
+    it leaves; None when nothing above it is left either."""
+    while True:
+        try:
+            return os.stat(path, follow_symlinks=False).st_ctime
+        except OSError:
+            parent = os.path.dirname(path)
+            if parent == path:
+                return None
+            path = parent
+
+
+@dataclass
+class RunWindow:
+    """When one package's run ran: by the clock that stamps files (to compare with their
+    change times) and by the monotonic one (to compare with when events came, for paths gone
+    since).  Its end is read once the run's process is gone, so whatever it wrote is older; a
+    file stamped in that very tick is taken for a person's save, made just after."""
+
+    package: str
+    started: float
+    started_at: float
+    ended: float = float("inf")
+    ended_at: float = float("inf")
+
+    def holds(self, path: str, at: float) -> bool:
+        """Whether the change of ``path`` (reported at ``at``) was made while this run ran."""
+        stamp = changed_at(path)
+        if stamp is None:
+            return self.started_at <= at <= self.ended_at + ECHO_GRACE
+        return self.started - STAMP_SLACK <= stamp < self.ended
+
+
+class LoopGuard:
+    """Tells the test runs' own writes from a person's edits, so that no run sets off the next.
+
+    A change inside a package made while that package's own run ran is that run's doing,
+    unless it is to what people edit (Python sources, package metadata): it never starts a run.
+    "While" is judged by the file's own change time, so a save just after a run is a person's
+    however late its event arrives, and a save while idle is never the runs'.  A source a run
+    rewrites is its doing when it holds what it held before (a generator writing it again
+    alike); one rewritten differently each time is caught otherwise: when ``LOOP_STREAK``
+    cycles in a row were set off by nothing but files changed during runs, in the same
+    directories, those are named, and from then on what the runs write there is theirs.  A
+    person saving a source during each of a few runs in a row is not taken for a run.
     """
 
-    def __init__(self) -> None:
-        self.running_since: float | None = None
-        self.last_cycle = (-1.0, -1.0)  # when the last cycle started and ended
+    def __init__(self, owner: Callable[[str], str | None] = lambda path: None) -> None:
+        self.owner = owner  # the directory of the package holding a path
+        self.windows: list[RunWindow] = []
         self.streak = 0
-        self.streak_paths: frozenset[str] = frozenset()
+        self.streak_dirs: frozenset[str] = frozenset()
         self.run_written: set[str] = set()
+        self.run_written_dirs: set[str] = set()
+        self.digests: dict[str, bytes | None] = {}  # sources as last judged
+
+    def run_started(self, package: str) -> None:
+        self.windows.append(RunWindow(package, file_clock(), time.monotonic()))
+
+    def run_ended(self, package: str) -> None:
+        for window in self.windows:
+            if window.package == package and window.ended == float("inf"):
+                window.ended, window.ended_at = file_clock(), time.monotonic()
 
     def cycle_started(self, at: float) -> None:
-        self.running_since = at
+        """Forget the runs of cycles long past: their writes have all been judged."""
+        self.windows = [w for w in self.windows if w.ended_at >= at - 10 * 60]
 
     def cycle_ended(self, at: float) -> None:
-        if self.running_since is not None:
-            self.last_cycle = (self.running_since, at)
-        self.running_since = None
+        for window in self.windows:
+            if window.ended == float("inf"):
+                window.ended, window.ended_at = file_clock(), at
 
-    def during_runs(self, at: float) -> bool:
-        start, end = self.last_cycle
-        running = self.running_since is not None and at >= self.running_since
-        return running or start <= at <= end + ECHO_GRACE
+    def own_run_wrote(self, path: str, at: float) -> bool:
+        owner = self.owner(path)
+        return owner is not None and any(
+            w.package == owner and w.holds(path, at) for w in self.windows
+        )
+
+    def some_run_wrote(self, path: str, at: float) -> bool:
+        return any(w.holds(path, at) for w in self.windows)
 
     def is_runs_doing(self, path: str, at: float) -> bool:
-        """A change to a path the guard named, made while a cycle ran (or just after)."""
-        if path not in self.run_written:
+        """A change the runs made: never one that starts a run."""
+        if path in self.run_written or os.path.dirname(path) in self.run_written_dirs:
+            return self.some_run_wrote(path, at)
+        if not self.own_run_wrote(path, at):
             return False
-        if self.during_runs(at):
-            return True
-        self.run_written.discard(path)
-        return False
+        return not is_edited_by_people(path) or self._rewritten_alike(path)
+
+    def _rewritten_alike(self, path: str) -> bool:
+        """Whether the source holds what it held when last judged; remembers what it holds."""
+        digest = file_digest(path)
+        previous, self.digests[path] = self.digests.get(path), digest
+        return digest is not None and digest == previous
 
     def observe(self, batch: Mapping[str, float]) -> list[str]:
         """Look at the burst that starts a cycle; the paths it names as the runs' writes now,
         or none."""
-        if any(map(is_edited_by_people, batch)) or not all(
-            self.during_runs(t) for t in batch.values()
-        ):
+        if not batch or not all(self.some_run_wrote(p, t) for p, t in batch.items()):
             self.streak = 0
             return []
-        repeated = self.streak and frozenset(batch) == self.streak_paths
-        self.streak = self.streak + 1 if repeated else 1
-        self.streak_paths = frozenset(batch)
-        if self.streak < 2:
+        dirs = frozenset(os.path.dirname(p) for p in batch)
+        self.streak = self.streak + 1 if self.streak and dirs == self.streak_dirs else 1
+        self.streak_dirs = dirs
+        if self.streak < LOOP_STREAK:
             return []
         self.streak = 0
         self.run_written |= set(batch)
+        self.run_written_dirs |= dirs
         return sorted(batch)
 
 
@@ -1937,7 +2306,7 @@ QUIT_KEYS = ("q", "Q")
 @dataclass(frozen=True)
 class Request:
     """What the main loop is asked to do next: ``changes`` (with the paths and when each
-    changed), ``all``, ``failed`` or ``quit``."""
+    changed), ``all``, ``failed``, ``resume`` (what a cycle cut short did not run) or ``quit``."""
 
     kind: str
     paths: Mapping[str, float] = field(default_factory=dict)
@@ -1962,30 +2331,43 @@ class Intake:
         self.guard = guard
         self.debounce = debounce
         self.on_echoes = on_echoes
-        self._git_ignored: dict[str, bool] = {}
+        self._ignored: dict[str, bool] = {}
+        self._runs_doing: dict[tuple[str, float], bool] = {}
 
     def _counting(self, paths: Mapping[str, float]) -> tuple[dict[str, float], list[str]]:
-        """The paths that count, and those the loop guard takes for the runs' writes."""
-        unknown = [p for p in paths if p not in self._git_ignored]
+        """The paths that count, and those the loop guard takes for the runs' writes.  The
+        built-in rules are asked again now that the burst settled: a new virtualenv is known
+        as one only once its pyvenv.cfg is written, after its first directories."""
+        unknown = [p for p in paths if p not in self._ignored]
         if unknown:
             ignored = self.rules.git_ignored(unknown)
-            self._git_ignored.update((p, p in ignored) for p in unknown)
-        kept = {p: t for p, t in paths.items() if not self._git_ignored[p]}
-        echoes = sorted(p for p, t in kept.items() if self.guard.is_runs_doing(p, t))
+            self._ignored.update(
+                (p, p in ignored or self.rules.is_ignored(p, os.path.isdir(p))) for p in unknown
+            )
+        kept = {p: t for p, t in paths.items() if not self._ignored[p]}
+        for p, t in kept.items():
+            if (p, t) not in self._runs_doing:
+                self._runs_doing[p, t] = self.guard.is_runs_doing(p, t)
+        echoes = sorted(p for p, t in kept.items() if self._runs_doing[p, t])
         return {p: t for p, t in kept.items() if p not in echoes}, echoes
 
     def changed_meanwhile(self) -> bool:
-        """Whether a change that counts arrived during a cycle.  It only looks: the burst stays
-        in the ChangeSet until it settles, so an editor's save stays one change.  ``q`` acts at
-        once (QuitRequested); the other keys wait for the cycle's end."""
+        """Whether a change that counts arrived during a cycle and settled.  It only looks:
+        the burst stays in the ChangeSet until it is taken, so an editor's save stays one
+        change, and a scratch file made and removed again within a burst is none.  ``q`` acts
+        at once (QuitRequested); the other keys wait for the cycle's end."""
         paths, keys = self.changes.peek()
         if any(k in QUIT_KEYS for k in keys):
             raise QuitRequested
+        if not self.changes.settled(self.debounce):
+            return False
         counting, _ = self._counting(paths)
         return bool(counting)
 
-    def next_request(self) -> Request:
-        """Block until a key or a settled burst of changes that count."""
+    def next_request(self, resume: bool = False) -> Request:
+        """Block until a key or a settled burst of changes that count.  With ``resume`` (a
+        cycle was cut short for changes), a burst that turns out to hold none still asks for
+        the packages not run yet."""
         while True:
             key = self.changes.take_key()
             if key in QUIT_KEYS:
@@ -1994,16 +2376,21 @@ class Intake:
                 return Request(RUN_KEYS[key])
             if key is not None:
                 continue
+            if resume and not self.changes.pending():
+                return Request("resume")
             self.changes.wait_settled(self.debounce)
             if self.changes.peek()[1]:
                 continue
             paths = self.changes.take_paths()
             counting, echoes = self._counting(paths)
-            self._git_ignored.clear()
+            self._ignored.clear()
+            self._runs_doing.clear()
             if echoes:
                 self.on_echoes(echoes)
             if counting:
                 return Request("changes", counting)
+            if resume:
+                return Request("resume")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -4142,10 +4529,11 @@ class Reporter:
             self.warn(f"cannot read {self.rel(path)} ({why}); what it declares is left out")
 
     def echoes(self, paths: Iterable[str]) -> None:
-        names = ", ".join(self.rel(p) for p in paths)
+        rels = [self.rel(p) for p in paths]
+        names = ", ".join(rels[:3]) + (f" and {len(rels) - 3} more" if len(rels) > 3 else "")
         self.note(
-            f"not rerun for {names}, changed during the run as the runs change it "
-            "(save it again to rerun)"
+            f"not tested: {names}, changed during its package's run and taken for the run's "
+            "doing (save it again to test it)"
         )
 
     def loop_found(self, paths: Sequence[str]) -> None:
@@ -4191,6 +4579,28 @@ class Reporter:
 
     def cannot_watch(self, path: str, reason: str) -> None:
         self.warn(f"cannot watch {shown(path)}: {reason}")
+
+    def watches_not_granted(self, held: int, needed: int) -> None:
+        self.warn(
+            f"the kernel granted {held} of the {needed} inotify watches this tree needs (other "
+            f"programs hold the rest); polling instead. To watch natively, raise the limit: "
+            f"{RAISE_WATCHES}"
+        )
+
+    def watch_not_granted(self, path: str) -> None:
+        self.warn(
+            f"the kernel refused an inotify watch for {self.rel(path)} (out of watches); "
+            f"polling from now on. To watch natively, raise the limit: {RAISE_WATCHES}"
+        )
+
+    def gitignore_not_applied(self, path: str) -> None:
+        self.note(
+            f"{self.rel(path)} is not applied: {self.root} is not a git work tree "
+            "(use --ignore GLOB for what should never start a run)"
+        )
+
+    def resuming(self, count: int) -> None:
+        self.header(f"testing the {counted(count, 'package')} not run yet")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -4734,6 +5144,10 @@ class PackageSet:
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         return f"{chosen!r} names no package under {self.root}{hint}"
 
+    def owner_dir(self, path: str) -> str | None:
+        owner = owner_of(path, self.packages)
+        return None if owner is None else str(owner.path)
+
     def owners(self, changed: Mapping[str, float]) -> dict[Package, float]:
         """The packages holding the changed paths, each with its latest change (chosen or not:
         their dependents are)."""
@@ -4803,13 +5217,14 @@ class Session:
         self.env = run_environment(Runner("none", ()), pycache_dir())
         self.provided: set[str] | None = None
         self.changes = ChangeSet()
-        self.guard = LoopGuard()
+        self.guard = LoopGuard(self.tree.owner_dir)
         self.intake = Intake(
             self.changes, self.rules, self.guard, options.debounce, reporter.echoes
         )
         self.warm = WarmPolicy()
         self.pool: WarmPool | None = None
         self.failed: set[Package] = set()
+        self.unfinished: set[Package] = set()  # not run yet by a cycle cut short for changes
         self.last_passed = True
         report = None if options.plan else options.junit_xml
         self.ci = CiJob(self.root, options.affected, options.shard, options.durations, report,
@@ -4835,6 +5250,7 @@ class Session:
     def start_run(self, package: Package) -> Run:
         """Start a run.  Between a cold process's start and its record, a signal waits: no
         run can be left behind (a forked one the warm interpreter kills itself)."""
+        self.guard.run_started(str(package.path))
         choice = self.choices[package]
         command = self.command_for(package)
         argv = [*command.argv, *self.ci.run_args(command.runner, package)]
@@ -4873,6 +5289,7 @@ class Session:
         return next((m for m in modules if not module_installed(python, m)), None)
 
     def record(self, result: RunResult) -> None:
+        self.guard.run_ended(str(result.package.path))
         self.progress.ended(result.package)
         self.reporter.verdict(result)
         self.warm.record(result)
@@ -4927,6 +5344,11 @@ class Session:
         self.ci.cycle_ended(outcome, (p.rel for p in self.packages))
         self.failed.difference_update(r.package for r in outcome.results)
         self.failed.update(r.package for r in outcome.failures)
+        self.unfinished = (
+            (self.unfinished | {s.package for s in steps}) - {r.package for r in outcome.results}
+            if outcome.interrupted
+            else set()
+        )
         self.reporter.summary(outcome)
         if not outcome.interrupted:
             self.after_cycle(outcome)
@@ -4963,6 +5385,16 @@ class Session:
         self.reporter.testing_failed(len(self.failed))
         return self.cycle({}, only=set(self.failed))
 
+    def run_unfinished(self) -> CycleOutcome:
+        """What a cycle cut short for a change that came to nothing (a scratch file) left."""
+        only = self.unfinished & set(self.packages)
+        if not only:
+            self.unfinished = set()
+            return CycleOutcome([])
+        self.begin()
+        self.reporter.resuming(len(only))
+        return self.cycle({}, only=only)
+
     def run_changes(self, changed: Mapping[str, float], known: Sequence[Package]) -> CycleOutcome:
         """A cycle for changed paths, named against ``known`` packages (those before and after
         the change, so a removed package still counts as one)."""
@@ -4983,7 +5415,9 @@ class Session:
             else:
                 changed.setdefault(path, now - index * 1e-6)
         if self.options.since is not None:
-            since = [p for p in changed_since(self.root, self.options.since) if p not in changed]
+            since = [
+                p for p in changed_since_ref(self.root, self.options.since) if p not in changed
+            ]
             since = [p for p in since if owner_of(p, self.tree.all)]
             since.sort(key=lambda p: -os.stat(p).st_mtime if os.path.exists(p) else 0.0)
             for index, path in enumerate(since):
@@ -5022,6 +5456,10 @@ class Session:
             raise UsageError(f"cannot watch {self.root}: {exc.strerror or exc}") from None
         self.reporter.watching(len(self.packages), how)
         self.tell_packages()
+        folders = [str(self.root), *(str(p.path) for p in self.packages)]
+        unapplied = self.rules.unapplied_gitignore(folders)
+        if unapplied is not None:
+            self.reporter.gitignore_not_applied(unapplied)
         if self.options.warm:
             with self.signals.deferred():
                 self.pool = WarmPool(self.env)
@@ -5032,7 +5470,7 @@ class Session:
                 while True:
                     if interactive and not outcome.interrupted:
                         self.reporter.menu()
-                    request = self.intake.next_request()
+                    request = self.intake.next_request(resume=bool(self.unfinished))
                     if request.kind == "quit":
                         break
                     outcome = self.respond(request)
@@ -5047,6 +5485,8 @@ class Session:
             return self.run_all()
         if request.kind == "failed":
             return self.run_failed()
+        if request.kind == "resume":
+            return self.run_unfinished()
         batch = request.paths
         if not self.root.is_dir():
             raise UsageError(f"the root {shown(str(self.root))} is gone; stopping")
