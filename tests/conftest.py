@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 AUTOTEST = ROOT / "utilities" / "autotest.py"
 SUMMARY = re.compile(
-    r"^(all \d+ packages? passed|\d+ of \d+ packages? passed; "
+    r"^(all \d+ packages passed|the 1 package passed|\d+ of \d+ packages? passed; "
     r"|\S.* FAILED; |changed during the run)"
 )
 

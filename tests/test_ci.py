@@ -585,7 +585,7 @@ def test_plan_prints_the_cycle_as_json_and_runs_nothing(repo: Repo, tmp_path: Pa
         "dependencies": ["libs/core"],
     }
     assert (foo["name"], foo["reason"], foo["dependencies"]) == (
-        "foo-http", "uses libs/api", ["libs/api"]
+        "foo-http", "uses libs/api (imports)", ["libs/api"]
     )  # fmt: skip
     assert (web["name"], web["dependencies"]) == ("web-app", ["libs/api"])
     assert data["packages"][3]["reason"] == "used by 3 packages"  # the rest: bases first

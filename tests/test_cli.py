@@ -505,7 +505,7 @@ def test_signal_while_idle_exits(
 ) -> None:
     repo.package("alpha")
     w = watch(repo.path, *([] if warm else ["--no-warm"]), env=FAST_ENV)
-    w.wait_for(r"^all 1 package passed")
+    w.wait_for(r"^the 1 package passed")
     helpers = descendants(w.proc.pid)  # the warm interpreter, when there is one
     assert bool(helpers) == warm
     sent = time.monotonic()
@@ -989,4 +989,4 @@ def test_a_package_installed_while_watching_is_importable_in_forked_runs(
     for edit in (3, 4):  # the first run after the install, and one from the new warm interpreter
         repo.write("alpha/alpha/__init__.py", f"VALUE = {edit}\n")
         end = w.wait_cycles(edit)
-        assert w.lines[end - 1].startswith("all 1 package passed"), w.output
+        assert w.lines[end - 1].startswith("the 1 package passed"), w.output

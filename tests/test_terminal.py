@@ -160,7 +160,7 @@ def test_sigterm_restores_the_terminal_too(repo: Repo, terminal: Opener) -> None
 def test_no_color_turns_colours_off_on_a_terminal(repo: Repo, terminal: Opener) -> None:
     repo.package("alpha")
     t = terminal("--once", NO_COLOR="1")
-    t.read_until(r"all 1 package passed")
+    t.read_until(r"the 1 package passed")
     assert t.wait() == 0
     assert "\033[" not in t.text
     assert "[Enter/a]" not in t.text, "no menu in --once"
@@ -180,8 +180,8 @@ def test_clear_clears_the_screen_before_each_cycle(repo: Repo, terminal: Opener)
     t.read_until(MENU)
     repo.write("alpha/alpha/__init__.py", "VALUE = 2\n")
     t.read_until(r"changed: alpha/alpha/__init__.py[\s\S]*" + MENU)
-    before_cycles = re.findall(r"\033\[2J[\s\S]{0,40}(testing all|changed:)", t.text)
-    assert before_cycles == ["testing all", "changed:"]
+    before_cycles = re.findall(r"\033\[2J[\s\S]{0,40}(testing the|changed:)", t.text)
+    assert before_cycles == ["testing the", "changed:"]
 
 
 def test_bell_rings_when_a_package_fails_and_only_then(repo: Repo, terminal: Opener) -> None:
@@ -209,7 +209,7 @@ def test_notify_sends_a_notification_on_failure_and_on_recovery(
     t.read_until(MENU)
     assert wait_until(lambda: sent.exists() and "FAILED" in sent.read_text())
     repo.write("alpha/tests/test_alpha.py", PASSING_TEST)
-    t.read_until(r"all 1 package passed")
+    t.read_until(r"the 1 package passed")
     assert wait_until(lambda: len(sent.read_text().splitlines()) == 2)
     assert sent.read_text().splitlines() == [
         "autotest|alpha FAILED",
@@ -284,8 +284,8 @@ def test_keys_pressed_during_a_run_act_when_it_ends(repo: Repo, terminal: Opener
     t = terminal()
     t.read_until(r"running 1/1 alpha")
     t.press("a")
-    t.read_until(r"all 1 package passed[\s\S]*" + MENU + r"[\s\S]*testing all 1 package")
-    t.read_until(r"(all 1 package passed[\s\S]*){2}" + MENU)
+    t.read_until(r"the 1 package passed[\s\S]*" + MENU + r"[\s\S]*testing the 1 package")
+    t.read_until(r"(the 1 package passed[\s\S]*){2}" + MENU)
     t.press("q")
     assert t.wait() == 0
 

@@ -2606,28 +2606,29 @@ BUILTIN_RUNNERS = {
 }  # fmt: skip
 
 
-def make_runner(spec: str) -> Runner:
+def make_runner(spec: str, where: str = "--runner") -> Runner:
     """A built-in runner by name, or a command line with ``{package}`` split like a shell would
-    (but never run by one).  A command is looked up on the PATH the runs get."""
+    (but never run by one).  A command is looked up on the PATH the runs get.  ``where``
+    names the setting in errors."""
     if spec in BUILTIN_RUNNERS:
         return BUILTIN_RUNNERS[spec]
     try:
         argv = shlex.split(spec)
     except ValueError as exc:
-        raise UsageError(f"--runner {spec!r}: {exc}") from None
+        raise UsageError(f"{where} {spec!r}: {exc}") from None
     if not argv:
-        raise UsageError("--runner: empty command")
+        raise UsageError(f"{where}: empty command")
     embedded = [arg for arg in argv if PACKAGE_ARG in arg and arg != PACKAGE_ARG]
     if embedded:
         raise UsageError(
-            f"--runner {spec!r}: {PACKAGE_ARG} must be an argument of its own, not part of "
+            f"{where} {spec!r}: {PACKAGE_ARG} must be an argument of its own, not part of "
             f"{embedded[0]!r} (a directory's name would become part of a command); "
             f"the run finds the package's path in ${PACKAGE_ENV}"
         )
     found = shutil.which(argv[0], path=activated_path(sys.executable))
     if PACKAGE_ARG not in argv and not found:
         raise UsageError(
-            f"--runner {spec!r}: not one of auto, {', '.join(BUILTIN_RUNNERS)} and not a "
+            f"{where} {spec!r}: not one of auto, {', '.join(BUILTIN_RUNNERS)} and not a "
             "command containing {package}"
         )
     return Runner("command", tuple(argv))
@@ -2806,7 +2807,7 @@ def choose(
 ) -> dict[Package, Choice]:  # fmt: skip
     """Each package's runner and interpreter, as the settings and its files decide."""
     explicit = None if spec == "auto" else make_runner(spec)
-    by_glob = [(glob, make_runner(name)) for glob, name in runners]
+    by_glob = [(glob, make_runner(name, f"runners {glob!r}:")) for glob, name in runners]
     chosen: dict[Package, Choice] = {}
     for package in packages:
         runner, reason = runner_for(package, root, explicit, by_glob)
@@ -2815,14 +2816,26 @@ def choose(
     return chosen
 
 
-def check_choices(choices: Mapping[Package, Choice]) -> None:
-    """One line naming what is missing, for which packages, and how to install it."""
-    users: dict[tuple[Runner, str], list[str]] = {}
+def check_choices(choices: Mapping[Package, Choice]) -> dict[Package, str]:
+    """The runners missing for autotest's own interpreter: one line naming what is missing,
+    for which packages, and how to install it.  A runner missing from a package's own
+    virtualenv stops nothing else: those packages are returned with the reason, and each
+    could not run."""
+    users: dict[tuple[Runner, str], list[Package]] = {}
     for package, choice in sorted(choices.items(), key=lambda item: item[0].rel):
-        users.setdefault((choice.runner, choice.python), []).append(package.rel)
-    for (runner, python), rels in users.items():
+        users.setdefault((choice.runner, choice.python), []).append(package)
+    unrunnable: dict[Package, str] = {}
+    for (runner, python), packages in users.items():
+        rels = [p.rel for p in packages]
         named = ", ".join(rels[:5]) + (f" and {len(rels) - 5} more" if len(rels) > 5 else "")
-        check_runner(runner, python, f" (needed by {named})" if len(users) > 1 else "")
+        try:
+            check_runner(runner, python, f" (needed by {named})" if len(users) > 1 else "")
+        except UsageError as exc:
+            if python == sys.executable:
+                raise
+            fix = f"{python} -m pip install {runner.install}" if runner.install else str(exc)
+            unrunnable.update(dict.fromkeys(packages, fix))
+    return unrunnable
 
 
 TEST_EXTRAS = ("test", "tests", "testing", "dev")
@@ -3114,6 +3127,23 @@ class Run:
             kill_tree(self.proc.pid)
             with contextlib.suppress(Exception):
                 self.proc.wait()
+
+
+class Unrunnable:
+    """A package whose own interpreter lacks its runner: it could not run, and says how to
+    install what it needs, without a process."""
+
+    def __init__(self, package: Package, runner: Runner, fix: str) -> None:
+        self.package = package
+        self.runner = runner
+        self.fix = fix
+
+    def poll(self) -> RunResult:
+        needs = f"needs {self.runner.install or self.runner.name}"
+        return RunResult(self.package, Verdict.COULD_NOT_RUN, 0.0, "", needs, hint=self.fix)
+
+    def kill(self) -> None:
+        pass
 
 
 NOSE_CANNOT_RUN = (
@@ -4121,11 +4151,12 @@ class CiJob:
 
     def steps(
         self, packages: Sequence[Package], changed: Mapping[Package, float],
-        failed: Iterable[Package], uses: Mapping[Package, set[Package]],
+        failed: Iterable[Package], graph: DependencyGraph,
     ) -> tuple[list[Step], int]:  # fmt: skip
         """The cycle as --affected and --shard narrow it, and how many packages the shards
         were cut from."""
-        steps = cycle_order(packages, changed, failed, uses)
+        uses = graph.uses
+        steps = cycle_order(packages, changed, failed, uses, graph.labels)
         if self.affected:
             hit = affected(packages, changed, uses)
             steps = [s for s in steps if s.package in hit]
@@ -4199,6 +4230,11 @@ VERDICT_COLUMN = len("FAILED (timed out)")  # every verdict, with a short note, 
 def counted(number: int, noun: str) -> str:
     """``1 package``, ``3 packages``."""
     return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def every(count: int) -> str:
+    """``all 3 packages``; ``the 1 package`` (never ``all 1 package``)."""
+    return "the 1 package" if count == 1 else f"all {count} packages"
 
 
 def shown(path: str) -> str:
@@ -4347,7 +4383,7 @@ class Reporter:
         self.say(self.paint(text, "bold"))
 
     def testing_all(self, count: int) -> None:
-        self.header(f"testing all {counted(count, 'package')}")
+        self.header(f"testing {every(count)}")
 
     def testing_failed(self, count: int) -> None:
         self.header(f"testing {count} failed")
@@ -4439,19 +4475,19 @@ class Reporter:
             unable = self.paint(f"could not run: {missing}", "warn")
             self.say(f"{self.paint(ran, 'ok')}; {unable} {took}")
         else:
-            everything = f"all {counted(passed, 'package')} passed"
+            everything = f"{every(passed)} passed"
             self.say(f"{self.paint(everything, 'ok')} {took}")
 
     # CI: narrowed cycles, the plan, the report.
 
-    def narrowed(self, count: int, pool: int, total: int, ci: CiJob) -> None:
+    def narrowed(self, count: int, pool: int, total: int, ci: CiJob, changes: int = 1) -> None:
         """The first line of a CI job: what it tests of how many packages, and where; or why
         it tests nothing."""
         where = f"in {self.root}"
         if not pool:
+            what = "none of the changes lies in" if changes else "nothing changed in"
             self.say(
-                f"nothing affected: none of the changes lies in one of the {total} packages "
-                f"{where}; nothing to test"
+                f"nothing affected: {what} one of the {total} packages {where}; nothing to test"
             )
         elif ci.shard is None:
             self.header(f"testing {counted(count, 'affected package')} of {total} {where}")
@@ -4641,6 +4677,7 @@ class Options:
     plan: bool = False
     junit_xml: str | None = None
     runner_from: str = ""  # the config file that set the runner, if one did
+    runners_from: str = ""  # and the one that set per-package runners
 
 
 def non_negative(value: str) -> float:
@@ -4681,7 +4718,15 @@ def pair(value: str) -> tuple[str, str]:
     glob, sep, rest = value.partition("=")
     if not sep or not glob.strip() or not rest.strip():
         raise argparse.ArgumentTypeError(f"expected GLOB=VALUE, got {value!r}")
-    return glob.strip().strip("\"'"), rest.strip().strip("\"'")
+    return unquoted(glob), unquoted(rest)
+
+
+def unquoted(text: str) -> str:
+    """A value without the quotes around it as a whole (quotes inside it are its own)."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    return text
 
 
 def shard_spec(value: str) -> tuple[int, int]:
@@ -4839,7 +4884,10 @@ def argument_parser() -> ArgumentParser:
     for setting in SETTINGS:
         if setting.kind != "args":
             add_setting(parser, setting)
-    parser.add_argument("--version", action="version", version=version_line())
+    parser.add_argument(
+        "--version", action="version", version=version_line(),
+        help="print the versions of autotest, Python and watchdog, and exit",
+    )  # fmt: skip
     return parser
 
 
@@ -4996,10 +5044,12 @@ def parse_options(argv: Sequence[str]) -> Options:
         root = root.resolve()
     except OSError as exc:
         raise UsageError(f"root {shown(repr(str(root)))}: {exc.strerror or exc}") from None
-    given = {
+    given = {  # an empty --changed says "nothing changed"; no positional says nothing
         s.name: tuple(value) if isinstance(value, list) else value
         for s in SETTINGS
-        if s.kind != "args" and (value := getattr(args, s.field)) not in (None, [])
+        if s.kind != "args"
+        and (value := getattr(args, s.field)) is not None
+        and not (s.kind == "positional" and value == [])
     }
     origins: dict[str, str] = {}
     merged = {**read_config(root, origins), **given, "root": root}
@@ -5007,8 +5057,9 @@ def parse_options(argv: Sequence[str]) -> Options:
         merged.pop("runners", None)
     if runner_args is not None:
         merged["runner-args"] = runner_args
-    if "runner" not in given and "runner" in origins:
-        merged["runner-from"] = origins["runner"]
+    for name in ("runner", "runners"):
+        if name not in given and name in origins:
+            merged[f"{name}-from"] = origins[name]
     options = Options(**{name.replace("-", "_"): value for name, value in merged.items()})
     check_combination(options, set(given))
     return options
@@ -5185,6 +5236,10 @@ def announce_settings(options: Options, reporter: Reporter) -> None:
     notification that cannot be sent is said once."""
     if options.runner_from:
         reporter.runner_from_config(options.runner, options.runner_from)
+    if options.runners_from:
+        for glob, spec in options.runners:
+            if spec not in BUILTIN_RUNNERS:
+                reporter.runner_from_config(f"{glob} = {spec}", options.runners_from)
     if options.notify and not can_notify():
         reporter.cannot_notify()
 
@@ -5211,8 +5266,8 @@ class Session:
         if not self.tree.packages:
             raise UsageError(f"--exclude leaves no package of {len(self.tree.all)} to test")
         self.choices = self.choose()
-        if not options.plan:  # a plan runs nothing, so its machine needs no runner
-            check_choices(self.choices)
+        # A plan runs nothing, so its machine needs no runner.
+        self.unrunnable = {} if options.plan else check_choices(self.choices)
         self.first_changes = self.changed_from_arguments()
         self.env = run_environment(Runner("none", ()), pycache_dir())
         self.provided: set[str] | None = None
@@ -5226,6 +5281,7 @@ class Session:
         self.failed: set[Package] = set()
         self.unfinished: set[Package] = set()  # not run yet by a cycle cut short for changes
         self.last_passed = True
+        self.last_status = 0
         report = None if options.plan else options.junit_xml
         self.ci = CiJob(self.root, options.affected, options.shard, options.durations, report,
                         reporter.cannot_write)  # fmt: skip
@@ -5247,11 +5303,13 @@ class Session:
         interpreter = choice.python if choice.runner.module else None
         return Command(choice.runner.name, interpreter, tuple(argv))
 
-    def start_run(self, package: Package) -> Run:
+    def start_run(self, package: Package) -> Run | Unrunnable:
         """Start a run.  Between a cold process's start and its record, a signal waits: no
         run can be left behind (a forked one the warm interpreter kills itself)."""
         self.guard.run_started(str(package.path))
         choice = self.choices[package]
+        if package in self.unrunnable:
+            return Unrunnable(package, choice.runner, self.unrunnable[package])
         command = self.command_for(package)
         argv = [*command.argv, *self.ci.run_args(command.runner, package)]
         env = {
@@ -5371,6 +5429,7 @@ class Session:
         elif self.options.notify and not self.last_passed:
             self.reporter.notify_recovered()
         self.last_passed = outcome.passed
+        self.last_status = 0 if outcome.all_ran else 1  # what --once would have exited
 
     def run_all(self) -> CycleOutcome:
         self.begin()
@@ -5478,7 +5537,7 @@ class Session:
             pass  # q during a run: run_cycle has killed the runs on the way out
         finally:
             watcher.stop()
-        return 0 if self.last_passed else 1
+        return self.last_status
 
     def respond(self, request: Request) -> CycleOutcome:
         if request.kind == "all":
@@ -5515,7 +5574,8 @@ class CiSession(Session):
         changed = self.first_changes
         steps, pool = self.narrowed_steps(changed)
         self.begin()
-        self.reporter.narrowed(len(steps), pool, len(self.packages), self.ci)
+        said = len(self.options.changed) + (self.options.since is not None)
+        self.reporter.narrowed(len(steps), pool, len(self.packages), self.ci, said)
         return self.cycle(changed, only={s.package for s in steps}) if steps else CycleOutcome([])
 
     def once(self) -> int:
@@ -5524,8 +5584,7 @@ class CiSession(Session):
         return 0 if self.first_cycle().all_ran else 1
 
     def narrowed_steps(self, changed: Mapping[str, float]) -> tuple[list[Step], int]:
-        owners, uses = self.tree.owners(changed), self.tree.graph.uses
-        return self.ci.steps(self.packages, owners, self.failed, uses)
+        return self.ci.steps(self.packages, self.tree.owners(changed), self.failed, self.tree.graph)
 
     def plan(self) -> int:
         """Print the cycle as JSON and run nothing."""
