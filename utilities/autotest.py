@@ -47,7 +47,7 @@ import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, NoReturn, Protocol
@@ -126,7 +126,8 @@ class Verdict(enum.Enum):
 
 DEFAULT_DEBOUNCE = 0.05  # quiet time that closes a burst: an editor's save is one burst
 ECHO_GRACE = 0.5  # a run's own writes may still be reported this long after it ends
-POLL_INTERVAL = 0.01  # how often running packages are checked; well below what a person notices
+POLL_INTERVAL = 0.01  # how often a run that cannot be waited on is checked (no pidfd here)
+CYCLE_WAKE = 0.05  # a running cycle looks for changes and keys at least this often
 WAKE_INTERVAL = 1.0  # the longest lock wait, so that Ctrl+C is never held up by one
 OBSERVER_TIMEOUT = 1.0  # watchdog's event batching; the polling observer's scan interval
 WARM_START_TIMEOUT = 10.0  # the first forked run waits this long for the warm interpreter
@@ -134,6 +135,7 @@ WARM_REPLY_TIMEOUT = 10.0  # how long a fork request may take to answer with its
 SERVER_EXIT_WAIT = 2.0  # how long a killed warm interpreter is given to be reaped
 GIT_TIMEOUT = 30.0  # a git call that hangs longer counts as no answer
 JUDGE_AFTER = 3  # packages run both warm and cold before forking is judged
+PRELOAD_RESTARTS = 5  # warm restarts that drop a learned module, before learning is given up
 HEAD_LINES = 100  # a failing run shows this many lines from its start (what failed) ...
 TAIL_LINES = 100  # ... and this many from its end (the runner's summary)
 LINE_LIMIT = 8192  # longer lines are read (and kept) in pieces of this many bytes
@@ -190,6 +192,35 @@ def kill_tree(pid: int) -> None:
         pass
     with contextlib.suppress(OSError):  # no taskkill: the process itself, at least
         os.kill(pid, signal.SIGTERM)
+
+
+def process_handle(pid: int) -> int | None:
+    """A descriptor that becomes readable when process ``pid`` ends (a Linux pidfd), so that a
+    cycle waits on its runs instead of polling them; None where there is none (macOS, Windows,
+    Linux before 5.3), and the run is polled."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return None
+    try:
+        return int(pidfd_open(pid))
+    except OSError:
+        return None
+
+
+def wait_readable(fds: Iterable[int], timeout: float) -> None:
+    """Block until one of ``fds`` is readable, or ``timeout`` seconds passed."""
+    import selectors
+
+    if timeout <= 0:
+        return
+    with selectors.DefaultSelector() as selector:
+        for fd in set(fds):
+            with contextlib.suppress(OSError, ValueError):
+                selector.register(fd, selectors.EVENT_READ)
+        if selector.get_map():
+            selector.select(timeout)
+        else:
+            time.sleep(timeout)
 
 
 def user_suffix() -> str:
@@ -1257,7 +1288,9 @@ class Runner:
     ``module`` is what ``python -m`` runs (None for a command); ``install`` is what to pip
     install when it is missing; ``env`` holds defaults for the run's environment; ``preload``
     the modules a warm interpreter imports ahead of the runs; ``ran_none`` the line by which
-    the runner says it found no tests when it exits 0 anyway.
+    the runner says it found no tests when it exits 0 anyway; ``plugins`` the entry-point group
+    of its plugins, whose distributions a warm interpreter must never import ahead (pytest
+    rewrites their asserts on import, and warns about a module imported before it could).
     """
 
     name: str
@@ -1268,6 +1301,7 @@ class Runner:
     env: tuple[tuple[str, str], ...] = ()
     preload: tuple[str, ...] = ()
     ran_none: str = ""
+    plugins: str = ""
 
     def command(
         self, package: Package, extra: Sequence[str], python: str | None = None
@@ -1306,12 +1340,31 @@ BUILTIN_RUNNERS = {
             "_pytest.config", "_pytest.main", "_pytest.python", "_pytest.runner",
             "_pytest.terminal", "_pytest.assertion", "_pytest.fixtures",
         ),
+        plugins="pytest11",
     ),
     "unittest": Runner(
         "unittest", (sys.executable, "-m", "unittest", "discover", "-t", "."), "unittest", "",
         frozenset({5}), ran_none=UNITTEST_RAN_NONE,
     ),
 }  # fmt: skip
+
+
+def plugin_modules(group: str) -> frozenset[str]:
+    """The top-level modules of every installed distribution with an entry point in ``group``
+    (all of them: pytest marks a plugin's whole distribution for assertion rewriting)."""
+    if not group:
+        return frozenset()
+    from importlib import metadata
+
+    names: set[str] = set()
+    for dist in metadata.distributions():
+        points = [p for p in dist.entry_points if p.group == group]
+        names.update(p.value.split(":")[0].split(".")[0].strip() for p in points)
+        for file in (dist.files or ()) if points else ():
+            top = file.parts[0] if file.parts else ""
+            if top.endswith(".py") or (len(file.parts) > 1 and file.name.endswith(".py")):
+                names.add(top[:-3] if top.endswith(".py") else top)
+    return frozenset(n for n in names if n.isidentifier())
 
 
 def make_runner(spec: str) -> Runner:
@@ -1516,6 +1569,20 @@ def choose(
     return chosen
 
 
+def stale_choices(
+    packages: Sequence[Package], chosen: Mapping[Package, Choice], changed: Iterable[str]
+) -> list[Package]:
+    """The packages whose runner and interpreter must be chosen again after a change: those not
+    chosen yet and those holding a changed path; every one when a path outside every package
+    changed (a root config may set pytest up for all).  The others' files did not change, so
+    they are not read again."""
+    paths = list(changed)
+    if any(owner_of(p, packages) is None for p in paths):
+        return list(packages)
+    owners = {owner_of(p, packages) for p in paths}
+    return [p for p in packages if p not in chosen or p in owners]
+
+
 def check_choices(choices: Mapping[Package, Choice]) -> None:
     """One line naming what is missing, for which packages, and how to install it."""
     users: dict[tuple[Runner, str], list[str]] = {}
@@ -1665,10 +1732,10 @@ class Needs:
     """What tells a module that cannot be had here from one the code broke: ``missing`` gives
     the first of the modules a failing run could not import that is neither installed for the
     package's interpreter nor provided by a package of the repository; ``hint`` the package's
-    way to install its test dependencies."""
+    way to install its test dependencies (read from its files only when a run needs it)."""
 
     missing: Callable[[Sequence[str]], str | None]
-    hint: str = ""
+    hint: Callable[[], str] = lambda: ""
 
 
 def pycache_dir() -> str:
@@ -1731,6 +1798,7 @@ class Run:
         self.out: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _result)
         self.started = time.monotonic()
         self.proc: subprocess.Popen[bytes] | WarmProcess | None = None
+        self.handle: int | None = None  # a cold process's pidfd, where there are pidfds
         self.error = ""
         try:
             if launcher is not None:
@@ -1740,8 +1808,18 @@ class Run:
                     list(command), cwd=package.path, env=dict(env), stdin=subprocess.DEVNULL,
                     stdout=self.out, stderr=subprocess.STDOUT, **own_process_group(),
                 )  # fmt: skip
+                self.handle = process_handle(self.proc.pid)
         except OSError as exc:
             self.error = f"autotest: cannot start {command[0]}: {exc.strerror or exc}\n"
+
+    def wait_handle(self) -> int | None:
+        """What a cycle can wait on until this run may have ended: a descriptor that becomes
+        readable then, ``NOW`` when there is no need to wait, or None when it must be polled."""
+        if self.proc is None:
+            return NOW
+        if isinstance(self.proc, WarmProcess):
+            return self.proc.wait_handle()
+        return self.handle
 
     def poll(self) -> RunResult | None:
         """The result once the process has ended (or was killed for its timeout), else None."""
@@ -1792,9 +1870,10 @@ class Run:
         failed = verdict in (Verdict.FAILED, Verdict.COULD_NOT_RUN)
         saved = save_output(self.out, self.saved) if failed else ""
         self.out.close()
+        self._close_handle()
         seconds = time.monotonic() - self.started
         warm = isinstance(self.proc, WarmProcess)
-        hint = self.needs.hint if self.needs and verdict is Verdict.COULD_NOT_RUN else ""
+        hint = self.needs.hint() if self.needs and verdict is Verdict.COULD_NOT_RUN else ""
         return RunResult(
             self.package, verdict, seconds, output.head, note, warm,
             output.tail, output.omitted, saved, hint,
@@ -1805,6 +1884,16 @@ class Run:
             kill_tree(self.proc.pid)
             with contextlib.suppress(Exception):
                 self.proc.wait()
+        self._close_handle()
+
+    def _close_handle(self) -> None:
+        if self.handle is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.handle)
+            self.handle = None
+
+
+NOW = -1  # a run's wait handle when there is nothing to wait for: it is polled at once
 
 
 NOSE_CANNOT_RUN = (
@@ -1823,22 +1912,35 @@ NOSE_CANNOT_RUN = (
 # ``serve_warm`` below, whose source it reads from its stdin, so that the code is linted and
 # type-checked with the rest and ``ps`` shows one short line.
 #
+# It also imports ahead what the runs taught it: each forked run reports the modules it
+# imported, and those from outside the repository (LearnedPreloads) are imported by the next
+# warm interpreter of that Python before it forks, each checked (interpreter_state): one whose
+# import fails is skipped, one that starts a thread or changes what a forked run would see
+# otherwise than a cold one (the environment, sys.path, the working directory, signal handlers,
+# the standard streams) or imports a module of the repository ends that warm interpreter, and
+# the next one starts without it.
+#
 # The protocol, over a socket pair, one line per message:
+#   server -> autotest   ``drop NAME WHY``      a learned module is not imported ahead, and why
 #   server -> autotest   ``ready``              the runner is imported; requests may come
-#   autotest -> server   a JSON object {"cwd", "env", "args"}, with the run's output file
-#                        passed alongside as a descriptor (SCM_RIGHTS)
+#   autotest -> server   a JSON object {"cwd", "env", "args", "report"}, with the run's output
+#                        file passed alongside as a descriptor (SCM_RIGHTS), and, when
+#                        "report" is true, a second file for the modules the run imported
 #   server -> autotest   ``pid PID``            the run was forked, as process PID
 #   server -> autotest   ``exit PID CODE``      it ended; CODE as Popen.returncode reads
 # An ``exit`` may arrive before its ``pid`` is read.  autotest closing the socket ends the server.
 
 
-def run_forked(module: str, request: dict[str, Any], out: int) -> NoReturn:  # pragma: no cover
+def run_forked(  # pragma: no cover
+    module: str, request: dict[str, Any], out: int, report: int | None
+) -> NoReturn:
     """In the forked child: become the run autotest asked for, as a cold start would be."""
     import os
     import runpy
     import signal
     import sys
 
+    before = set(sys.modules)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.setsid()
     os.dup2(out, 1)
@@ -1865,12 +1967,166 @@ def run_forked(module: str, request: dict[str, Any], out: int) -> NoReturn:  # p
     with contextlib.suppress(Exception):
         sys.stdout.flush()
         sys.stderr.flush()
+    if report is not None:
+        with contextlib.suppress(Exception):
+            report_imports(report, before)
     os._exit(code)
 
 
-def serve_warm(module: str, fd: int, preload: Sequence[str]) -> None:  # pragma: no cover
-    """The warm interpreter's program: import the runner, then fork a run per request.  When
-    autotest goes away (the socket closes or fails), it ends at once, without a word."""
+def report_imports(fd: int, before: set[str]) -> None:  # pragma: no cover
+    """In the forked child, at its end: each module the run imported with its file, a line
+    each, for autotest to learn from."""
+    import os
+    import sys
+
+    lines = []
+    for name, module in list(sys.modules.items()):
+        if name not in before:
+            file = getattr(module, "__dict__", {}).get("__file__")
+            if isinstance(file, str) and "\t" not in name + file and "\n" not in name + file:
+                lines.append(f"{name}\t{file}\n")
+    with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+        f.writelines(lines)
+
+
+def is_installed_code(file: str, root: str, site_dirs: Sequence[str]) -> bool:
+    """Whether a module's file is code that does not change between saves: outside the
+    repository ``root``, or in one of the interpreter's site directories (a .venv kept in the
+    repository).  Paths are compared real, as given in ``root`` and ``site_dirs``."""
+    import os
+
+    real = os.path.realpath(file)
+
+    def under(folder: str) -> bool:
+        return real == folder or real.startswith(folder.rstrip(os.sep) + os.sep)
+
+    return not under(root) or any(under(d) for d in site_dirs)
+
+
+def interpreter_state() -> dict[str, Any]:  # pragma: no cover (runs in the warm interpreter)
+    """What importing a module ahead could change so that a forked run sees otherwise than a
+    cold one: the threads (a fork keeps only the forking one), and what each forked run resets
+    or sets anew (the environment, sys.path, the working directory, signal handlers, the
+    standard streams)."""
+    import os
+    import signal
+    import sys
+    import threading
+
+    handlers = {}
+    for number in signal.valid_signals():
+        with contextlib.suppress(ValueError, OSError):
+            handlers[int(number)] = signal.getsignal(number)
+    return {
+        "threads": threading.active_count(),
+        "environment": dict(os.environ),
+        "sys.path": list(sys.path),
+        "working directory": os.getcwd(),
+        "signal handlers": handlers,
+        "standard streams": [id(sys.stdin), id(sys.stdout), id(sys.stderr)],
+        "modules": set(sys.modules),
+    }
+
+
+def state_change(
+    before: dict[str, Any], after: dict[str, Any], is_ours: Callable[[str], bool]
+) -> str:
+    """Why a module whose import turned the interpreter's state ``before`` into ``after`` must
+    not be imported ahead, or ''.  ``is_ours`` says whether a module name is the repository's."""
+    if after["threads"] > before["threads"]:
+        return "starts a thread"
+    for key in ("environment", "sys.path", "working directory", "signal handlers"):
+        if after[key] != before[key]:
+            return f"changes the {key}"
+    if after["standard streams"] != before["standard streams"]:
+        return "replaces a standard stream"
+    ours = sorted(n for n in after["modules"] - before["modules"] if is_ours(n))
+    return f"imports {ours[0]} from the repository" if ours else ""
+
+
+def checked_import(  # pragma: no cover (runs in the warm interpreter)
+    name: str, root: str, site_dirs: Sequence[str]
+) -> tuple[str, bool]:
+    """Import ``name`` and say why it must not be imported ahead ('' when it may), and whether
+    that import left the interpreter changed."""
+    import importlib
+    import sys
+
+    def is_ours(module: str) -> bool:
+        file = getattr(sys.modules.get(module), "__dict__", {}).get("__file__")
+        return isinstance(file, str) and not is_installed_code(file, root, site_dirs)
+
+    before = interpreter_state()
+    failed = ""
+    try:
+        importlib.import_module(name)
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt too: a module is odd
+        failed = f"its import failed ({type(exc).__name__})"
+    changed = state_change(before, interpreter_state(), is_ours)
+    return changed or failed, bool(changed)
+
+
+def probe_learned(  # pragma: no cover (runs in the warm interpreter)
+    names: Sequence[str], root: str, site_dirs: Sequence[str]
+) -> dict[str, str]:
+    """The learned modules unfit to import ahead, and why, found by importing them all in a
+    forked probe (whatever they change dies with it); all of them when the probe crashed."""
+    import json
+    import os
+    import sys
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        unfit = {}
+        for name in names:
+            if name not in sys.modules:
+                why, _ = checked_import(name, root, site_dirs)
+                if why:
+                    unfit[name] = why
+        with os.fdopen(write, "w") as f:
+            json.dump(unfit, f)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        text = f.read()
+    os.waitpid(pid, 0)
+    try:
+        return dict(json.loads(text))
+    except ValueError:
+        return {name: "checking its import crashed" for name in names}
+
+
+def import_learned(  # pragma: no cover (runs in the warm interpreter)
+    names: Sequence[str], root: str, site_dirs: Sequence[str], send: Callable[[str], None]
+) -> None:
+    """Import the learned modules that a probe found fit, each checked again (one may have
+    been fit only beside one found unfit); a module that changed this interpreter ends it, as
+    nothing can undo an import, after saying which and why."""
+    import os
+    import sys
+
+    unfit = probe_learned(names, root, site_dirs) if names else {}
+    for name, why in unfit.items():
+        send(f"drop {name} {why}")
+    for name in names:
+        if name in sys.modules or any(name == u or name.startswith(u + ".") for u in unfit):
+            continue
+        why, changed = checked_import(name, root, site_dirs)
+        if why:
+            send(f"drop {name} {why}")
+        if changed:
+            os._exit(0)
+
+
+def serve_warm(  # pragma: no cover
+    module: str, fd: int, preload: Sequence[str], learned: Sequence[str] = (),
+    root: str = "", site_dirs: Sequence[str] = (),
+) -> None:  # fmt: skip
+    """The warm interpreter's program: import the runner and the learned modules, then fork a
+    run per request.  When autotest goes away (the socket closes or fails), it ends at once,
+    without a word."""
     import importlib
     import json
     import os
@@ -1900,12 +2156,13 @@ def serve_warm(module: str, fd: int, preload: Sequence[str]) -> None:  # pragma:
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
             send(f"exit {pid} {code}")
 
+    import_learned(learned, root, site_dirs, send)
     send("ready")
     signal.signal(signal.SIGCHLD, reap)
     buffer, fds = b"", []
     while True:
         try:
-            message, more_fds, _, _ = socket.recv_fds(sock, 1 << 20, 1)
+            message, more_fds, _, _ = socket.recv_fds(sock, 1 << 20, 2)
         except InterruptedError:
             continue
         except OSError:
@@ -1916,22 +2173,37 @@ def serve_warm(module: str, fd: int, preload: Sequence[str]) -> None:  # pragma:
         fds += more_fds
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
+            request = json.loads(line)
             out = fds.pop(0)
+            report = fds.pop(0) if request.get("report") else None
             pid = os.fork()
             if pid == 0:
                 sock.close()
-                run_forked(module, json.loads(line), out)
+                run_forked(module, request, out, report)
             os.close(out)
+            if report is not None:
+                os.close(report)
             send(f"pid {pid}")
 
 
-def warm_server_source(module: str, fd: int, preload: Sequence[str]) -> bytes:
+SERVER_FUNCTIONS = (
+    run_forked, report_imports, is_installed_code, interpreter_state, state_change,
+    checked_import, probe_learned, import_learned, serve_warm,
+)  # fmt: skip
+
+
+def warm_server_source(
+    module: str, fd: int, preload: Sequence[str], learned: Sequence[str] = (),
+    root: str = "", site_dirs: Sequence[str] = (),
+) -> bytes:  # fmt: skip
     import inspect
 
     header = "from __future__ import annotations\nimport contextlib\n"
-    functions = "".join(inspect.getsource(f) + "\n" for f in (run_forked, serve_warm))
-    call = f"serve_warm({module!r}, {fd}, {tuple(preload)!r})\n"
-    return (header + functions + call).encode()
+    functions = "".join(inspect.getsource(f) + "\n" for f in SERVER_FUNCTIONS)
+    call = f"serve_warm({module!r}, {fd}, {tuple(preload)!r}"
+    if learned:
+        call += f", {tuple(learned)!r}, {root!r}, {tuple(site_dirs)!r}"
+    return (header + functions + call + ")\n").encode()
 
 
 def installed_stamp() -> tuple[int, ...]:
@@ -1943,33 +2215,112 @@ def installed_stamp() -> tuple[int, ...]:
     return tuple(os.stat(p).st_mtime_ns if os.path.isdir(p) else 0 for p in places)
 
 
-class WarmProcess:
-    """A forked run seen through the warm server: enough of Popen's face for ``Run``."""
+def site_directories() -> tuple[str, ...]:
+    """This interpreter's site directories, as real paths."""
+    import site
 
-    def __init__(self, launcher: WarmLauncher, pid: int) -> None:
+    places = [*getattr(site, "getsitepackages", list)(), site.getusersitepackages()]
+    return tuple(os.path.realpath(p) for p in places)
+
+
+def preload_candidates(
+    reported: Iterable[tuple[str, str]], root: str, site_dirs: Sequence[str]
+) -> list[str]:
+    """Of the modules a run imported (name, file), those a warm interpreter may import ahead:
+    installed code, never the repository's (its code changes between saves), never a
+    ``__main__`` or one without a file."""
+    return [
+        name
+        for name, file in reported
+        if name and not name.startswith("__") and file
+        and is_installed_code(file, root, site_dirs)
+    ]  # fmt: skip
+
+
+def read_report(report: IO[bytes]) -> list[tuple[str, str]]:
+    """The (name, file) lines a forked run wrote at its end."""
+    report.seek(0)
+    text = report.read().decode("utf-8", "surrogateescape")
+    return [tuple(line.split("\t", 1)) for line in text.splitlines() if "\t" in line]  # type: ignore[misc]
+
+
+class LearnedPreloads:
+    """What the forked runs of one interpreter taught: the modules from outside the repository
+    they imported, in the order first seen, less those a warm interpreter dropped (and why)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = os.path.realpath(root)
+        self.site_dirs = site_directories()
+        self.names: dict[str, None] = {}
+        self.dropped: dict[str, str] = {}
+
+    def learn(self, reported: Iterable[tuple[str, str]]) -> None:
+        for name in preload_candidates(reported, self.root, self.site_dirs):
+            if name not in self.dropped:
+                self.names.setdefault(name)
+
+    def drop(self, name: str, why: str) -> None:
+        """Never import ``name`` ahead again, nor its submodules (they would import it)."""
+        self.dropped[name] = why
+        for known in [n for n in self.names if n == name or n.startswith(name + ".")]:
+            del self.names[known]
+
+    def give_up(self, why: str) -> None:
+        for name in list(self.names):
+            self.drop(name, why)
+
+    def for_runner(self, never: Collection[str]) -> tuple[str, ...]:
+        """The modules to import ahead for a runner that must never get ``never`` ahead."""
+        return tuple(n for n in self.names if n.split(".")[0] not in never)
+
+
+class WarmProcess:
+    """A forked run seen through the warm server: enough of Popen's face for ``Run``.  Once it
+    has ended, the modules it reported having imported are handed to the launcher."""
+
+    def __init__(self, launcher: WarmLauncher, pid: int, report: IO[bytes] | None = None) -> None:
         self.launcher = launcher
         self.pid = pid
         self.returncode: int | None = None
+        self.report = report
 
     def poll(self) -> int | None:
         if self.returncode is None:
             self.returncode = self.launcher.exit_code(self.pid, block=False)
+            self._ended()
         return self.returncode
 
     def wait(self) -> int:
         while self.returncode is None:
             self.returncode = self.launcher.exit_code(self.pid, block=True)
+        self._ended()
         return self.returncode
+
+    def wait_handle(self) -> int | None:
+        return self.launcher.wait_handle(self.pid)
+
+    def _ended(self) -> None:
+        if self.returncode is not None and self.report is not None:
+            with self.report:
+                self.launcher.learn(read_report(self.report))
+            self.report = None
 
 
 class WarmLauncher:
     """Starts runs by forking them from a warm interpreter.  Where there is no fork, when the
     runner is not a Python module, or when the warm interpreter died, ``launch`` returns None
-    and the run starts cold."""
+    and the run starts cold.  With ``learned``, the runs report what they imported, and the
+    warm interpreter imports ahead what they taught (less the runner's plugins)."""
 
-    def __init__(self, runner: Runner, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, runner: Runner, env: Mapping[str, str], learned: LearnedPreloads | None = None
+    ) -> None:
         self.runner = runner
         self.env = dict(env)
+        self.learned = learned
+        self.never = plugin_modules(runner.plugins) if learned is not None else frozenset()
+        self.preloaded: tuple[str, ...] = ()  # what the running warm interpreter imported ahead
+        self.restarts = 0
         self.exits: dict[int, int] = {}
         self.running: set[int] = set()
         self.buffer = b""
@@ -1981,6 +2332,9 @@ class WarmLauncher:
             self._start_server(runner.module)
 
     def _start_server(self, module: str) -> None:
+        learned = self.learned
+        self.preloaded = learned.for_runner(self.never) if learned is not None else ()
+        where = (learned.root, learned.site_dirs) if learned is not None else ("", ())
         ours, theirs = socket.socketpair()
         bootstrap = "import sys; exec(sys.stdin.read())"
         try:
@@ -1992,7 +2346,9 @@ class WarmLauncher:
             assert self.server.stdin is not None
             with self.server.stdin:
                 self.server.stdin.write(
-                    warm_server_source(module, theirs.fileno(), self.runner.preload)
+                    warm_server_source(
+                        module, theirs.fileno(), self.runner.preload, self.preloaded, *where
+                    )
                 )
         except OSError:
             ours.close()
@@ -2006,11 +2362,45 @@ class WarmLauncher:
         ``pip install``, start a new one (once no forked run is in flight)."""
         if self.sock is None or self.running or installed_stamp() == self.installed:
             return
+        if self.learned is not None:
+            self.never = plugin_modules(self.runner.plugins)
+        self._restart()
+
+    def _restart(self) -> None:
         self.close()
         self.installed = installed_stamp()
         self.buffer, self.ready = b"", False
         assert self.runner.module is not None
         self._start_server(self.runner.module)
+
+    def refresh(self) -> None:
+        """Between cycles: a new warm interpreter when installs changed, or when the runs taught
+        modules to import ahead that this one has not; it gets ready while nothing runs."""
+        if self.sock is None or self.running:
+            return
+        if installed_stamp() != self.installed:
+            self._restart_if_installs_changed()
+        elif self.learned is not None and self._learned_more():
+            self.restarts = 0
+            self._restart()
+
+    def _learned_more(self) -> bool:
+        assert self.learned is not None
+        return bool(set(self.learned.for_runner(self.never)) - set(self.preloaded))
+
+    def _ended_early(self) -> None:
+        """The warm interpreter ended before it was ready.  When it dropped a learned module on
+        the way, a new one starts without it (a few times; then without any learned module);
+        otherwise forked runs are over and runs start cold."""
+        learned = self.learned
+        left = set(learned.for_runner(self.never)) if learned is not None else set()
+        self.close()
+        if learned is None or not set(self.preloaded) - left:
+            return
+        self.restarts += 1
+        if self.restarts > PRELOAD_RESTARTS:
+            learned.give_up("too many modules unfit to import ahead")
+        self._restart()
 
     def _read_line(self) -> str:
         assert self.sock is not None
@@ -2024,6 +2414,10 @@ class WarmLauncher:
 
     def _handle(self, line: str) -> int | None:
         kind, *numbers = line.split()
+        if kind == "drop" and self.learned is not None:
+            _, name, why = line.split(" ", 2)
+            self.learned.drop(name, why)
+            return None
         if kind == "ready":
             self.ready = True
         elif kind == "exit":
@@ -2036,17 +2430,21 @@ class WarmLauncher:
             return pid
         return None
 
+    def settle(self) -> None:
+        """Take in what the warm interpreter said so far (drops, ready), without waiting."""
+        self._is_ready(0.0)
+
     def _is_ready(self, wait: float) -> bool:
         """Whether the warm interpreter is ready, waiting up to ``wait`` seconds for it."""
-        if not self.ready and self.sock is not None:
+        deadline = time.monotonic() + wait
+        while not self.ready and self.sock is not None:
             try:
-                self.sock.settimeout(wait)
-                while not self.ready:
-                    self._handle(self._read_line())
+                self.sock.settimeout(max(0.0, deadline - time.monotonic()))
+                self._handle(self._read_line())
             except (BlockingIOError, socket.timeout):
-                pass
+                break
             except OSError:
-                self.close()
+                self._ended_early()
         return self.ready and self.sock is not None
 
     def launch(
@@ -2059,20 +2457,33 @@ class WarmLauncher:
             return None
         if not self._is_ready(WARM_START_TIMEOUT):
             return None
+        report = tempfile.TemporaryFile() if self.learned is not None else None  # noqa: SIM115
         request = json.dumps(
-            {"cwd": str(package.path), "env": dict(env), "args": list(command[3:])}
-        )
+            {"cwd": str(package.path), "env": dict(env), "args": list(command[3:]),
+             "report": report is not None}
+        )  # fmt: skip
+        fds = [out.fileno()] + ([report.fileno()] if report is not None else [])
         assert self.sock is not None
         try:
-            socket.send_fds(self.sock, [request.encode() + b"\n"], [out.fileno()])
+            socket.send_fds(self.sock, [request.encode() + b"\n"], fds)
             self.sock.settimeout(WARM_REPLY_TIMEOUT)
             while True:
                 pid = self._handle(self._read_line())
                 if pid is not None:
-                    return WarmProcess(self, pid)
+                    return WarmProcess(self, pid, report)
         except OSError:
+            if report is not None:
+                report.close()
             self.close()
             return None
+
+    def wait_handle(self, pid: int) -> int:
+        """The socket an ``exit`` for ``pid`` will come on, or NOW when it is already here."""
+        return NOW if pid in self.exits or self.sock is None else self.sock.fileno()
+
+    def learn(self, reported: Iterable[tuple[str, str]]) -> None:
+        if self.learned is not None:
+            self.learned.learn(reported)
 
     def exit_code(self, pid: int, block: bool) -> int | None:
         if pid in self.exits:
@@ -2116,11 +2527,14 @@ class Launcher(Protocol):
 class WarmPool:
     """One warm interpreter per runner in use, each started at the first run that needs it.
     Only runs with autotest's own interpreter are forked: a package with its own virtualenv
-    always starts cold (its interpreter may not even be able to fork a server)."""
+    always starts cold (its interpreter may not even be able to fork a server).  With a
+    ``root``, what the runs import from outside it is learned, one set per interpreter."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], root: Path | None = None) -> None:
         self.env = dict(env)
+        self.root = root
         self.launchers: dict[str, WarmLauncher] = {}
+        self.learned: dict[str, LearnedPreloads] = {}
 
     def launch(
         self, package: Package, command: Sequence[str], env: Mapping[str, str], out: IO[bytes]
@@ -2138,7 +2552,31 @@ class WarmPool:
         are ready by the time forked runs begin."""
         for runner in runners:
             if runner.module and runner.name not in self.launchers:
-                self.launchers[runner.name] = WarmLauncher(runner, self.env)
+                learned = self._learned_for(sys.executable)
+                self.launchers[runner.name] = WarmLauncher(runner, self.env, learned)
+
+    def _learned_for(self, python: str) -> LearnedPreloads | None:
+        if self.root is None:
+            return None
+        if python not in self.learned:
+            self.learned[python] = LearnedPreloads(self.root)
+        return self.learned[python]
+
+    def refresh(self) -> None:
+        """Between cycles: new warm interpreters where installs changed or runs taught more."""
+        for launcher in self.launchers.values():
+            launcher.refresh()
+
+    def preloads(self) -> list[tuple[str, tuple[str, ...], dict[str, str]]]:
+        """Per runner: what its warm interpreter imports ahead, and the learned modules dropped
+        (with why)."""
+        shown = []
+        for name, launcher in sorted(self.launchers.items()):
+            if launcher.learned is not None:
+                launcher.settle()
+                kept = tuple(n for n in launcher.preloaded if n in launcher.learned.names)
+                shown.append((name, kept, dict(launcher.learned.dropped)))
+        return shown
 
     def close(self) -> None:
         for launcher in self.launchers.values():
@@ -2201,6 +2639,20 @@ class Startable(Protocol):
 
     def kill(self) -> None: ...
 
+    def wait_handle(self) -> int | None: ...
+
+
+def wait_for_runs(runs: Iterable[Startable], timeout: float) -> None:
+    """Block until one of the runs may have ended, or ``timeout`` passed: on the warm
+    interpreters' sockets and the cold processes' pidfds, at once when one has ended already;
+    a run that offers nothing to wait on (no pidfds here) is polled every POLL_INTERVAL."""
+    handles = [run.wait_handle() for run in runs]
+    if NOW in handles:
+        return
+    if None in handles:
+        timeout = min(timeout, POLL_INTERVAL)
+    wait_readable((h for h in handles if h is not None), timeout)
+
 
 @dataclass
 class CycleOutcome:
@@ -2249,9 +2701,10 @@ def run_cycle(
     changed_meanwhile: Callable[[], bool],
     restart: bool,
     on_result: Callable[[RunResult], None],
-    pause: Callable[[float], None] = time.sleep,
+    wait: Callable[[Iterable[Startable], float], None] = wait_for_runs,
     clock: Callable[[], float] = time.monotonic,
     keep_going: bool = False,
+    wake_every: float = CYCLE_WAKE,
 ) -> CycleOutcome:
     """Run packages in order, up to ``jobs`` at once, reporting verdicts in order.
 
@@ -2259,6 +2712,8 @@ def run_cycle(
     ones finish: one of them may fail too, and the earliest failure is the one reported.  With
     ``keep_going`` nothing is cancelled.  A change arriving meanwhile stops the cycle once the
     running packages finish (with ``restart``, at once) so that a new cycle can start with it.
+    While runs are in flight it waits on them (``wait``), waking at least every ``wake_every``
+    seconds to look for changes and keys.
     """
     outcome = CycleOutcome(list(steps))
     started = clock()
@@ -2296,7 +2751,7 @@ def run_cycle(
             if len(outcome.results) > first_failure:
                 break
             if not finished and running:
-                pause(POLL_INTERVAL)
+                wait(running.values(), wake_every)
     finally:
         for run in running.values():
             run.kill()
@@ -2927,6 +3382,16 @@ class Reporter:
             f"not reacting to that during runs any more. To ignore it for good: {globs}"
         )
 
+    def preloads(self, per_runner: Sequence[tuple[str, Sequence[str], Mapping[str, str]]]) -> None:
+        """What each warm interpreter imports ahead, learned from the runs (--explain)."""
+        for runner, names, dropped in per_runner:
+            tops = sorted({n.split(".")[0] for n in names})
+            shown = ", ".join(tops[:10]) + (f" and {len(tops) - 10} more" if len(tops) > 10 else "")
+            what = f"{shown} ({counted(len(names), 'module')})" if names else "nothing yet"
+            self.say(self.paint(f"      warm {runner} imports ahead: {what}", "dim"))
+            for name, why in sorted(dropped.items())[:5]:
+                self.say(self.paint(f"      warm {runner} does not import {name}: {why}", "dim"))
+
     def warm_lost(self, warm: float, cold: float) -> None:
         self.note(
             f"forked runs were no faster than cold ones ({warm:.2f}s against {cold:.2f}s); "
@@ -3367,6 +3832,7 @@ class Session:
                 f"no packages under {self.root} (a package is a directory holding "
                 f"{', '.join(PACKAGE_MARKERS[:-1])} or {PACKAGE_MARKERS[-1]}); pass --root DIR"
             )
+        self.choices: dict[Package, Choice] = {}
         self.choices = self.choose()
         if not options.plan:  # a plan runs nothing, so its machine needs no runner
             check_choices(self.choices)
@@ -3389,9 +3855,16 @@ class Session:
     def packages(self) -> list[Package]:
         return self.tree.packages
 
-    def choose(self) -> dict[Package, Choice]:
+    def choose(self, changed: Iterable[str] | None = None) -> dict[Package, Choice]:
+        """Every package's choice, read again only where ``changed`` paths may have changed
+        it (all of them when ``changed`` is None)."""
         options = self.options
-        return choose(self.packages, self.root, options.runner, options.runners, options.venvs)
+        stale = self.packages if changed is None else stale_choices(
+            self.packages, self.choices, changed
+        )  # fmt: skip
+        fresh = choose(stale, self.root, options.runner, options.runners, options.venvs)
+        kept = {p: c for p, c in self.choices.items() if p not in fresh}
+        return {p: fresh.get(p) or kept[p] for p in self.packages}
 
     def command_for(self, package: Package) -> Command:
         """The one answer to how a package's tests run: what --plan shows, and what runs."""
@@ -3408,7 +3881,7 @@ class Session:
         saved = output_dir(self.root) / (package.rel.replace("/", "__") + ".log")
         needs = Needs(
             lambda modules: self.unavailable(modules, choice.python),
-            install_test_deps_command(package, choice.python),
+            lambda: install_test_deps_command(package, choice.python),
         )
         launcher = self.warm.launcher_for_runs()
         return Run(package, argv, env, choice.runner, self.options.timeout, launcher, saved, needs)
@@ -3439,7 +3912,7 @@ class Session:
         )
         if only is not None:
             steps = [s for s in steps if s.package in only]
-        self.choices, self.provided = self.choose(), None
+        self.choices, self.provided = self.choose(list(changed) if changed else None), None
         if self.options.explain:
             self.reporter.explain(steps)
             self.reporter.explain_choices({s.package: self.choices[s.package] for s in steps})
@@ -3447,6 +3920,8 @@ class Session:
             used = {s.package for s in steps}
             ours = [c for p, c in self.choices.items() if p in used and c.python == sys.executable]
             self.pool.prepare(c.runner for c in ours)
+            if self.options.explain:
+                self.reporter.preloads(self.pool.preloads())
         watching = not self.options.once
         self.ci.cycle_started()
         self.guard.cycle_started(time.monotonic())
@@ -3462,6 +3937,8 @@ class Session:
             )
         finally:
             self.guard.cycle_ended(time.monotonic())
+        if self.pool is not None and self.warm.launcher is not None:
+            self.pool.refresh()
         self.ci.cycle_ended(outcome, (p.rel for p in self.packages))
         self.failed.difference_update(r.package for r in outcome.results)
         self.failed.update(r.package for r in outcome.failures)
@@ -3546,7 +4023,7 @@ class Session:
             raise UsageError(f"cannot watch {self.root}: {exc.strerror or exc}") from None
         self.reporter.watching(len(self.packages), how)
         if self.options.warm:
-            self.pool = WarmPool(self.env)
+            self.pool = WarmPool(self.env, self.root)
             self.warm = WarmPolicy(self.pool)
         try:
             with KeyReader(self.changes.press) if interactive else contextlib.nullcontext():
