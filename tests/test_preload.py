@@ -307,19 +307,24 @@ def test_a_preloaded_forked_run_sees_what_a_cold_run_sees(
     repo: Repo, watch: Callable[..., Watch], tmp_path: Path
 ) -> None:
     """The parity probe of test_cli, taken from a run forked by a warm interpreter that has
-    imported ahead (the probe imports json and signal, which it learns)."""
+    imported ahead a module from outside the repository."""
     from test_cli import PROBE_TEST
 
-    repo.package("alpha", tests=PROBE_TEST)
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "outside.py").write_text("X = 1\n")
+    repo.package("alpha", tests="import outside\n" + PROBE_TEST)
     seen: dict[str, dict[str, Any]] = {}
     for mode, args, cycles in (("cold", ["--no-warm"], 1), ("warm", ["-v"], 3)):
         out = tmp_path / f"{mode}.json"
-        w = watch(repo.path, *args, env=clean_env(PYTHONDONTWRITEBYTECODE="1", PROBE_OUT=str(out)))
+        env = clean_env(
+            PYTHONDONTWRITEBYTECODE="1", PROBE_OUT=str(out), PYTHONPATH=str(tmp_path / "site")
+        )
+        w = watch(repo.path, *args, env=env)
         save_cycles(w, repo, cycles)
         seen[mode] = json.loads(out.read_text())
         assert w.stop() == 130
         if mode == "warm":
-            assert any("warm nose imports ahead:" in line and "(" in line for line in w.lines)
+            assert "      warm nose imports ahead: outside (1 module)" in w.lines, w.output
     cold, warm = seen["cold"], seen["warm"]
     assert cold.pop("parent_is_autotest") and not warm.pop("parent_is_autotest")
     for info in (cold, warm):

@@ -33,6 +33,7 @@ import contextlib
 import enum
 import errno
 import fnmatch
+import functools
 import hashlib
 import json
 import os
@@ -239,10 +240,16 @@ def venv_python(venv: Path) -> Path | None:
 def scripts_dir(python: str) -> str:
     """Where the console scripts (pytest, py.test, ...) of ``python``'s environment live."""
     if python == sys.executable:
-        import sysconfig
-
-        return sysconfig.get_path("scripts")
+        return own_scripts_dir()
     return os.path.dirname(python)  # a virtualenv's interpreter sits among its scripts
+
+
+@functools.lru_cache(maxsize=1)
+def own_scripts_dir() -> str:
+    """sysconfig works it out anew at each call; it cannot change while autotest runs."""
+    import sysconfig
+
+    return sysconfig.get_path("scripts")
 
 
 def inotify_watch_limit() -> int | None:
@@ -2157,6 +2164,13 @@ def serve_warm(  # pragma: no cover
             send(f"exit {pid} {code}")
 
     import_learned(learned, root, site_dirs, send)
+    import gc
+    import importlib.metadata
+
+    with contextlib.suppress(Exception):  # lists the site directories once, for every run
+        for _ in importlib.metadata.distributions():  # (cached, per directory mtime)
+            pass
+    gc.freeze()  # what is imported now is never collected: forked runs' collections skip it
     send("ready")
     signal.signal(signal.SIGCHLD, reap)
     buffer, fds = b"", []
