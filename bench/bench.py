@@ -32,6 +32,21 @@ same run, the ratio of autotest's figure to it, and the goal.
    subdirectory, so the bench passes it ``--patterns '*.py,**/*.py'`` (and says so).  A tool
    that is not installed or does not run gets its row skipped, with the reason.
 
+7. 40 packages of one quick test: a save in the first -> every test body has run, after two
+   warm-up saves (the first forked cycle teaches the warm interpreter what to import ahead).
+   Baseline: 40 cold ``python -m nose`` runs in a row.  A note breaks the time per package
+   down: previous verdict line -> test module imported (starting the run), -> test body
+   (collection), -> its own verdict line (the test, the end, autotest noticing and reporting).
+8. a package whose tests import a library installed outside the repository (a module on
+   PYTHONPATH in a temporary site directory) whose import takes 0.7 s: save -> first test body
+   after two warm-up saves.  Baseline: a cold ``python -m nose``.
+9. the same with pydantic (bench/requirements.txt) under ``--runner pytest``; baselines: a cold
+   ``python -m pytest`` (9a) and pytest-watcher's save -> first test body (9b).
+10. process start -> first test body on a tree of 80 packages (the cold nose start is shown
+   for scale; the goal is on the figure itself, as in 5b).
+
+--only N runs scenario N alone (repeatable).
+
 --quick: 3 trials, 2,000 ignored directories in 5, and 5 s idle windows (scaled to 10 s).
 
 Environment: every process the bench starts gets the caller's environment WITHOUT

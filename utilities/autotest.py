@@ -83,9 +83,10 @@ except ImportError as _exc:  # --help and --once work without it; watching says 
 #                   which runner and which interpreter each package gets, and why
 #   One run         one package's test process, its bounded output and its RunResult
 #   Warm runner     the forking server (real code, sent to a fresh interpreter), its client,
-#                   and the policy that decides when forked runs are used
+#                   what the runs teach it to import ahead, and the policy that decides when
+#                   forked runs are used
 #   Cycle           packages in order, up to --jobs at once, until the first failure in order
-#                   (or through all of them, with --keep-going)
+#                   (or through all of them, with --keep-going), waiting on the runs
 #   CI: affected, shards, plan, JUnit
 #                   what a change affects, the K-th of N slices, the cycle as JSON, the
 #                   remembered run times, one JUnit XML report per cycle
@@ -2456,10 +2457,18 @@ class WarmLauncher:
                 self.sock.settimeout(max(0.0, deadline - time.monotonic()))
                 self._handle(self._read_line())
             except (BlockingIOError, socket.timeout):
+                if wait > 0 and self.learned is not None and self.preloaded:
+                    self._too_slow(self.learned)
                 break
             except OSError:
                 self._ended_early()
         return self.ready and self.sock is not None
+
+    def _too_slow(self, learned: LearnedPreloads) -> None:
+        """A warm interpreter that is not ready in time may hang in a learned module's import:
+        the next one starts without any."""
+        learned.give_up("the warm interpreter was not ready in time with it")
+        self._restart()
 
     def launch(
         self, package: Package, command: Sequence[str], env: Mapping[str, str], out: IO[bytes]
@@ -3592,7 +3601,7 @@ SETTINGS = (
     Setting("poll", "flag", "poll the tree instead of OS notifications"),
     Setting("warm", "flag", "start every run cold instead of forking it from a warm interpreter"),
     Setting("explain", "flag", "say why each package runs where it does, with which runner and "
-            "interpreter", short="v"),
+            "interpreter, and what warm interpreters import ahead", short="v"),
     Setting("clear", "flag", "clear the screen before each cycle"),
     Setting("bell", "flag", "ring the terminal bell when a package fails"),
     Setting("notify", "flag", "desktop notification when a cycle fails or recovers"),
