@@ -331,3 +331,36 @@ def test_a_preloaded_forked_run_sees_what_a_cold_run_sees(
         info["env"].pop("PROBE_OUT")
     for key in cold:
         assert warm[key] == cold[key], key
+
+
+LATE_THREAD = """\
+import os
+import threading
+
+COUNT = os.environ["IMPORT_COUNT"]
+with open(COUNT, "a") as f:
+    f.write("x")
+with open(COUNT) as f:
+    imports = len(f.read())
+if imports == 4:  # cold run, learning run, the probe: the warm interpreter's own import
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+Y = 1
+"""
+
+
+def test_a_module_that_starts_a_thread_only_in_the_warm_interpreter_ends_it_and_is_dropped(
+    repo: Repo, watch: Callable[..., Watch], tmp_path: Path
+) -> None:
+    """The probe found it fit, the real import did not: that warm interpreter ends, and the
+    next one starts without the module, before the run is forked."""
+    env, seen = preload_repo(repo, tmp_path, more="import threadlib\n")
+    (tmp_path / "site" / "threadlib.py").write_text(LATE_THREAD)
+    env["IMPORT_COUNT"] = str(tmp_path / "count")
+    w = watch(repo.path, "-v", env=env)
+    save_cycles(w, repo, 3)
+    rows = seen.read_text().splitlines()
+    assert "('extlib', True)" in rows[2] and "('extlib', True)" in rows[3], w.output
+    assert all("('threadlib', False)" in row for row in rows)
+    assert "      warm nose does not import threadlib: starts a thread" in w.lines, w.output
+    assert sum(line.startswith("all 1 package passed") for line in w.lines) == 4, w.output
+    assert (tmp_path / "count").read_text() == "x" * 6, "cold, learning, probe, warm, 2 runs"
