@@ -1922,10 +1922,11 @@ NOSE_CANNOT_RUN = (
 #
 # It also imports ahead what the runs taught it: each forked run reports the modules it
 # imported, and those from outside the repository (LearnedPreloads) are imported by the next
-# warm interpreter of that Python before it forks, each checked (interpreter_state): one whose
-# import fails is skipped, one that starts a thread or changes what a forked run would see
-# otherwise than a cold one (the environment, sys.path, the working directory, signal handlers,
-# the standard streams) or imports a module of the repository ends that warm interpreter, and
+# warm interpreter of that Python before it forks, each checked (interpreter_state), first in
+# a throwaway forked probe, then for real: one whose import fails is skipped; one that starts a
+# thread or changes what a forked run would see otherwise than a cold one (the environment,
+# sys.path, the working directory, signal handlers, the standard streams) or imports a module
+# of the repository is dropped, and when that happens for real it ends the warm interpreter and
 # the next one starts without it.
 #
 # The protocol, over a socket pair, one line per message:
