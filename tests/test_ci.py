@@ -416,7 +416,7 @@ def test_affected_runs_the_changed_package_and_its_users_in_order(
     done = autotest(repo.path, tmp_path, "--once", "--affected", "--changed", "libs/api")
     assert done.returncode == 0, done.stdout + done.stderr
     assert ran(done.stdout) == ["libs/api", "exporter/foo-http", "services/web-app"]
-    assert done.stdout.splitlines()[0] == "testing 3 affected packages of 5"
+    assert done.stdout.splitlines()[0] == f"testing 3 affected packages of 5 in {repo.path}"
 
 
 def test_affected_follows_uses_transitively(repo: Repo, tmp_path: Path) -> None:
@@ -426,7 +426,7 @@ def test_affected_follows_uses_transitively(repo: Repo, tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert ran(done.stdout) == ["libs/core", "libs/api", "exporter/foo-http", "services/web-app"]
-    assert "   3. exporter/foo-http  (uses libs/api)" in done.stdout.splitlines()
+    assert "   3. exporter/foo-http  (uses libs/api (imports))" in done.stdout.splitlines()
 
 
 def test_affected_stops_at_the_first_failure_with_status_1(repo: Repo, tmp_path: Path) -> None:
@@ -444,7 +444,8 @@ def test_nothing_affected_is_one_line_and_exit_0(repo: Repo, tmp_path: Path) -> 
         repo.path, tmp_path, "--once", "--affected", "--changed", "README.md", ".github/ci.yml"
     )
     assert one_line(done, 0) == (
-        "nothing affected: none of the changes lies in a package; nothing to test"
+        f"nothing affected: none of the changes lies in one of the 5 packages in {repo.path}; "
+        "nothing to test"
     )
 
 
@@ -513,7 +514,7 @@ def test_empty_shard_is_one_line_and_exit_0(repo: Repo, tmp_path: Path) -> None:
     repo.package("libs/api")
     done = autotest(repo.path, tmp_path, "--once", "--shard", "3/3")
     assert one_line(done, 0) == (
-        "shard 3/3 is empty: 2 packages shared among 3 shards; nothing to test"
+        f"shard 3/3 is empty: 2 packages in {repo.path} shared among 3 shards; nothing to test"
     )
 
 
@@ -580,14 +581,14 @@ def test_plan_prints_the_cycle_as_json_and_runs_nothing(repo: Repo, tmp_path: Pa
         "reason": "changed",
         "runner": "pytest",  # the root configures pytest
         "interpreter": sys.executable,
-        "argv": [sys.executable, "-m", "pytest", "-v"],
+        "argv": [sys.executable, "-X", "faulthandler", "-m", "pytest", "-v"],
         "dependencies": ["libs/core"],
     }
     assert (foo["name"], foo["reason"], foo["dependencies"]) == (
         "foo-http", "uses libs/api", ["libs/api"]
     )  # fmt: skip
     assert (web["name"], web["dependencies"]) == ("web-app", ["libs/api"])
-    assert data["packages"][3]["reason"] == ""
+    assert data["packages"][3]["reason"] == "used by 3 packages"  # the rest: bases first
 
 
 def test_plan_honours_affected_and_shard(repo: Repo, tmp_path: Path) -> None:
@@ -686,7 +687,8 @@ def test_junit_report_with_parallel_runs_is_in_the_cycle_order(repo: Repo, tmp_p
     done = autotest(repo.path, tmp_path, "--once", "-j", "3", "--junit-xml", str(report))
     assert done.returncode == 0, done.stdout + done.stderr
     root = ET.parse(report).getroot()
-    assert [s.get("name") for s in root] == everything
+    assert sorted(ran(done.stdout)) == everything
+    assert [s.get("name") for s in root] == ran(done.stdout)
     assert all(len(suite) == 1 and suite[0].get("name") == "test_ok" for suite in root)
 
 
@@ -842,18 +844,13 @@ def branch(repo: Repo, tmp_path: Path) -> Repo:
 
 def as_run(line: str, repo: Repo, **matrix: str) -> tuple[list[str], str]:
     """The command line with the matrix filled in, as argv for this Python, and the file its
-    stdout goes to.  ``--since`` stands in as ``--changed`` with git's list until autotest
-    knows it (see SAYS_WHAT_CHANGED)."""
+    stdout goes to."""
     for key, value in matrix.items():
         line = line.replace("${{ matrix." + key + " }}", value)
     command, _, redirect = line.partition(" > ")
     argv = shlex.split(command)
     assert argv[:2] == ["python", "utilities/autotest.py"], line
     argv[0] = sys.executable
-    if "--since" in argv and "since" not in at.SAYS_WHAT_CHANGED:
-        at_ = argv.index("--since")
-        files = git(repo.path, "diff", "--name-only", f"{argv[at_ + 1]}...HEAD").split()
-        argv[at_ : at_ + 2] = ["--changed", *files]
     return argv, redirect.strip()
 
 
@@ -890,8 +887,6 @@ def test_readme_per_package_workflow_runs_as_written(branch: Repo, tmp_path: Pat
     for package in matrix:
         argv, _ = as_run(package_line, branch, package=package)
         done = run_line(argv, branch, tmp_path)
-        if done.returncode == 2 and f"unrecognized arguments: {package}" in done.stderr:
-            pytest.skip("autotest does not take packages as arguments yet")
         assert done.returncode == 0, done.stdout + done.stderr
         assert ran(done.stdout) == [package]
         suites = [s.get("name") for s in ET.parse(branch.path / "report.xml").getroot()]

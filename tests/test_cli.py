@@ -212,10 +212,11 @@ def test_once_all_green_prints_one_line_per_package(repo: Repo) -> None:
     done = run_autotest(repo.path, "--once")
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == "testing all 3 packages"
+    assert lines[0] == f"autotest: 3 packages in {repo.path}"
+    assert lines[1] == "testing all 3 packages"
     assert verdicts(lines) == [("alpha", "ok"), ("beta", "ok"), ("gamma", "ok")]
     assert re.match(r"^all 3 packages passed in \d+\.\d\ds$", lines[-1])
-    assert len(lines) == 5, done.stdout  # header, three verdicts, summary: nothing else
+    assert len(lines) == 6, done.stdout  # start, header, three verdicts, summary: nothing else
     assert "RAW-OUTPUT" not in done.stdout
     assert "Ran 1 test" not in done.stdout
     assert done.stderr == ""
@@ -279,9 +280,9 @@ def test_changed_path_goes_first_then_its_dependents(repo: Repo, tmp_path: Path,
     assert done.returncode == 0, done.stdout + done.stderr
     assert [rel for rel, _ in verdicts(done.stdout)] == ["core", "mid", "top", "aaa"]
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("changed: core/core/"), lines[0]
+    assert lines[1].startswith("changed: core/core/"), lines[1]
     assert "is in no package" not in done.stdout
-    assert lines[1:5] == [
+    assert lines[2:6] == [
         "   1. core  (changed)",
         "   2. mid  (uses core)",
         "   3. top  (uses mid)",
@@ -289,11 +290,16 @@ def test_changed_path_goes_first_then_its_dependents(repo: Repo, tmp_path: Path,
     ]
 
 
-def test_without_changed_the_order_is_by_path(repo: Repo) -> None:
+def test_without_changed_the_bases_run_first(repo: Repo) -> None:
     layered(repo)
     done = once(repo.path, "--explain")
-    assert [rel for rel, _ in verdicts(done.stdout)] == ["aaa", "core", "mid", "top"]
-    assert done.stdout.splitlines()[1:5] == ["   1. aaa", "   2. core", "   3. mid", "   4. top"]
+    assert [rel for rel, _ in verdicts(done.stdout)] == ["core", "mid", "aaa", "top"]
+    assert done.stdout.splitlines()[2:6] == [
+        "   1. core  (used by 2 packages)",
+        "   2. mid  (uses core)",
+        "   3. aaa",
+        "   4. top  (uses mid)",
+    ]
 
 
 def test_changed_orders_several_paths_first_one_first(repo: Repo) -> None:
@@ -455,6 +461,7 @@ def test_timeout_kills_the_run_and_its_children_and_stops(
     assert verdicts(output) == [("alpha", "FAILED (timed out)")]
     assert "HANG-START" in output  # what it printed before it hung
     assert "autotest: timed out after 1s; killed" in output
+    assert re.search(r"line \d+ in test_hangs", output), "where it hung (faulthandler)"
     assert re.search(r"^alpha FAILED; 0 passed, 1 not run in", output, re.M)
     assert_gone(read_pids(pidfile, timeout=0)[:2])
 
@@ -465,7 +472,9 @@ def test_timeout_kills_the_run_and_its_children_and_stops(
 
 WARM_MODES = pytest.mark.parametrize("warm", [True, False], ids=["warm", "no-warm"])
 SIGNALS = pytest.mark.parametrize(
-    ("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+    ("sig", "status"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
+    ids=["SIGINT", "SIGTERM", "SIGHUP"],
 )
 
 
@@ -524,7 +533,10 @@ def test_signal_while_idle_exits(
         (["--runner", "nosey"], ["nosey", "nose", "pytest", "{package}"]),
         (["--runner", ""], ["--runner"]),
         (["--runner", "'unclosed"], ["--runner"]),
-        (["--once", "--changed"], ["--changed"]),
+        (["--once", "--since"], ["--since"]),
+        (["--once", "--since", "HEAD"], ["--since", "HEAD", "git"]),
+        (["--once", "alphq"], ["alphq", "names no package", "alpha"]),
+        (["--once", "--exclude", "alp*"], ["--exclude", "1"]),
     ],
 )
 def test_bad_argument_is_one_error_line(repo: Repo, args: list[str], words: list[str]) -> None:
@@ -726,9 +738,9 @@ def test_runner_command_with_arguments_after_double_dash(repo: Repo, tmp_path: P
     repo.package("alpha")
     script = tmp_path / "show.py"
     script.write_text("import sys\nprint('ARGV=' + repr(sys.argv[1:]))\nsys.exit(1)\n")
-    command = f"{sys.executable} {script} --pkg={{package}}"
+    command = f"{sys.executable} {script} --pkg {{package}}"
     done = once(repo.path, "--runner", command, "--", "-x", "two words")
-    expected = [f"--pkg={repo.path / 'alpha'}", "-x", "two words"]
+    expected = ["--pkg", f"{repo.path / 'alpha'}", "-x", "two words"]
     assert f"ARGV={expected!r}" in done.stdout
 
 
@@ -787,7 +799,7 @@ def test_configured_options_other_than_the_runner(repo: Repo) -> None:
     repo.write("pyproject.toml", '[tool.autotest]\nexplain = true\njobs = "auto"\n')
     done = once(repo.path)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "   1. aaa" in done.stdout.splitlines()
+    assert "   1. core  (used by 2 packages)" in done.stdout.splitlines()
 
 
 # ---------------------------------------------------------------------------------------------

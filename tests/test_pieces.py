@@ -3,6 +3,7 @@ the intake, and the cycle with stand-in runs."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 from pathlib import Path
@@ -313,4 +314,4 @@ def test_the_cycle_is_timed_with_the_clock_it_is_given() -> None:
 def test_the_warm_server_is_real_code_sent_to_a_plain_interpreter() -> None:
     source = at.warm_server_source("nose", 3, ("nose.core",)).decode()
     compile(source, "<warm>", "exec")
-    assert source.rstrip().endswith("serve_warm('nose', 3, ('nose.core',))")
+    assert source.rstrip().endswith(f"serve_warm('nose', 3, ('nose.core',), {os.getpid()})")

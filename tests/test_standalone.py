@@ -30,7 +30,8 @@ def test_copied_alone_into_another_repo_finds_its_packages(repo: Repo) -> None:
 
     lines = done.stdout.splitlines()
     assert done.returncode == 1, done.stdout + done.stderr
-    assert lines[0] == "changed: services/api/acme_api/__init__.py"
-    assert lines[1].split()[:2] == ["services/api", "ok"]
-    assert lines[2].split()[:2] == ["services/worker", "FAILED"]
+    assert lines[0] == f"autotest: 2 packages in {repo.path}"
+    assert lines[1] == "changed: services/api/acme_api/__init__.py"
+    assert lines[2].split()[:2] == ["services/api", "ok"]
+    assert lines[3].split()[:2] == ["services/worker", "FAILED"]
     assert "the output of the failing run" in done.stdout

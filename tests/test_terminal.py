@@ -215,3 +215,106 @@ def test_notify_sends_a_notification_on_failure_and_on_recovery(
         "autotest|alpha FAILED",
         "autotest|all packages pass again",
     ]
+
+
+SLEEPING_TEST = """\
+import time
+
+
+def test_takes_a_while():
+    time.sleep({seconds})
+"""
+
+
+def test_a_status_line_names_the_running_package_and_is_erased_before_its_verdict(
+    repo: Repo, terminal: Opener
+) -> None:
+    repo.package("alpha")
+    repo.package("slow", tests=SLEEPING_TEST.format(seconds=2.5))
+    t = terminal("--once", NO_COLOR="1")
+    t.read_until(r"all 2 packages passed")
+    assert t.wait() == 0
+    screen = t.text
+    for seconds in (0, 1, 2):  # rewritten at least every second
+        assert f"running 2/2 slow {seconds}s" in screen
+    status = re.findall(r"running 2/2 slow \ds", screen)
+    assert status == sorted(set(status)), "each second once: the line changes only when it must"
+    blank = "\r" + " " * len("running 2/2 slow 2s") + "\r"
+    assert blank + "slow   ok" in screen, "erased before the verdict line"
+    assert re.search(r"\r\n\s*all 2 packages passed", screen)
+    assert "running" not in screen.split("slow   ok")[1], "no status line once it ended"
+
+
+def test_q_during_a_run_quits_at_once_killing_the_tests_and_what_they_started(
+    repo: Repo, terminal: Opener, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "pids"
+    repo.package(
+        "alpha",
+        tests=f"""\
+import os
+import subprocess
+import sys
+import time
+
+
+def test_waits():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    with open({str(pidfile) + ".tmp"!r}, "w") as f:
+        f.write("%d %d" % (os.getpid(), child.pid))
+    os.replace({str(pidfile) + ".tmp"!r}, {str(pidfile)!r})
+    time.sleep(60)
+""",
+    )
+    t = terminal()
+    t.read_until(r"running 1/1 alpha")
+    assert wait_until(pidfile.exists, timeout=20)
+    pids = [int(p) for p in pidfile.read_text().split()]
+    pressed = time.monotonic()
+    t.press("q")
+    assert t.wait() == 0, "nothing failed: q during the first cycle quits with 0"
+    assert time.monotonic() - pressed < 3
+    assert wait_until(lambda: not any(os.path.exists(f"/proc/{p}") for p in pids), timeout=3)
+    assert t.mode_restored()
+    assert "Traceback" not in t.text
+
+
+def test_keys_pressed_during_a_run_act_when_it_ends(repo: Repo, terminal: Opener) -> None:
+    repo.package("alpha", tests=SLEEPING_TEST.format(seconds=1.5))
+    t = terminal()
+    t.read_until(r"running 1/1 alpha")
+    t.press("a")
+    t.read_until(r"all 1 package passed[\s\S]*" + MENU + r"[\s\S]*testing all 1 package")
+    t.read_until(r"(all 1 package passed[\s\S]*){2}" + MENU)
+    t.press("q")
+    assert t.wait() == 0
+
+
+def test_sighup_exits_129_and_restores_the_terminal(repo: Repo, terminal: Opener) -> None:
+    repo.package("alpha", tests=SLEEPING_TEST.format(seconds=30))
+    t = terminal()
+    t.read_until(r"running 1/1 alpha")
+    t.proc.send_signal(signal.SIGHUP)
+    assert t.wait() == 129
+    assert t.mode_restored()
+    assert "Traceback" not in t.text
+
+
+def test_closing_the_terminal_ends_autotest_and_its_runs(
+    repo: Repo, terminal: Opener, tmp_path: Path
+) -> None:
+    marker = tmp_path / "started"
+    repo.package(
+        "alpha",
+        tests=f"import time\n\n\ndef test_waits():\n"
+        f"    open({str(marker)!r}, 'w').write('%d' % __import__('os').getpid())\n"
+        "    time.sleep(60)\n",
+    )
+    t = terminal()
+    t.read_until(r"running 1/1 alpha")
+    assert wait_until(marker.exists, timeout=20)
+    test_pid = int(marker.read_text())
+    os.close(t.master)  # the terminal window closes: the kernel hangs up
+    t.master = os.open(os.devnull, os.O_RDONLY)  # for close() at the end
+    assert t.wait() == 129
+    assert wait_until(lambda: not os.path.exists(f"/proc/{test_pid}"), timeout=3)

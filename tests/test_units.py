@@ -156,7 +156,13 @@ def test_read_metadata_from_pyproject(tmp_path: Path) -> None:
         '[project.optional-dependencies]\ntest = ["qux.lib"]\ndocs = ["Sphinx"]\n',
     )
     meta = at.read_metadata(pkg(tmp_path, "p"))
-    assert meta == at.Metadata("my-pkg", frozenset({"foo-bar", "baz", "qux-lib", "sphinx"}))
+    assert meta.name == "my-pkg"
+    assert labelled(meta) == {
+        ("foo-bar", ""),
+        ("baz", ""),
+        ("qux-lib", "tests"),
+        ("sphinx", "extra docs"),
+    }
 
 
 def test_read_metadata_from_setup_cfg(tmp_path: Path) -> None:
@@ -167,7 +173,8 @@ def test_read_metadata_from_setup_cfg(tmp_path: Path) -> None:
         "    Foo_Bar>=1\n    baz\n\n[options.extras_require]\ntest =\n    pytest\n    qux\n",
     )
     meta = at.read_metadata(pkg(tmp_path, "p"))
-    assert meta == at.Metadata("cfg-pkg", frozenset({"foo-bar", "baz", "pytest", "qux"}))
+    assert meta.name == "cfg-pkg"
+    assert meta.requires == {"foo-bar", "baz", "pytest", "qux"}
 
 
 def test_read_metadata_from_setup_py_without_running_it(tmp_path: Path) -> None:
@@ -179,29 +186,17 @@ def test_read_metadata_from_setup_py_without_running_it(tmp_path: Path) -> None:
         "setup(name='Py_Pkg', install_requires=['Foo_Bar>=1', 'baz'])\n",
     )
     meta = at.read_metadata(pkg(tmp_path, "p"))
-    assert meta == at.Metadata("py-pkg", frozenset({"foo-bar", "baz"}))
+    assert (meta.name, meta.requires) == ("py-pkg", {"foo-bar", "baz"})
 
 
 def test_read_metadata_without_a_name_uses_the_directory(tmp_path: Path) -> None:
     write(tmp_path, "Some_Dir/setup.cfg", "[options]\ninstall_requires = foo\n")
-    assert at.read_metadata(pkg(tmp_path, "Some_Dir")) == at.Metadata(
-        "some-dir", frozenset({"foo"})
-    )
+    meta = at.read_metadata(pkg(tmp_path, "Some_Dir"))
+    assert (meta.name, meta.requires) == ("some-dir", {"foo"})
 
 
-def test_pyproject_requirements_without_toml() -> None:
-    text = (
-        "[build-system]\nrequires = ['setuptools']\n\n"
-        "[project]\nname = 'plain'\ndependencies = [\n    \"foo>=1\",\n    'bar',\n]\n\n"
-        '[tool.other]\nname = "not-this"\n'
-    )
-    assert at.pyproject_requirements_without_toml(text) == ("plain", ["foo>=1", "bar"])
-    assert at.pyproject_requirements_without_toml("[tool.x]\na = 1\n") == (None, [])
-
-
-def test_pyproject_requirements_without_toml_reads_requirements_with_extras() -> None:
-    text = '[project]\nname = "a"\ndependencies = ["foo[extra]>=1", "bar"]\n'
-    assert at.pyproject_requirements_without_toml(text) == ("a", ["foo[extra]>=1", "bar"])
+def labelled(meta: Any) -> set[tuple[str, str]]:
+    return {(d.name, d.label) for d in meta.declared}
 
 
 def by_rel(graph: Any) -> dict[str, set[str]]:
@@ -210,15 +205,14 @@ def by_rel(graph: Any) -> dict[str, set[str]]:
 
 def test_dependency_graph_from_declared_names(repo: Repo) -> None:
     repo.package("foo-bar", name="Foo_Bar")
-    repo.package("app", deps=["foo-bar>=1", "requests", "app"], code="import other\n")
+    repo.package("app", deps=["foo-bar>=1", "requests", "app"], code="import json\n")
     repo.package("other", deps=["FOO.BAR[x]; python_version > '3'"])
     packages, _ = at.discover_packages(repo.path)
     graph = at.dependency_graph(packages)
     assert by_rel(graph) == {"app": {"foo-bar"}, "foo-bar": set(), "other": {"foo-bar"}}
-    assert rels(graph.scanned) == ["foo-bar"]
 
 
-def test_dependency_graph_scans_imports_when_nothing_is_declared(repo: Repo) -> None:
+def test_dependency_graph_adds_the_imports_of_code_and_tests(repo: Repo) -> None:
     repo.package("core")
     repo.write("lib/pyproject.toml", '[project]\nname = "lib"\n')
     repo.write("lib/src/libmod/__init__.py")
@@ -230,13 +224,17 @@ def test_dependency_graph_scans_imports_when_nothing_is_declared(repo: Repo) -> 
     repo.write("app/app.py", "from core import VALUE\nimport libmod.sub\n")
     repo.write("app/tests/test_app.py", "from company.api import thing\n")
     repo.write("declared/pyproject.toml", '[project]\nname = "d"\ndependencies = ["lib"]\n')
-    repo.write("declared/d.py", "import core\n")  # declared requirements decide
+    repo.write("declared/d.py", "import core\n")  # added to what it declares
     packages, _ = at.discover_packages(repo.path)
     graph = at.dependency_graph(packages)
     assert by_rel(graph)["app"] == {"core", "lib", "api"}
-    assert by_rel(graph)["declared"] == {"lib"}
+    assert by_rel(graph)["declared"] == {"lib", "core"}
     assert by_rel(graph)["web"] == set()
-    assert sorted(rels(graph.scanned)) == ["api", "app", "core", "lib", "web"]
+    label = {(p.rel, u.rel): text for (p, u), text in graph.labels.items()}
+    assert label[("app", "core")] == "imports"
+    assert label[("app", "api")] == "tests"
+    assert label[("declared", "lib")] == ""
+    assert label[("declared", "core")] == "imports"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,15 +273,15 @@ def test_cycle_order_changed_failed_dependents_rest(named: dict[str, Any]) -> No
     ]
 
 
-def test_cycle_order_without_changes_is_failed_then_sorted(named: dict[str, Any]) -> None:
-    assert order(named, {}, ["web", "core"], {"lib": ["core"]}) == [
+def test_cycle_order_without_changes_is_failed_then_bases_first(named: dict[str, Any]) -> None:
+    assert order(named, {}, ["web", "core"], {"lib": ["core"], "app": ["util"]}) == [
         ("core", "failed last time"),
         ("web", "failed last time"),
+        ("util", "used by 1 package"),
         ("aaa", ""),
-        ("app", ""),
-        ("lib", ""),
+        ("app", "uses util"),
+        ("lib", "uses core"),
         ("tool", ""),
-        ("util", ""),
         ("zzz", ""),
     ]
 
@@ -589,13 +587,28 @@ def test_make_runner_builtin() -> None:
 
 
 def test_make_runner_command_substitutes_the_package_as_one_argument(tmp_path: Path) -> None:
-    runner = at.make_runner("mytool --root {package} -k 'two words' --out={package}/out")
+    runner = at.make_runner("mytool --root {package} -k 'two words' {package}")
     assert runner.module is None
     package = pkg(tmp_path, "a b; rm -rf ~")
     assert runner.command(package, ["-x"]) == [
-        "mytool", "--root", str(package.path), "-k", "two words",
-        f"--out={package.path}/out", "-x",
+        "mytool", "--root", str(package.path), "-k", "two words", str(package.path), "-x",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "spec", ["sh -c 'cd {package} && nosetests'", "mytool --out={package}/out", "x {package}s"]
+)
+def test_the_package_inside_a_larger_argument_is_refused_with_the_environment_variable(
+    spec: str,
+) -> None:
+    with pytest.raises(at.UsageError, match=r"argument of its own.*\$AUTOTEST_PACKAGE"):
+        at.make_runner(spec)
+
+
+def test_a_python_runner_is_started_with_faulthandler(tmp_path: Path) -> None:
+    package = pkg(tmp_path, "alpha")
+    command = at.make_runner("nose").command(package, ["-v"])
+    assert command == [sys.executable, "-X", "faulthandler", "-m", "nose", "-v"]
 
 
 @pytest.mark.parametrize("spec", ["no-such-runner-xyz", "", "   ", "mytool 'unclosed {package}"])
@@ -610,7 +623,7 @@ def test_make_runner_rejects_bad_specs(spec: str) -> None:
 
 
 def options(root: Path, *args: str) -> Any:
-    return at.parse_options(["--root", str(root), *args], lambda: None)
+    return at.parse_options(["--root", str(root), *args])
 
 
 PYPROJECT_CONFIG = """\
@@ -622,6 +635,8 @@ timeout = 30
 restart = true
 debounce = 0.2
 ignore = ["*.log", "tmp/"]
+packages = ["libs/*", "exporter/*"]
+exclude = ["*-legacy"]
 poll = true
 warm = false
 explain = true
@@ -639,6 +654,8 @@ timeout = 30
 restart = yes
 debounce = 0.2
 ignore = *.log tmp/
+packages = libs/* exporter/*
+exclude = *-legacy
 poll = true
 warm = no
 explain = on
@@ -654,10 +671,13 @@ notify = true
 )
 def test_config_file(tmp_path: Path, filename: str, text: str) -> None:
     write(tmp_path, filename, text)
+    section = "[tool.autotest]" if filename == "pyproject.toml" else "[autotest]"
     assert options(tmp_path) == at.Options(
         root=tmp_path.resolve(), runner="pytest", runner_args=("-x", "-q"), jobs=2,
         timeout=30.0, restart=True, debounce=0.2, ignore=("*.log", "tmp/"), poll=True,
         warm=False, explain=True, clear=True, bell=True, notify=True,
+        runner_from=f"{filename} {section}",
+        packages=("libs/*", "exporter/*"), exclude=("*-legacy",),
     )  # fmt: skip
 
 
@@ -688,10 +708,13 @@ def test_runner_args_after_double_dash(tmp_path: Path) -> None:
 
 def test_command_line_values(tmp_path: Path) -> None:
     opts = options(
-        tmp_path, "--changed", "a.py", "b.py", "--timeout", "2.5", "-j", "auto", "--no-warm",
-        "-v", "--restart", "--poll",
+        tmp_path, "libs/api", "tools/*", "--changed", "a.py", "b.py", "--timeout", "2.5", "-j",
+        "auto", "--no-warm", "-v", "--restart", "--poll", "--changed", "--changed", "c.py",
+        "--since", "origin/main", "--exclude", "x", "--exclude", "y",
     )  # fmt: skip
-    assert opts.changed == ("a.py", "b.py")
+    assert opts.packages == ("libs/api", "tools/*")
+    assert opts.changed == ("a.py", "b.py", "c.py")
+    assert (opts.since, opts.exclude) == ("origin/main", ("x", "y"))
     assert (opts.timeout, opts.jobs, opts.warm) == (2.5, os.cpu_count() or 1, False)
     assert opts.explain and opts.restart and opts.poll
 
@@ -727,12 +750,23 @@ def test_bad_config_is_a_usage_error(tmp_path: Path, filename: str, text: str) -
         ["--debounce", "nan"],
         ["--timeout", "inf"],
         ["--bogus"],
-        ["--changed"],
+        ["--since"],
     ],
 )
 def test_bad_command_line_is_a_usage_error(tmp_path: Path, args: list[str]) -> None:
     with pytest.raises(at.UsageError):
         options(tmp_path, *args)
+
+
+def test_an_empty_changed_is_no_change(tmp_path: Path) -> None:
+    """A hook's ``--changed $(git diff --name-only HEAD)`` on a clean tree."""
+    assert options(tmp_path, "--once", "--changed").changed == ()
+
+
+def test_packages_on_the_command_line_win_over_config(tmp_path: Path) -> None:
+    write(tmp_path, "pyproject.toml", '[tool.autotest]\npackages = ["libs/*"]\n')
+    assert options(tmp_path).packages == ("libs/*",)
+    assert options(tmp_path, "tools/x").packages == ("tools/x",)
 
 
 def test_root_that_is_not_a_directory(tmp_path: Path) -> None:
@@ -742,7 +776,7 @@ def test_root_that_is_not_a_directory(tmp_path: Path) -> None:
 
 def test_read_config_names_with_underscores(tmp_path: Path) -> None:
     write(tmp_path, "pyproject.toml", '[tool.autotest]\nrunner_args = "-x --pdb"\n')
-    assert at.read_config(tmp_path, lambda: None) == {"runner-args": ("-x", "--pdb")}
+    assert at.read_config(tmp_path) == {"runner-args": ("-x", "--pdb")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -839,39 +873,108 @@ class StandInLauncher:
     """Making real forks slower than cold starts is not possible here: this records close()."""
 
     closed = False
+    renewed = 0
 
     def close(self) -> None:
         self.closed = True
+
+    def renew(self) -> None:
+        self.renewed += 1
 
 
 def timed_result(package: Any, seconds: float, warm: bool) -> Any:
     return at.RunResult(package, at.Verdict.OK, seconds, "", warm=warm)
 
 
+def three_packages() -> list[Any]:
+    return [at.Package(Path(f"/r/{name}"), name) for name in ("alpha", "beta", "gamma")]
+
+
+def cold_cycle(policy: Any, packages: list[Any], seconds: float = 0.20) -> None:
+    assert all(policy.launcher_for(p) is None for p in packages), "the first cycle runs cold"
+    for package in packages:
+        policy.record(timed_result(package, seconds, warm=False))
+    policy.cycle_done()
+
+
 @pytest.mark.parametrize(("warm", "kept"), [(0.05, True), (0.30, False)])
-def test_the_warm_runner_is_judged_against_cold_runs_once(warm: float, kept: bool) -> None:
-    packages = [at.Package(Path(f"/r/{name}"), name) for name in ("alpha", "beta", "gamma")]
+def test_the_warm_runner_is_judged_against_cold_runs_of_the_same_packages(
+    warm: float, kept: bool
+) -> None:
+    packages = three_packages()
     launcher = StandInLauncher()
     policy = at.WarmPolicy(launcher)
-    assert policy.launcher_for_runs() is None, "the first cycle runs cold"
-    for package in packages:
-        policy.record(timed_result(package, 0.20, warm=False))
-    policy.cycle_done()
-    assert policy.launcher_for_runs() is launcher
+    cold_cycle(policy, packages)
+    assert policy.launcher_for(packages[0]) is launcher
     policy.record(timed_result(packages[0], warm, warm=True))
-    assert policy.judge(len(packages)) is None
-    assert policy.launcher is launcher and not policy.judged, "one package is too few"
+    assert policy.judge(len(packages)) is None, "one package is too few"
 
     for package in packages:
         policy.record(timed_result(package, warm, warm=True))
-    lost = policy.judge(len(packages))
+    judged = policy.judge(len(packages))
 
-    assert policy.judged
-    assert (policy.launcher is launcher) is kept
-    assert launcher.closed is not kept
-    assert (lost is None) is kept
+    assert (judged is None) is kept
+    assert policy.forking is kept
+    assert not launcher.closed, "kept for a later judgement"
     if not kept:
-        assert lost == pytest.approx((3 * warm, 0.60))
+        assert judged == pytest.approx((3 * warm, 0.60, False))
+        assert policy.launcher_for(packages[1]) is None
+
+
+def test_a_run_whose_code_changed_is_not_compared() -> None:
+    """The first edit adds a 1 s test: the run after it says nothing about forking."""
+    packages = three_packages()
+    policy = at.WarmPolicy(StandInLauncher())
+    cold_cycle(policy, packages, 0.49)
+    policy.code_changed([packages[0]])
+    policy.record(timed_result(packages[0], 1.10, warm=True))  # compiles, and runs a new test
+    assert policy.judge(len(packages)) is None
+    for package in packages[1:]:
+        policy.record(timed_result(package, 0.10, warm=True))
+    assert policy.judge(len(packages)) is None, "alpha's cold time was for other code"
+    assert policy.forking
+    assert policy.times[packages[0]].cold is None and policy.times[packages[0]].warm is None
+
+
+def test_no_judgement_on_zero_packages() -> None:
+    policy = at.WarmPolicy(StandInLauncher())
+    policy.cycle_done()
+    assert policy.judge(0) is None
+    assert policy.forking
+
+
+def test_a_later_cycle_revises_the_judgement_through_one_probe_per_cycle() -> None:
+    packages = three_packages()
+    launcher = StandInLauncher()
+    policy = at.WarmPolicy(launcher)
+    cold_cycle(policy, packages)
+    for package in packages:
+        policy.record(timed_result(package, 0.30, warm=True))
+    assert policy.judge(3) == pytest.approx((0.90, 0.60, False))
+    policy.cycle_done()
+
+    policy.code_changed([packages[0]])  # alpha's times are gone
+    policy.record(timed_result(packages[0], 0.50, warm=False))  # compiles: not counted
+    policy.record(timed_result(packages[0], 0.40, warm=False))
+    assert policy.launcher_for(packages[0]) is launcher, "a probe: alpha has no forked time"
+    assert policy.launcher_for(packages[0]) is None, "one probe per cycle"
+    policy.record(timed_result(packages[0], 0.05, warm=True))
+    for package in packages[1:]:  # the machine got less busy: forked runs are faster now
+        policy.code_changed([package])
+        policy.record(timed_result(package, 0.20, warm=False))
+        policy.record(timed_result(package, 0.20, warm=False))
+        policy.record(timed_result(package, 0.05, warm=True))
+    assert policy.judge(3) == pytest.approx((0.15, 0.80, True))
+    assert policy.launcher_for(packages[1]) is launcher
+
+
+def test_a_forked_run_that_timed_out_or_was_killed_is_not_a_time() -> None:
+    packages = three_packages()
+    policy = at.WarmPolicy(StandInLauncher())
+    cold_cycle(policy, packages)
+    killed = at.RunResult(packages[0], at.Verdict.FAILED, 9.0, "", "timed out", warm=True)
+    policy.record(killed)
+    assert policy.times[packages[0]].warm is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -887,7 +990,7 @@ def test_without_posix_runs_start_cold_and_are_killed_by_the_fallback(
     package = at.Package(repo.package("alpha"), "alpha")
     runner = at.make_runner(f"{sys.executable} -c 'import time; time.sleep(60)'")
     launcher = at.WarmLauncher(at.BUILTIN_RUNNERS["nose"], dict(os.environ))
-    assert launcher.sock is None, "no fork server without POSIX"
+    assert launcher.spare is None, "no fork server without POSIX"
 
     run = at.Run(package, runner.command(package, ()), dict(os.environ), runner, None, launcher)
     assert isinstance(run.proc, subprocess.Popen)

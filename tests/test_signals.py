@@ -1,0 +1,208 @@
+"""Clean ends at any moment: autotest is started, then signalled at a random moment, many times.
+
+Every process of one start carries a marker in its environment (autotest hands its own
+environment on to the runs, their children and the warm interpreter), so whatever is left
+behind is found in /proc, whoever its parent is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import AUTOTEST, Repo, Watch, clean_env, default_sigint, wait_until
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="reads /proc to find what is left behind"
+)
+
+ITERATIONS = 20
+MARK = "AUTOTEST_SIGNAL_TEST_MARK"
+SLOW_TEST = """\
+import os
+import subprocess
+import sys
+import time
+
+
+def test_spawns_and_waits():
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    open(os.environ["SIGNAL_TEST_STARTED"], "a").close()
+    time.sleep(0.3)
+"""
+HANGING_TEST = """\
+import os
+import subprocess
+import sys
+import time
+
+
+def test_hangs_when_told():
+    if os.path.exists({hang!r}):
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        open({hang!r} + ".started", "w").close()
+        time.sleep(60)
+"""
+MOMENTS = ("starting", "warm interpreter starting", "idle", "mid-run", "forking")
+
+
+def marked(mark: str) -> list[int]:
+    """Live processes (not zombies) whose environment holds ``mark``."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if f"{MARK}={mark}".encode() not in f.read():
+                    continue
+            with open(f"/proc/{name}/stat") as f:
+                if f.read().rpartition(")")[2].split()[0] == "Z":
+                    continue
+        except OSError:
+            continue
+        found.append(int(name))
+    return found
+
+
+def catches(pid: int, signum: int) -> bool:
+    """Whether autotest's own handler for ``signum`` is installed (SigCgt in /proc)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            caught = next(line for line in f if line.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(int(caught.split()[1], 16) & (1 << (signum - 1)))
+
+
+def all_output(w: Watch) -> str:
+    """Everything autotest wrote, once it has ended (its stdout reached end of file)."""
+    with w._cond:
+        w._cond.wait_for(lambda: w._eof, timeout=5)
+    return w.output
+
+
+def kill_marked(mark: str) -> None:
+    for pid in marked(mark):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def await_moment(w: Watch, repo: Repo, moment: str, started: Path, rng: random.Random) -> None:
+    """Wait for the moment, then a random little while longer."""
+    if moment == "starting":
+        assert wait_until(lambda: catches(w.proc.pid, signal.SIGTERM), interval=0.002)
+        time.sleep(rng.uniform(0, 0.3))
+    elif moment == "warm interpreter starting":
+        w.wait_for(r"^autotest: watching")
+        time.sleep(rng.uniform(0, 0.15))
+    elif moment == "idle":
+        w.wait_cycles(1)
+        time.sleep(rng.uniform(0, 0.1))
+    elif moment == "mid-run":
+        assert wait_until(started.exists, timeout=20, interval=0.005)  # its child is started
+        time.sleep(rng.uniform(0, 0.1))
+    else:
+        w.wait_cycles(1)
+        test = repo.path / "libs" / "core" / "tests" / "test_core.py"
+        test.write_text(test.read_text() + "\n# edited\n")
+        time.sleep(rng.uniform(0, 0.4))
+
+
+@pytest.mark.parametrize(
+    ("sig", "status"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
+    ids=["SIGINT", "SIGTERM", "SIGHUP"],
+)
+def test_a_signal_at_any_moment_ends_autotest_cleanly_and_leaves_nothing_behind(
+    repo: Repo, tmp_path: Path, sig: int, status: int
+) -> None:
+    repo.write("pyproject.toml", "[tool.autotest]\ndebounce = 0.02\n")
+    repo.package("libs/core", tests=SLOW_TEST)
+    rng = random.Random(f"{sig}")
+    failures = []
+    for iteration in range(ITERATIONS):
+        moment = MOMENTS[iteration % len(MOMENTS)]
+        mark = uuid.uuid4().hex
+        started = tmp_path / f"started-{mark}"
+        env = clean_env(
+            PYTHONDONTWRITEBYTECODE="1", SIGNAL_TEST_STARTED=str(started), **{MARK: mark}
+        )
+        w = Watch(repo.path, env=env)
+        try:
+            await_moment(w, repo, moment, started, rng)
+            w.proc.send_signal(sig)
+            code = w.proc.wait(timeout=10)
+            output = all_output(w)
+            left = wait_until(lambda: not marked(mark), timeout=3)  # noqa: B023
+            if code != status or "Traceback" in output or not left:
+                failures.append((moment, code, marked(mark), output[-2000:]))
+        finally:
+            if w.proc.poll() is None:
+                w.proc.kill()
+                w.proc.wait()
+            kill_marked(mark)
+    assert not failures, failures
+
+
+def test_killing_autotest_outright_still_ends_a_forked_run_and_its_children(
+    repo: Repo, tmp_path: Path
+) -> None:
+    """kill -9 leaves autotest no chance to clean up: the warm interpreter sees its socket close
+    (and on Linux its parent die) and kills what it forked, with all that started."""
+    hang = tmp_path / "hang"
+    repo.package("libs/core", tests=HANGING_TEST.format(hang=str(hang)))
+    mark = uuid.uuid4().hex
+    w = Watch(repo.path, env=clean_env(PYTHONDONTWRITEBYTECODE="1", **{MARK: mark}))
+    try:
+        w.wait_cycles(1)  # cold, and quick: the test hangs only once the flag is there
+        hang.write_text("")
+        test = repo.path / "libs" / "core" / "tests" / "test_core.py"
+        test.write_text(test.read_text() + "\n# edited\n")
+        assert wait_until(lambda: (tmp_path / "hang.started").exists(), timeout=20)
+        w.proc.kill()
+        w.proc.wait()
+        assert wait_until(lambda: not marked(mark), timeout=5), marked(mark)
+    finally:
+        kill_marked(mark)
+
+
+def test_a_closed_stdout_ends_autotest_quietly(repo: Repo) -> None:
+    repo.package("libs/core")
+    repo.package("libs/extra")
+    proc = subprocess.Popen(
+        [sys.executable, str(AUTOTEST), "--root", str(repo.path), "--once"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=clean_env(),
+        preexec_fn=default_sigint,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"autotest: 2 packages in ")
+    proc.stdout.close()  # as `| head -1` does
+    assert proc.wait(timeout=30) == 1
+    assert proc.stderr.read() == b""
+
+
+def test_the_warm_interpreter_never_outlives_autotest_killed_outright(repo: Repo) -> None:
+    repo.package("libs/core")
+    mark = uuid.uuid4().hex
+    w = Watch(repo.path, env=clean_env(PYTHONDONTWRITEBYTECODE="1", **{MARK: mark}))
+    try:
+        w.wait_cycles(1)
+        assert wait_until(lambda: len(marked(mark)) >= 2)  # autotest and its warm interpreter
+        w.proc.kill()
+        w.proc.wait()
+        assert wait_until(lambda: not marked(mark), timeout=5), marked(mark)
+    finally:
+        kill_marked(mark)
