@@ -328,7 +328,7 @@ def run(
         log.append(f"report {result.package.rel}")
 
     outcome = at.run_cycle(
-        steps(*plan), start, jobs, changed, restart, report, pause=lambda seconds: None,
+        steps(*plan), start, jobs, changed, restart, report, wait=lambda runs, seconds: None,
         keep_going=keep_going,
     )  # fmt: skip
     return outcome, log

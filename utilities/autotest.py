@@ -34,6 +34,7 @@ import difflib
 import enum
 import errno
 import fnmatch
+import functools
 import hashlib
 import json
 import os
@@ -51,7 +52,7 @@ import time
 import warnings
 import xml.etree.ElementTree as ET
 import zlib
-from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, NoReturn, Protocol
@@ -111,9 +112,10 @@ except ImportError as _exc:  # --help and --once work without it; watching says 
 #                   which runner and which interpreter each package gets, and why
 #   One run         one package's test process, its bounded output and its RunResult
 #   Warm runner     the forking server (real code, sent to a fresh interpreter), its client,
-#                   and the policy that decides when forked runs are used
+#                   what the runs teach it to import ahead, and the policy that decides when
+#                   forked runs are used
 #   Cycle           packages in order, up to --jobs at once, until the first failure in order
-#                   (or through all of them, with --keep-going)
+#                   (or through all of them, with --keep-going), waiting on the runs
 #   CI: affected, shards, plan, JUnit
 #                   what a change affects, the K-th of N slices, the cycle as JSON, the
 #                   remembered run times, one JUnit XML report per cycle
@@ -170,7 +172,8 @@ class Verdict(enum.Enum):
 
 DEFAULT_DEBOUNCE = 0.05  # quiet time that closes a burst: an editor's save is one burst
 ECHO_GRACE = 0.5  # a run's own writes may still be reported this long after it ends
-POLL_INTERVAL = 0.01  # how often running packages are checked; well below what a person notices
+POLL_INTERVAL = 0.01  # how often a run that cannot be waited on is checked (no pidfd here)
+CYCLE_WAKE = 0.05  # a running cycle looks for changes and keys at least this often
 WAKE_INTERVAL = 1.0  # the longest lock wait, so that Ctrl+C is never held up by one
 OBSERVER_TIMEOUT = 1.0  # watchdog's event batching; the polling observer's scan interval
 WARM_START_TIMEOUT = 10.0  # the first forked run waits this long for the warm interpreter
@@ -182,10 +185,12 @@ STILL_RUNNING_AFTER = 30.0  # not on a terminal: a run this long is named once..
 STILL_RUNNING_EVERY = 60.0  # ...and again after each further minute
 GIT_TIMEOUT = 30.0  # a git call that hangs longer counts as no answer
 JUDGE_AFTER = 3  # packages run both warm and cold before forking is judged
+PRELOAD_RESTARTS = 5  # warm restarts that drop a learned module, before learning is given up
 HEAD_LINES = 100  # a failing run shows this many lines from its start (what failed) ...
 TAIL_LINES = 100  # ... and this many from its end (the runner's summary)
 LINE_LIMIT = 8192  # longer lines are read (and kept) in pieces of this many bytes
 CREATED_SETTLE = 0.3  # a file new in a burst settles once this old (or gone): a temporary file
+FILE_TICK_WAIT = 0.02  # the longest wait for the coarse file clock to tick on (a tick is 1-10 ms)
 STAMP_SLACK = 0.02  # file timestamps lag the clock by up to a jiffy; compare with this margin
 RESCAN_FALLBACK = 1.0  # how far back a rescan looks where a directory's birth time is unknown
 LOOP_STREAK = 4  # cycles in a row set off by sources changed during runs before those are named
@@ -266,6 +271,35 @@ def kill_tree(pid: int) -> None:
         os.kill(pid, signal.SIGTERM)
 
 
+def process_handle(pid: int) -> int | None:
+    """A descriptor that becomes readable when process ``pid`` ends (a Linux pidfd), so that a
+    cycle waits on its runs instead of polling them; None where there is none (macOS, Windows,
+    Linux before 5.3), and the run is polled."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return None
+    try:
+        return int(pidfd_open(pid))
+    except OSError:
+        return None
+
+
+def wait_readable(fds: Iterable[int], timeout: float) -> None:
+    """Block until one of ``fds`` is readable, or ``timeout`` seconds passed."""
+    import selectors
+
+    if timeout <= 0:
+        return
+    with selectors.DefaultSelector() as selector:
+        for fd in set(fds):
+            with contextlib.suppress(OSError, ValueError):
+                selector.register(fd, selectors.EVENT_READ)
+        if selector.get_map():
+            selector.select(timeout)
+        else:
+            time.sleep(timeout)
+
+
 def user_suffix() -> str:
     """Per-user names for shared temporary directories (Windows has no uid)."""
     return f"-{os.getuid()}" if hasattr(os, "getuid") else ""
@@ -282,10 +316,16 @@ def venv_python(venv: Path) -> Path | None:
 def scripts_dir(python: str) -> str:
     """Where the console scripts (pytest, py.test, ...) of ``python``'s environment live."""
     if python == sys.executable:
-        import sysconfig
-
-        return sysconfig.get_path("scripts")
+        return own_scripts_dir()
     return os.path.dirname(python)  # a virtualenv's interpreter sits among its scripts
+
+
+@functools.lru_cache(maxsize=1)
+def own_scripts_dir() -> str:
+    """sysconfig works it out anew at each call; it cannot change while autotest runs."""
+    import sysconfig
+
+    return sysconfig.get_path("scripts")
 
 
 def inotify_watch_limit() -> int | None:
@@ -334,6 +374,13 @@ def file_clock() -> float:
         with contextlib.suppress(OSError):
             return time.clock_gettime(5)  # CLOCK_REALTIME_COARSE
     return time.time()
+
+
+def file_end_clock() -> float:
+    """Now, no earlier than any file time already written: some filesystems (multigrain
+    timestamps, Linux 6.13+) stamp a file from the fine clock when its times were just read,
+    ahead of the coarse one, so an end is read from the fine clock."""
+    return max(file_clock(), time.time())
 
 
 def birth_time(path: str) -> float | None:
@@ -2198,8 +2245,10 @@ def changed_at(path: str) -> float | None:
 class RunWindow:
     """When one package's run ran: by the clock that stamps files (to compare with their
     change times) and by the monotonic one (to compare with when events came, for paths gone
-    since).  Its end is read once the run's process is gone, so whatever it wrote is older; a
-    file stamped in that very tick is taken for a person's save, made just after."""
+    since).  Its end is read once the run's process is gone, from the fine clock, so whatever
+    it wrote is no newer, even stamped finely.  A person reacting to the cycle's end saves
+    later still (``LoopGuard.cycle_ended`` waits for the coarse clock to pass the last end
+    before the summary is printed)."""
 
     package: str
     started: float
@@ -2212,7 +2261,7 @@ class RunWindow:
         stamp = changed_at(path)
         if stamp is None:
             return self.started_at <= at <= self.ended_at + ECHO_GRACE
-        return self.started - STAMP_SLACK <= stamp < self.ended
+        return self.started - STAMP_SLACK <= stamp <= self.ended
 
 
 class LoopGuard:
@@ -2244,16 +2293,22 @@ class LoopGuard:
     def run_ended(self, package: str) -> None:
         for window in self.windows:
             if window.package == package and window.ended == float("inf"):
-                window.ended, window.ended_at = file_clock(), time.monotonic()
+                window.ended, window.ended_at = file_end_clock(), time.monotonic()
 
     def cycle_started(self, at: float) -> None:
         """Forget the runs of cycles long past: their writes have all been judged."""
         self.windows = [w for w in self.windows if w.ended_at >= at - 10 * 60]
 
     def cycle_ended(self, at: float) -> None:
+        """Close the cycle's windows, then let the file clock tick past their ends (a few ms at
+        most), so that nothing saved from now on shares a tick with a run."""
         for window in self.windows:
             if window.ended == float("inf"):
-                window.ended, window.ended_at = file_clock(), at
+                window.ended, window.ended_at = file_end_clock(), at
+        last = max((w.ended for w in self.windows), default=float("-inf"))
+        deadline = time.monotonic() + FILE_TICK_WAIT
+        while file_clock() <= last and time.monotonic() < deadline:
+            time.sleep(FILE_TICK_WAIT / 20)
 
     def own_run_wrote(self, path: str, at: float) -> bool:
         owner = self.owner(path)
@@ -2542,7 +2597,9 @@ class Runner:
     ``module`` is what ``python -m`` runs (None for a command); ``install`` is what to pip
     install when it is missing; ``env`` holds defaults for the run's environment; ``preload``
     the modules a warm interpreter imports ahead of the runs; ``ran_none`` the line by which
-    the runner says it found no tests when it exits 0 anyway.
+    the runner says it found no tests when it exits 0 anyway; ``plugins`` the entry-point group
+    of its plugins, whose distributions a warm interpreter must never import ahead (pytest
+    rewrites their asserts on import, and warns about a module imported before it could).
     """
 
     name: str
@@ -2553,6 +2610,7 @@ class Runner:
     env: tuple[tuple[str, str], ...] = ()
     preload: tuple[str, ...] = ()
     ran_none: str = ""
+    plugins: str = ""
 
     def command(
         self, package: Package, extra: Sequence[str], python: str | None = None
@@ -2598,12 +2656,31 @@ BUILTIN_RUNNERS = {
             "_pytest.config", "_pytest.main", "_pytest.python", "_pytest.runner",
             "_pytest.terminal", "_pytest.assertion", "_pytest.fixtures",
         ),
+        plugins="pytest11",
     ),
     "unittest": Runner(
         "unittest", (sys.executable, "-m", "unittest", "discover", "-t", "."), "unittest", "",
         frozenset({5}), ran_none=UNITTEST_RAN_NONE,
     ),
 }  # fmt: skip
+
+
+def plugin_modules(group: str) -> frozenset[str]:
+    """The top-level modules of every installed distribution with an entry point in ``group``
+    (all of them: pytest marks a plugin's whole distribution for assertion rewriting)."""
+    if not group:
+        return frozenset()
+    from importlib import metadata
+
+    names: set[str] = set()
+    for dist in metadata.distributions():
+        points = [p for p in dist.entry_points if p.group == group]
+        names.update(p.value.split(":")[0].split(".")[0].strip() for p in points)
+        for file in (dist.files or ()) if points else ():
+            top = file.parts[0] if file.parts else ""
+            if top.endswith(".py") or (len(file.parts) > 1 and file.name.endswith(".py")):
+                names.add(top[:-3] if top.endswith(".py") else top)
+    return frozenset(n for n in names if n.isidentifier())
 
 
 def make_runner(spec: str, where: str = "--runner") -> Runner:
@@ -2816,11 +2893,25 @@ def choose(
     return chosen
 
 
-def check_choices(choices: Mapping[Package, Choice]) -> dict[Package, str]:
-    """The runners missing for autotest's own interpreter: one line naming what is missing,
-    for which packages, and how to install it.  A runner missing from a package's own
-    virtualenv stops nothing else: those packages are returned with the reason, and each
-    could not run."""
+def stale_choices(
+    packages: Sequence[Package], chosen: Mapping[Package, Choice], changed: Iterable[str]
+) -> list[Package]:
+    """The packages whose runner and interpreter must be chosen again after a change: those not
+    chosen yet and those holding a changed path; every one when a path outside every package
+    changed (a root config may set pytest up for all).  The others' files did not change, so
+    they are not read again."""
+    paths = list(changed)
+    if any(owner_of(p, packages) is None for p in paths):
+        return list(packages)
+    owners = {owner_of(p, packages) for p in paths}
+    return [p for p in packages if p not in chosen or p in owners]
+
+
+def check_choices(choices: Mapping[Package, Choice], strict: bool = True) -> dict[Package, str]:
+    """The runners missing for autotest's own interpreter (when ``strict``, at start): one
+    line naming what is missing, for which packages, and how to install it.  A runner missing
+    from a package's own virtualenv (or, later, from autotest's) stops nothing else: those
+    packages are returned with how to install it, and each could not run."""
     users: dict[tuple[Runner, str], list[Package]] = {}
     for package, choice in sorted(choices.items(), key=lambda item: item[0].rel):
         users.setdefault((choice.runner, choice.python), []).append(package)
@@ -2831,7 +2922,7 @@ def check_choices(choices: Mapping[Package, Choice]) -> dict[Package, str]:
         try:
             check_runner(runner, python, f" (needed by {named})" if len(users) > 1 else "")
         except UsageError as exc:
-            if python == sys.executable:
+            if strict and python == sys.executable:
                 raise
             fix = f"{python} -m pip install {runner.install}" if runner.install else str(exc)
             unrunnable.update(dict.fromkeys(packages, fix))
@@ -2977,10 +3068,10 @@ class Needs:
     """What tells a module that cannot be had here from one the code broke: ``missing`` gives
     the first of the modules a failing run could not import that is neither installed for the
     package's interpreter nor provided by a package of the repository; ``hint`` the package's
-    way to install its test dependencies."""
+    way to install its test dependencies (read from its files only when a run needs it)."""
 
     missing: Callable[[Sequence[str]], str | None]
-    hint: str = ""
+    hint: Callable[[], str] = lambda: ""
 
 
 def pycache_dir() -> str:
@@ -3043,6 +3134,7 @@ class Run:
         self.out: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _result)
         self.started = time.monotonic()
         self.proc: subprocess.Popen[bytes] | WarmProcess | None = None
+        self.handle: int | None = None  # a cold process's pidfd, where there are pidfds
         self.error = ""
         try:
             if launcher is not None:
@@ -3052,8 +3144,18 @@ class Run:
                     list(command), cwd=package.path, env=dict(env), stdin=subprocess.DEVNULL,
                     stdout=self.out, stderr=subprocess.STDOUT, **own_process_group(),
                 )  # fmt: skip
+                self.handle = process_handle(self.proc.pid)
         except OSError as exc:
             self.error = f"autotest: cannot start {command[0]}: {exc.strerror or exc}\n"
+
+    def wait_handle(self) -> int | None:
+        """What a cycle can wait on until this run may have ended: a descriptor that becomes
+        readable then, ``NOW`` when there is no need to wait, or None when it must be polled."""
+        if self.proc is None:
+            return NOW
+        if isinstance(self.proc, WarmProcess):
+            return self.proc.wait_handle()
+        return self.handle
 
     def poll(self) -> RunResult | None:
         """The result once the process has ended (or was killed for its timeout), else None."""
@@ -3114,9 +3216,10 @@ class Run:
         failed = verdict in (Verdict.FAILED, Verdict.COULD_NOT_RUN)
         saved = save_output(self.out, self.saved) if failed else ""
         self.out.close()
+        self._close_handle()
         seconds = time.monotonic() - self.started
         warm = isinstance(self.proc, WarmProcess)
-        hint = self.needs.hint if self.needs and verdict is Verdict.COULD_NOT_RUN else ""
+        hint = self.needs.hint() if self.needs and verdict is Verdict.COULD_NOT_RUN else ""
         return RunResult(
             self.package, verdict, seconds, output.head, note, warm,
             output.tail, output.omitted, saved, hint,
@@ -3127,6 +3230,16 @@ class Run:
             kill_tree(self.proc.pid)
             with contextlib.suppress(Exception):
                 self.proc.wait()
+        self._close_handle()
+
+    def _close_handle(self) -> None:
+        if self.handle is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.handle)
+            self.handle = None
+
+
+NOW = -1  # a run's wait handle when there is nothing to wait for: it is polled at once
 
 
 class Unrunnable:
@@ -3141,6 +3254,9 @@ class Unrunnable:
     def poll(self) -> RunResult:
         needs = f"needs {self.runner.install or self.runner.name}"
         return RunResult(self.package, Verdict.COULD_NOT_RUN, 0.0, "", needs, hint=self.fix)
+
+    def wait_handle(self) -> int:
+        return NOW
 
     def kill(self) -> None:
         pass
@@ -3168,10 +3284,23 @@ NOSE_CANNOT_RUN = (
 # differs from its last one, as with cold runs, while a cycle of many packages pays for one
 # interpreter start, not one per package.
 #
+# It also imports ahead what the runs taught it: each forked run reports the modules it
+# imported, and those from outside the repository (LearnedPreloads) are imported by the next
+# warm interpreter of that Python before it forks, each checked (interpreter_state), first in
+# a throwaway forked probe, then for real: one whose import fails is skipped; one that starts a
+# thread or changes what a forked run would see otherwise than a cold one (the environment,
+# sys.path, the working directory, signal handlers, the standard streams) or imports a module
+# of the repository is dropped, and when that happens for real it ends the warm interpreter and
+# the next one starts without it.  When the runs taught it more, the fresh interpreter started
+# after a cycle imports that too (even where PYTHONHASHSEED keeps one interpreter otherwise).
+#
 # The protocol, over a socket pair, one line per message:
-#   server -> autotest   ``ready``              the runner is imported; requests may come
-#   autotest -> server   a JSON object {"cwd", "env", "args"}, with the run's output file
-#                        passed alongside as a descriptor (SCM_RIGHTS)
+#   server -> autotest   ``drop NAME WHY``      a learned module is not imported ahead, and why
+#   server -> autotest   ``ready``              the runner and the learned modules are imported;
+#                                               requests may come
+#   autotest -> server   a JSON object {"cwd", "env", "args", "report"}, with the run's output
+#                        file passed alongside as a descriptor (SCM_RIGHTS), and, when
+#                        "report" is true, a second file for the modules the run imported
 #   server -> autotest   ``pid PID``            the run was forked, as process PID
 #   server -> autotest   ``exit PID CODE``      it ended; CODE as Popen.returncode reads
 # An ``exit`` may arrive before its ``pid`` is read.  ``pid`` is sent once the run is a session
@@ -3181,16 +3310,18 @@ NOSE_CANNOT_RUN = (
 
 
 def run_forked(
-    module: str, request: dict[str, Any], out: int, started: int
+    module: str, request: dict[str, Any], out: int, started: int, report: int | None
 ) -> NoReturn:  # pragma: no cover
     """In the forked child: become the run autotest asked for, as a cold start would be (a
-    session of its own); closing ``started`` tells the server that it is one."""
+    session of its own); closing ``started`` tells the server that it is one.  At its end it
+    writes the modules it imported to ``report``, when there is one."""
     import faulthandler
     import os
     import runpy
     import signal
     import sys
 
+    before = set(sys.modules)
     for signum in (signal.SIGCHLD, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
@@ -3226,15 +3357,192 @@ def run_forked(
     with contextlib.suppress(Exception):
         sys.stdout.flush()
         sys.stderr.flush()
+    if report is not None:
+        with contextlib.suppress(Exception):
+            report_imports(report, before)
     os._exit(code)
 
 
-def serve_warm(
-    module: str, fd: int, preload: Sequence[str], parent: int
-) -> None:  # pragma: no cover
-    """The warm interpreter's program: import the runner, then fork a run per request.  When
-    autotest goes away it kills every run it forked and ends at once, without a word."""
+def report_imports(fd: int, before: set[str]) -> None:  # pragma: no cover
+    """In the forked child, at its end: each module the run imported with its file, a line
+    each, for autotest to learn from."""
+    import os
+    import sys
+
+    lines = []
+    for name, module in list(sys.modules.items()):
+        if name not in before:
+            file = getattr(module, "__dict__", {}).get("__file__")
+            if isinstance(file, str) and "\t" not in name + file and "\n" not in name + file:
+                lines.append(f"{name}\t{file}\n")
+    with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+        f.writelines(lines)
+
+
+def is_installed_code(file: str, root: str, site_dirs: Sequence[str]) -> bool:
+    """Whether a module's file is code that does not change between saves: outside the
+    repository ``root``, or in one of the interpreter's site directories (a .venv kept in the
+    repository).  Paths are compared real, as given in ``root`` and ``site_dirs``."""
+    import os
+
+    real = os.path.realpath(file)
+
+    def under(folder: str) -> bool:
+        return real == folder or real.startswith(folder.rstrip(os.sep) + os.sep)
+
+    return not under(root) or any(under(d) for d in site_dirs)
+
+
+def interpreter_state() -> dict[str, Any]:  # pragma: no cover (runs in the warm interpreter)
+    """What importing a module ahead could change so that a forked run sees otherwise than a
+    cold one: the threads (a fork keeps only the forking one), and what each forked run resets
+    or sets anew (the environment, sys.path, the working directory, signal handlers, the
+    standard streams)."""
+    import os
+    import signal
+    import sys
+    import threading
+
+    handlers = {}
+    for number in signal.valid_signals():
+        with contextlib.suppress(ValueError, OSError):
+            handlers[int(number)] = signal.getsignal(number)
+    return {
+        "threads": threading.active_count(),
+        "environment": dict(os.environ),
+        "sys.path": list(sys.path),
+        "working directory": os.getcwd(),
+        "signal handlers": handlers,
+        "standard streams": [id(sys.stdin), id(sys.stdout), id(sys.stderr)],
+        "modules": set(sys.modules),
+    }
+
+
+def state_change(
+    before: dict[str, Any], after: dict[str, Any], is_ours: Callable[[str], bool]
+) -> str:
+    """Why a module whose import turned the interpreter's state ``before`` into ``after`` must
+    not be imported ahead, or ''.  ``is_ours`` says whether a module name is the repository's."""
+    if after["threads"] > before["threads"]:
+        return "starts a thread"
+    for key in ("environment", "sys.path", "working directory", "signal handlers"):
+        if after[key] != before[key]:
+            return f"changes the {key}"
+    if after["standard streams"] != before["standard streams"]:
+        return "replaces a standard stream"
+    ours = sorted(n for n in after["modules"] - before["modules"] if is_ours(n))
+    return f"imports {ours[0]} from the repository" if ours else ""
+
+
+def checked_import(  # pragma: no cover (runs in the warm interpreter)
+    name: str, root: str, site_dirs: Sequence[str]
+) -> tuple[str, bool]:
+    """Import ``name`` and say why it must not be imported ahead ('' when it may), and whether
+    that import left the interpreter changed."""
     import importlib
+    import sys
+
+    def is_ours(module: str) -> bool:
+        file = getattr(sys.modules.get(module), "__dict__", {}).get("__file__")
+        return isinstance(file, str) and not is_installed_code(file, root, site_dirs)
+
+    before = interpreter_state()
+    failed = ""
+    try:
+        importlib.import_module(name)
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt too: a module is odd
+        failed = f"its import failed ({type(exc).__name__})"
+    changed = state_change(before, interpreter_state(), is_ours)
+    return changed or failed, bool(changed)
+
+
+def probe_learned(  # pragma: no cover (runs in the warm interpreter)
+    names: Sequence[str], root: str, site_dirs: Sequence[str]
+) -> dict[str, str]:
+    """The learned modules unfit to import ahead, and why, found by importing them all in a
+    forked probe (whatever they change dies with it); all of them when the probe crashed."""
+    import json
+    import os
+    import signal
+    import sys
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:  # whatever happens, the probe never goes on as a second server
+            os.close(read)
+            set_parent_death_signal(signal.SIGKILL)
+            unfit = {}
+            for name in names:
+                if name not in sys.modules:
+                    why, _ = checked_import(name, root, site_dirs)
+                    if why:
+                        unfit[name] = why
+            with os.fdopen(write, "w") as f:
+                json.dump(unfit, f)
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        text = f.read()
+    os.waitpid(pid, 0)
+    try:
+        return dict(json.loads(text))
+    except ValueError:
+        return {name: "checking its import crashed" for name in names}
+
+
+def import_learned(  # pragma: no cover (runs in the warm interpreter)
+    names: Sequence[str], root: str, site_dirs: Sequence[str], send: Callable[[str], None]
+) -> None:
+    """Import the learned modules that a probe found fit, each checked again (one may have
+    been fit only beside one found unfit); a module that changed this interpreter ends it, as
+    nothing can undo an import, after saying which and why."""
+    import os
+    import sys
+
+    unfit = probe_learned(names, root, site_dirs) if names else {}
+    for name, why in unfit.items():
+        send(f"drop {name} {why}")
+    for name in names:
+        if name in sys.modules or any(name == u or name.startswith(u + ".") for u in unfit):
+            continue
+        why, changed = checked_import(name, root, site_dirs)
+        if why:
+            send(f"drop {name} {why}")
+        if changed:
+            os._exit(0)
+
+
+def warm_up(  # pragma: no cover (runs in the warm server)
+    module: str, preload: Sequence[str], learned: Sequence[str], root: str,
+    site_dirs: Sequence[str], send: Callable[[str], None],
+) -> None:  # fmt: skip
+    """Import the runner and the learned modules, and do once what every run would do again:
+    list the site directories, and freeze what is imported so that no forked run's garbage
+    collection walks it."""
+    import gc
+    import importlib
+    import importlib.metadata
+
+    importlib.import_module(module)
+    for name in preload:
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+    import_learned(learned, root, site_dirs, send)
+    with contextlib.suppress(Exception):  # (importlib.metadata caches it per directory mtime)
+        for _ in importlib.metadata.distributions():
+            pass
+    gc.freeze()
+
+
+def serve_warm(  # pragma: no cover
+    module: str, fd: int, preload: Sequence[str], parent: int, learned: Sequence[str] = (),
+    root: str = "", site_dirs: Sequence[str] = (),
+) -> None:  # fmt: skip
+    """The warm interpreter's program: import the runner and the learned modules, then fork a
+    run per request.  When autotest goes away it kills every run it forked and ends at once,
+    without a word."""
     import json
     import os
     import signal
@@ -3253,10 +3561,6 @@ def serve_warm(
     set_parent_death_signal(signal.SIGTERM)
     if os.getppid() != parent:  # autotest died before it could be told
         shutdown()
-    importlib.import_module(module)
-    for name in preload:
-        with contextlib.suppress(Exception):
-            importlib.import_module(name)
     sock = socket.socket(fileno=fd)
 
     def send(line: str) -> None:
@@ -3279,12 +3583,13 @@ def serve_warm(
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
             send(f"exit {pid} {code}")
 
+    warm_up(module, preload, learned, root, site_dirs, send)
     send("ready")
     signal.signal(signal.SIGCHLD, reap)
     buffer, fds = b"", []
     while True:
         try:
-            message, more_fds, _, _ = socket.recv_fds(sock, 1 << 20, 1)
+            message, more_fds, _, _ = socket.recv_fds(sock, 1 << 20, 2)
         except InterruptedError:
             continue
         except OSError:
@@ -3295,13 +3600,16 @@ def serve_warm(
         fds += more_fds
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
-            pid = fork_run(module, json.loads(line), fds.pop(0), sock, children)
-            send(f"pid {pid}")
+            request = json.loads(line)
+            out = fds.pop(0)
+            report = fds.pop(0) if request.get("report") else None
+            send(f"pid {fork_run(module, request, out, report, sock, children)}")
 
 
-def fork_run(
-    module: str, request: dict[str, Any], out: int, sock: socket.socket, children: set[int]
-) -> int:  # pragma: no cover (runs in the warm server)
+def fork_run(  # pragma: no cover (runs in the warm server)
+    module: str, request: dict[str, Any], out: int, report: int | None, sock: socket.socket,
+    children: set[int],
+) -> int:  # fmt: skip
     """Fork the run and record it before SIGCHLD or SIGTERM is handled; return once it is a
     session of its own, so that autotest can kill its group as soon as it reads the pid."""
     import os
@@ -3314,27 +3622,39 @@ def fork_run(
     if pid == 0:
         sock.close()
         os.close(started)
-        run_forked(module, request, out, child_started)
+        run_forked(module, request, out, child_started, report)
     children.add(pid)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
     os.close(child_started)
     os.close(out)
+    if report is not None:
+        os.close(report)
     with contextlib.suppress(OSError):
         os.read(started, 1)  # end of file: the child's setsid is done (or it is gone)
     os.close(started)
     return pid
 
 
-def warm_server_source(module: str, fd: int, preload: Sequence[str]) -> bytes:
+SERVER_FUNCTIONS = (
+    set_parent_death_signal, run_forked, report_imports, is_installed_code, interpreter_state,
+    state_change, checked_import, probe_learned, import_learned, warm_up, fork_run, serve_warm,
+)  # fmt: skip
+
+
+def warm_server_source(
+    module: str, fd: int, preload: Sequence[str], learned: Sequence[str] = (),
+    root: str = "", site_dirs: Sequence[str] = (),
+) -> bytes:  # fmt: skip
+    """The warm interpreter's program: the functions it runs (SERVER_FUNCTIONS), and the
+    call that starts it."""
     import inspect
 
     header = "from __future__ import annotations\nimport contextlib\n"
-    functions = "".join(
-        inspect.getsource(f) + "\n"
-        for f in (set_parent_death_signal, run_forked, fork_run, serve_warm)
-    )
-    call = f"serve_warm({module!r}, {fd}, {tuple(preload)!r}, {os.getpid()})\n"
-    return (header + functions + call).encode()
+    functions = "".join(inspect.getsource(f) + "\n" for f in SERVER_FUNCTIONS)
+    call = f"serve_warm({module!r}, {fd}, {tuple(preload)!r}, {os.getpid()}"
+    if learned:
+        call += f", {tuple(learned)!r}, {root!r}, {tuple(site_dirs)!r}"
+    return (header + functions + call + ")\n").encode()
 
 
 def installed_stamp() -> tuple[int, ...]:
@@ -3346,36 +3666,115 @@ def installed_stamp() -> tuple[int, ...]:
     return tuple(os.stat(p).st_mtime_ns if os.path.isdir(p) else 0 for p in places)
 
 
-class WarmProcess:
-    """A forked run seen through the warm server: enough of Popen's face for ``Run``."""
+def site_directories() -> tuple[str, ...]:
+    """This interpreter's site directories, as real paths."""
+    import site
 
-    def __init__(self, launcher: WarmLauncher, pid: int) -> None:
+    places = [*getattr(site, "getsitepackages", list)(), site.getusersitepackages()]
+    return tuple(os.path.realpath(p) for p in places)
+
+
+def preload_candidates(
+    reported: Iterable[tuple[str, str]], root: str, site_dirs: Sequence[str]
+) -> list[str]:
+    """Of the modules a run imported (name, file), those a warm interpreter may import ahead:
+    installed code, never the repository's (its code changes between saves), never a
+    ``__main__`` or one without a file."""
+    return [
+        name
+        for name, file in reported
+        if name and not name.startswith("__") and file
+        and is_installed_code(file, root, site_dirs)
+    ]  # fmt: skip
+
+
+def read_report(report: IO[bytes]) -> list[tuple[str, str]]:
+    """The (name, file) lines a forked run wrote at its end."""
+    report.seek(0)
+    text = report.read().decode("utf-8", "surrogateescape")
+    return [tuple(line.split("\t", 1)) for line in text.splitlines() if "\t" in line]  # type: ignore[misc]
+
+
+class LearnedPreloads:
+    """What the forked runs of one interpreter taught: the modules from outside the repository
+    they imported, in the order first seen, less those a warm interpreter dropped (and why)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = os.path.realpath(root)
+        self.site_dirs = site_directories()
+        self.names: dict[str, None] = {}
+        self.dropped: dict[str, str] = {}
+
+    def learn(self, reported: Iterable[tuple[str, str]]) -> None:
+        for name in preload_candidates(reported, self.root, self.site_dirs):
+            if name not in self.dropped:
+                self.names.setdefault(name)
+
+    def drop(self, name: str, why: str) -> None:
+        """Never import ``name`` ahead again, nor its submodules (they would import it)."""
+        self.dropped[name] = why
+        for known in [n for n in self.names if n == name or n.startswith(name + ".")]:
+            del self.names[known]
+
+    def give_up(self, why: str) -> None:
+        for name in list(self.names):
+            self.drop(name, why)
+
+    def for_runner(self, never: Collection[str]) -> tuple[str, ...]:
+        """The modules to import ahead for a runner that must never get ``never`` ahead."""
+        return tuple(n for n in self.names if n.split(".")[0] not in never)
+
+
+class WarmProcess:
+    """A forked run seen through the warm server: enough of Popen's face for ``Run``.  Once it
+    has ended, the modules it reported having imported are handed to the launcher."""
+
+    def __init__(self, launcher: WarmLauncher, pid: int, report: IO[bytes] | None = None) -> None:
         self.launcher = launcher
         self.pid = pid
         self.returncode: int | None = None
+        self.report = report
 
     def poll(self) -> int | None:
         if self.returncode is None:
             self.returncode = self.launcher.exit_code(self.pid, block=False)
+            self._ended()
         return self.returncode
 
     def wait(self) -> int:
         while self.returncode is None:
             self.returncode = self.launcher.exit_code(self.pid, block=True)
+        self._ended()
         return self.returncode
+
+    def wait_handle(self) -> int | None:
+        return self.launcher.wait_handle(self.pid)
+
+    def _ended(self) -> None:
+        if self.returncode is not None and self.report is not None:
+            with self.report:
+                self.launcher.learn(read_report(self.report))
+            self.report = None
 
 
 class WarmServer:
-    """One warm interpreter and its end of the socket."""
+    """One warm interpreter and its end of the socket.  ``learned`` takes its ``drop``s;
+    ``preloaded`` is what it was asked to import ahead of the runs."""
 
-    def __init__(self, module: str, preload: Sequence[str], env: Mapping[str, str]) -> None:
+    def __init__(
+        self, module: str, preload: Sequence[str], env: Mapping[str, str],
+        learned: LearnedPreloads | None = None, preloaded: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
         self.used = False  # it has forked a run, so its hash seed has been seen
+        self.learned = learned
+        self.preloaded = preloaded
         self.exits: dict[int, int] = {}
         self.running: set[int] = set()
         self.buffer = b""
         self.ready = False
         self.sock: socket.socket | None = None
         self.proc: subprocess.Popen[bytes] | None = None
+        where = (learned.root, learned.site_dirs) if learned is not None else ("", ())
         ours, theirs = socket.socketpair()
         bootstrap = "import sys; exec(sys.stdin.read())"
         try:
@@ -3386,7 +3785,9 @@ class WarmServer:
             )  # fmt: skip
             assert self.proc.stdin is not None
             with self.proc.stdin:
-                self.proc.stdin.write(warm_server_source(module, theirs.fileno(), preload))
+                self.proc.stdin.write(
+                    warm_server_source(module, theirs.fileno(), preload, preloaded, *where)
+                )
         except OSError:
             ours.close()
             return
@@ -3410,7 +3811,10 @@ class WarmServer:
 
     def _handle(self, line: str) -> int | None:
         kind, *numbers = line.split()
-        if kind == "ready":
+        if kind == "drop" and self.learned is not None:
+            _, name, why = line.split(" ", 2)
+            self.learned.drop(name, why)
+        elif kind == "ready":
             self.ready = True
         elif kind == "exit":
             self.exits[int(numbers[0])] = int(numbers[1])
@@ -3423,7 +3827,8 @@ class WarmServer:
         return None
 
     def is_ready(self, wait: float) -> bool:
-        """Whether the interpreter is ready, waiting up to ``wait`` seconds for it."""
+        """Whether the interpreter is ready, waiting up to ``wait`` seconds for it (0: take in
+        what it said so far)."""
         if not self.ready and self.sock is not None:
             try:
                 self.sock.settimeout(wait)
@@ -3435,11 +3840,12 @@ class WarmServer:
                 self.close()
         return self.ready and self.sock is not None
 
-    def fork(self, request: bytes, out: IO[bytes]) -> int | None:
+    def fork(self, request: bytes, out: IO[bytes], report: IO[bytes] | None) -> int | None:
         """The pid of the run forked for ``request``; None when the interpreter is gone."""
         assert self.sock is not None
+        fds = [out.fileno()] + ([report.fileno()] if report is not None else [])
         try:
-            socket.send_fds(self.sock, [request], [out.fileno()])
+            socket.send_fds(self.sock, [request], fds)
             self.sock.settimeout(WARM_REPLY_TIMEOUT)
             while True:
                 pid = self._handle(self._read_line())
@@ -3448,6 +3854,10 @@ class WarmServer:
         except OSError:
             self.close()
             return None
+
+    def wait_handle(self, pid: int) -> int:
+        """The socket an ``exit`` for ``pid`` will come on, or NOW when it is already here."""
+        return NOW if pid in self.exits or self.sock is None else self.sock.fileno()
 
     def exit_code(self, pid: int, block: bool) -> int | None:
         if pid in self.exits:
@@ -3487,11 +3897,17 @@ class WarmServer:
 class WarmLauncher:
     """Starts runs by forking them from a warm interpreter.  Where there is no fork, when the
     runner is not a Python module, or when the warm interpreter died, ``launch`` returns None
-    and the run starts cold."""
+    and the run starts cold.  With ``learned``, the runs report what they imported, and the
+    warm interpreter imports ahead what they taught (less the runner's plugins)."""
 
-    def __init__(self, runner: Runner, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, runner: Runner, env: Mapping[str, str], learned: LearnedPreloads | None = None
+    ) -> None:
         self.runner = runner
         self.env = dict(env)
+        self.learned = learned
+        self.never = plugin_modules(runner.plugins) if learned is not None else frozenset()
+        self.restarts = 0  # warm interpreters in a row that ended dropping a learned module
         self.fresh_seeds = "PYTHONHASHSEED" not in self.env
         self.spare: WarmServer | None = None  # the next run forks from this one
         self.serving: dict[int, WarmServer] = {}  # each forked run, by pid, with its server
@@ -3501,7 +3917,17 @@ class WarmLauncher:
 
     def _start_spare(self) -> None:
         if self.usable and self.runner.module is not None:
-            self.spare = WarmServer(self.runner.module, self.runner.preload, self.env)
+            learned = self.learned
+            preloaded = learned.for_runner(self.never) if learned is not None else ()
+            self.spare = WarmServer(
+                self.runner.module, self.runner.preload, self.env, learned, preloaded
+            )
+
+    def _replace_spare(self) -> None:
+        """A new spare for the next runs; the old one ends once its runs have."""
+        old, self.spare = self.spare, None
+        self._retire(old)
+        self._start_spare()
 
     def _restart_if_installs_changed(self) -> None:
         """A warm interpreter read the installed .pth files when it started: after a
@@ -3509,19 +3935,50 @@ class WarmLauncher:
         if installed_stamp() == self.installed:
             return
         self.installed = installed_stamp()
-        self._retire(self.spare)
-        self._start_spare()
+        if self.learned is not None:
+            self.never = plugin_modules(self.runner.plugins)
+        self._replace_spare()
 
     def _retire(self, server: WarmServer | None) -> None:
         if server is not None and server not in self.serving.values():
             server.close()
 
     def wait_ready(self, command: Sequence[str] = ()) -> None:
-        """Wait for the spare interpreter (it starts while the previous run goes on)."""
+        """Wait for the spare interpreter (it starts while the previous run goes on).  One that
+        ended dropping a learned module is replaced by one without it, waited for in the same
+        time; one still importing ahead when the time is up may hang in a learned module's
+        import: learning is given up, and the next runs fork from one without any."""
         self._restart_if_installs_changed()
-        if self.spare is not None and not self.spare.is_ready(WARM_START_TIMEOUT):
-            self._retire(self.spare)
+        deadline = time.monotonic() + WARM_START_TIMEOUT
+        while self.spare is not None:
+            spare = self.spare
+            if spare.is_ready(max(0.0, deadline - time.monotonic())):
+                return
+            learned, timed_out = self.learned, spare.alive
             self.spare = None
+            self._retire(spare)
+            if learned is None or not spare.preloaded:
+                return  # forked runs are over: runs start cold
+            if timed_out:
+                learned.give_up("the warm interpreter was not ready in time with it")
+                self._start_spare()
+                return
+            if not set(spare.preloaded) - set(learned.for_runner(self.never)):
+                return  # it ended without dropping anything: not the learned modules' fault
+            self.restarts += 1
+            if self.restarts > PRELOAD_RESTARTS:
+                learned.give_up("too many modules unfit to import ahead")
+            self._start_spare()
+
+    def settle(self) -> None:
+        """Take in what the spare interpreter said so far (drops, ready), without waiting."""
+        if self.spare is not None:
+            self.spare.is_ready(0.0)
+
+    @property
+    def preloaded(self) -> tuple[str, ...]:
+        """What the spare interpreter imports ahead of the runs."""
+        return self.spare.preloaded if self.spare is not None else ()
 
     def launch(
         self, package: Package, command: Sequence[str], env: Mapping[str, str], out: IO[bytes]
@@ -3534,24 +3991,45 @@ class WarmLauncher:
         server = self.spare
         if server is None or not server.alive:
             return None
+        report = tempfile.TemporaryFile() if self.learned is not None else None  # noqa: SIM115
         request = json.dumps(
-            {"cwd": str(package.path), "env": dict(env), "args": list(command[len(prefix) :])}
-        )
-        pid = server.fork(request.encode() + b"\n", out)
+            {"cwd": str(package.path), "env": dict(env), "args": list(command[len(prefix) :]),
+             "report": report is not None}
+        )  # fmt: skip
+        pid = server.fork(request.encode() + b"\n", out, report)
         if pid is None:
+            if report is not None:
+                report.close()
             self.spare = None
             return None
         self.serving[pid] = server
         server.used = True
-        return WarmProcess(self, pid)
+        return WarmProcess(self, pid, report)
 
     def renew(self) -> None:
-        """After a cycle: a fresh interpreter (a fresh hash seed) for the next one, started now
-        so that it is ready by then; the used one ends once its runs have."""
-        if self.fresh_seeds and self.spare is not None and self.spare.used:
-            used, self.spare = self.spare, None
-            self._retire(used)
-            self._start_spare()
+        """After a cycle: a fresh interpreter for the next one, started now so that it is ready
+        by then, when the used one's hash seed has been seen (unless PYTHONHASHSEED fixes it)
+        or when the runs taught modules to import ahead that it does not; the used one ends
+        once its runs have."""
+        spare = self.spare
+        if spare is None:
+            return
+        learned_more = self.learned is not None and bool(
+            set(self.learned.for_runner(self.never)) - set(spare.preloaded)
+        )
+        if learned_more:
+            self.restarts = 0
+        if learned_more or (self.fresh_seeds and spare.used):
+            self._replace_spare()
+
+    def wait_handle(self, pid: int) -> int:
+        """What to wait on for run ``pid``'s ``exit`` (NOW when there is nothing to wait on)."""
+        server = self.serving.get(pid)
+        return NOW if server is None else server.wait_handle(pid)
+
+    def learn(self, reported: Iterable[tuple[str, str]]) -> None:
+        if self.learned is not None:
+            self.learned.learn(reported)
 
     def exit_code(self, pid: int, block: bool) -> int | None:
         server = self.serving.get(pid)
@@ -3598,11 +4076,14 @@ class Launcher(Protocol):
 class WarmPool:
     """One warm interpreter per runner in use, each started at the first run that needs it.
     Only runs with autotest's own interpreter are forked: a package with its own virtualenv
-    always starts cold (its interpreter may not even be able to fork a server)."""
+    always starts cold (its interpreter may not even be able to fork a server).  With a
+    ``root``, what the runs import from outside it is learned, one set per interpreter."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], root: Path | None = None) -> None:
         self.env = dict(env)
+        self.root = root
         self.launchers: dict[str, WarmLauncher] = {}
+        self.learned: dict[str, LearnedPreloads] = {}
 
     def launcher_for(self, command: Sequence[str]) -> WarmLauncher | None:
         """The warm launcher for a command of autotest's interpreter running a built-in runner
@@ -3636,7 +4117,26 @@ class WarmPool:
         are ready by the time forked runs begin."""
         for runner in runners:
             if runner.module and runner.name not in self.launchers:
-                self.launchers[runner.name] = WarmLauncher(runner, self.env)
+                learned = self._learned_for(sys.executable)
+                self.launchers[runner.name] = WarmLauncher(runner, self.env, learned)
+
+    def _learned_for(self, python: str) -> LearnedPreloads | None:
+        if self.root is None:
+            return None
+        if python not in self.learned:
+            self.learned[python] = LearnedPreloads(self.root)
+        return self.learned[python]
+
+    def preloads(self) -> list[tuple[str, tuple[str, ...], dict[str, str]]]:
+        """Per runner: what its warm interpreter imports ahead, and the learned modules dropped
+        (with why)."""
+        shown = []
+        for name, launcher in sorted(self.launchers.items()):
+            if launcher.learned is not None:
+                launcher.settle()
+                kept = tuple(n for n in launcher.preloaded if n in launcher.learned.names)
+                shown.append((name, kept, dict(launcher.learned.dropped)))
+        return shown
 
     def close(self) -> None:
         for launcher in self.launchers.values():
@@ -3728,6 +4228,20 @@ class Startable(Protocol):
 
     def kill(self) -> None: ...
 
+    def wait_handle(self) -> int | None: ...
+
+
+def wait_for_runs(runs: Iterable[Startable], timeout: float) -> None:
+    """Block until one of the runs may have ended, or ``timeout`` passed: on the warm
+    interpreters' sockets and the cold processes' pidfds, at once when one has ended already;
+    a run that offers nothing to wait on (no pidfds here) is polled every POLL_INTERVAL."""
+    handles = [run.wait_handle() for run in runs]
+    if NOW in handles:
+        return
+    if None in handles:
+        timeout = min(timeout, POLL_INTERVAL)
+    wait_readable((h for h in handles if h is not None), timeout)
+
 
 @dataclass
 class CycleOutcome:
@@ -3776,9 +4290,10 @@ def run_cycle(
     changed_meanwhile: Callable[[], bool],
     restart: bool,
     on_result: Callable[[RunResult], None],
-    pause: Callable[[float], None] = time.sleep,
+    wait: Callable[[Iterable[Startable], float], None] = wait_for_runs,
     clock: Callable[[], float] = time.monotonic,
     keep_going: bool = False,
+    wake_every: float = CYCLE_WAKE,
 ) -> CycleOutcome:
     """Run packages in order, up to ``jobs`` at once, reporting verdicts in order.
 
@@ -3786,6 +4301,8 @@ def run_cycle(
     ones finish: one of them may fail too, and the earliest failure is the one reported.  With
     ``keep_going`` nothing is cancelled.  A change arriving meanwhile stops the cycle once the
     running packages finish (with ``restart``, at once) so that a new cycle can start with it.
+    While runs are in flight it waits on them (``wait``), waking at least every ``wake_every``
+    seconds to look for changes and keys.
     """
     outcome = CycleOutcome(list(steps))
     started = clock()
@@ -3823,7 +4340,7 @@ def run_cycle(
             if len(outcome.results) > first_failure:
                 break
             if not finished and running:
-                pause(POLL_INTERVAL)
+                wait(running.values(), wake_every)
     finally:
         for run in running.values():
             run.kill()
@@ -4582,6 +5099,16 @@ class Reporter:
             f"not reacting to that during runs any more. To ignore it for good: {globs}"
         )
 
+    def preloads(self, per_runner: Sequence[tuple[str, Sequence[str], Mapping[str, str]]]) -> None:
+        """What each warm interpreter imports ahead, learned from the runs (--explain)."""
+        for runner, names, dropped in per_runner:
+            tops = sorted({n.split(".")[0] for n in names})
+            shown = ", ".join(tops[:10]) + (f" and {len(tops) - 10} more" if len(tops) > 10 else "")
+            what = f"{shown} ({counted(len(names), 'module')})" if names else "nothing yet"
+            self.say(self.paint(f"      warm {runner} imports ahead: {what}", "dim"))
+            for name, why in sorted(dropped.items())[:5]:
+                self.say(self.paint(f"      warm {runner} does not import {name}: {why}", "dim"))
+
     def warm_judged(self, warm: float, cold: float, forking: bool) -> None:
         if forking:
             self.note(
@@ -4810,7 +5337,7 @@ SETTINGS = (
     Setting("poll", "flag", "poll the tree instead of OS notifications"),
     Setting("warm", "flag", "start every run cold instead of forking it from a warm interpreter"),
     Setting("explain", "flag", "say why each package runs where it does, with which runner and "
-            "interpreter", short="v"),
+            "interpreter, and what warm interpreters import ahead", short="v"),
     Setting("clear", "flag", "clear the screen before each cycle"),
     Setting("bell", "flag", "ring the terminal bell when a package fails"),
     Setting("notify", "flag", "desktop notification when a cycle fails or recovers"),
@@ -5265,6 +5792,7 @@ class Session:
             raise no_packages(self.root)
         if not self.tree.packages:
             raise UsageError(f"--exclude leaves no package of {len(self.tree.all)} to test")
+        self.choices: dict[Package, Choice] = {}
         self.choices = self.choose()
         # A plan runs nothing, so its machine needs no runner.
         self.unrunnable = {} if options.plan else check_choices(self.choices)
@@ -5292,9 +5820,16 @@ class Session:
     def packages(self) -> list[Package]:
         return self.tree.packages
 
-    def choose(self) -> dict[Package, Choice]:
+    def choose(self, changed: Iterable[str] | None = None) -> dict[Package, Choice]:
+        """Every package's choice, read again only where ``changed`` paths may have changed
+        it (all of them when ``changed`` is None)."""
         options = self.options
-        return choose(self.packages, self.root, options.runner, options.runners, options.venvs)
+        stale = self.packages if changed is None else stale_choices(
+            self.packages, self.choices, changed
+        )  # fmt: skip
+        fresh = choose(stale, self.root, options.runner, options.runners, options.venvs)
+        kept = {p: c for p, c in self.choices.items() if p not in fresh}
+        return {p: fresh.get(p) or kept[p] for p in self.packages}
 
     def command_for(self, package: Package) -> Command:
         """The one answer to how a package's tests run: what --plan shows, and what runs."""
@@ -5319,7 +5854,7 @@ class Session:
         saved = output_dir(self.root) / (package.rel.replace("/", "__") + ".log")
         needs = Needs(
             lambda modules: self.unavailable(modules, choice.python),
-            install_test_deps_command(package, choice.python),
+            lambda: install_test_deps_command(package, choice.python),
         )
         launcher = self.warm.launcher_for(package)
         if launcher is not None:
@@ -5353,10 +5888,11 @@ class Session:
         self.warm.record(result)
         self.ci.recorded(result)
 
-    def pause(self, seconds: float) -> None:
-        """While packages run: the status line, then a short wait."""
+    def pause(self, runs: Iterable[Startable], seconds: float) -> None:
+        """While packages run: the status line, then a wait on the runs (run_cycle wakes at
+        least every CYCLE_WAKE, well within the status line's second)."""
         self.reporter.running(self.progress.running())
-        time.sleep(seconds)
+        wait_for_runs(runs, seconds)
 
     def end_runs(self) -> None:
         """Kill what is still running of this cycle's runs (those run_cycle has not seen)."""
@@ -5373,7 +5909,8 @@ class Session:
         steps = cycle_order(self.packages, owners, self.failed, graph.uses, graph.labels)
         if only is not None:
             steps = [s for s in steps if s.package in only]
-        self.choices, self.provided = self.choose(), None
+        self.choices, self.provided = self.choose(list(changed) if changed else None), None
+        self.unrunnable = {} if self.options.plan else check_choices(self.choices, strict=False)
         if self.options.explain:
             self.reporter.explain(steps)
             self.reporter.explain_choices({s.package: self.choices[s.package] for s in steps})
@@ -5381,6 +5918,8 @@ class Session:
             used = {s.package for s in steps}
             ours = [c for p, c in self.choices.items() if p in used and c.python == sys.executable]
             self.pool.prepare(c.runner for c in ours)
+            if self.options.explain:
+                self.reporter.preloads(self.pool.preloads())
         watching = not self.options.once
         self.ci.cycle_started()
         self.progress.cycle(steps)
@@ -5394,7 +5933,7 @@ class Session:
                 self.options.restart,
                 self.record,
                 keep_going=self.options.keep_going,
-                pause=self.pause,
+                wait=self.pause,
             )
         finally:
             self.end_runs()
@@ -5521,7 +6060,7 @@ class Session:
             self.reporter.gitignore_not_applied(unapplied)
         if self.options.warm:
             with self.signals.deferred():
-                self.pool = WarmPool(self.env)
+                self.pool = WarmPool(self.env, self.root)
                 self.warm = WarmPolicy(self.pool)
         try:
             with KeyReader(self.changes.press) if interactive else contextlib.nullcontext():

@@ -1,0 +1,370 @@
+"""Speed at monorepo scale: the warm interpreter imports ahead what the runs taught it (and
+nothing of the repository, nothing that would make a forked run differ from a cold one), and a
+cycle waits on its runs instead of polling them."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Repo, Watch, clean_env, load_autotest
+
+at = load_autotest()
+
+# ---------------------------------------------------------------------------------------------
+# Which modules may be imported ahead
+# ---------------------------------------------------------------------------------------------
+
+
+def test_only_modules_from_outside_the_repository_are_candidates(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    site = root / ".venv" / "lib" / "python3" / "site-packages"
+    reported = [
+        ("pydantic", "/usr/lib/python3/site-packages/pydantic/__init__.py"),
+        ("core", str(root / "libs" / "core" / "core" / "__init__.py")),
+        ("tests.test_core", str(root / "libs" / "core" / "tests" / "test_core.py")),
+        ("httpx", str(site / "httpx" / "__init__.py")),  # a .venv kept in the repository
+        ("__main__", "/usr/lib/python3/site-packages/nose/__main__.py"),
+        ("", "/elsewhere/x.py"),
+        ("frozen", ""),
+    ]
+    assert at.preload_candidates(reported, str(root), [str(site)]) == ["pydantic", "httpx"]
+
+
+def test_a_module_reached_through_a_link_into_the_repository_is_the_repositorys(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "repo"
+    (root / "libs").mkdir(parents=True)
+    (root / "libs" / "shared.py").write_text("")
+    (tmp_path / "linked").symlink_to(root / "libs")
+    file = str(tmp_path / "linked" / "shared.py")
+    assert not at.is_installed_code(file, str(root.resolve()), [])
+    assert at.is_installed_code(str(tmp_path / "repository-next-door" / "x.py"), str(root), [])
+
+
+def state(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "threads": 1,
+        "environment": {"PATH": "/bin"},
+        "sys.path": ["", "/lib"],
+        "working directory": "/",
+        "signal handlers": {2: "default"},
+        "standard streams": [1, 2, 3],
+        "modules": {"os", "sys"},
+    }
+    base.update(changes)
+    return base
+
+
+@pytest.mark.parametrize(
+    ("after", "why"),
+    [
+        (state(), ""),
+        (state(threads=2), "starts a thread"),
+        (state(environment={"PATH": "/bin", "X": "1"}), "changes the environment"),
+        (state(**{"sys.path": ["/mine", "", "/lib"]}), "changes the sys.path"),
+        (state(**{"working directory": "/tmp"}), "changes the working directory"),
+        (state(**{"signal handlers": {2: "its own"}}), "changes the signal handlers"),
+        (state(**{"standard streams": [1, 9, 3]}), "replaces a standard stream"),
+        (state(modules={"os", "sys", "core", "lib"}), "imports core from the repository"),
+        (state(modules={"os", "sys", "lib"}), ""),
+    ],
+)
+def test_a_module_is_dropped_for_what_its_import_changed(after: dict[str, Any], why: str) -> None:
+    assert at.state_change(state(), after, lambda name: name == "core") == why
+
+
+def test_fewer_threads_after_an_import_are_no_reason_to_drop_it() -> None:
+    assert at.state_change(state(threads=3), state(threads=2), lambda name: False) == ""
+
+
+def test_the_interpreter_state_sees_a_thread_and_an_environment_change() -> None:
+    before = at.interpreter_state()
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert at.state_change(before, at.interpreter_state(), lambda n: False) == (
+            "starts a thread"
+        )
+    finally:
+        stop.set()
+        thread.join()
+    os.environ["AUTOTEST_PROBE"] = "1"
+    try:
+        changed = at.state_change(before, at.interpreter_state(), lambda n: False)
+    finally:
+        del os.environ["AUTOTEST_PROBE"]
+    assert changed == "changes the environment"
+
+
+def test_a_dropped_module_is_never_learned_again_and_takes_its_submodules(tmp_path: Path) -> None:
+    learned = at.LearnedPreloads(tmp_path / "repo")
+    outside = str(tmp_path / "site")
+    learned.learn([(n, f"{outside}/{n.replace('.', '/')}.py") for n in ("a", "a.b", "c", "a")])
+    assert learned.for_runner(()) == ("a", "a.b", "c")
+    learned.drop("a", "starts a thread")
+    learned.learn([("a", f"{outside}/a.py"), ("d", f"{outside}/d.py")])
+    assert learned.for_runner(()) == ("c", "d")
+    assert learned.dropped == {"a": "starts a thread"}
+    assert learned.for_runner({"c"}) == ("d",), "a runner's plugins are never imported ahead"
+
+
+def test_pytest_plugins_distributions_are_never_imported_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = tmp_path / "fakeplug-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeplug\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[pytest11]\nfake = fakeplug.plugin\n")
+    (info / "RECORD").write_text(
+        "fakeplug/__init__.py,,\nfakeplug/plugin.py,,\nfakehelper.py,,\n"
+        "fakeplug-1.0.dist-info/RECORD,,\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    names = at.plugin_modules("pytest11")
+    assert {"fakeplug", "fakehelper"} <= names
+    assert at.plugin_modules("") == frozenset()
+    assert at.BUILTIN_RUNNERS["pytest"].plugins == "pytest11"
+
+
+def test_choices_are_read_again_only_where_a_change_can_alter_them(tmp_path: Path) -> None:
+    a, b = at.Package(tmp_path / "a", "a"), at.Package(tmp_path / "b", "b")
+    chosen = {a: at.Choice(at.BUILTIN_RUNNERS["nose"], "")}
+    inside_a = str(tmp_path / "a" / "tests" / "test_a.py")
+    assert at.stale_choices([a, b], chosen, [inside_a]) == [a, b], "b was never chosen"
+    chosen[b] = chosen[a]
+    assert at.stale_choices([a, b], chosen, [inside_a]) == [a]
+    assert at.stale_choices([a, b], chosen, []) == []
+    assert at.stale_choices([a, b], chosen, [str(tmp_path / "pytest.ini")]) == [a, b]
+
+
+# ---------------------------------------------------------------------------------------------
+# A cycle waits on its runs
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="no pidfd on this platform")
+def test_a_cycle_wakes_when_a_cold_run_ends_not_at_its_timeout(repo: Repo) -> None:
+    package = at.Package(repo.package("alpha"), "alpha")
+    runner = at.make_runner(f"{sys.executable} -c 'import time; time.sleep(0.3)'")
+    run = at.Run(package, runner.command(package, ()), dict(os.environ), runner, None)
+    assert run.wait_handle() is not None, "a pidfd to wait on"
+    started = time.monotonic()
+    at.wait_for_runs([run], 30.0)
+    waited = time.monotonic() - started
+    assert 0.2 < waited < 10, waited
+    result = run.poll()
+    assert result is not None and result.verdict is at.Verdict.OK
+    assert run.handle is None, "the pidfd is closed with the run"
+
+
+def test_without_pidfds_a_run_is_polled(repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(os, "pidfd_open", raising=False)
+    package = at.Package(repo.package("alpha"), "alpha")
+    runner = at.make_runner(f"{sys.executable} -c 'import time; time.sleep(30)'")
+    run = at.Run(package, runner.command(package, ()), dict(os.environ), runner, None)
+    try:
+        assert run.wait_handle() is None
+        started = time.monotonic()
+        at.wait_for_runs([run], 30.0)
+        assert time.monotonic() - started < 5, "polled, not blocked for the whole wait"
+    finally:
+        run.kill()
+
+
+def test_the_cycle_wakes_at_least_every_wake_interval_to_look_for_changes() -> None:
+    waits: list[float] = []
+
+    class Endless:
+        def poll(self) -> None:
+            return None
+
+        def kill(self) -> None:
+            pass
+
+        def wait_handle(self) -> int | None:
+            return None
+
+    checks = iter([False, False, False, True])
+    steps = [at.Step(at.Package(Path("/r/a"), "a"), "")]
+    outcome = at.run_cycle(
+        steps, lambda p: Endless(), 1, lambda: next(checks), True, lambda r: None,
+        wait=lambda runs, seconds: waits.append(seconds), wake_every=0.25,
+    )  # fmt: skip
+    assert outcome.interrupted and waits == [0.25, 0.25, 0.25]
+
+
+# ---------------------------------------------------------------------------------------------
+# The warm interpreter imports ahead what the runs taught it
+# ---------------------------------------------------------------------------------------------
+
+SEEING_TEST = """\
+import os
+import sys
+
+SEEN = {{name: name in sys.modules for name in ("extlib", "threadlib", "inrepo")}}
+with open(os.environ["SEEN_LOG"], "a") as f:
+    f.write(f"{{sorted(SEEN.items())!r}} {{os.environ.get('EXT_SEES')!r}} {{os.getpid()}}\\n")
+
+import extlib
+import inrepo
+{more}
+
+def test_uses_them():
+    assert extlib.X == inrepo.Z == 1
+"""
+
+EXTLIB = """\
+import os
+import time
+
+with open(os.environ["IMPORTS_LOG"], "a") as f:
+    f.write(f"{os.getpid()}\\n")
+time.sleep(0.3)  # a slow import, as pydantic's or numpy's
+X = 1
+"""
+
+THREADLIB = """\
+import threading
+
+threading.Thread(target=threading.Event().wait, daemon=True).start()
+Y = 1
+"""
+
+
+def preload_repo(repo: Repo, tmp_path: Path, more: str = "") -> tuple[dict[str, str], Path]:
+    """A package whose tests import a slow module installed outside the repository and a module
+    of the repository that is importable the same way (both on PYTHONPATH)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "extlib.py").write_text(EXTLIB)
+    (site / "threadlib.py").write_text(THREADLIB)
+    repo.write("shared/inrepo.py", "Z = 1\n")
+    repo.package("alpha", tests=SEEING_TEST.format(more=more))
+    seen = tmp_path / "seen.log"
+    env = clean_env(
+        PYTHONDONTWRITEBYTECODE="1",
+        PYTHONPATH=os.pathsep.join([str(site), str(repo.path / "shared")]),
+        IMPORTS_LOG=str(tmp_path / "imports.log"),
+        SEEN_LOG=str(seen),
+    )
+    return env, seen
+
+
+def save_cycles(w: Watch, repo: Repo, count: int) -> list[str]:
+    """``count`` more cycles, each set off by a save; the lines of the last."""
+    start = w.wait_cycles(1)
+    end = start
+    for number in range(2, count + 2):
+        repo.write("alpha/alpha/__init__.py", f"VALUE = 1  # save {number}\n")
+        start, end = end, w.wait_cycles(number)
+    return w.lines[start:end]
+
+
+def test_a_module_from_outside_the_repository_is_imported_ahead_and_the_repositorys_never(
+    repo: Repo, watch: Callable[..., Watch], tmp_path: Path
+) -> None:
+    env, seen = preload_repo(repo, tmp_path)
+    w = watch(repo.path, "--explain", env=env)
+    lines = save_cycles(w, repo, 3)  # cold, forked (it learns), forked with extlib ahead
+    rows = seen.read_text().splitlines()
+    assert len(rows) == 4, w.output
+    cold, learning, preloaded, again = rows
+    assert "('extlib', False)" in cold and "('extlib', False)" in learning
+    assert "('extlib', True)" in preloaded and "('extlib', True)" in again, w.output
+    assert all("('inrepo', False)" in row for row in rows), "never the repository's module"
+    assert any("warm nose imports ahead:" in line and "extlib" in line for line in lines)
+    assert not any("inrepo" in line for line in w.lines)
+    assert w.lines[-1].startswith("the 1 package passed"), w.output
+    importers = (tmp_path / "imports.log").read_text().split()
+    runs = [row.split()[-1] for row in rows]
+    assert [r for r in runs if r in importers] == runs[:2], "only the cold and learning runs"
+    # each later import is a warm interpreter's probe or its own, one of each per interpreter
+    # (a fresh one per cycle, for a fresh hash seed), never a run's
+    assert len(importers) >= 4, importers
+
+
+def test_a_module_whose_import_starts_a_thread_is_dropped_and_runs_stay_right(
+    repo: Repo, watch: Callable[..., Watch], tmp_path: Path
+) -> None:
+    env, seen = preload_repo(repo, tmp_path, more="import threadlib\n")
+    w = watch(repo.path, "-v", env=env)
+    save_cycles(w, repo, 3)
+    rows = seen.read_text().splitlines()
+    assert "('extlib', True)" in rows[-1], w.output
+    assert all("('threadlib', False)" in row for row in rows), "the thread would be lost"
+    assert "      warm nose does not import threadlib: starts a thread" in w.lines, w.output
+    assert all(line.startswith("the 1 package passed") for line in w.lines if "passed" in line)
+
+
+def test_a_preloaded_forked_run_sees_what_a_cold_run_sees(
+    repo: Repo, watch: Callable[..., Watch], tmp_path: Path
+) -> None:
+    """The parity probe of test_cli, taken from a run forked by a warm interpreter that has
+    imported ahead a module from outside the repository."""
+    from test_cli import PROBE_TEST
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "outside.py").write_text("X = 1\n")
+    repo.package("alpha", tests="import outside\n" + PROBE_TEST)
+    seen: dict[str, dict[str, Any]] = {}
+    for mode, args, cycles in (("cold", ["--no-warm"], 1), ("warm", ["-v"], 3)):
+        out = tmp_path / f"{mode}.json"
+        env = clean_env(
+            PYTHONDONTWRITEBYTECODE="1", PROBE_OUT=str(out), PYTHONPATH=str(tmp_path / "site")
+        )
+        w = watch(repo.path, *args, env=env)
+        save_cycles(w, repo, cycles)
+        seen[mode] = json.loads(out.read_text())
+        assert w.stop() == 130
+        if mode == "warm":
+            assert "      warm nose imports ahead: outside (1 module)" in w.lines, w.output
+    cold, warm = seen["cold"], seen["warm"]
+    assert cold.pop("parent_is_autotest") and not warm.pop("parent_is_autotest")
+    for info in (cold, warm):
+        info["env"].pop("PROBE_OUT")
+    for key in cold:
+        assert warm[key] == cold[key], key
+
+
+LATE_THREAD = """\
+import os
+import threading
+
+COUNT = os.environ["IMPORT_COUNT"]
+with open(COUNT, "a") as f:
+    f.write("x")
+with open(COUNT) as f:
+    imports = len(f.read())
+if imports == 4:  # cold run, learning run, the probe: the warm interpreter's own import
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+Y = 1
+"""
+
+
+def test_a_module_that_starts_a_thread_only_in_the_warm_interpreter_ends_it_and_is_dropped(
+    repo: Repo, watch: Callable[..., Watch], tmp_path: Path
+) -> None:
+    """The probe found it fit, the real import did not: that warm interpreter ends, and the
+    next one starts without the module, before the run is forked."""
+    env, seen = preload_repo(repo, tmp_path, more="import threadlib\n")
+    (tmp_path / "site" / "threadlib.py").write_text(LATE_THREAD)
+    env["IMPORT_COUNT"] = str(tmp_path / "count")
+    w = watch(repo.path, "-v", env=env)
+    save_cycles(w, repo, 3)
+    rows = seen.read_text().splitlines()
+    assert "('extlib', True)" in rows[2] and "('extlib', True)" in rows[3], w.output
+    assert all("('threadlib', False)" in row for row in rows)
+    assert "      warm nose does not import threadlib: starts a thread" in w.lines, w.output
+    assert sum(line.startswith("the 1 package passed") for line in w.lines) == 4, w.output
+    assert (tmp_path / "count").read_text() == "x" * 6, "cold, learning, probe, warm, 2 runs"
