@@ -119,10 +119,13 @@ except ImportError as _exc:  # --help and --once work without it; watching says 
 #   CI: affected, shards, plan, JUnit
 #                   what a change affects, the K-th of N slices, the cycle as JSON, the
 #                   remembered run times, one JUnit XML report per cycle
-#   Report          every sentence a user reads is built here
+#   Report          every sentence a user reads during a session is built here: Terminal
+#                   (the stream, colours, the status line), Notices (between cycles),
+#                   Reporter (a cycle's header, verdicts, failing output and summary)
 #   Options         one table of settings: the command line, the config files, the defaults
-#   Session         thin wiring of the above: the package set (found, chosen, its graph kept
-#                   in step), the changes named at start, and main()
+#   Session         thin wiring of the above: PackageSet (found, chosen, its graph kept in
+#                   step), the changes named at start, RunnerChoices (each package's runner
+#                   and interpreter), CycleRuns (one cycle's runs), Session, and main()
 #
 # Threads.  watchdog's observer thread runs ChangeHandler, which filters cheaply and calls
 # ChangeSet.add/remove; the key reader thread calls ChangeSet.press.  Everything else, tests
@@ -133,7 +136,7 @@ except ImportError as _exc:  # --help and --once work without it; watching says 
 # One change, from the disk to a verdict line: inotify -> watchdog -> ChangeHandler.on_any_event
 # (IgnoreRules.is_ignored) -> ChangeSet.add -> Intake.next_request (waits for the burst to
 # settle, asks git once, consults the LoopGuard) -> Session.respond -> cycle_order ->
-# run_cycle -> Run (cold, or forked by the WarmLauncher) -> Reporter.verdict.
+# CycleRuns.run -> run_cycle -> Run (cold, or forked by the WarmLauncher) -> Reporter.verdict.
 
 # ---------------------------------------------------------------------------------------------
 # Basics: errors, verdicts, timings, git
@@ -4839,9 +4842,9 @@ class StatusLine:
             self.stream.flush()
 
 
-class Reporter:
-    """Everything the user reads: one line per package, the failing run's output, one summary,
-    and the few notices between cycles."""
+class Terminal:
+    """Where the user reads: the stream, its colours, and the status line rewritten in place.
+    ``Notices`` and ``Reporter`` below say what is written."""
 
     def __init__(self, stream: IO[str], color: bool, width: int = 0, root: Path | None = None):
         self.stream = stream
@@ -4894,10 +4897,141 @@ class Reporter:
     def rel(self, path: str) -> str:
         return shown(os.path.relpath(path, self.root))
 
+
+class Notices(Terminal):
+    """The few notices between cycles: what autotest found, watches, the loop guard, the warm
+    runner; and what the Watcher has to say (``WatchNotices``)."""
+
+    def cannot_notify(self) -> None:
+        self.warn("--notify: this system has no way to show a notification "
+                  "(notify-send on Linux, osascript on macOS); going on without")  # fmt: skip
+
+    def runner_from_config(self, spec: str, where: str) -> None:
+        """A repository's config runs a command of its choosing: it is never run unseen."""
+        self.note(f"runner from {where}: {shown(spec)}")
+
+    def watching(self, count: int, how: str) -> None:
+        root = shown(str(self.root))
+        self.note(f"watching {counted(count, 'package')} in {root} ({how}); Ctrl+C to stop")
+
+    def root_gone(self) -> None:
+        self.warn(f"{shown(str(self.root))} is gone; stopping")
+
+    def packages_changed(self, added: Iterable[str], removed: Iterable[str]) -> None:
+        words = [f"+{shown(r)}" for r in sorted(added)] + [f"-{shown(r)}" for r in sorted(removed)]
+        self.say(self.paint(f"packages: {' '.join(words)}", "dim"))
+
+    def not_in_package(self, arg: str) -> None:
+        self.warn(f"{arg} is in no package; ignored")
+
+    def testing_packages(self, count: int, found: int) -> None:
+        """The start of a run without watching: what it tests, and where."""
+        of = f"{count} of {found} packages" if count != found else counted(count, "package")
+        self.note(f"{of} in {self.root}")
+
+    def not_packages(self, left_out: Iterable[tuple[str, str]]) -> None:
+        """The projects found that are not packages, and why (for ``--explain``)."""
+        for rel, why in left_out:
+            self.note(f"not a package: {shown(rel)} ({why})")
+
+    def cannot_parse(self, path: str, why: str) -> None:
+        if f"{path}: {why}" not in self.warned_unreadable:
+            self.warned_unreadable.add(f"{path}: {why}")
+            self.warn(f"cannot read {self.rel(path)} ({why}); what it declares is left out")
+
+    def echoes(self, paths: Iterable[str]) -> None:
+        rels = [self.rel(p) for p in paths]
+        names = ", ".join(rels[:3]) + (f" and {len(rels) - 3} more" if len(rels) > 3 else "")
+        self.note(
+            f"not tested: {names}, changed during its package's run and taken for the run's "
+            "doing (save it again to test it)"
+        )
+
+    def loop_found(self, paths: Sequence[str]) -> None:
+        rels = [self.rel(p) for p in paths]
+        globs = " ".join(
+            f"--ignore {shlex.quote(g)}" for g in sorted({os.path.basename(r) for r in rels})
+        )
+        self.warn(
+            f"each test run changes {', '.join(rels)}, which sets off the next run; "
+            f"not reacting to that during runs any more. To ignore it for good: {globs}"
+        )
+
+    def preloads(self, per_runner: Sequence[tuple[str, Sequence[str], Mapping[str, str]]]) -> None:
+        """What each warm interpreter imports ahead, learned from the runs (--explain)."""
+        for runner, names, dropped in per_runner:
+            tops = sorted({n.split(".")[0] for n in names})
+            shown = ", ".join(tops[:10]) + (f" and {len(tops) - 10} more" if len(tops) > 10 else "")
+            what = f"{shown} ({counted(len(names), 'module')})" if names else "nothing yet"
+            self.say(self.paint(f"      warm {runner} imports ahead: {what}", "dim"))
+            for name, why in sorted(dropped.items())[:5]:
+                self.say(self.paint(f"      warm {runner} does not import {name}: {why}", "dim"))
+
+    def warm_judged(self, warm: float, cold: float, forking: bool) -> None:
+        if forking:
+            self.note(
+                f"forked runs are faster again ({warm:.2f}s against {cold:.2f}s cold, for the "
+                "same packages); forking runs from now on"
+            )
+            return
+        self.note(
+            f"forked runs were no faster than cold ones ({warm:.2f}s against {cold:.2f}s, for "
+            "the same packages); starting runs cold from now on"
+        )
+
+    # What the Watcher has to say (WatchNotices).
+
+    def unreadable(self, path: str) -> None:
+        if path not in self.warned_unreadable:
+            self.warned_unreadable.add(path)
+            self.warn(f"cannot read {shown(path)}; skipped, and changes below it are not seen")
+
+    def too_many_watches(self, needed: int, limit: int) -> None:
+        self.warn(
+            f"this tree needs {needed} inotify watches but the limit is {limit}; "
+            f"polling instead. To watch natively, raise it: {RAISE_WATCHES}"
+        )
+
+    def watches_refused(self, reason: str) -> None:
+        self.warn(
+            f"the OS refused more watches ({reason}); polling instead. "
+            f"Raise the limit: {RAISE_WATCHES} fs.inotify.max_user_instances=1024"
+        )
+
+    def cannot_watch(self, path: str, reason: str) -> None:
+        self.warn(f"cannot watch {shown(path)}: {reason}")
+
+    def watches_not_granted(self, held: int, needed: int) -> None:
+        self.warn(
+            f"the kernel granted {held} of the {needed} inotify watches this tree needs (other "
+            f"programs hold the rest); polling instead. To watch natively, raise the limit: "
+            f"{RAISE_WATCHES}"
+        )
+
+    def watch_not_granted(self, path: str) -> None:
+        self.warn(
+            f"the kernel refused an inotify watch for {self.rel(path)} (out of watches); "
+            f"polling from now on. To watch natively, raise the limit: {RAISE_WATCHES}"
+        )
+
+    def gitignore_not_applied(self, path: str) -> None:
+        self.note(
+            f"{self.rel(path)} is not applied: {self.root} is not a git work tree "
+            "(use --ignore GLOB for what should never start a run)"
+        )
+
+
+class Reporter(Notices):
+    """Everything the user reads of a cycle: the header, the order, one line per package, the
+    failing run's output, one summary; and the notices (``Notices``)."""
+
     # Cycles: the header, the order, a line per package, the summary.
 
     def header(self, text: str) -> None:
         self.say(self.paint(text, "bold"))
+
+    def resuming(self, count: int) -> None:
+        self.header(f"testing the {counted(count, 'package')} not run yet")
 
     def testing_all(self, count: int) -> None:
         self.header(f"testing {every(count)}")
@@ -5038,132 +5172,16 @@ class Reporter:
         self.stream.write("\a")
         self.stream.flush()
 
-    def notify_failed(self, failure: RunResult) -> None:
-        notify("autotest", f"{shown(failure.package.rel)} FAILED")
-
-    def notify_recovered(self) -> None:
-        notify("autotest", "all packages pass again")
-
-    # Notices between cycles.
-
-    def cannot_notify(self) -> None:
-        self.warn("--notify: this system has no way to show a notification "
-                  "(notify-send on Linux, osascript on macOS); going on without")  # fmt: skip
-
-    def runner_from_config(self, spec: str, where: str) -> None:
-        """A repository's config runs a command of its choosing: it is never run unseen."""
-        self.note(f"runner from {where}: {shown(spec)}")
-
-    def watching(self, count: int, how: str) -> None:
-        root = shown(str(self.root))
-        self.note(f"watching {counted(count, 'package')} in {root} ({how}); Ctrl+C to stop")
-
-    def root_gone(self) -> None:
-        self.warn(f"{shown(str(self.root))} is gone; stopping")
-
-    def packages_changed(self, added: Iterable[str], removed: Iterable[str]) -> None:
-        words = [f"+{shown(r)}" for r in sorted(added)] + [f"-{shown(r)}" for r in sorted(removed)]
-        self.say(self.paint(f"packages: {' '.join(words)}", "dim"))
-
-    def not_in_package(self, arg: str) -> None:
-        self.warn(f"{arg} is in no package; ignored")
-
-    def testing_packages(self, count: int, found: int) -> None:
-        """The start of a run without watching: what it tests, and where."""
-        of = f"{count} of {found} packages" if count != found else counted(count, "package")
-        self.note(f"{of} in {self.root}")
-
-    def not_a_package(self, rel: str, why: str) -> None:
-        self.note(f"not a package: {shown(rel)} ({why})")
-
-    def cannot_parse(self, path: str, why: str) -> None:
-        if f"{path}: {why}" not in self.warned_unreadable:
-            self.warned_unreadable.add(f"{path}: {why}")
-            self.warn(f"cannot read {self.rel(path)} ({why}); what it declares is left out")
-
-    def echoes(self, paths: Iterable[str]) -> None:
-        rels = [self.rel(p) for p in paths]
-        names = ", ".join(rels[:3]) + (f" and {len(rels) - 3} more" if len(rels) > 3 else "")
-        self.note(
-            f"not tested: {names}, changed during its package's run and taken for the run's "
-            "doing (save it again to test it)"
-        )
-
-    def loop_found(self, paths: Sequence[str]) -> None:
-        rels = [self.rel(p) for p in paths]
-        globs = " ".join(
-            f"--ignore {shlex.quote(g)}" for g in sorted({os.path.basename(r) for r in rels})
-        )
-        self.warn(
-            f"each test run changes {', '.join(rels)}, which sets off the next run; "
-            f"not reacting to that during runs any more. To ignore it for good: {globs}"
-        )
-
-    def preloads(self, per_runner: Sequence[tuple[str, Sequence[str], Mapping[str, str]]]) -> None:
-        """What each warm interpreter imports ahead, learned from the runs (--explain)."""
-        for runner, names, dropped in per_runner:
-            tops = sorted({n.split(".")[0] for n in names})
-            shown = ", ".join(tops[:10]) + (f" and {len(tops) - 10} more" if len(tops) > 10 else "")
-            what = f"{shown} ({counted(len(names), 'module')})" if names else "nothing yet"
-            self.say(self.paint(f"      warm {runner} imports ahead: {what}", "dim"))
-            for name, why in sorted(dropped.items())[:5]:
-                self.say(self.paint(f"      warm {runner} does not import {name}: {why}", "dim"))
-
-    def warm_judged(self, warm: float, cold: float, forking: bool) -> None:
-        if forking:
-            self.note(
-                f"forked runs are faster again ({warm:.2f}s against {cold:.2f}s cold, for the "
-                "same packages); forking runs from now on"
-            )
-            return
-        self.note(
-            f"forked runs were no faster than cold ones ({warm:.2f}s against {cold:.2f}s, for "
-            "the same packages); starting runs cold from now on"
-        )
-
-    # What the Watcher has to say (WatchNotices).
-
-    def unreadable(self, path: str) -> None:
-        if path not in self.warned_unreadable:
-            self.warned_unreadable.add(path)
-            self.warn(f"cannot read {shown(path)}; skipped, and changes below it are not seen")
-
-    def too_many_watches(self, needed: int, limit: int) -> None:
-        self.warn(
-            f"this tree needs {needed} inotify watches but the limit is {limit}; "
-            f"polling instead. To watch natively, raise it: {RAISE_WATCHES}"
-        )
-
-    def watches_refused(self, reason: str) -> None:
-        self.warn(
-            f"the OS refused more watches ({reason}); polling instead. "
-            f"Raise the limit: {RAISE_WATCHES} fs.inotify.max_user_instances=1024"
-        )
-
-    def cannot_watch(self, path: str, reason: str) -> None:
-        self.warn(f"cannot watch {shown(path)}: {reason}")
-
-    def watches_not_granted(self, held: int, needed: int) -> None:
-        self.warn(
-            f"the kernel granted {held} of the {needed} inotify watches this tree needs (other "
-            f"programs hold the rest); polling instead. To watch natively, raise the limit: "
-            f"{RAISE_WATCHES}"
-        )
-
-    def watch_not_granted(self, path: str) -> None:
-        self.warn(
-            f"the kernel refused an inotify watch for {self.rel(path)} (out of watches); "
-            f"polling from now on. To watch natively, raise the limit: {RAISE_WATCHES}"
-        )
-
-    def gitignore_not_applied(self, path: str) -> None:
-        self.note(
-            f"{self.rel(path)} is not applied: {self.root} is not a git work tree "
-            "(use --ignore GLOB for what should never start a run)"
-        )
-
-    def resuming(self, count: int) -> None:
-        self.header(f"testing the {counted(count, 'package')} not run yet")
+    def alert(self, outcome: CycleOutcome, bell: bool, desktop: bool, was_failing: bool) -> None:
+        """After a cycle: the bell and a notification for a failure, a notification when
+        everything passes again."""
+        if outcome.failure is not None:
+            if bell:
+                self.bell()
+            if desktop:
+                notify("autotest", f"{shown(outcome.failure.package.rel)} FAILED")
+        elif desktop and was_failing:
+            notify("autotest", "all packages pass again")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -5771,6 +5789,164 @@ def announce_settings(options: Options, reporter: Reporter) -> None:
         reporter.cannot_notify()
 
 
+def changes_given(options: Options, tree: PackageSet, reporter: Reporter) -> dict[str, float]:
+    """What the command line says changed: ``--changed`` paths first, the first one first,
+    then what changed ``--since`` a commit, the most recently modified first.  A path in no
+    package is named, except under ``--affected``, where it is simply no change."""
+    changed: dict[str, float] = {}
+    now = time.monotonic()
+    for index, arg in enumerate(options.changed):
+        path = path_named(arg, options.root, tree.all)
+        if path is None:
+            if not options.affected:
+                reporter.not_in_package(arg)
+        else:
+            changed.setdefault(path, now - index * 1e-6)
+    if options.since is not None:
+        since = [p for p in changed_since_ref(options.root, options.since) if p not in changed]
+        since = [p for p in since if owner_of(p, tree.all)]
+        since.sort(key=lambda p: -os.stat(p).st_mtime if os.path.exists(p) else 0.0)
+        for index, path in enumerate(since):
+            changed[path] = now - 1.0 - index * 1e-6
+    return changed
+
+
+class RunnerChoices:
+    """Which runner and interpreter each package gets, and what follows for its runs: the
+    command, the packages that cannot run here, the modules the repository provides."""
+
+    def __init__(self, options: Options, tree: PackageSet) -> None:
+        self.options = options
+        self.tree = tree
+        self.by_package: dict[Package, Choice] = {}
+        self.unrunnable: dict[Package, str] = {}
+        self.provided: set[str] | None = None
+        self.choose(None, strict=True)
+
+    def __getitem__(self, package: Package) -> Choice:
+        return self.by_package[package]
+
+    def choose(self, changed: Iterable[str] | None, strict: bool = False) -> None:
+        """Every package's choice, read again only where ``changed`` paths may have changed
+        it (all of them when ``changed`` is None); then which cannot run here (at start,
+        ``strict``: a runner missing for autotest's own interpreter is an error).  A plan runs
+        nothing, so its machine needs no runner."""
+        options, packages = self.options, self.tree.packages
+        stale = packages if changed is None else stale_choices(packages, self.by_package, changed)
+        fresh = choose(stale, options.root, options.runner, options.runners, options.venvs)
+        kept = {p: c for p, c in self.by_package.items() if p not in fresh}
+        self.by_package = {p: fresh.get(p) or kept[p] for p in packages}
+        self.unrunnable = {} if options.plan else check_choices(self.by_package, strict)
+        self.provided = None
+
+    def command_for(self, package: Package) -> Command:
+        """The one answer to how a package's tests run: what --plan shows, and what runs."""
+        choice = self.by_package[package]
+        argv = choice.runner.command(package, self.options.runner_args, choice.python)
+        interpreter = choice.python if choice.runner.module else None
+        return Command(choice.runner.name, interpreter, tuple(argv))
+
+    def unavailable(self, modules: Sequence[str], python: str) -> str | None:
+        """The first module a run missed that cannot be had here: not installed for its
+        interpreter and provided by no package of the repository.  None when any of them is
+        the repository's own (a sibling that no longer provides it is a plain failure)."""
+        if self.provided is None:
+            packages = self.tree.packages
+            self.provided = {m for p in packages for m in provided_modules(p)}
+            self.provided |= {read_metadata(p).name.replace("-", "_") for p in packages}
+        for module in modules:
+            if any(
+                module == p or module.startswith(p + ".") or p.startswith(module + ".")
+                for p in self.provided
+            ):
+                return None
+        return next((m for m in modules if not module_installed(python, m)), None)
+
+
+class CycleRuns:
+    """The runs of one cycle: started (cold, forked or not at all), waited on with the status
+    line, recorded, and killed if the cycle ends first.  The session decides what a cycle
+    holds; this runs it.  It reads the session's parts as they are at each run (the warm
+    policy is replaced when watching starts)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.progress = Progress()
+        self.live: list[Run] = []  # this cycle's runs: none may outlive autotest
+
+    def run(self, steps: Sequence[Step], watching: bool) -> CycleOutcome:
+        session = self.session
+        session.ci.cycle_started()
+        self.progress.cycle(steps)
+        session.guard.cycle_started(time.monotonic())
+        try:
+            outcome = run_cycle(
+                steps,
+                self.start_run,
+                session.options.jobs,
+                session.intake.changed_meanwhile if watching else lambda: False,
+                session.options.restart,
+                self.record,
+                keep_going=session.options.keep_going,
+                wait=self.pause,
+            )
+        finally:
+            self.end_runs()
+            session.guard.cycle_ended(time.monotonic())
+        session.ci.cycle_ended(outcome, (p.rel for p in session.packages))
+        return outcome
+
+    def start_run(self, package: Package) -> Run | Unrunnable:
+        """Start a run.  Between a cold process's start and its record, a signal waits: no
+        run can be left behind (a forked one the warm interpreter kills itself)."""
+        self.session.guard.run_started(str(package.path))
+        choice = self.session.choices[package]
+        if package in self.session.choices.unrunnable:
+            return Unrunnable(package, choice.runner, self.session.choices.unrunnable[package])
+        command = self.session.choices.command_for(package)
+        argv = [*command.argv, *self.session.ci.run_args(command.runner, package)]
+        env = {
+            **run_environment(choice.runner, pycache_dir(), choice.python),
+            PACKAGE_ENV: str(package.path),
+        }
+        saved = output_dir(self.session.root) / (package.rel.replace("/", "__") + ".log")
+        needs = Needs(
+            lambda modules: self.session.choices.unavailable(modules, choice.python),
+            lambda: install_test_deps_command(package, choice.python),
+        )
+        launcher = self.session.warm.launcher_for(package)
+        if launcher is not None:
+            launcher.wait_ready(argv)
+        timeout = self.session.options.timeout
+        with self.session.signals.deferred():
+            run = Run(package, argv, env, choice.runner, timeout, launcher, saved, needs)
+            self.live.append(run)
+        self.progress.started(package)
+        return run
+
+    def record(self, result: RunResult) -> None:
+        self.session.guard.run_ended(str(result.package.path))
+        self.progress.ended(result.package)
+        self.session.reporter.verdict(result)
+        self.session.warm.record(result)
+        self.session.ci.recorded(result)
+
+    def pause(self, runs: Iterable[Startable], seconds: float) -> None:
+        """While packages run: the status line, then a wait on the runs (run_cycle wakes at
+        least every CYCLE_WAKE, well within the status line's second)."""
+        self.session.reporter.running(self.progress.running())
+        wait_for_runs(runs, seconds)
+
+    def end_runs(self) -> None:
+        """Kill what is still running of this cycle's runs (those run_cycle has not seen)."""
+        for run in self.live:
+            if run.proc is not None and run.proc.poll() is None:
+                run.kill()
+        self.live.clear()
+        with contextlib.suppress(OSError, ValueError):  # the terminal may have hung up
+            self.session.reporter.erase_status()
+
+
 class Session:
     """The main loop, and the only place tests run: fed by the Intake, it orders each cycle,
     runs it and reports it."""
@@ -5792,13 +5968,9 @@ class Session:
             raise no_packages(self.root)
         if not self.tree.packages:
             raise UsageError(f"--exclude leaves no package of {len(self.tree.all)} to test")
-        self.choices: dict[Package, Choice] = {}
-        self.choices = self.choose()
-        # A plan runs nothing, so its machine needs no runner.
-        self.unrunnable = {} if options.plan else check_choices(self.choices)
-        self.first_changes = self.changed_from_arguments()
+        self.choices = RunnerChoices(options, self.tree)
+        self.first_changes = changes_given(options, self.tree, reporter)
         self.env = run_environment(Runner("none", ()), pycache_dir())
-        self.provided: set[str] | None = None
         self.changes = ChangeSet()
         self.guard = LoopGuard(self.tree.owner_dir)
         self.intake = Intake(
@@ -5813,95 +5985,11 @@ class Session:
         report = None if options.plan else options.junit_xml
         self.ci = CiJob(self.root, options.affected, options.shard, options.durations, report,
                         reporter.cannot_write)  # fmt: skip
-        self.progress = Progress()
-        self.live: list[Run] = []  # this cycle's runs: none may outlive autotest
+        self.runs = CycleRuns(self)
 
     @property
     def packages(self) -> list[Package]:
         return self.tree.packages
-
-    def choose(self, changed: Iterable[str] | None = None) -> dict[Package, Choice]:
-        """Every package's choice, read again only where ``changed`` paths may have changed
-        it (all of them when ``changed`` is None)."""
-        options = self.options
-        stale = self.packages if changed is None else stale_choices(
-            self.packages, self.choices, changed
-        )  # fmt: skip
-        fresh = choose(stale, self.root, options.runner, options.runners, options.venvs)
-        kept = {p: c for p, c in self.choices.items() if p not in fresh}
-        return {p: fresh.get(p) or kept[p] for p in self.packages}
-
-    def command_for(self, package: Package) -> Command:
-        """The one answer to how a package's tests run: what --plan shows, and what runs."""
-        choice = self.choices[package]
-        argv = choice.runner.command(package, self.options.runner_args, choice.python)
-        interpreter = choice.python if choice.runner.module else None
-        return Command(choice.runner.name, interpreter, tuple(argv))
-
-    def start_run(self, package: Package) -> Run | Unrunnable:
-        """Start a run.  Between a cold process's start and its record, a signal waits: no
-        run can be left behind (a forked one the warm interpreter kills itself)."""
-        self.guard.run_started(str(package.path))
-        choice = self.choices[package]
-        if package in self.unrunnable:
-            return Unrunnable(package, choice.runner, self.unrunnable[package])
-        command = self.command_for(package)
-        argv = [*command.argv, *self.ci.run_args(command.runner, package)]
-        env = {
-            **run_environment(choice.runner, pycache_dir(), choice.python),
-            PACKAGE_ENV: str(package.path),
-        }
-        saved = output_dir(self.root) / (package.rel.replace("/", "__") + ".log")
-        needs = Needs(
-            lambda modules: self.unavailable(modules, choice.python),
-            lambda: install_test_deps_command(package, choice.python),
-        )
-        launcher = self.warm.launcher_for(package)
-        if launcher is not None:
-            launcher.wait_ready(argv)
-        with self.signals.deferred():
-            run = Run(package, argv, env, choice.runner, self.options.timeout, launcher, saved,
-                      needs)  # fmt: skip
-            self.live.append(run)
-        self.progress.started(package)
-        return run
-
-    def unavailable(self, modules: Sequence[str], python: str) -> str | None:
-        """The first module a run missed that cannot be had here: not installed for its
-        interpreter and provided by no package of the repository.  None when any of them is
-        the repository's own (a sibling that no longer provides it is a plain failure)."""
-        if self.provided is None:
-            self.provided = {m for p in self.packages for m in provided_modules(p)}
-            self.provided |= {read_metadata(p).name.replace("-", "_") for p in self.packages}
-        for module in modules:
-            if any(
-                module == p or module.startswith(p + ".") or p.startswith(module + ".")
-                for p in self.provided
-            ):
-                return None
-        return next((m for m in modules if not module_installed(python, m)), None)
-
-    def record(self, result: RunResult) -> None:
-        self.guard.run_ended(str(result.package.path))
-        self.progress.ended(result.package)
-        self.reporter.verdict(result)
-        self.warm.record(result)
-        self.ci.recorded(result)
-
-    def pause(self, runs: Iterable[Startable], seconds: float) -> None:
-        """While packages run: the status line, then a wait on the runs (run_cycle wakes at
-        least every CYCLE_WAKE, well within the status line's second)."""
-        self.reporter.running(self.progress.running())
-        wait_for_runs(runs, seconds)
-
-    def end_runs(self) -> None:
-        """Kill what is still running of this cycle's runs (those run_cycle has not seen)."""
-        for run in self.live:
-            if run.proc is not None and run.proc.poll() is None:
-                run.kill()
-        self.live.clear()
-        with contextlib.suppress(OSError, ValueError):  # the terminal may have hung up
-            self.reporter.erase_status()
 
     def cycle(self, changed: Mapping[str, float], only: set[Package] | None = None) -> CycleOutcome:
         graph = self.tree.graph
@@ -5909,36 +5997,20 @@ class Session:
         steps = cycle_order(self.packages, owners, self.failed, graph.uses, graph.labels)
         if only is not None:
             steps = [s for s in steps if s.package in only]
-        self.choices, self.provided = self.choose(list(changed) if changed else None), None
-        self.unrunnable = {} if self.options.plan else check_choices(self.choices, strict=False)
+        self.choices.choose(list(changed) if changed else None)
         if self.options.explain:
             self.reporter.explain(steps)
             self.reporter.explain_choices({s.package: self.choices[s.package] for s in steps})
         if self.pool is not None and self.warm.launcher is not None:  # warms up meanwhile
             used = {s.package for s in steps}
-            ours = [c for p, c in self.choices.items() if p in used and c.python == sys.executable]
+            ours = [
+                c for p, c in self.choices.by_package.items()
+                if p in used and c.python == sys.executable
+            ]  # fmt: skip
             self.pool.prepare(c.runner for c in ours)
             if self.options.explain:
                 self.reporter.preloads(self.pool.preloads())
-        watching = not self.options.once
-        self.ci.cycle_started()
-        self.progress.cycle(steps)
-        self.guard.cycle_started(time.monotonic())
-        try:
-            outcome = run_cycle(
-                steps,
-                self.start_run,
-                self.options.jobs,
-                self.intake.changed_meanwhile if watching else lambda: False,
-                self.options.restart,
-                self.record,
-                keep_going=self.options.keep_going,
-                wait=self.pause,
-            )
-        finally:
-            self.end_runs()
-            self.guard.cycle_ended(time.monotonic())
-        self.ci.cycle_ended(outcome, (p.rel for p in self.packages))
+        outcome = self.runs.run(steps, watching=not self.options.once)
         self.failed.difference_update(r.package for r in outcome.results)
         self.failed.update(r.package for r in outcome.failures)
         self.unfinished = (
@@ -5960,13 +6032,8 @@ class Session:
             self.reporter.clear()
 
     def after_cycle(self, outcome: CycleOutcome) -> None:
-        if outcome.failure is not None:
-            if self.options.bell:
-                self.reporter.bell()
-            if self.options.notify:
-                self.reporter.notify_failed(outcome.failure)
-        elif self.options.notify and not self.last_passed:
-            self.reporter.notify_recovered()
+        options = self.options
+        self.reporter.alert(outcome, options.bell, options.notify, not self.last_passed)
         self.last_passed = outcome.passed
         self.last_status = 0 if outcome.all_ran else 1  # what --once would have exited
 
@@ -6000,28 +6067,6 @@ class Session:
         self.reporter.header(describe_changes(changed, self.root, known))
         return self.cycle(changed)
 
-    def changed_from_arguments(self) -> dict[str, float]:
-        """``--changed`` paths first, the first one first, then what changed ``--since`` a
-        commit, the most recently modified first."""
-        changed: dict[str, float] = {}
-        now = time.monotonic()
-        for index, arg in enumerate(self.options.changed):
-            path = path_named(arg, self.root, self.tree.all)
-            if path is None:
-                if not self.options.affected:  # there, a change outside is simply no change
-                    self.reporter.not_in_package(arg)
-            else:
-                changed.setdefault(path, now - index * 1e-6)
-        if self.options.since is not None:
-            since = [
-                p for p in changed_since_ref(self.root, self.options.since) if p not in changed
-            ]
-            since = [p for p in since if owner_of(p, self.tree.all)]
-            since.sort(key=lambda p: -os.stat(p).st_mtime if os.path.exists(p) else 0.0)
-            for index, path in enumerate(since):
-                changed[path] = now - 1.0 - index * 1e-6
-        return changed
-
     def first_cycle(self) -> CycleOutcome:
         """The first cycle, then the import scan kept for the next start (not before: the
         first test should start as early as it can)."""
@@ -6031,10 +6076,8 @@ class Session:
         return outcome
 
     def tell_packages(self) -> None:
-        """With ``--explain``, the projects found that are not packages, and why."""
         if self.options.explain:
-            for rel, why in self.tree.left_out:
-                self.reporter.not_a_package(rel, why)
+            self.reporter.not_packages(self.tree.left_out)
 
     def once(self) -> int:
         self.reporter.testing_packages(len(self.packages), len(self.tree.all))
@@ -6100,7 +6143,7 @@ class Session:
 
     def close(self) -> None:
         """Kill whatever still runs; safe to call again (a signal may cut a first call short)."""
-        self.end_runs()
+        self.runs.end_runs()
         self.warm.close()
         self.ci.close()
         self.tree.save()
@@ -6128,7 +6171,9 @@ class CiSession(Session):
     def plan(self) -> int:
         """Print the cycle as JSON and run nothing."""
         steps, _ = self.narrowed_steps(self.first_changes)
-        self.reporter.plan(plan_json(self.root, steps, self.command_for, self.tree.graph.uses))
+        self.reporter.plan(
+            plan_json(self.root, steps, self.choices.command_for, self.tree.graph.uses)
+        )
         return 0
 
 
