@@ -186,6 +186,7 @@ DUMP_WAIT = 1.0  # how long a timed-out run is given to print where it hung befo
 STATUS_INTERVAL = 1.0  # the live status line is rewritten at least this often
 STILL_RUNNING_AFTER = 30.0  # not on a terminal: a run this long is named once...
 STILL_RUNNING_EVERY = 60.0  # ...and again after each further minute
+TASKKILL_TIMEOUT = 5.0  # how long Windows' taskkill may take to end a run's tree
 GIT_TIMEOUT = 30.0  # a git call that hangs longer counts as no answer
 JUDGE_AFTER = 3  # packages run both warm and cold before forking is judged
 PRELOAD_RESTARTS = 5  # warm restarts that drop a learned module, before learning is given up
@@ -264,7 +265,9 @@ def kill_tree(pid: int) -> None:
         return
     try:
         done = subprocess.run(
-            ["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True, timeout=5
+            ["taskkill", "/F", "/T", "/PID", str(pid)],
+            capture_output=True,
+            timeout=TASKKILL_TIMEOUT,
         )
         if done.returncode == 0:
             return
@@ -272,6 +275,19 @@ def kill_tree(pid: int) -> None:
         pass
     with contextlib.suppress(OSError):  # no taskkill: the process itself, at least
         os.kill(pid, signal.SIGTERM)
+
+
+def kill_leftovers(pid: int) -> None:
+    """What an ended run's tests started and left behind goes with them: on POSIX its process
+    group outlives it; elsewhere nothing is left to find."""
+    if POSIX:
+        kill_tree(pid)
+
+
+def terminal_has_colours() -> bool:
+    """Every POSIX terminal reads colour codes; on Windows, Windows Terminal and terminals
+    that set TERM do, the old console does not."""
+    return POSIX or "WT_SESSION" in os.environ or "TERM" in os.environ
 
 
 def process_handle(pid: int) -> int | None:
@@ -3173,8 +3189,7 @@ class Run:
                 self._append(f"\nautotest: timed out after {self.timeout:g}s; killed\n")
                 return self._result(Verdict.FAILED, "timed out")
             return None
-        if POSIX:  # what the tests started and left behind goes with them (its group outlives it)
-            kill_tree(self.proc.pid)
+        kill_leftovers(self.proc.pid)
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
             self._append(f"\nautotest: killed by {name}\n")
@@ -4737,7 +4752,7 @@ def use_color(stream: IO[str]) -> bool:
         return True
     if not (hasattr(stream, "isatty") and stream.isatty()):
         return False
-    return POSIX or "WT_SESSION" in os.environ or "TERM" in os.environ
+    return terminal_has_colours()
 
 
 STYLES = {"ok": "32", "fail": "1;31", "dim": "2", "bold": "1", "warn": "33"}
