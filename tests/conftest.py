@@ -113,9 +113,12 @@ def run_autotest(
     )
 
 
-def default_sigint() -> None:
-    """A suite started in the background has SIGINT ignored, which children inherit; undo it."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def default_signals() -> None:
+    """A suite started in the background has SIGINT ignored, and one started under nohup
+    SIGHUP; children inherit that, and autotest rightly keeps what its parent ignores.  The
+    tests send these signals, so each autotest they start gets the defaults back."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 class Watch:
@@ -136,7 +139,7 @@ class Watch:
             env=env or clean_env(),
             text=True,
             errors="replace",
-            preexec_fn=default_sigint if os.name == "posix" else None,
+            preexec_fn=default_signals if os.name == "posix" else None,
         )
         self.lines: list[str] = []
         self._eof = False

@@ -27,7 +27,7 @@ from conftest import (
     Repo,
     Watch,
     clean_env,
-    default_sigint,
+    default_signals,
     load_autotest,
     wait_until,
 )
@@ -746,7 +746,7 @@ def test_interrupted_cycle_leaves_a_report_of_what_ran(repo: Repo, tmp_path: Pat
         [sys.executable, str(AUTOTEST), "--root", str(repo.path), "--once", "--junit-xml",
          str(report)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-        env=ci_env(tmp_path), preexec_fn=default_sigint if os.name == "posix" else None,
+        env=ci_env(tmp_path), preexec_fn=default_signals if os.name == "posix" else None,
     )  # fmt: skip
     try:
         assert wait_until(lambda: report.exists() and b"libs/core" in report.read_bytes(), 30)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import AUTOTEST, Repo, Watch, clean_env, default_sigint, wait_until
+from conftest import AUTOTEST, Repo, Watch, clean_env, default_signals, wait_until
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads /proc to find what is left behind"
@@ -185,7 +185,7 @@ def test_a_closed_stdout_ends_autotest_quietly(repo: Repo) -> None:
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         env=clean_env(),
-        preexec_fn=default_sigint,
+        preexec_fn=default_signals,
     )
     assert proc.stdout is not None and proc.stderr is not None
     assert proc.stdout.readline().startswith(b"autotest: 2 packages in ")

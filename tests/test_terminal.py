@@ -22,6 +22,7 @@ from conftest import (
     PASSING_TEST,
     Repo,
     clean_env,
+    default_signals,
     run_autotest,
     wait_until,
 )
@@ -49,6 +50,7 @@ class Terminal:
         self.screen = b""
 
     def _take_terminal(self) -> None:
+        default_signals()
         os.setsid()
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
