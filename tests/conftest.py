@@ -113,6 +113,20 @@ def run_autotest(
     )
 
 
+GIT = ("git", "-c", "user.name=autotest", "-c", "user.email=autotest@example.com")
+
+
+def git(root: Path, *args: str) -> str:
+    """git in ``root`` as a test's author, its output on success."""
+    done = subprocess.run(
+        [*GIT, "-c", "commit.gpgsign=false", "-C", str(root), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
+
+
 def default_signals() -> None:
     """A suite started in the background has SIGINT ignored, and one started under nohup
     SIGHUP; children inherit that, and autotest rightly keeps what its parent ignores.  The

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAILING_TEST, PASSING_TEST, Repo, Watch, clean_env, wait_until
+from conftest import FAILING_TEST, PASSING_TEST, Repo, Watch, clean_env, git, wait_until
 
 LINUX = sys.platform.startswith("linux")
 VERDICT = re.compile(r"^(\S+)\s+(ok|no tests|FAILED(?: \([^)]*\))?)\s+\d+\.\d\ds$")
@@ -72,19 +71,6 @@ def sentinel(w: Watch, repo: Repo, n: int, rel: str = SENTINEL) -> None:
     path = repo.path / rel
     path.write_text(path.read_text() + "# sentinel\n")
     assert cycle(w, n)[0] == f"changed: {rel}", w.output
-
-
-GIT = ("git", "-c", "user.name=autotest", "-c", "user.email=autotest@example.com")
-
-
-def git(root: Path, *args: str) -> str:
-    done = subprocess.run(
-        [*GIT, "-c", "commit.gpgsign=false", "-C", str(root), *args],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout
 
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")

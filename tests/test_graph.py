@@ -23,24 +23,14 @@ from conftest import (
     Repo,
     Watch,
     clean_env,
+    git,
     load_autotest,
     run_autotest,
 )
 
 at = load_autotest()
 FAST_ENV = clean_env(PYTHONDONTWRITEBYTECODE="1")
-GIT = ("git", "-c", "user.name=autotest", "-c", "user.email=autotest@example.com")
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
-
-
-def git(root: Path, *args: str) -> str:
-    done = subprocess.run(
-        [*GIT, "-c", "commit.gpgsign=false", "-C", str(root), *args],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout
 
 
 def once(root: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
