@@ -130,6 +130,9 @@ def test_pytest_plugins_distributions_are_never_imported_ahead(
         "fakeplug/__init__.py,,\nfakeplug/plugin.py,,\nfakehelper.py,,\n"
         "fakeplug-1.0.dist-info/RECORD,,\n"
     )
+    for installed in ("fakeplug/__init__.py", "fakeplug/plugin.py", "fakehelper.py"):
+        (tmp_path / installed).parent.mkdir(exist_ok=True)
+        (tmp_path / installed).write_text("")  # Python 3.13 lists only files that exist
     monkeypatch.syspath_prepend(str(tmp_path))
     names = at.plugin_modules("pytest11")
     assert {"fakeplug", "fakehelper"} <= names
