@@ -89,7 +89,9 @@ ROOT = Path(__file__).resolve().parent.parent
 AUTOTEST = ROOT / "utilities" / "autotest.py"
 PYTHON = sys.executable
 
-SUMMARY = re.compile(r"^(all \d+ packages? passed|\S.* FAILED; |changed during the run)")
+SUMMARY = re.compile(
+    r"^(all \d+ packages passed|the 1 package passed|\S.* FAILED; |changed during the run)"
+)
 WATCHING = re.compile(r"^autotest: watching \d+ packages? in .* \((?P<how>[^()]*)\); Ctrl\+C")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
