@@ -5843,15 +5843,18 @@ class RunnerChoices:
 
     def choose(self, changed: Iterable[str] | None, strict: bool = False) -> None:
         """Every package's choice, read again only where ``changed`` paths may have changed
-        it (all of them when ``changed`` is None); then which cannot run here (at start,
-        ``strict``: a runner missing for autotest's own interpreter is an error).  A plan runs
-        nothing, so its machine needs no runner."""
+        it (all of them when ``changed`` is None); then which of those cannot run here (at
+        start, ``strict``: a runner missing for autotest's own interpreter is an error), which
+        asks a package's own interpreter in a subprocess.  A plan runs nothing, so its machine
+        needs no runner."""
         options, packages = self.options, self.tree.packages
         stale = packages if changed is None else stale_choices(packages, self.by_package, changed)
         fresh = choose(stale, options.root, options.runner, options.runners, options.venvs)
         kept = {p: c for p, c in self.by_package.items() if p not in fresh}
         self.by_package = {p: fresh.get(p) or kept[p] for p in packages}
-        self.unrunnable = {} if options.plan else check_choices(self.by_package, strict)
+        if not options.plan:  # only the choices made again are checked again
+            still = {p: fix for p, fix in self.unrunnable.items() if p in kept}
+            self.unrunnable = {**still, **check_choices(fresh, strict)}
         self.provided = None
 
     def command_for(self, package: Package) -> Command:
