@@ -3511,15 +3511,18 @@ def probe_learned(  # pragma: no cover (runs in the warm interpreter)
 
 
 def import_learned(  # pragma: no cover (runs in the warm interpreter)
-    names: Sequence[str], root: str, site_dirs: Sequence[str], send: Callable[[str], None]
-) -> None:
-    """Import the learned modules that a probe found fit, each checked again (one may have
-    been fit only beside one found unfit); a module that changed this interpreter ends it, as
-    nothing can undo an import, after saying which and why."""
+    names: Sequence[str], proven: Collection[str], root: str, site_dirs: Sequence[str],
+    send: Callable[[str], None],
+) -> None:  # fmt: skip
+    """Import the learned modules, each checked again; those not ``proven`` in an earlier warm
+    interpreter are first probed, so that one restart drops all the unfit at once (a module may
+    still be fit only beside one found unfit).  A module that changed this interpreter ends it,
+    as nothing can undo an import, after saying which and why."""
     import os
     import sys
 
-    unfit = probe_learned(names, root, site_dirs) if names else {}
+    unproven = [name for name in names if name not in proven]
+    unfit = probe_learned(unproven, root, site_dirs) if unproven else {}
     for name, why in unfit.items():
         send(f"drop {name} {why}")
     for name in names:
@@ -3533,8 +3536,8 @@ def import_learned(  # pragma: no cover (runs in the warm interpreter)
 
 
 def warm_up(  # pragma: no cover (runs in the warm server)
-    module: str, preload: Sequence[str], learned: Sequence[str], root: str,
-    site_dirs: Sequence[str], send: Callable[[str], None],
+    module: str, preload: Sequence[str], learned: Sequence[str], proven: Collection[str],
+    root: str, site_dirs: Sequence[str], send: Callable[[str], None],
 ) -> None:  # fmt: skip
     """Import the runner and the learned modules, and do once what every run would do again:
     list the site directories, and freeze what is imported so that no forked run's garbage
@@ -3547,7 +3550,7 @@ def warm_up(  # pragma: no cover (runs in the warm server)
     for name in preload:
         with contextlib.suppress(Exception):
             importlib.import_module(name)
-    import_learned(learned, root, site_dirs, send)
+    import_learned(learned, proven, root, site_dirs, send)
     with contextlib.suppress(Exception):  # (importlib.metadata caches it per directory mtime)
         for _ in importlib.metadata.distributions():
             pass
@@ -3556,7 +3559,7 @@ def warm_up(  # pragma: no cover (runs in the warm server)
 
 def serve_warm(  # pragma: no cover
     module: str, fd: int, preload: Sequence[str], parent: int, learned: Sequence[str] = (),
-    root: str = "", site_dirs: Sequence[str] = (),
+    proven: Collection[str] = (), root: str = "", site_dirs: Sequence[str] = (),
 ) -> None:  # fmt: skip
     """The warm interpreter's program: import the runner and the learned modules, then fork a
     run per request.  When autotest goes away it kills every run it forked and ends at once,
@@ -3601,7 +3604,7 @@ def serve_warm(  # pragma: no cover
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
             send(f"exit {pid} {code}")
 
-    warm_up(module, preload, learned, root, site_dirs, send)
+    warm_up(module, preload, learned, proven, root, site_dirs, send)
     send("ready")
     signal.signal(signal.SIGCHLD, reap)
     buffer, fds = b"", []
@@ -3661,7 +3664,7 @@ SERVER_FUNCTIONS = (
 
 def warm_server_source(
     module: str, fd: int, preload: Sequence[str], learned: Sequence[str] = (),
-    root: str = "", site_dirs: Sequence[str] = (),
+    proven: Collection[str] = (), root: str = "", site_dirs: Sequence[str] = (),
 ) -> bytes:  # fmt: skip
     """The warm interpreter's program: the functions it runs (SERVER_FUNCTIONS), and the
     call that starts it."""
@@ -3671,7 +3674,7 @@ def warm_server_source(
     functions = "".join(inspect.getsource(f) + "\n" for f in SERVER_FUNCTIONS)
     call = f"serve_warm({module!r}, {fd}, {tuple(preload)!r}, {os.getpid()}"
     if learned:
-        call += f", {tuple(learned)!r}, {root!r}, {tuple(site_dirs)!r}"
+        call += f", {tuple(learned)!r}, {sorted(proven)!r}, {root!r}, {tuple(site_dirs)!r}"
     return (header + functions + call + ")\n").encode()
 
 
@@ -3715,13 +3718,16 @@ def read_report(report: IO[bytes]) -> list[tuple[str, str]]:
 
 class LearnedPreloads:
     """What the forked runs of one interpreter taught: the modules from outside the repository
-    they imported, in the order first seen, less those a warm interpreter dropped (and why)."""
+    they imported, in the order first seen, less those a warm interpreter dropped (and why).
+    Those a warm interpreter imported ahead and kept are proven: the next ones import them
+    without probing them first."""
 
     def __init__(self, root: Path) -> None:
         self.root = os.path.realpath(root)
         self.site_dirs = site_directories()
         self.names: dict[str, None] = {}
         self.dropped: dict[str, str] = {}
+        self.proven: set[str] = set()
 
     def learn(self, reported: Iterable[tuple[str, str]]) -> None:
         for name in preload_candidates(reported, self.root, self.site_dirs):
@@ -3733,6 +3739,10 @@ class LearnedPreloads:
         self.dropped[name] = why
         for known in [n for n in self.names if n == name or n.startswith(name + ".")]:
             del self.names[known]
+            self.proven.discard(known)
+
+    def prove(self, imported: Iterable[str]) -> None:
+        self.proven.update(name for name in imported if name in self.names)
 
     def give_up(self, why: str) -> None:
         for name in list(self.names):
@@ -3792,7 +3802,11 @@ class WarmServer:
         self.ready = False
         self.sock: socket.socket | None = None
         self.proc: subprocess.Popen[bytes] | None = None
-        where = (learned.root, learned.site_dirs) if learned is not None else ("", ())
+        where = (
+            (learned.proven & set(preloaded), learned.root, learned.site_dirs)
+            if learned is not None
+            else ((), "", ())
+        )
         ours, theirs = socket.socketpair()
         bootstrap = "import sys; exec(sys.stdin.read())"
         try:
@@ -3834,6 +3848,8 @@ class WarmServer:
             self.learned.drop(name, why)
         elif kind == "ready":
             self.ready = True
+            if self.learned is not None:
+                self.learned.prove(self.preloaded)
         elif kind == "exit":
             self.exits[int(numbers[0])] = int(numbers[1])
             self.running.discard(int(numbers[0]))
@@ -3916,7 +3932,11 @@ class WarmLauncher:
     """Starts runs by forking them from a warm interpreter.  Where there is no fork, when the
     runner is not a Python module, or when the warm interpreter died, ``launch`` returns None
     and the run starts cold.  With ``learned``, the runs report what they imported, and the
-    warm interpreter imports ahead what they taught (less the runner's plugins)."""
+    warm interpreter imports ahead what they taught (less the runner's plugins).
+
+    An interpreter's hash seed is fixed when it starts, so unless PYTHONHASHSEED fixes it, each
+    interpreter serves one cycle: the first run it forks starts its successor, which has the
+    rest of the cycle to get ready for the next one."""
 
     def __init__(
         self, runner: Runner, env: Mapping[str, str], learned: LearnedPreloads | None = None
@@ -3928,24 +3948,36 @@ class WarmLauncher:
         self.restarts = 0  # warm interpreters in a row that ended dropping a learned module
         self.fresh_seeds = "PYTHONHASHSEED" not in self.env
         self.spare: WarmServer | None = None  # the next run forks from this one
+        self.successor: WarmServer | None = None  # the next cycle's spare, getting ready
         self.serving: dict[int, WarmServer] = {}  # each forked run, by pid, with its server
         self.installed = installed_stamp()
         self.usable = can_fork_server() and runner.module is not None
         self._start_spare()
 
+    def _wanted(self) -> tuple[str, ...]:
+        """What a warm interpreter started now imports ahead."""
+        return self.learned.for_runner(self.never) if self.learned is not None else ()
+
+    def _new_server(self) -> WarmServer | None:
+        if not self.usable or self.runner.module is None:
+            return None
+        return WarmServer(
+            self.runner.module, self.runner.preload, self.env, self.learned, self._wanted()
+        )
+
     def _start_spare(self) -> None:
-        if self.usable and self.runner.module is not None:
-            learned = self.learned
-            preloaded = learned.for_runner(self.never) if learned is not None else ()
-            self.spare = WarmServer(
-                self.runner.module, self.runner.preload, self.env, learned, preloaded
-            )
+        self.spare = self._new_server()
 
     def _replace_spare(self) -> None:
         """A new spare for the next runs; the old one ends once its runs have."""
         old, self.spare = self.spare, None
         self._retire(old)
+        self._drop_successor()
         self._start_spare()
+
+    def _drop_successor(self) -> None:
+        old, self.successor = self.successor, None
+        self._retire(old)
 
     def _restart_if_installs_changed(self) -> None:
         """A warm interpreter read the installed .pth files when it started: after a
@@ -4021,24 +4053,35 @@ class WarmLauncher:
             self.spare = None
             return None
         self.serving[pid] = server
+        if not server.used and self.fresh_seeds and self.successor is None:
+            self.successor = self._new_server()
         server.used = True
         return WarmProcess(self, pid, report)
 
     def renew(self) -> None:
-        """After a cycle: a fresh interpreter for the next one, started now so that it is ready
-        by then, when the used one's hash seed has been seen (unless PYTHONHASHSEED fixes it)
-        or when the runs taught modules to import ahead that it does not; the used one ends
-        once its runs have."""
+        """After a cycle: the next one forks from a fresh interpreter when the used one's hash
+        seed has been seen (unless PYTHONHASHSEED fixes it), or when the runs taught modules to
+        import ahead that it does not.  That is the successor started at the cycle's first run,
+        unless what it imports ahead is no longer what was learned; the used one ends once its
+        runs have."""
         spare = self.spare
         if spare is None:
             return
-        learned_more = self.learned is not None and bool(
-            set(self.learned.for_runner(self.never)) - set(spare.preloaded)
-        )
+        wanted = set(self._wanted())
+        learned_more = bool(wanted - set(spare.preloaded))
         if learned_more:
             self.restarts = 0
-        if learned_more or (self.fresh_seeds and spare.used):
+        if not learned_more and not (self.fresh_seeds and spare.used):
+            return
+        successor, self.successor = self.successor, None
+        if successor is not None and set(successor.preloaded) != wanted:
+            self._retire(successor)
+            successor = None
+        if successor is None:
             self._replace_spare()
+        else:
+            self.spare = successor
+            self._retire(spare)
 
     def wait_handle(self, pid: int) -> int:
         """What to wait on for run ``pid``'s ``exit`` (NOW when there is nothing to wait on)."""
@@ -4061,11 +4104,11 @@ class WarmLauncher:
         return code
 
     def close(self) -> None:
-        for server in {*self.serving.values(), self.spare}:
+        for server in {*self.serving.values(), self.spare, self.successor}:
             if server is not None:
                 server.close()
         self.serving.clear()
-        self.spare = None
+        self.spare = self.successor = None
 
 
 @dataclass
