@@ -4,6 +4,7 @@ cycle waits on its runs instead of polling them."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -106,6 +107,31 @@ def test_the_interpreter_state_sees_a_thread_and_an_environment_change() -> None
     finally:
         del os.environ["AUTOTEST_PROBE"]
     assert changed == "changes the environment"
+
+
+def test_the_standard_library_is_told_from_what_a_user_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for looks_up in ("sys.stdlib_module_names", "where the module lives"):  # 3.10+, 3.9
+        if looks_up == "where the module lives":
+            monkeypatch.delattr(sys, "stdlib_module_names", raising=False)
+        is_standard_library = at.is_standard_library.__wrapped__
+        assert is_standard_library("json") and is_standard_library("sys"), looks_up
+        assert not is_standard_library("pytest") and not is_standard_library("watchdog")
+        assert not is_standard_library("no_such_module_anywhere")
+
+
+def test_explain_names_what_was_installed_and_counts_the_standard_library() -> None:
+    stream = io.StringIO()
+    reporter = at.Reporter(stream, color=False)
+    names = ["pydantic", "pydantic.main", "json", "json.decoder", "zoneinfo", "annotated_types"]
+    reporter.preloads([("pytest", names, {"grpc": "starts a thread"}), ("nose", ["json"], {})])
+    assert stream.getvalue().splitlines() == [
+        "      warm pytest imports ahead: annotated_types, pydantic, with 2 standard-library "
+        "packages (6 modules)",
+        "      warm pytest does not import grpc: starts a thread",
+        "      warm nose imports ahead: 1 standard-library package (1 module)",
+    ]
 
 
 def test_a_dropped_module_is_never_learned_again_and_takes_its_submodules(tmp_path: Path) -> None:

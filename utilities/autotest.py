@@ -3709,6 +3709,30 @@ def preload_candidates(
     ]  # fmt: skip
 
 
+@functools.cache
+def is_standard_library(top: str) -> bool:
+    """Whether a top-level module comes with Python: ``-v`` lists the others by name, as what a
+    user installed is what they look for."""
+    names = getattr(sys, "stdlib_module_names", None)  # Python 3.10+
+    if names is not None:
+        return top in names
+    import importlib.util
+    import sysconfig
+
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    origin = spec.origin if spec is not None else None
+    if origin in ("built-in", "frozen"):
+        return True
+    places = {os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib")}
+    where = os.path.realpath(origin or "")
+    return "site-packages" not in where and any(
+        where.startswith(place + os.sep) for place in places
+    )
+
+
 def read_report(report: IO[bytes]) -> list[tuple[str, str]]:
     """The (name, file) lines a forked run wrote at its end."""
     report.seek(0)
@@ -5019,7 +5043,13 @@ class Notices(Terminal):
         """What each warm interpreter imports ahead, learned from the runs (--explain)."""
         for runner, names, dropped in per_runner:
             tops = sorted({n.split(".")[0] for n in names})
-            shown = ", ".join(tops[:10]) + (f" and {len(tops) - 10} more" if len(tops) > 10 else "")
+            installed = [t for t in tops if not is_standard_library(t)]
+            shown = ", ".join(installed[:10])
+            if len(installed) > 10:
+                shown += f" and {len(installed) - 10} more"
+            if len(installed) < len(tops):
+                stdlib = counted(len(tops) - len(installed), "standard-library package")
+                shown = f"{shown}, with {stdlib}" if shown else stdlib
             what = f"{shown} ({counted(len(names), 'module')})" if names else "nothing yet"
             self.say(self.paint(f"      warm {runner} imports ahead: {what}", "dim"))
             for name, why in sorted(dropped.items())[:5]:
