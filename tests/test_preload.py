@@ -125,12 +125,19 @@ def test_explain_names_what_was_installed_and_counts_the_standard_library() -> N
     stream = io.StringIO()
     reporter = at.Reporter(stream, color=False)
     names = ["pydantic", "pydantic.main", "json", "json.decoder", "zoneinfo", "annotated_types"]
-    reporter.preloads([("pytest", names, {"grpc": "starts a thread"}), ("nose", ["json"], {})])
+    venv = str(Path.cwd() / "services" / "api" / ".venv" / "bin" / "python")
+    reporter.preloads(
+        [
+            ("pytest", sys.executable, names, {"grpc": "starts a thread"}),
+            ("nose", venv, ["json"], {}),
+        ]
+    )
     assert stream.getvalue().splitlines() == [
         "      warm pytest imports ahead: annotated_types, pydantic, with 2 standard-library "
         "packages (6 modules)",
         "      warm pytest does not import grpc: starts a thread",
-        "      warm nose imports ahead: 1 standard-library package (1 module)",
+        "      warm nose (services/api/.venv/bin/python) imports ahead: 1 standard-library "
+        "package (1 module)",
     ]
 
 
@@ -416,6 +423,94 @@ def test_the_next_cycles_warm_interpreter_starts_at_the_first_run_of_this_one(
     for (_, successor), (server, _) in zip(pairs, pairs[1:]):
         assert server == successor, "the next cycle forked from the interpreter started early"
     assert len({server for server, _ in pairs}) == 3
+
+
+def test_a_virtualenvs_interpreter_is_asked_for_its_facts_and_one_that_cannot_tell_is_not_warmed(
+    tmp_path: Path,
+) -> None:
+    from test_verdicts import make_venv
+
+    python = make_venv(tmp_path / "venv")
+    facts = at.interpreter_facts(str(python), "pytest11")
+    assert facts is not None
+    assert any(d.startswith(str((tmp_path / "venv").resolve())) for d in facts.site_dirs)
+    assert facts.plugins == at.plugin_modules("pytest11"), "it sees this one's site-packages"
+    mute = tmp_path / "python"
+    mute.write_text("#!/bin/sh\necho 'Python 2.7'\n")
+    mute.chmod(0o755)
+    assert at.interpreter_facts(str(mute), "pytest11") is None
+    launcher = at.WarmLauncher(at.BUILTIN_RUNNERS["nose"], clean_env(), python=str(mute))
+    assert launcher.spare is None, "its runs start cold"
+
+
+def test_only_the_virtualenvs_of_the_packages_changed_last_are_kept_warm(tmp_path: Path) -> None:
+    """Each warm interpreter holds in memory what it imported ahead: a repository of thirty
+    packages, each with its own .venv, must not keep thirty of them."""
+    pool = at.WarmPool(clean_env(), tmp_path)
+    nose = at.BUILTIN_RUNNERS["nose"]
+    venvs = [str(tmp_path / f"v{i}" / "bin" / "python") for i in range(5)]
+    uses = [(nose, python) for python in [sys.executable, *venvs]]
+
+    def warm() -> set[str]:
+        return {python for _, python in pool.launchers}
+
+    try:
+        pool.prepare(uses)
+        assert warm() == {sys.executable}, "autotest's own, always; no virtualenv yet"
+        pool.prepare(uses, changed=[venvs[0]])
+        assert warm() == {sys.executable, venvs[0]}
+        pool.prepare(uses, changed=venvs[1:4])
+        assert warm() == {sys.executable, *venvs[1:4]}, "the one changed longest ago ends"
+        pool.prepare(uses, changed=[venvs[0], venvs[0]])
+        assert warm() == {sys.executable, venvs[0], venvs[2], venvs[3]}
+        assert pool.launcher_for([venvs[4], "-m", "nose"]) is None, "its runs start cold"
+        assert pool.launcher_for([venvs[0], "-m", "nose"]) is not None
+    finally:
+        pool.close()
+
+
+VENV_SEEING_TEST = """\
+import os
+import sys
+
+with open(os.environ["SEEN_LOG"], "a") as f:
+    seen = "only_in_its_venv" in sys.modules
+    f.write(f"{sys.prefix} {os.getppid()} {seen}\\n")
+
+import only_in_its_venv
+
+
+def test_runs_in_its_venv():
+    assert only_in_its_venv.HERE
+"""
+
+
+def test_a_package_with_its_own_venv_is_forked_from_a_warm_interpreter_of_that_venv(
+    repo: Repo, watch: Callable[..., Watch], tmp_path: Path
+) -> None:
+    """With its own learned set: a module installed in the package's .venv (inside the
+    repository, yet installed code) is imported ahead there."""
+    from test_verdicts import make_venv
+
+    repo.package("services/api", tests=VENV_SEEING_TEST)
+    venv = repo.path / "services" / "api" / ".venv"
+    make_venv(venv)
+    seen = tmp_path / "seen.log"
+    env = clean_env(PYTHONDONTWRITEBYTECODE="1", SEEN_LOG=str(seen))
+    w = watch(repo.path, "-v", env=env)
+    start = w.wait_cycles(1)
+    end = start
+    for number in range(2, 5):  # cold, forked (it learns), forked with the module ahead, again
+        repo.write("services/api/api/__init__.py", f"VALUE = 1  # save {number}\n")
+        start, end = end, w.wait_cycles(number)
+    rows = [line.split() for line in seen.read_text().splitlines()]
+    assert len(rows) == 4, w.output
+    assert {prefix for prefix, _, _ in rows} == {str(venv)}
+    assert rows[0][1] == str(w.proc.pid), "the first cycle runs cold"
+    assert all(parent != str(w.proc.pid) for _, parent, _ in rows[1:]), "then forked"
+    assert [ahead for _, _, ahead in rows] == ["False", "False", "True", "True"], w.output
+    shown = "      warm nose (services/api/.venv/bin/python) imports ahead: only_in_its_venv"
+    assert any(line.startswith(shown) for line in w.lines[start:end]), w.output
 
 
 def test_a_module_whose_import_starts_a_thread_is_dropped_and_runs_stay_right(

@@ -190,6 +190,7 @@ TASKKILL_TIMEOUT = 5.0  # how long Windows' taskkill may take to end a run's tre
 GIT_TIMEOUT = 30.0  # a git call that hangs longer counts as no answer
 JUDGE_AFTER = 3  # packages run both warm and cold before forking is judged
 PRELOAD_RESTARTS = 5  # warm restarts that drop a learned module, before learning is given up
+WARM_VIRTUALENVS = 3  # package virtualenvs kept warm at once: those of the packages changed last
 HEAD_LINES = 100  # a failing run shows this many lines from its start (what failed) ...
 TAIL_LINES = 100  # ... and this many from its end (the runner's summary)
 LINE_LIMIT = 8192  # longer lines are read (and kept) in pieces of this many bytes
@@ -3296,16 +3297,20 @@ NOSE_CANNOT_RUN = (
 # ``serve_warm`` below, whose source it reads from its stdin, so that the code is linted and
 # type-checked with the rest and ``ps`` shows one short line.
 #
+# There is one per runner and interpreter: autotest's own, and each package virtualenv's (the
+# program below runs on any Python from 3.9; InterpreterFacts are asked of the others).
+#
 # A forked child inherits its interpreter's hash seed, so unless PYTHONHASHSEED fixes it, each
-# warm interpreter serves one cycle, and a fresh one (a fresh seed) starts in the background as
-# soon as the cycle ends: a package runs once per cycle, so each of its runs sees a seed that
+# warm interpreter serves one cycle, and a fresh one (a fresh seed) starts in the background at
+# the cycle's first run: a package runs once per cycle, so each of its runs sees a seed that
 # differs from its last one, as with cold runs, while a cycle of many packages pays for one
 # interpreter start, not one per package.
 #
 # It also imports ahead what the runs taught it: each forked run reports the modules it
 # imported, and those from outside the repository (LearnedPreloads) are imported by the next
 # warm interpreter of that Python before it forks, each checked (interpreter_state), first in
-# a throwaway forked probe, then for real: one whose import fails is skipped; one that starts a
+# a throwaway forked probe (unless an earlier warm interpreter imported and kept it), then for
+# real: one whose import fails is skipped; one that starts a
 # thread or changes what a forked run would see otherwise than a cold one (the environment,
 # sys.path, the working directory, signal handlers, the standard streams) or imports a module
 # of the repository is dropped, and when that happens for real it ends the warm interpreter and
@@ -3678,13 +3683,10 @@ def warm_server_source(
     return (header + functions + call + ")\n").encode()
 
 
-def installed_stamp() -> tuple[int, ...]:
-    """When what is installed for this interpreter last changed: ``pip install`` adds or
-    removes entries in site-packages, which changes the directory's mtime."""
-    import site
-
-    places = [*getattr(site, "getsitepackages", list)(), site.getusersitepackages()]
-    return tuple(os.stat(p).st_mtime_ns if os.path.isdir(p) else 0 for p in places)
+def installed_stamp(site_dirs: Sequence[str]) -> tuple[int, ...]:
+    """When what is installed for an interpreter last changed: ``pip install`` adds or
+    removes entries in its site-packages, which changes the directory's mtime."""
+    return tuple(os.stat(p).st_mtime_ns if os.path.isdir(p) else 0 for p in site_dirs)
 
 
 def site_directories() -> tuple[str, ...]:
@@ -3693,6 +3695,43 @@ def site_directories() -> tuple[str, ...]:
 
     places = [*getattr(site, "getsitepackages", list)(), site.getusersitepackages()]
     return tuple(os.path.realpath(p) for p in places)
+
+
+@dataclass(frozen=True)
+class InterpreterFacts:
+    """What warming an interpreter takes knowing: where its installed code lives (what the
+    runs import from there may be imported ahead, even inside the repository), and the
+    top-level modules of the distributions that register the runner's plugins."""
+
+    site_dirs: tuple[str, ...]
+    plugins: frozenset[str]
+
+
+def interpreter_facts(python: str, plugin_group: str) -> InterpreterFacts | None:
+    """The facts of ``python``, asked of it when it is not autotest's own (a package's
+    virtualenv); None when it cannot serve forked runs (no fork, or older than 3.9) or did not
+    answer."""
+    if python == sys.executable:
+        if not can_fork_server():
+            return None
+        return InterpreterFacts(site_directories(), plugin_modules(plugin_group))
+    import inspect
+
+    program = (
+        "from __future__ import annotations\nimport json, os, socket, sys\n"
+        + "".join(inspect.getsource(f) for f in (site_directories, plugin_modules))
+        + "if hasattr(os, 'fork') and hasattr(socket, 'send_fds'):\n"
+        + f"    print(json.dumps([site_directories(), sorted(plugin_modules({plugin_group!r}))]))"
+    )
+    try:
+        done = subprocess.run(
+            [python, "-c", program], capture_output=True, text=True, timeout=60,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        site_dirs, plugins = json.loads(done.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    return InterpreterFacts(tuple(site_dirs), frozenset(plugins))
 
 
 def preload_candidates(
@@ -3746,9 +3785,9 @@ class LearnedPreloads:
     Those a warm interpreter imported ahead and kept are proven: the next ones import them
     without probing them first."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, site_dirs: Sequence[str] | None = None) -> None:
         self.root = os.path.realpath(root)
-        self.site_dirs = site_directories()
+        self.site_dirs = tuple(site_dirs) if site_dirs is not None else site_directories()
         self.names: dict[str, None] = {}
         self.dropped: dict[str, str] = {}
         self.proven: set[str] = set()
@@ -3816,6 +3855,7 @@ class WarmServer:
     def __init__(
         self, module: str, preload: Sequence[str], env: Mapping[str, str],
         learned: LearnedPreloads | None = None, preloaded: tuple[str, ...] = (),
+        python: str = sys.executable,
     ) -> None:  # fmt: skip
         self.used = False  # it has forked a run, so its hash seed has been seen
         self.learned = learned
@@ -3835,7 +3875,7 @@ class WarmServer:
         bootstrap = "import sys; exec(sys.stdin.read())"
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", bootstrap, "autotest-warm", module],
+                [python, "-c", bootstrap, "autotest-warm", module],
                 pass_fds=[theirs.fileno()], env=dict(env), stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
@@ -3963,19 +4003,23 @@ class WarmLauncher:
     rest of the cycle to get ready for the next one."""
 
     def __init__(
-        self, runner: Runner, env: Mapping[str, str], learned: LearnedPreloads | None = None
-    ) -> None:
+        self, runner: Runner, env: Mapping[str, str], learned: LearnedPreloads | None = None,
+        python: str = sys.executable, facts: InterpreterFacts | None = None,
+    ) -> None:  # fmt: skip
         self.runner = runner
         self.env = dict(env)
         self.learned = learned
-        self.never = plugin_modules(runner.plugins) if learned is not None else frozenset()
+        self.python = python
+        facts = facts or interpreter_facts(python, runner.plugins)
+        self.site_dirs = facts.site_dirs if facts is not None else ()
+        self.never = facts.plugins if facts is not None else frozenset()
         self.restarts = 0  # warm interpreters in a row that ended dropping a learned module
         self.fresh_seeds = "PYTHONHASHSEED" not in self.env
         self.spare: WarmServer | None = None  # the next run forks from this one
         self.successor: WarmServer | None = None  # the next cycle's spare, getting ready
         self.serving: dict[int, WarmServer] = {}  # each forked run, by pid, with its server
-        self.installed = installed_stamp()
-        self.usable = can_fork_server() and runner.module is not None
+        self.installed = installed_stamp(self.site_dirs)
+        self.usable = facts is not None and runner.module is not None
         self._start_spare()
 
     def _wanted(self) -> tuple[str, ...]:
@@ -3986,8 +4030,9 @@ class WarmLauncher:
         if not self.usable or self.runner.module is None:
             return None
         return WarmServer(
-            self.runner.module, self.runner.preload, self.env, self.learned, self._wanted()
-        )
+            self.runner.module, self.runner.preload, self.env, self.learned, self._wanted(),
+            self.python,
+        )  # fmt: skip
 
     def _start_spare(self) -> None:
         self.spare = self._new_server()
@@ -4006,11 +4051,12 @@ class WarmLauncher:
     def _restart_if_installs_changed(self) -> None:
         """A warm interpreter read the installed .pth files when it started: after a
         ``pip install``, start a new one."""
-        if installed_stamp() == self.installed:
+        if not self.usable or installed_stamp(self.site_dirs) == self.installed:
             return
-        self.installed = installed_stamp()
-        if self.learned is not None:
-            self.never = plugin_modules(self.runner.plugins)
+        self.installed = installed_stamp(self.site_dirs)
+        facts = interpreter_facts(self.python, self.runner.plugins)
+        self.never = facts.plugins if facts is not None else frozenset()
+        self.usable = facts is not None
         self._replace_spare()
 
     def _retire(self, server: WarmServer | None) -> None:
@@ -4058,7 +4104,7 @@ class WarmLauncher:
         self, package: Package, command: Sequence[str], env: Mapping[str, str], out: IO[bytes]
     ) -> WarmProcess | None:
         """Fork the run; None when it has to start cold."""
-        prefix = self.runner.command(package, ())
+        prefix = self.runner.command(package, (), self.python)
         if list(command[: len(prefix)]) != prefix:
             return None
         self.wait_ready()
@@ -4159,28 +4205,34 @@ class Launcher(Protocol):
 
 
 class WarmPool:
-    """One warm interpreter per runner in use, each started at the first run that needs it.
-    Only runs with autotest's own interpreter are forked: a package with its own virtualenv
-    always starts cold (its interpreter may not even be able to fork a server).  With a
-    ``root``, what the runs import from outside it is learned, one set per interpreter."""
+    """One warm interpreter per runner and interpreter in use (autotest's own, or a package's
+    virtualenv), each started at the first run that needs it; one that cannot serve forked
+    runs (no fork, or older than 3.9) leaves its runs cold.  As each holds in memory what it
+    imported ahead, only the virtualenvs of the WARM_VIRTUALENVS packages changed last are
+    kept warm; other packages with their own run cold.  With a ``root``, what the runs import
+    from outside it is learned, one set per interpreter."""
 
     def __init__(self, env: Mapping[str, str], root: Path | None = None) -> None:
         self.env = dict(env)
         self.root = root
-        self.launchers: dict[str, WarmLauncher] = {}
+        self.launchers: dict[tuple[str, str], WarmLauncher] = {}  # by runner and interpreter
         self.learned: dict[str, LearnedPreloads] = {}
+        self.recent: list[str] = []  # virtualenvs' interpreters, of the packages changed last
+
+    def _kept_warm(self, python: str) -> bool:
+        return python == sys.executable or python in self.recent
 
     def launcher_for(self, command: Sequence[str]) -> WarmLauncher | None:
-        """The warm launcher for a command of autotest's interpreter running a built-in runner
+        """The warm launcher for a command running a built-in runner with an interpreter
         (``python [-X option] -m MODULE ...``), started now if need be."""
-        if not command or command[0] != sys.executable or "-m" not in command[1:4]:
+        if not command or "-m" not in command[1:4]:
             return None
         module = command[command.index("-m") + 1]
         runner = next((r for r in BUILTIN_RUNNERS.values() if r.module == module), None)
-        if runner is None:
+        if runner is None or not self._kept_warm(command[0]):
             return None
-        self.prepare([runner])
-        return self.launchers[runner.name]
+        self.prepare([(runner, command[0])])
+        return self.launchers[runner.name, command[0]]
 
     def wait_ready(self, command: Sequence[str]) -> None:
         launcher = self.launcher_for(command)
@@ -4197,30 +4249,45 @@ class WarmPool:
         for launcher in self.launchers.values():
             launcher.renew()
 
-    def prepare(self, runners: Iterable[Runner]) -> None:
-        """Start the warm interpreters of these runners, where not started yet, so that they
-        are ready by the time forked runs begin."""
-        for runner in runners:
-            if runner.module and runner.name not in self.launchers:
-                learned = self._learned_for(sys.executable)
-                self.launchers[runner.name] = WarmLauncher(runner, self.env, learned)
+    def prepare(self, uses: Iterable[tuple[Runner, str]], changed: Iterable[str] = ()) -> None:
+        """Start the warm interpreters of these runners with these interpreters, where not
+        started yet, so that they are ready by the time forked runs begin; the interpreters of
+        the packages just ``changed`` are kept warm first."""
+        self._keep_warm(changed)
+        for runner, python in uses:
+            if not self._kept_warm(python):
+                continue
+            if runner.module and (runner.name, python) not in self.launchers:
+                facts = interpreter_facts(python, runner.plugins)
+                learned = self._learned_for(python, facts)
+                launcher = WarmLauncher(runner, self.env, learned, python, facts)
+                self.launchers[runner.name, python] = launcher
 
-    def _learned_for(self, python: str) -> LearnedPreloads | None:
-        if self.root is None:
+    def _keep_warm(self, changed: Iterable[str]) -> None:
+        """Put these interpreters first, and end the warm ones that fell off the end."""
+        for python in changed:
+            if python != sys.executable:
+                self.recent = [python] + [p for p in self.recent if p != python]
+        self.recent = self.recent[:WARM_VIRTUALENVS]
+        for key in [k for k in self.launchers if not self._kept_warm(k[1])]:
+            self.launchers.pop(key).close()
+
+    def _learned_for(self, python: str, facts: InterpreterFacts | None) -> LearnedPreloads | None:
+        if self.root is None or facts is None:
             return None
         if python not in self.learned:
-            self.learned[python] = LearnedPreloads(self.root)
+            self.learned[python] = LearnedPreloads(self.root, facts.site_dirs)
         return self.learned[python]
 
-    def preloads(self) -> list[tuple[str, tuple[str, ...], dict[str, str]]]:
-        """Per runner: what its warm interpreter imports ahead, and the learned modules dropped
-        (with why)."""
+    def preloads(self) -> list[tuple[str, str, tuple[str, ...], dict[str, str]]]:
+        """Per runner and interpreter: what its warm interpreter imports ahead, and the learned
+        modules dropped (with why)."""
         shown = []
-        for name, launcher in sorted(self.launchers.items()):
+        for (name, python), launcher in sorted(self.launchers.items()):
             if launcher.learned is not None:
                 launcher.settle()
                 kept = tuple(n for n in launcher.preloaded if n in launcher.learned.names)
-                shown.append((name, kept, dict(launcher.learned.dropped)))
+                shown.append((name, python, kept, dict(launcher.learned.dropped)))
         return shown
 
     def close(self) -> None:
@@ -5039,9 +5106,12 @@ class Notices(Terminal):
             f"not reacting to that during runs any more. To ignore it for good: {globs}"
         )
 
-    def preloads(self, per_runner: Sequence[tuple[str, Sequence[str], Mapping[str, str]]]) -> None:
+    def preloads(
+        self, per_runner: Sequence[tuple[str, str, Sequence[str], Mapping[str, str]]]
+    ) -> None:
         """What each warm interpreter imports ahead, learned from the runs (--explain)."""
-        for runner, names, dropped in per_runner:
+        for name, python, names, dropped in per_runner:
+            runner = name if python == sys.executable else f"{name} ({self.rel(python)})"
             tops = sorted({n.split(".")[0] for n in names})
             installed = [t for t in tops if not is_standard_library(t)]
             shown = ", ".join(installed[:10])
@@ -6093,12 +6163,9 @@ class Session:
             self.reporter.explain(steps)
             self.reporter.explain_choices({s.package: self.choices[s.package] for s in steps})
         if self.pool is not None and self.warm.launcher is not None:  # warms up meanwhile
-            used = {s.package for s in steps}
-            ours = [
-                c for p, c in self.choices.by_package.items()
-                if p in used and c.python == sys.executable
-            ]  # fmt: skip
-            self.pool.prepare(c.runner for c in ours)
+            chosen = [self.choices[s.package] for s in steps]
+            changed_first = [self.choices[p].python for p in owners]
+            self.pool.prepare([(c.runner, c.python) for c in chosen], changed_first)
             if self.options.explain:
                 self.reporter.preloads(self.pool.preloads())
         outcome = self.runs.run(steps, watching=not self.options.once)
