@@ -61,6 +61,7 @@ def state(**changes: Any) -> dict[str, Any]:
         "working directory": "/",
         "signal handlers": {2: "default"},
         "standard streams": [1, 2, 3],
+        "warning filters": [("default", None, DeprecationWarning, "__main__", 0)],
         "modules": {"os", "sys"},
     }
     base.update(changes)
@@ -77,6 +78,7 @@ def state(**changes: Any) -> dict[str, Any]:
         (state(**{"working directory": "/tmp"}), "changes the working directory"),
         (state(**{"signal handlers": {2: "its own"}}), "changes the signal handlers"),
         (state(**{"standard streams": [1, 9, 3]}), "replaces a standard stream"),
+        (state(**{"warning filters": []}), "changes the warning filters"),
         (state(modules={"os", "sys", "core", "lib"}), "imports core from the repository"),
         (state(modules={"os", "sys", "lib"}), ""),
     ],
@@ -511,6 +513,41 @@ def test_a_package_with_its_own_venv_is_forked_from_a_warm_interpreter_of_that_v
     assert [ahead for _, _, ahead in rows] == ["False", "False", "True", "True"], w.output
     shown = "      warm nose (services/api/.venv/bin/python) imports ahead: only_in_its_venv"
     assert any(line.startswith(shown) for line in w.lines[start:end]), w.output
+
+
+DEPLIB = """\
+import warnings
+
+warnings.warn("deplib.old_api is deprecated", DeprecationWarning)
+X = 1
+"""
+
+
+def test_a_module_that_warns_when_imported_is_not_imported_ahead_so_pytest_still_sees_it(
+    repo: Repo, watch: Callable[..., Watch], tmp_path: Path
+) -> None:
+    """Imported ahead, its warning would be issued in the warm interpreter, under no run's
+    filters: a run with pytest's ``filterwarnings = error`` would pass where a cold one fails."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "deplib.py").write_text(DEPLIB)
+    (site / "extlib.py").write_text("X = 1\n")
+    repo.write("pyproject.toml", "[tool.pytest.ini_options]\n")
+    repo.package("libs/alpha", tests="import deplib\nimport extlib\n\n\ndef test_x():\n"
+                 "    assert deplib.X == extlib.X\n")  # fmt: skip
+    env = clean_env(PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(site))
+    w = watch(repo.path, "-v", env=env)
+    start = w.wait_cycles(1)
+    for number in (2, 3, 4):  # cold, forked (it learns), forked with what was imported ahead
+        repo.write("libs/alpha/alpha/__init__.py", f"VALUE = {number}\n")
+        start = w.wait_cycles(number)
+    dropped = "      warm pytest does not import deplib: issues a DeprecationWarning when imported"
+    assert dropped in w.lines, w.output
+    assert any("imports ahead:" in line and "extlib" in line for line in w.lines), w.output
+    repo.write("pyproject.toml", '[tool.pytest.ini_options]\nfilterwarnings = ["error"]\n')
+    w.wait_cycles(5)
+    assert any(line.startswith("libs/alpha  FAILED") for line in w.lines[start:]), w.output
+    assert "DeprecationWarning: deplib.old_api is deprecated" in w.output
 
 
 def test_a_module_whose_import_starts_a_thread_is_dropped_and_runs_stay_right(

@@ -3420,11 +3420,12 @@ def interpreter_state() -> dict[str, Any]:  # pragma: no cover (runs in the warm
     """What importing a module ahead could change so that a forked run sees otherwise than a
     cold one: the threads (a fork keeps only the forking one), and what each forked run resets
     or sets anew (the environment, sys.path, the working directory, signal handlers, the
-    standard streams)."""
+    standard streams, the warning filters)."""
     import os
     import signal
     import sys
     import threading
+    import warnings
 
     handlers = {}
     for number in signal.valid_signals():
@@ -3437,6 +3438,7 @@ def interpreter_state() -> dict[str, Any]:  # pragma: no cover (runs in the warm
         "working directory": os.getcwd(),
         "signal handlers": handlers,
         "standard streams": [id(sys.stdin), id(sys.stdout), id(sys.stderr)],
+        "warning filters": list(warnings.filters),
         "modules": set(sys.modules),
     }
 
@@ -3448,7 +3450,8 @@ def state_change(
     not be imported ahead, or ''.  ``is_ours`` says whether a module name is the repository's."""
     if after["threads"] > before["threads"]:
         return "starts a thread"
-    for key in ("environment", "sys.path", "working directory", "signal handlers"):
+    keys = ("environment", "sys.path", "working directory", "signal handlers", "warning filters")
+    for key in keys:
         if after[key] != before[key]:
             return f"changes the {key}"
     if after["standard streams"] != before["standard streams"]:
@@ -3461,21 +3464,28 @@ def checked_import(  # pragma: no cover (runs in the warm interpreter)
     name: str, root: str, site_dirs: Sequence[str]
 ) -> tuple[str, bool]:
     """Import ``name`` and say why it must not be imported ahead ('' when it may), and whether
-    that import left the interpreter changed."""
+    that import left the interpreter changed.  A warning it issued counts as a change: a cold
+    run would have met it under the run's own filters (pytest's ``filterwarnings = error``
+    fails on it; its summary lists it), a forked one would never see it."""
     import importlib
     import sys
+    import warnings
 
     def is_ours(module: str) -> bool:
         file = getattr(sys.modules.get(module), "__dict__", {}).get("__file__")
         return isinstance(file, str) and not is_installed_code(file, root, site_dirs)
 
-    before = interpreter_state()
     failed = ""
-    try:
-        importlib.import_module(name)
-    except BaseException as exc:  # SystemExit and KeyboardInterrupt too: a module is odd
-        failed = f"its import failed ({type(exc).__name__})"
-    changed = state_change(before, interpreter_state(), is_ours)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        before = interpreter_state()
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt too: a module is odd
+            failed = f"its import failed ({type(exc).__name__})"
+        changed = state_change(before, interpreter_state(), is_ours)
+    if caught and not changed:
+        changed = f"issues a {caught[0].category.__name__} when imported"
     return changed or failed, bool(changed)
 
 
