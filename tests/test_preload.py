@@ -126,20 +126,29 @@ def test_the_standard_library_is_told_from_what_a_user_installed(
 def test_explain_names_what_was_installed_and_counts_the_standard_library() -> None:
     stream = io.StringIO()
     reporter = at.Reporter(stream, color=False)
-    names = ["pydantic", "pydantic.main", "json", "json.decoder", "zoneinfo", "annotated_types"]
+    names = ("pydantic", "pydantic.main", "json", "json.decoder", "zoneinfo", "annotated_types")
     venv = str(Path.cwd() / "services" / "api" / ".venv" / "bin" / "python")
+    generated = next(n for n in sys.modules if n.startswith("_sysconfigdata"))
     reporter.preloads(
         [
-            ("pytest", sys.executable, names, {"grpc": "starts a thread"}),
-            ("nose", venv, ["json"], {}),
+            at.Preloads("pytest", sys.executable, names, {"grpc": "starts a thread"}, False),
+            at.Preloads("nose", venv, ("json", generated), {}, False),
+            at.Preloads("nose", sys.executable, (), {}, False),
+            at.Preloads("nose2", sys.executable, (), {}, True),
+            at.Preloads("unittest", sys.executable, (), {"grpc": "starts a thread"}, True),
         ]
     )
     assert stream.getvalue().splitlines() == [
         "      warm pytest imports ahead: annotated_types, pydantic, with 2 standard-library "
         "packages (6 modules)",
         "      warm pytest does not import grpc: starts a thread",
-        "      warm nose (services/api/.venv/bin/python) imports ahead: 1 standard-library "
-        "package (1 module)",
+        "      warm nose (services/api/.venv/bin/python) imports ahead: 2 standard-library "
+        "packages (2 modules)",
+        "      warm nose imports ahead: nothing yet",
+        "      warm nose2 imports ahead: nothing; its runs import nothing else from outside the "
+        "repository",
+        "      warm unittest imports ahead: nothing",
+        "      warm unittest does not import grpc: starts a thread",
     ]
 
 

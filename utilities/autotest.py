@@ -3762,9 +3762,8 @@ def preload_candidates(
 def is_standard_library(top: str) -> bool:
     """Whether a top-level module comes with Python: ``-v`` lists the others by name, as what a
     user installed is what they look for."""
-    names = getattr(sys, "stdlib_module_names", None)  # Python 3.10+
-    if names is not None:
-        return top in names
+    if top in getattr(sys, "stdlib_module_names", ()):  # Python 3.10+, less generated modules
+        return True
     import importlib.util
     import sysconfig
 
@@ -3789,6 +3788,19 @@ def read_report(report: IO[bytes]) -> list[tuple[str, str]]:
     return [tuple(line.split("\t", 1)) for line in text.splitlines() if "\t" in line]  # type: ignore[misc]
 
 
+@dataclass(frozen=True)
+class Preloads:
+    """What ``-v`` says of one warm interpreter: what it imports ahead, the learned modules it
+    must not (and why), and whether its runs taught it nothing to import ahead (rather than
+    nothing yet)."""
+
+    runner: str
+    python: str
+    names: tuple[str, ...]
+    dropped: Mapping[str, str]
+    none_to_learn: bool
+
+
 class LearnedPreloads:
     """What the forked runs of one interpreter taught: the modules from outside the repository
     they imported, in the order first seen, less those a warm interpreter dropped (and why).
@@ -3801,8 +3813,10 @@ class LearnedPreloads:
         self.names: dict[str, None] = {}
         self.dropped: dict[str, str] = {}
         self.proven: set[str] = set()
+        self.taught = False  # a forked run has reported what it imported
 
     def learn(self, reported: Iterable[tuple[str, str]]) -> None:
+        self.taught = True
         for name in preload_candidates(reported, self.root, self.site_dirs):
             if name not in self.dropped:
                 self.names.setdefault(name)
@@ -4289,15 +4303,16 @@ class WarmPool:
             self.learned[python] = LearnedPreloads(self.root, facts.site_dirs)
         return self.learned[python]
 
-    def preloads(self) -> list[tuple[str, str, tuple[str, ...], dict[str, str]]]:
-        """Per runner and interpreter: what its warm interpreter imports ahead, and the learned
-        modules dropped (with why)."""
+    def preloads(self) -> list[Preloads]:
+        """Per runner and interpreter: what its warm interpreter imports ahead."""
         shown = []
         for (name, python), launcher in sorted(self.launchers.items()):
-            if launcher.learned is not None:
+            learned = launcher.learned
+            if learned is not None:
                 launcher.settle()
-                kept = tuple(n for n in launcher.preloaded if n in launcher.learned.names)
-                shown.append((name, python, kept, dict(launcher.learned.dropped)))
+                kept = tuple(n for n in launcher.preloaded if n in learned.names)
+                none = learned.taught and not learned.names
+                shown.append(Preloads(name, python, kept, dict(learned.dropped), none))
         return shown
 
     def close(self) -> None:
@@ -4911,6 +4926,23 @@ def counted(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
+NOTHING_TO_IMPORT_AHEAD = "nothing; its runs import nothing else from outside the repository"
+
+
+def listed_preloads(names: Sequence[str]) -> str:
+    """``pydantic, httpx, with 12 standard-library packages (94 modules)``: what a user
+    installed, by name, the standard library as a count."""
+    tops = sorted({n.split(".")[0] for n in names})
+    installed = [t for t in tops if not is_standard_library(t)]
+    shown = ", ".join(installed[:10])
+    if len(installed) > 10:
+        shown += f" and {len(installed) - 10} more"
+    if len(installed) < len(tops):
+        stdlib = counted(len(tops) - len(installed), "standard-library package")
+        shown = f"{shown}, with {stdlib}" if shown else stdlib
+    return f"{shown} ({counted(len(names), 'module')})"
+
+
 def every(count: int) -> str:
     """``all 3 packages``; ``the 1 package`` (never ``all 1 package``)."""
     return "the 1 package" if count == 1 else f"all {count} packages"
@@ -5116,23 +5148,17 @@ class Notices(Terminal):
             f"not reacting to that during runs any more. To ignore it for good: {globs}"
         )
 
-    def preloads(
-        self, per_runner: Sequence[tuple[str, str, Sequence[str], Mapping[str, str]]]
-    ) -> None:
+    def preloads(self, per_runner: Sequence[Preloads]) -> None:
         """What each warm interpreter imports ahead, learned from the runs (--explain)."""
-        for name, python, names, dropped in per_runner:
-            runner = name if python == sys.executable else f"{name} ({self.rel(python)})"
-            tops = sorted({n.split(".")[0] for n in names})
-            installed = [t for t in tops if not is_standard_library(t)]
-            shown = ", ".join(installed[:10])
-            if len(installed) > 10:
-                shown += f" and {len(installed) - 10} more"
-            if len(installed) < len(tops):
-                stdlib = counted(len(tops) - len(installed), "standard-library package")
-                shown = f"{shown}, with {stdlib}" if shown else stdlib
-            what = f"{shown} ({counted(len(names), 'module')})" if names else "nothing yet"
+        for p in per_runner:
+            runner = p.runner
+            if p.python != sys.executable:
+                runner += f" ({self.rel(p.python)})"
+            what = listed_preloads(p.names) if p.names else "nothing yet"
+            if not p.names and p.none_to_learn:
+                what = "nothing" if p.dropped else NOTHING_TO_IMPORT_AHEAD
             self.say(self.paint(f"      warm {runner} imports ahead: {what}", "dim"))
-            for name, why in sorted(dropped.items())[:5]:
+            for name, why in sorted(p.dropped.items())[:5]:
                 self.say(self.paint(f"      warm {runner} does not import {name}: {why}", "dim"))
 
     def warm_judged(self, warm: float, cold: float, forking: bool) -> None:
