@@ -524,6 +524,76 @@ def test_a_package_with_its_own_venv_is_forked_from_a_warm_interpreter_of_that_v
     assert any(line.startswith(shown) for line in w.lines[start:end]), w.output
 
 
+CLI_TEST = """\
+import os
+import sys
+
+
+def test_starting_up_imports_nothing_heavy():
+    with open(os.environ["SEEN_LOG"], "a") as f:
+        f.write(f"{os.getppid()} {'extlib' in sys.modules}\\n")
+    assert "extlib" not in sys.modules
+"""
+
+
+def test_a_forked_failure_is_confirmed_cold_and_a_package_that_passes_cold_then_runs_cold(
+    repo: Repo, watch: Callable[..., Watch], tmp_path: Path
+) -> None:
+    """One package's tests teach the warm interpreter to import extlib ahead; another's check
+    that starting up does not import it.  Forked, that check fails; cold it passes, and the
+    cold verdict is the one shown."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "extlib.py").write_text("X = 1\n")
+    repo.package("libs/models", tests="import extlib\n\n\ndef test_m():\n    assert extlib.X\n")
+    repo.package("apps/cli", tests=CLI_TEST)
+    seen = tmp_path / "seen.log"
+    env = clean_env(PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(site), SEEN_LOG=str(seen))
+    w = watch(repo.path, env=env)
+    w.wait_cycles(1)
+    for number in (2, 3, 4):  # cold, forked (it learns), forked with extlib ahead, then
+        repo.write("libs/models/models/__init__.py", f"VALUE = {number}\n")
+        w.wait_cycles(number)
+    assert sum(line.startswith("all 2 packages passed") for line in w.lines) == 4, w.output
+    differed = (
+        "autotest: apps/cli failed when forked from the warm interpreter, and passed when run "
+        "again cold; its runs start cold from now on"
+    )
+    assert w.lines.count(differed) == 1, w.output
+    autotest = str(w.proc.pid)
+    rows = [line.split() for line in seen.read_text().splitlines()]
+    assert rows[0] == [autotest, "False"] and rows[1][0] != autotest, "cold, then forked"
+    assert rows[2][0] != autotest and rows[2][1] == "True", "forked with extlib ahead: failed"
+    assert rows[3:] == [[autotest, "False"], [autotest, "False"]], "confirmed cold; then cold"
+
+
+def test_a_package_that_starts_failing_forked_is_confirmed_cold_once(
+    repo: Repo, watch: Callable[..., Watch], tmp_path: Path
+) -> None:
+    """The cold run costs a cold start, so only a new failure pays for it: saves while the
+    package keeps failing are forked only."""
+    seen = tmp_path / "seen.log"
+    test = (
+        "import os\n\nfrom alpha import VALUE\n\n\ndef test_value():\n"
+        "    with open(os.environ['SEEN_LOG'], 'a') as f:\n"
+        "        f.write(f'{os.getppid()} {VALUE}\\n')\n"
+        "    assert VALUE == 1\n"
+    )
+    repo.package("alpha", tests=test)
+    w = watch(repo.path, env=clean_env(PYTHONDONTWRITEBYTECODE="1", SEEN_LOG=str(seen)))
+    w.wait_cycles(1)
+    for number, value in ((2, 1), (3, 2), (4, 3)):  # forked and passing, then failing twice
+        repo.write("alpha/alpha/__init__.py", f"VALUE = {value}\n")
+        w.wait_cycles(number)
+    autotest = str(w.proc.pid)
+    rows = [line.split() for line in seen.read_text().splitlines()]
+    assert [value for _, value in rows] == ["1", "1", "2", "2", "3"], w.output
+    forked = [parent != autotest for parent, _ in rows]
+    assert forked == [False, True, True, False, True], "cold; forked; forked, cold; forked"
+    assert w.lines[-1].startswith("alpha FAILED"), w.output
+    assert "failed when forked" not in w.output
+
+
 DEPLIB = """\
 import warnings
 

@@ -3000,6 +3000,7 @@ class RunResult:
     omitted: int = 0
     saved: str = ""
     hint: str = ""
+    forked_failed: bool = False  # a forked run failed, so this cold one ran to confirm it
 
     @property
     def passed(self) -> bool:
@@ -3139,18 +3140,26 @@ def forget_bytecode(paths: Iterable[str], prefix: str | None) -> None:
 class Run:
     """One package's test process.  Output goes to an anonymous file, not a pipe, so a run that
     prints megabytes can never block, and stdout and stderr stay interleaved in order; only its
-    head and tail are read back, and the whole of a failing run's is copied to ``saved``."""
+    head and tail are read back, and the whole of a failing run's is copied to ``saved``.
+
+    With ``confirm``, a forked run that fails is run again cold, and the cold run's is the
+    verdict: whatever makes a forked run differ from a cold one (a module imported ahead that a
+    test expects not to be imported yet, say) must never show as a failure."""
 
     def __init__(
         self, package: Package, command: Sequence[str], env: Mapping[str, str], runner: Runner,
         timeout: float | None, launcher: Launcher | None = None, saved: Path | None = None,
-        needs: Needs | None = None,
+        needs: Needs | None = None, confirm: bool = False,
     ) -> None:  # fmt: skip
         self.package = package
+        self.command = list(command)
+        self.env = dict(env)
         self.runner = runner
         self.timeout = timeout
         self.saved = saved
         self.needs = needs
+        self.confirm = confirm
+        self.forked_failed = False
         self.out: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _result)
         self.started = time.monotonic()
         self.proc: subprocess.Popen[bytes] | WarmProcess | None = None
@@ -3160,13 +3169,31 @@ class Run:
             if launcher is not None:
                 self.proc = launcher.launch(package, command, env, self.out)
             if self.proc is None:
-                self.proc = subprocess.Popen(
-                    list(command), cwd=package.path, env=dict(env), stdin=subprocess.DEVNULL,
-                    stdout=self.out, stderr=subprocess.STDOUT, **own_process_group(),
-                )  # fmt: skip
-                self.handle = process_handle(self.proc.pid)
+                self._start_cold()
         except OSError as exc:
             self.error = f"autotest: cannot start {command[0]}: {exc.strerror or exc}\n"
+
+    def _start_cold(self) -> None:
+        self.proc = subprocess.Popen(
+            self.command, cwd=self.package.path, env=self.env, stdin=subprocess.DEVNULL,
+            stdout=self.out, stderr=subprocess.STDOUT, **own_process_group(),
+        )  # fmt: skip
+        self.handle = process_handle(self.proc.pid)
+
+    def _again_cold(self) -> bool:
+        """Whether a forked run that failed was started again cold, to confirm it (once)."""
+        if not self.confirm or not isinstance(self.proc, WarmProcess):
+            return False
+        self.confirm, self.forked_failed = False, True
+        self.out.seek(0)
+        self.out.truncate()
+        self.started = time.monotonic()
+        try:
+            self._start_cold()
+        except OSError as exc:
+            self.proc = None
+            self.error = f"autotest: cannot start {self.command[0]}: {exc.strerror or exc}\n"
+        return True
 
     def wait_handle(self) -> int | None:
         """What a cycle can wait on until this run may have ended: a descriptor that becomes
@@ -3197,6 +3224,8 @@ class Run:
             return self._result(Verdict.FAILED, name)
         output = read_output(self.out)
         verdict = self.runner.verdict(code, output.excerpt)
+        if verdict is Verdict.FAILED and self._again_cold():
+            return None
         if verdict is Verdict.FAILED and not output.tests_failed and self.needs is not None:
             needed = self.needs.missing(output.missing) if output.missing else None
             if needed:
@@ -3241,7 +3270,7 @@ class Run:
         hint = self.needs.hint() if self.needs and verdict is Verdict.COULD_NOT_RUN else ""
         return RunResult(
             self.package, verdict, seconds, output.head, note, warm,
-            output.tail, output.omitted, saved, hint,
+            output.tail, output.omitted, saved, hint, self.forked_failed,
         )  # fmt: skip
 
     def kill(self) -> None:
@@ -4335,10 +4364,11 @@ class WarmPolicy:
         self.forking = True
         self.cold_cycle_done = False
         self.probed = False
+        self.cold_only: set[Package] = set()  # failed forked, passed cold
 
     def launcher_for(self, package: Package) -> Launcher | None:
         """The launcher when this run is to be forked, else None."""
-        if self.launcher is None or not self.cold_cycle_done:
+        if self.launcher is None or not self.cold_cycle_done or package in self.cold_only:
             return None
         times = self.times.get(package, WarmTimes())
         known = (times.cold, times.warm) if self.forking else (times.warm, times.cold)
@@ -4352,6 +4382,8 @@ class WarmPolicy:
             self.times[package] = WarmTimes(skip_next=True)
 
     def record(self, result: RunResult) -> None:
+        if result.forked_failed and result.passed:
+            self.cold_only.add(result.package)
         if result.verdict is Verdict.FAILED and result.note:
             return  # killed, timed out, or no start: says nothing about speed
         times = self.times.setdefault(result.package, WarmTimes())
@@ -5160,6 +5192,12 @@ class Notices(Terminal):
             self.say(self.paint(f"      warm {runner} imports ahead: {what}", "dim"))
             for name, why in sorted(p.dropped.items())[:5]:
                 self.say(self.paint(f"      warm {runner} does not import {name}: {why}", "dim"))
+
+    def forked_run_differed(self, rel: str) -> None:
+        self.note(
+            f"{shown(rel)} failed when forked from the warm interpreter, and passed when run "
+            "again cold; its runs start cold from now on"
+        )
 
     def warm_judged(self, warm: float, cold: float, forking: bool) -> None:
         if forking:
@@ -6115,8 +6153,9 @@ class CycleRuns:
         if launcher is not None:
             launcher.wait_ready(argv)
         timeout = self.session.options.timeout
+        confirm = package not in self.session.failed  # a new failure, if forked, is confirmed
         with self.session.signals.deferred():
-            run = Run(package, argv, env, choice.runner, timeout, launcher, saved, needs)
+            run = Run(package, argv, env, choice.runner, timeout, launcher, saved, needs, confirm)
             self.live.append(run)
         self.progress.started(package)
         return run
@@ -6125,6 +6164,8 @@ class CycleRuns:
         self.session.guard.run_ended(str(result.package.path))
         self.progress.ended(result.package)
         self.session.reporter.verdict(result)
+        if result.forked_failed and result.passed:
+            self.session.reporter.forked_run_differed(result.package.rel)
         self.session.warm.record(result)
         self.session.ci.recorded(result)
 
