@@ -567,29 +567,36 @@ def test_a_forked_failure_is_confirmed_cold_and_a_package_that_passes_cold_then_
     assert rows[3:] == [[autotest, "False"], [autotest, "False"]], "confirmed cold; then cold"
 
 
+@pytest.mark.parametrize("ahead", [True, False], ids=["modules imported ahead", "none"])
 def test_a_package_that_starts_failing_forked_is_confirmed_cold_once(
-    repo: Repo, watch: Callable[..., Watch], tmp_path: Path
+    repo: Repo, watch: Callable[..., Watch], tmp_path: Path, ahead: bool
 ) -> None:
-    """The cold run costs a cold start, so only a new failure pays for it: saves while the
-    package keeps failing are forked only."""
+    """The cold run costs a cold start, so only a new failure pays for it, and only when its
+    warm interpreter had imported modules ahead (without any, a forked run sees what a cold
+    one sees): saves while the package keeps failing are forked only."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "extlib.py").write_text("X = 1\n")
     seen = tmp_path / "seen.log"
     test = (
-        "import os\n\nfrom alpha import VALUE\n\n\ndef test_value():\n"
+        f"import os\n{'import extlib' if ahead else ''}\n\nfrom alpha import VALUE\n\n\n"
+        "def test_value():\n"
         "    with open(os.environ['SEEN_LOG'], 'a') as f:\n"
         "        f.write(f'{os.getppid()} {VALUE}\\n')\n"
         "    assert VALUE == 1\n"
     )
     repo.package("alpha", tests=test)
-    w = watch(repo.path, env=clean_env(PYTHONDONTWRITEBYTECODE="1", SEEN_LOG=str(seen)))
+    env = clean_env(PYTHONDONTWRITEBYTECODE="1", SEEN_LOG=str(seen), PYTHONPATH=str(site))
+    w = watch(repo.path, env=env)
     w.wait_cycles(1)
     for number, value in ((2, 1), (3, 2), (4, 3)):  # forked and passing, then failing twice
         repo.write("alpha/alpha/__init__.py", f"VALUE = {value}\n")
         w.wait_cycles(number)
     autotest = str(w.proc.pid)
     rows = [line.split() for line in seen.read_text().splitlines()]
-    assert [value for _, value in rows] == ["1", "1", "2", "2", "3"], w.output
-    forked = [parent != autotest for parent, _ in rows]
-    assert forked == [False, True, True, False, True], "cold; forked; forked, cold; forked"
+    forked = [(parent != autotest, value) for parent, value in rows]
+    confirmed = [(True, "2"), (False, "2")] if ahead else [(True, "2")]
+    assert forked == [(False, "1"), (True, "1"), *confirmed, (True, "3")], w.output
     assert w.lines[-1].startswith("alpha FAILED"), w.output
     assert "failed when forked" not in w.output
 

@@ -3142,9 +3142,9 @@ class Run:
     prints megabytes can never block, and stdout and stderr stay interleaved in order; only its
     head and tail are read back, and the whole of a failing run's is copied to ``saved``.
 
-    With ``confirm``, a forked run that fails is run again cold, and the cold run's is the
-    verdict: whatever makes a forked run differ from a cold one (a module imported ahead that a
-    test expects not to be imported yet, say) must never show as a failure."""
+    With ``confirm``, a forked run that fails, forked from a warm interpreter that had imported
+    modules ahead, is run again cold, and the cold run's is the verdict: a module imported
+    ahead that a test expects not to be imported yet must never show as a failure."""
 
     def __init__(
         self, package: Package, command: Sequence[str], env: Mapping[str, str], runner: Runner,
@@ -3182,7 +3182,7 @@ class Run:
 
     def _again_cold(self) -> bool:
         """Whether a forked run that failed was started again cold, to confirm it (once)."""
-        if not self.confirm or not isinstance(self.proc, WarmProcess):
+        if not self.confirm or not isinstance(self.proc, WarmProcess) or not self.proc.preloaded:
             return False
         self.confirm, self.forked_failed = False, True
         self.out.seek(0)
@@ -3873,11 +3873,15 @@ class WarmProcess:
     """A forked run seen through the warm server: enough of Popen's face for ``Run``.  Once it
     has ended, the modules it reported having imported are handed to the launcher."""
 
-    def __init__(self, launcher: WarmLauncher, pid: int, report: IO[bytes] | None = None) -> None:
+    def __init__(
+        self, launcher: WarmLauncher, pid: int, report: IO[bytes] | None = None,
+        preloaded: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
         self.launcher = launcher
         self.pid = pid
         self.returncode: int | None = None
         self.report = report
+        self.preloaded = preloaded  # what its warm interpreter had imported ahead
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -4179,7 +4183,7 @@ class WarmLauncher:
         if not server.used and self.fresh_seeds and self.successor is None:
             self.successor = self._new_server()
         server.used = True
-        return WarmProcess(self, pid, report)
+        return WarmProcess(self, pid, report, server.preloaded)
 
     def renew(self) -> None:
         """After a cycle: the next one forks from a fresh interpreter when the used one's hash
