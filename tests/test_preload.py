@@ -450,7 +450,9 @@ def test_a_virtualenvs_interpreter_is_asked_for_its_facts_and_one_that_cannot_te
     mute.write_text("#!/bin/sh\necho 'Python 2.7'\n")
     mute.chmod(0o755)
     assert at.interpreter_facts(str(mute), "pytest11") is None
-    launcher = at.WarmLauncher(at.BUILTIN_RUNNERS["nose"], clean_env(), python=str(mute))
+    nose = at.BUILTIN_RUNNERS["nose"]
+    unknown = at.interpreter_facts(str(mute), nose.plugins)
+    launcher = at.WarmLauncher(nose, clean_env(), unknown, python=str(mute))
     assert launcher.spare is None, "its runs start cold"
 
 

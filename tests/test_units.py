@@ -1012,7 +1012,10 @@ def test_without_posix_runs_start_cold_and_are_killed_by_the_fallback(
     monkeypatch.setattr(at, "POSIX", False)
     package = at.Package(repo.package("alpha"), "alpha")
     runner = at.make_runner(f"{sys.executable} -c 'import time; time.sleep(60)'")
-    launcher = at.WarmLauncher(at.BUILTIN_RUNNERS["nose"], dict(os.environ))
+    nose = at.BUILTIN_RUNNERS["nose"]
+    facts = at.interpreter_facts(sys.executable, nose.plugins)
+    assert facts is None, "no fork server without POSIX"
+    launcher = at.WarmLauncher(nose, dict(os.environ), facts)
     assert launcher.spare is None, "no fork server without POSIX"
 
     run = at.Run(package, runner.command(package, ()), dict(os.environ), runner, None, launcher)

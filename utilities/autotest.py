@@ -3006,6 +3006,11 @@ class RunResult:
     def passed(self) -> bool:
         return self.verdict is not Verdict.FAILED
 
+    @property
+    def failed_only_forked(self) -> bool:
+        """Failed forked from a warm interpreter, passed cold: the package is to run cold."""
+        return self.forked_failed and self.passed
+
 
 MISSING_MODULE = re.compile(r"(?:ModuleNotFoundError|ImportError): No module named '([\w.]+)'")
 TESTS_FAILED = re.compile(r"\bfailures=\d|\b\d+ failed\b")  # nose/unittest, pytest
@@ -3171,7 +3176,11 @@ class Run:
             if self.proc is None:
                 self._start_cold()
         except OSError as exc:
-            self.error = f"autotest: cannot start {command[0]}: {exc.strerror or exc}\n"
+            self._cannot_start(exc)
+
+    def _cannot_start(self, exc: OSError) -> None:
+        self.proc = None
+        self.error = f"autotest: cannot start {self.command[0]}: {exc.strerror or exc}\n"
 
     def _start_cold(self) -> None:
         self.proc = subprocess.Popen(
@@ -3191,8 +3200,7 @@ class Run:
         try:
             self._start_cold()
         except OSError as exc:
-            self.proc = None
-            self.error = f"autotest: cannot start {self.command[0]}: {exc.strerror or exc}\n"
+            self._cannot_start(exc)
         return True
 
     def wait_handle(self) -> int | None:
@@ -4060,14 +4068,14 @@ class WarmLauncher:
     rest of the cycle to get ready for the next one."""
 
     def __init__(
-        self, runner: Runner, env: Mapping[str, str], learned: LearnedPreloads | None = None,
-        python: str = sys.executable, facts: InterpreterFacts | None = None,
+        self, runner: Runner, env: Mapping[str, str], facts: InterpreterFacts | None,
+        learned: LearnedPreloads | None = None, python: str = sys.executable,
     ) -> None:  # fmt: skip
+        """``facts`` are ``interpreter_facts(python, runner.plugins)``: None leaves runs cold."""
         self.runner = runner
         self.env = dict(env)
         self.learned = learned
         self.python = python
-        facts = facts or interpreter_facts(python, runner.plugins)
         self.site_dirs = facts.site_dirs if facts is not None else ()
         self.never = facts.plugins if facts is not None else frozenset()
         self.restarts = 0  # warm interpreters in a row that ended dropping a learned module
@@ -4317,7 +4325,7 @@ class WarmPool:
             if runner.module and (runner.name, python) not in self.launchers:
                 facts = interpreter_facts(python, runner.plugins)
                 learned = self._learned_for(python, facts)
-                launcher = WarmLauncher(runner, self.env, learned, python, facts)
+                launcher = WarmLauncher(runner, self.env, facts, learned, python)
                 self.launchers[runner.name, python] = launcher
 
     def _keep_warm(self, changed: Iterable[str]) -> None:
@@ -4386,7 +4394,7 @@ class WarmPolicy:
             self.times[package] = WarmTimes(skip_next=True)
 
     def record(self, result: RunResult) -> None:
-        if result.forked_failed and result.passed:
+        if result.failed_only_forked:
             self.cold_only.add(result.package)
         if result.verdict is Verdict.FAILED and result.note:
             return  # killed, timed out, or no start: says nothing about speed
@@ -6168,7 +6176,7 @@ class CycleRuns:
         self.session.guard.run_ended(str(result.package.path))
         self.progress.ended(result.package)
         self.session.reporter.verdict(result)
-        if result.forked_failed and result.passed:
+        if result.failed_only_forked:
             self.session.reporter.forked_run_differed(result.package.rel)
         self.session.warm.record(result)
         self.session.ci.recorded(result)
