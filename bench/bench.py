@@ -1166,6 +1166,22 @@ def test_{module}():
 """
 
 
+def importing_package(
+    bench: Bench, name: str, module: str, library: str, attribute: str
+) -> tuple[Path, Path, Marker]:
+    """A git repository ``name`` of one package, ``module``, whose test imports ``attribute``
+    from ``library``: the package, its source to save, and the marker its test body writes."""
+    root = bench.tmp / name
+    marker = Marker(bench.tmp / "markers" / name)
+    source = make_package(root, module, marker)
+    text = IMPORTING_TEST.format(
+        library=library, name=attribute, module=module, marker=str(marker.path)
+    )
+    write(root / module / "tests" / f"test_{module}.py", text)
+    make_git(root)
+    return root / module, source, marker
+
+
 PACE = 2.0  # a person's pace: the next save comes this long after the previous verdict
 
 
@@ -1218,21 +1234,15 @@ def slow_import(bench: Bench) -> list[Row]:
         "8b": measure.format(pace="saves at once after each verdict"),
         "8c": measure.format(pace="saves at once, `PYTHONHASHSEED=0`"),
     }
-    root = bench.tmp / "slowimport"
     site = bench.tmp / "site"
     write(site / "slowlib.py", SLOW_LIBRARY.format(seconds=seconds_))
-    marker = Marker(bench.tmp / "markers" / "slowimport")
-    source = make_package(root, "app", marker)
-    text = IMPORTING_TEST.format(
-        library="slowlib", name="READY", module="app", marker=str(marker.path)
-    )
-    write(root / "app" / "tests" / "test_app.py", text)
-    make_git(root)
+    package, source, marker = importing_package(bench, "slowimport", "app", "slowlib", "READY")
+    root = package.parent
     env = bench_env(PYTHONPATH=str(site))
     try:
         say("8: baseline, cold python -m nose")
-        bench.cold_nose(root / "app", marker, env)
-        baselines = [bench.cold_nose(root / "app", marker, env) for _ in range(bench.trials)]
+        bench.cold_nose(package, marker, env)
+        baselines = [bench.cold_nose(package, marker, env) for _ in range(bench.trials)]
         say(f"8: autotest -v watching, {bench.trials} saves (after 2 warm-up saves) at each pace")
         with bench.autotest(root, "-v", env=env) as child:
             paced = warmed_saves(bench, child, source, marker)
@@ -1264,15 +1274,10 @@ def pydantic_package(bench: Bench) -> list[Row]:
     if importlib.util.find_spec("pydantic") is None or importlib.util.find_spec("pytest") is None:
         reason = "pydantic or pytest is not installed (bench/requirements.txt)"
         return [skipped("9a", cold_measure, reason), skipped("9b", watcher_measure, reason)]
-    root = bench.tmp / "pydantic"
-    marker = Marker(bench.tmp / "markers" / "pydantic")
-    source = make_package(root, "models", marker)
-    text = IMPORTING_TEST.format(
-        library="pydantic", name="BaseModel", module="models", marker=str(marker.path)
+    package, source, marker = importing_package(
+        bench, "pydantic", "models", "pydantic", "BaseModel"
     )
-    write(root / "models" / "tests" / "test_models.py", text)
-    make_git(root)
-    package = root / "models"
+    root = package.parent
     rows: list[Row] = []
     try:
         say("9: baseline, cold python -m pytest")
