@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -41,6 +42,12 @@ def load_autotest() -> ModuleType:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def discovered(root: Path) -> tuple[list[Any], list[str]]:
+    """The packages found below ``root``, and the directories that could not be read."""
+    found = load_autotest().discover(root)
+    return list(found.packages), list(found.unreadable)
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -429,6 +429,25 @@ def test_affected_follows_uses_transitively(repo: Repo, tmp_path: Path) -> None:
     assert "   3. exporter/foo-http  (uses libs/api (imports))" in done.stdout.splitlines()
 
 
+def test_an_excluded_package_still_carries_its_users_edges(repo: Repo, tmp_path: Path) -> None:
+    """core <- api <- (foo-http, web-app): with libs/api excluded, a change in libs/core still
+    reaches the packages that use it through libs/api, as a watch cycle's order does."""
+    monorepo(repo)
+    args = ("--once", "--affected", "--changed", "libs/core/acme_core/__init__.py")
+    done = autotest(repo.path, tmp_path, *args, "--exclude", "libs/api")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ran(done.stdout) == ["libs/core", "exporter/foo-http", "services/web-app"]
+    plan = autotest(repo.path, tmp_path, "--plan", *args[1:], "--exclude", "libs/api")
+    assert [p["path"] for p in json.loads(plan.stdout)["packages"]] == ran(done.stdout)
+
+
+def test_affected_reaches_users_through_a_package_that_is_not_chosen(graph: Any) -> None:
+    named, uses = graph
+    chosen = [p for name, p in named.items() if name != "api"]
+    hit = at.affected(chosen, [named["core"]], uses)
+    assert {p.rel for p in hit} == {"core", "web", "worker"}
+
+
 def test_affected_stops_at_the_first_failure_with_status_1(repo: Repo, tmp_path: Path) -> None:
     monorepo(repo)
     repo.write("libs/api/tests/test_acme_api.py", FAILING_TEST)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -578,6 +579,26 @@ def test_pytest_needed_but_missing_names_the_packages_and_the_install(
     assert "gamma" not in done.stderr
 
 
+def test_without_a_toml_reader_it_names_the_install_and_exits_2(repo: Repo) -> None:
+    """Below Python 3.11 the standard library has no tomllib, and tomli may be missing: the
+    interpreter is made to lack both, whatever its version."""
+    repo.package("alpha")
+    lacking = (
+        "import runpy, sys; sys.modules['tomllib'] = sys.modules['tomli'] = None; "
+        "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", lacking, str(AUTOTEST), "--root", str(repo.path), "--once"],
+        capture_output=True, text=True, timeout=60, env=clean_env(), stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines() == [
+        f"autotest: error: Python {version} reads pyproject.toml with tomli: "
+        f"{shlex.quote(sys.executable)} -m pip install 'tomli>=1.1'"
+    ]
+
+
 @pytest.mark.parametrize(
     ("where", "text", "words"),
     [
@@ -658,10 +679,11 @@ def test_runner_pytest(repo: Repo) -> None:
 
 def test_runner_pytest_while_watching(repo: Repo, watch: type[Watch]) -> None:
     """pytest's first run in a package creates .pytest_cache by renaming a temporary directory
-    into place; that must not count as a change (or the cycle starts over)."""
+    into place; that must not count as a change (or the cycle starts over).  With -v, what the
+    loop guard made of each change during a run is named, so a failure here says which."""
     repo.package("alpha")
     repo.package("beta", tests=FAILING_TEST)
-    w = watch(repo.path, "--runner", "pytest", env=FAST_ENV)
+    w = watch(repo.path, "--runner", "pytest", "-v", env=FAST_ENV)
     first = w.wait_cycles(1)
     assert verdicts(w.lines[:first]) == [("alpha", "ok"), ("beta", "FAILED")], w.output
     edit(repo.path / "alpha" / "alpha" / "__init__.py")  # the sentinel: forked runs this time

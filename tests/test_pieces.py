@@ -2,9 +2,15 @@
 the intake, and the cycle with stand-in runs."""
 
 from __future__ import annotations
+import __future__
 
+import ast
+import builtins
+import json
 import os
 import subprocess
+import symtable
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -192,11 +198,32 @@ def make_intake(root: Path, debounce: float = 0.01) -> tuple[Any, list[list[str]
     return intake, echoes
 
 
+def test_verbose_names_what_changed_during_runs_and_how_the_guard_took_it(tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    guard = package_guard(pkg)
+    judged: list[tuple[list[str], list[str]]] = []
+    intake = at.Intake(
+        at.ChangeSet(), at.IgnoreRules(tmp_path), guard, 0.01, lambda paths: None,
+        lambda admitted, discarded: judged.append((admitted, discarded)),
+    )  # fmt: skip
+    log, stamp = written(pkg / "runs" / "log.txt")
+    source, _ = written(pkg / "pkg" / "__init__.py", "VALUE = 2\n")
+    ran(guard, pkg, stamp - 1, stamp + 1)
+    intake.changes.add([log, source])
+    request = intake.next_request()
+    assert list(request.paths) == [source]
+    assert judged == [([source], [log])]
+
+
 def test_keys_become_requests_in_the_order_pressed(tmp_path: Path) -> None:
     intake, _ = make_intake(tmp_path)
     for key in "xfaq":
         intake.changes.press(key)
-    assert [intake.next_request().kind for _ in range(3)] == ["failed", "all", "quit"]
+    assert [intake.next_request().kind for _ in range(3)] == [
+        at.Ask.FAILED,
+        at.Ask.ALL,
+        at.Ask.QUIT,
+    ]
 
 
 def test_a_settled_burst_is_one_request_with_every_path(tmp_path: Path) -> None:
@@ -204,7 +231,7 @@ def test_a_settled_burst_is_one_request_with_every_path(tmp_path: Path) -> None:
     intake.changes.add([str(tmp_path / "a.py")])
     intake.changes.add([str(tmp_path / "b.py")])
     request = intake.next_request()
-    assert request.kind == "changes"
+    assert request.kind is at.Ask.CHANGES
     assert sorted(request.paths) == [str(tmp_path / "a.py"), str(tmp_path / "b.py")]
     assert not intake.changes.pending()
 
@@ -254,7 +281,7 @@ def test_a_scratch_file_gone_again_is_nothing_but_the_cut_short_cycle_resumes(
     assert not intake.changed_meanwhile(), "a new file settles only once it has lived a while"
     intake.changes.remove(scratch)
     assert not intake.changes.pending()
-    assert intake.next_request(resume=True).kind == "resume"
+    assert intake.next_request(resume=True).kind is at.Ask.RESUME
 
 
 def test_a_new_file_settles_once_it_lived_a_while_or_went(tmp_path: Path) -> None:
@@ -276,7 +303,7 @@ def test_a_key_pressed_while_a_burst_settles_comes_first(tmp_path: Path) -> None
     intake, _ = make_intake(tmp_path, debounce=5.0)
     intake.changes.add([str(tmp_path / "a.py")])
     threading.Timer(0.05, intake.changes.press, ("a",)).start()
-    assert intake.next_request().kind == "all"
+    assert intake.next_request().kind is at.Ask.ALL
     assert intake.changes.pending(), "the burst is still there for the next request"
 
 
@@ -402,6 +429,39 @@ def test_the_cycle_is_timed_with_the_clock_it_is_given() -> None:
 
 
 def test_the_warm_server_is_real_code_sent_to_a_plain_interpreter() -> None:
-    source = at.warm_server_source("nose", 3, ("nose.core",)).decode()
-    compile(source, "<warm>", "exec")
-    assert source.rstrip().endswith(f"serve_warm('nose', 3, ('nose.core',), {os.getpid()})")
+    sent = json.loads(at.warm_server_call("nose", 3, ("nose.core",)))
+    compile(sent["source"], "<warm>", "exec", __future__.annotations.compiler_flag)
+    assert sent["call"] == "serve_warm"
+    assert sent["args"][:4] == ["nose", 3, ["nose.core"], os.getpid()]
+
+
+def test_the_functions_sent_name_only_one_another_and_what_the_bootstrap_imports() -> None:
+    """Another interpreter has none of autotest's module globals: a name a sent function
+    takes from them would fail there, and only there."""
+    source = json.loads(at.sent_call(at.exit_unless_importable, "json"))["source"]
+    defined = {node.name for node in ast.parse(source).body if isinstance(node, ast.FunctionDef)}
+    bootstrapped = {"__future__", "contextlib", "json", "sys", "sent"}
+    loose = []
+
+    def visit(table: symtable.SymbolTable) -> None:
+        for child in table.get_children():
+            for symbol in child.get_symbols():
+                name = symbol.get_name()
+                known = name in defined or name in bootstrapped or hasattr(builtins, name)
+                if symbol.is_global() and symbol.is_referenced() and not known:
+                    loose.append((child.get_name(), name))
+            visit(child)
+
+    visit(symtable.symtable(source, "<sent>", "exec"))
+    assert loose == [("serve_warm", "NoReturn")], "an annotation alone, never evaluated"
+
+
+@pytest.mark.parametrize(("module", "code"), [("json", 0), ("no_such_module_here", 1)])
+def test_a_plain_interpreter_runs_the_function_it_is_sent(module: str, code: int) -> None:
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", at.BOOTSTRAP],
+        input=at.sent_call(at.exit_unless_importable, module),
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == code, done.stderr

@@ -205,7 +205,7 @@ def test_choices_are_read_again_only_where_a_change_can_alter_them(tmp_path: Pat
 def test_a_cycle_wakes_when_a_cold_run_ends_not_at_its_timeout(repo: Repo) -> None:
     package = at.Package(repo.package("alpha"), "alpha")
     runner = at.make_runner(f"{sys.executable} -c 'import time; time.sleep(0.3)'")
-    run = at.Run(package, runner.command(package, ()), dict(os.environ), runner, None)
+    run = at.Run(at.RunStart(package, runner, sys.executable, (), dict(os.environ)), None)
     assert run.wait_handle() is not None, "a pidfd to wait on"
     started = time.monotonic()
     at.wait_for_runs([run], 30.0)
@@ -220,7 +220,7 @@ def test_without_pidfds_a_run_is_polled(repo: Repo, monkeypatch: pytest.MonkeyPa
     monkeypatch.delattr(os, "pidfd_open", raising=False)
     package = at.Package(repo.package("alpha"), "alpha")
     runner = at.make_runner(f"{sys.executable} -c 'import time; time.sleep(30)'")
-    run = at.Run(package, runner.command(package, ()), dict(os.environ), runner, None)
+    run = at.Run(at.RunStart(package, runner, sys.executable, (), dict(os.environ)), None)
     try:
         assert run.wait_handle() is None
         started = time.monotonic()
@@ -476,8 +476,8 @@ def test_only_the_virtualenvs_of_the_packages_changed_last_are_kept_warm(tmp_pat
         assert warm() == {sys.executable, *venvs[1:4]}, "the one changed longest ago ends"
         pool.prepare(uses, changed=[venvs[0], venvs[0]])
         assert warm() == {sys.executable, venvs[0], venvs[2], venvs[3]}
-        assert pool.launcher_for([venvs[4], "-m", "nose"]) is None, "its runs start cold"
-        assert pool.launcher_for([venvs[0], "-m", "nose"]) is not None
+        assert pool.launcher(at.BUILTIN_RUNNERS["nose"], venvs[4]) is None, "its runs start cold"
+        assert pool.launcher(at.BUILTIN_RUNNERS["nose"], venvs[0]) is not None
     finally:
         pool.close()
 

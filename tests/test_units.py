@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Repo, load_autotest
+from conftest import Repo, discovered, load_autotest
 
 at = load_autotest()
 
@@ -33,8 +33,12 @@ def rels(packages: Any) -> list[str]:
     return [p.rel for p in packages]
 
 
+def required_names(meta: Any) -> set[str]:
+    return {d.name for d in meta.declared if d.name}
+
+
 # ---------------------------------------------------------------------------------------------
-# discover_packages, owner_of
+# discover, owner_of
 # ---------------------------------------------------------------------------------------------
 
 
@@ -44,7 +48,7 @@ def test_discover_finds_nested_packages_by_any_marker_but_not_the_root(tmp_path:
     write(tmp_path, "exporter/bar-grpc/setup.py")
     write(tmp_path, "legacy/setup.cfg")
     write(tmp_path, "docs/index.rst")
-    packages, unreadable = at.discover_packages(tmp_path)
+    packages, unreadable = discovered(tmp_path)
     assert rels(packages) == ["exporter/bar-grpc", "exporter/foo-http", "legacy"]
     assert packages[0].path == tmp_path / "exporter" / "bar-grpc"
     assert unreadable == []
@@ -63,7 +67,7 @@ def test_discover_skips_tool_directories(tmp_path: Path, skipped: str) -> None:
         write(tmp_path, "env/pyvenv.cfg", "home = /usr/bin\n")
     write(tmp_path, f"{skipped}/pyproject.toml")
     write(tmp_path, f"{skipped}/inner/setup.py")
-    packages, _ = at.discover_packages(tmp_path)
+    packages, _ = discovered(tmp_path)
     assert rels(packages) == ["real"]
 
 
@@ -72,11 +76,11 @@ def test_discover_does_not_hang_on_a_symlink_loop(tmp_path: Path) -> None:
     (tmp_path / "a" / "loop").symlink_to(tmp_path, target_is_directory=True)
     (tmp_path / "a" / "self").symlink_to(".", target_is_directory=True)
     found: list[Any] = []
-    worker = threading.Thread(target=lambda: found.append(at.discover_packages(tmp_path)))
+    worker = threading.Thread(target=lambda: found.append(discovered(tmp_path)))
     worker.daemon = True
     worker.start()
     worker.join(timeout=10)
-    assert not worker.is_alive(), "discover_packages hangs on a symlink loop"
+    assert not worker.is_alive(), "discover hangs on a symlink loop"
     assert rels(found[0][0]) == ["a"]
 
 
@@ -96,7 +100,7 @@ def test_discover_reports_an_unreadable_directory(
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", scandir)
-    packages, unreadable = at.discover_packages(tmp_path)
+    packages, unreadable = discovered(tmp_path)
     assert rels(packages) == ["ok"]
     assert unreadable == [str(locked)]
 
@@ -174,7 +178,7 @@ def test_read_metadata_from_setup_cfg(tmp_path: Path) -> None:
     )
     meta = at.read_metadata(pkg(tmp_path, "p"))
     assert meta.name == "cfg-pkg"
-    assert meta.requires == {"foo-bar", "baz", "pytest", "qux"}
+    assert required_names(meta) == {"foo-bar", "baz", "pytest", "qux"}
 
 
 def test_read_metadata_from_setup_py_without_running_it(tmp_path: Path) -> None:
@@ -186,13 +190,13 @@ def test_read_metadata_from_setup_py_without_running_it(tmp_path: Path) -> None:
         "setup(name='Py_Pkg', install_requires=['Foo_Bar>=1', 'baz'])\n",
     )
     meta = at.read_metadata(pkg(tmp_path, "p"))
-    assert (meta.name, meta.requires) == ("py-pkg", {"foo-bar", "baz"})
+    assert (meta.name, required_names(meta)) == ("py-pkg", {"foo-bar", "baz"})
 
 
 def test_read_metadata_without_a_name_uses_the_directory(tmp_path: Path) -> None:
     write(tmp_path, "Some_Dir/setup.cfg", "[options]\ninstall_requires = foo\n")
     meta = at.read_metadata(pkg(tmp_path, "Some_Dir"))
-    assert (meta.name, meta.requires) == ("some-dir", {"foo"})
+    assert (meta.name, required_names(meta)) == ("some-dir", {"foo"})
 
 
 def labelled(meta: Any) -> set[tuple[str, str]]:
@@ -207,7 +211,7 @@ def test_dependency_graph_from_declared_names(repo: Repo) -> None:
     repo.package("foo-bar", name="Foo_Bar")
     repo.package("app", deps=["foo-bar>=1", "requests", "app"], code="import json\n")
     repo.package("other", deps=["FOO.BAR[x]; python_version > '3'"])
-    packages, _ = at.discover_packages(repo.path)
+    packages, _ = discovered(repo.path)
     graph = at.dependency_graph(packages)
     assert by_rel(graph) == {"app": {"foo-bar"}, "foo-bar": set(), "other": {"foo-bar"}}
 
@@ -225,7 +229,7 @@ def test_dependency_graph_adds_the_imports_of_code_and_tests(repo: Repo) -> None
     repo.write("app/tests/test_app.py", "from company.api import thing\n")
     repo.write("declared/pyproject.toml", '[project]\nname = "d"\ndependencies = ["lib"]\n')
     repo.write("declared/d.py", "import core\n")  # added to what it declares
-    packages, _ = at.discover_packages(repo.path)
+    packages, _ = discovered(repo.path)
     graph = at.dependency_graph(packages)
     assert by_rel(graph)["app"] == {"core", "lib", "api"}
     assert by_rel(graph)["declared"] == {"lib", "core"}
@@ -461,11 +465,23 @@ def test_changeset_add_take_and_keys() -> None:
     changes.add(["/r/a.py", "/r/b.py"])
     changes.press("f")
     assert changes.pending()
-    paths, keys = changes.take()
-    assert sorted(paths) == ["/r/a.py", "/r/b.py"]
-    assert keys == ["f"]
+    assert sorted(changes.take_paths()) == ["/r/a.py", "/r/b.py"]
+    assert changes.take_key() == "f"
     assert not changes.pending()
-    assert changes.take() == ({}, [])
+    assert (changes.take_paths(), changes.take_key()) == ({}, None)
+
+
+def test_changeset_carries_notices_from_another_thread_to_the_main_one() -> None:
+    changes = at.ChangeSet()
+    said: list[str] = []
+    worker = threading.Thread(target=changes.post, args=(lambda: said.append("cannot watch"),))
+    worker.start()
+    changes.wait_settled(0.01, timeout=30)  # a notice wakes the main thread at once
+    worker.join()
+    assert said == []
+    for notice in changes.take_notices():
+        notice()
+    assert said == ["cannot watch"] and changes.take_notices() == []
 
 
 def test_changeset_transient_file_is_no_change() -> None:
@@ -482,9 +498,9 @@ def test_changeset_removal_of_an_existing_file_counts() -> None:
     changes.remove("/r/old.py")
     changes.remove("/r/never-seen.py")
     changes.add(["/r/new.py"], created=True)
-    assert sorted(changes.take()[0]) == ["/r/never-seen.py", "/r/new.py", "/r/old.py"]
+    assert sorted(changes.take_paths()) == ["/r/never-seen.py", "/r/new.py", "/r/old.py"]
     changes.remove("/r/new.py")  # created before the last take: its removal is a change
-    assert list(changes.take()[0]) == ["/r/new.py"]
+    assert list(changes.take_paths()) == ["/r/new.py"]
 
 
 def in_thread(action: Callable[[], None]) -> threading.Thread:
@@ -532,7 +548,7 @@ def test_wait_settled_returns_on_a_key() -> None:
     elapsed = timed(lambda: changes.wait_settled(0.05, timeout=10))
     returned = time.monotonic()
     thread.join()
-    assert elapsed < 5 and changes.take()[1] == ["q"]
+    assert elapsed < 5 and changes.take_key() == "q"
     assert returned >= pressed[0]  # it returned because of the key, not before it
 
 
@@ -874,7 +890,7 @@ def test_a_monorepo_of_dozens_of_packages_orders_dependents_by_distance(tmp_path
     for i in range(9):
         write(tmp_path, f"tools/t{i}/setup.cfg", f"[metadata]\nname = tool{i}\n")
 
-    packages, _ = at.discover_packages(tmp_path)
+    packages, _ = discovered(tmp_path)
     graph = at.dependency_graph(packages)
     by_rel = {p.rel: p for p in packages}
     order = at.cycle_order(packages, {by_rel["core"]: 1.0}, [], graph.uses)
@@ -914,7 +930,7 @@ def three_packages() -> list[Any]:
 
 
 def cold_cycle(policy: Any, packages: list[Any], seconds: float = 0.20) -> None:
-    assert all(policy.launcher_for(p) is None for p in packages), "the first cycle runs cold"
+    assert all(policy.forking_launcher(p) is None for p in packages), "the first cycle runs cold"
     for package in packages:
         policy.record(timed_result(package, seconds, warm=False))
     policy.cycle_done()
@@ -928,7 +944,7 @@ def test_the_warm_runner_is_judged_against_cold_runs_of_the_same_packages(
     launcher = StandInLauncher()
     policy = at.WarmPolicy(launcher)
     cold_cycle(policy, packages)
-    assert policy.launcher_for(packages[0]) is launcher
+    assert policy.forking_launcher(packages[0]) is launcher
     policy.record(timed_result(packages[0], warm, warm=True))
     assert policy.judge(len(packages)) is None, "one package is too few"
 
@@ -941,7 +957,7 @@ def test_the_warm_runner_is_judged_against_cold_runs_of_the_same_packages(
     assert not launcher.closed, "kept for a later judgement"
     if not kept:
         assert judged == pytest.approx((3 * warm, 0.60, False))
-        assert policy.launcher_for(packages[1]) is None
+        assert policy.forking_launcher(packages[1]) is None
 
 
 def test_a_run_whose_code_changed_is_not_compared() -> None:
@@ -979,8 +995,8 @@ def test_a_later_cycle_revises_the_judgement_through_one_probe_per_cycle() -> No
     policy.code_changed([packages[0]])  # alpha's times are gone
     policy.record(timed_result(packages[0], 0.50, warm=False))  # compiles: not counted
     policy.record(timed_result(packages[0], 0.40, warm=False))
-    assert policy.launcher_for(packages[0]) is launcher, "a probe: alpha has no forked time"
-    assert policy.launcher_for(packages[0]) is None, "one probe per cycle"
+    assert policy.forking_launcher(packages[0]) is launcher, "a probe: alpha has no forked time"
+    assert policy.forking_launcher(packages[0]) is None, "one probe per cycle"
     policy.record(timed_result(packages[0], 0.05, warm=True))
     for package in packages[1:]:  # the machine got less busy: forked runs are faster now
         policy.code_changed([package])
@@ -988,7 +1004,7 @@ def test_a_later_cycle_revises_the_judgement_through_one_probe_per_cycle() -> No
         policy.record(timed_result(package, 0.20, warm=False))
         policy.record(timed_result(package, 0.05, warm=True))
     assert policy.judge(3) == pytest.approx((0.15, 0.80, True))
-    assert policy.launcher_for(packages[1]) is launcher
+    assert policy.forking_launcher(packages[1]) is launcher
 
 
 def test_a_forked_run_that_timed_out_or_was_killed_is_not_a_time() -> None:
@@ -1018,7 +1034,7 @@ def test_without_posix_runs_start_cold_and_are_killed_by_the_fallback(
     launcher = at.WarmLauncher(nose, dict(os.environ), facts)
     assert launcher.spare is None, "no fork server without POSIX"
 
-    run = at.Run(package, runner.command(package, ()), dict(os.environ), runner, None, launcher)
+    run = at.Run(at.RunStart(package, runner, sys.executable, (), dict(os.environ)), None, launcher)
     assert isinstance(run.proc, subprocess.Popen)
     assert run.poll() is None
     run.kill()  # taskkill is not here: the process itself is ended

@@ -1,0 +1,184 @@
+"""The one authority on what never counts as a change: tool directories, the files tools and
+editors write beside the real ones, ``--ignore`` globs and .gitignore.  Discovery, the watch
+plan, watchdog's thread and the intake all ask it.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from .basics import is_git_work_tree, run_git
+
+# Directories whose contents are written by tools, test runs and editors, never by the user.
+# Discovery never looks for packages in them, the watch plan spends no watches below them, and
+# no event from inside them is a change.
+TOOL_DIR_NAMES = frozenset(
+    {
+        ".git", ".hg", ".svn", "__pycache__", ".pytest_cache", ".hypothesis", ".mypy_cache",
+        ".ruff_cache", ".tox", ".nox", ".venv", "venv", "node_modules", "build", "dist", ".eggs",
+        "site-packages", ".idea", ".vscode", ".cache", "htmlcov", ".ipynb_checkpoints",
+        ".benchmarks", ".pytype", ".pyre", ".pdm-build", "__pypackages__", ".direnv",
+    }
+)  # fmt: skip
+
+
+TOOL_DIR_GLOBS = ("*.egg-info", "pytest-cache-files-*")  # pytest renames the latter into place
+
+
+# Tool directories that never grow subdirectories: cheaper to watch than to split a watch around.
+LEAF_TOOL_DIR_GLOBS = ("__pycache__", "*.egg-info")
+
+
+# Files written beside the real ones: by test runs and coverage, and by editors while saving.
+IGNORED_FILE_GLOBS = (
+    "*.py[cod]", ".coverage", ".coverage.*", "coverage.xml", "nosetests.xml", ".noseids",
+    ".*.sw[a-p]", "*.swp", "*.swx", "*~",            # vim swap and backup, emacs backup
+    "#*#", ".#*",                                     # emacs autosave and lock
+    "*___jb_tmp___", "*___jb_old___",                 # JetBrains safe write
+    ".goutputstream-*", "*.kate-swp", ".~lock.*#",    # GTK atomic save, kate, LibreOffice
+    "*.crswap", ".DS_Store", "*.tmp",
+)  # fmt: skip
+
+
+def is_virtualenv(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "pyvenv.cfg"))
+
+
+def is_tool_dir(name: str, path: str) -> bool:
+    """A directory tools write (by name, or a virtualenv by its pyvenv.cfg)."""
+    return (
+        name in TOOL_DIR_NAMES
+        or any(fnmatch.fnmatchcase(name, g) for g in TOOL_DIR_GLOBS)
+        or is_virtualenv(path)
+    )
+
+
+def holds_no_packages(name: str, path: str) -> bool:
+    """Where discovery never looks: tool directories, and hidden ones."""
+    return name.startswith(".") or is_tool_dir(name, path)
+
+
+def is_leaf_tool_dir(name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, g) for g in LEAF_TOOL_DIR_GLOBS)
+
+
+def is_vim_probe(name: str) -> bool:
+    """vim checks it may write a directory by creating 4913 (then 5036, 5159, ... if taken)."""
+    return name.isdigit() and int(name) >= 4913 and (int(name) - 4913) % 123 == 0
+
+
+def glob_matches(rel: str, glob: str, is_dir: bool = False) -> bool:
+    """A glob with a slash matches the path from the root; one without matches any component.
+    A directory matches a glob that would match everything in it (``docs`` and ``docs/*``)."""
+    if "/" in glob.strip("/"):
+        pattern = glob.strip("/")
+        return (
+            fnmatch.fnmatchcase(rel, pattern)
+            or fnmatch.fnmatchcase(rel, pattern + "/*")
+            or (is_dir and fnmatch.fnmatchcase(rel + "/", pattern))
+        )
+    return any(fnmatch.fnmatchcase(part, glob.rstrip("/")) for part in rel.split("/"))
+
+
+class IgnoreRules:
+    """Decides which paths never trigger a run: built-in rules, ``--ignore`` globs, .gitignore.
+
+    The built-in and user rules are cheap and run in watchdog's thread on every event; asking
+    git costs a subprocess, so the main loop asks it once per burst.
+    """
+
+    def __init__(self, root: Path, user_globs: Sequence[str] = ()) -> None:
+        self.root = str(root)
+        self.user_globs = tuple(user_globs)
+        self.use_git = is_git_work_tree(root)
+        self.git_dirs: frozenset[str] = frozenset()
+        self._tool_dirs: set[str] = set()
+
+    def relative(self, path: str) -> str | None:
+        if path == self.root:
+            return ""
+        if not path.startswith(self.root + os.sep):
+            return None
+        return path[len(self.root) + 1 :].replace(os.sep, "/")
+
+    def for_another_thread(self) -> IgnoreRules:
+        """The same rules with a memo of their own: watchdog's thread asks its copy, the main
+        thread its own, so that no state is shared between them."""
+        twin = copy.copy(self)
+        twin._tool_dirs = set(self._tool_dirs)
+        return twin
+
+    def is_tool_dir(self, name: str, path: str) -> bool:
+        """``is_tool_dir``, remembered where it says yes: only a yes is final (a virtualenv's
+        pyvenv.cfg comes after the directory itself, and goes first when it is removed)."""
+        if path in self._tool_dirs:
+            return True
+        if is_tool_dir(name, path):
+            self._tool_dirs.add(path)
+            return True
+        return False
+
+    def excludes_dir(self, name: str, path: str) -> bool:
+        """Whether the watch plan leaves this directory out: a tool directory, one the user's
+        globs name, or one .gitignore excludes whole (as of the last ``refresh_git_dirs``)."""
+        rel = self.relative(path) or ""
+        return (
+            self.is_tool_dir(name, path)
+            or path in self.git_dirs
+            or any(glob_matches(rel, g, is_dir=True) for g in self.user_globs)
+        )
+
+    def is_ignored(self, path: str, is_dir: bool = False) -> bool:
+        """Built-in and ``--ignore`` rules: cheap enough for every event."""
+        rel = self.relative(path)
+        if rel is None:
+            return True
+        if rel == "":
+            return False
+        parts = rel.split("/")
+        directory = self.root
+        for part in parts[:-1] if not is_dir else parts:
+            directory = os.path.join(directory, part)
+            if self.is_tool_dir(part, directory):
+                return True
+        name = parts[-1]
+        if not is_dir and (
+            is_vim_probe(name) or any(fnmatch.fnmatchcase(name, g) for g in IGNORED_FILE_GLOBS)
+        ):
+            return True
+        return any(glob_matches(rel, g, is_dir) for g in self.user_globs)
+
+    def unapplied_gitignore(self, directories: Iterable[str]) -> str | None:
+        """A .gitignore in one of ``directories`` that nothing applies: outside a git work tree
+        there is no git to ask (and no second implementation of its rules here)."""
+        if self.use_git:
+            return None
+        for directory in directories:
+            path = os.path.join(directory, ".gitignore")
+            if os.path.isfile(path):
+                return path
+        return None
+
+    def git_ignored(self, paths: Iterable[str]) -> set[str]:
+        """Which of ``paths`` the repository's .gitignore files exclude: one call to git."""
+        paths = list(paths)
+        if not self.use_git or not paths:
+            return set()
+        listed = run_git(
+            self.root, "check-ignore", "-z", "--stdin", stdin=b"\0".join(map(os.fsencode, paths))
+        )  # exit 1 means none is ignored, and lists nothing
+        return {os.fsdecode(p) for p in (listed or b"").split(b"\0") if p}
+
+    def refresh_git_dirs(self) -> None:
+        """Ask git which directories .gitignore excludes as a whole, so no watch is spent
+        below them."""
+        if not self.use_git:
+            return
+        args = ("ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory")
+        listed = run_git(self.root, *args) or b""
+        names = (os.fsdecode(p) for p in listed.split(b"\0") if p.endswith(b"/"))
+        self.git_dirs = frozenset(os.path.normpath(os.path.join(self.root, n)) for n in names)

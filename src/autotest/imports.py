@@ -1,0 +1,198 @@
+"""The import scan: which modules each package provides, and which it imports, read from its
+sources with a regular expression (fast, and a file being edited still says what it imports),
+kept in a cache per repository for the next start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+import zlib
+from collections.abc import Container, Iterable
+from pathlib import Path
+
+from .discovery import MAX_SCANNED_BYTES, TEST_DIR_NAMES, Package
+from .ignore import holds_no_packages
+from .platform import user_suffix
+
+
+def provided_modules(package: Package) -> set[str]:
+    """Importable names a package provides: its top-level modules, and ``ns.sub`` for namespaces."""
+    base = package.path / "src" if (package.path / "src").is_dir() else package.path
+    provided: set[str] = set()
+    with contextlib.suppress(OSError), os.scandir(base) as scan:
+        for entry in scan:
+            if entry.is_file() and entry.name.endswith(".py"):
+                stem = entry.name[:-3]
+                if stem not in ("setup", "conftest") and not stem.startswith("test"):
+                    provided.add(stem)
+            elif entry.is_dir() and not holds_no_packages(entry.name, entry.path):
+                if entry.name in TEST_DIR_NAMES or entry.name == "docs":
+                    continue
+                if os.path.isfile(os.path.join(entry.path, "__init__.py")):
+                    provided.add(entry.name)
+                else:
+                    with contextlib.suppress(OSError), os.scandir(entry.path) as sub_scan:
+                        provided.update(
+                            f"{entry.name}.{sub.name}"
+                            for sub in sub_scan
+                            if sub.is_dir()
+                            and os.path.isfile(os.path.join(sub.path, "__init__.py"))
+                        )
+    return provided
+
+
+# ``import a.b as c, d`` and ``from a.b import (c, d)`` at the start of a line.  A regular
+# expression, not a syntax tree: twenty times faster on a big tree, and a file that does not
+# parse (being edited, generated, nested too deep) still says what it imports.
+IMPORT_STATEMENT = re.compile(
+    rb"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import[ \t]+(\([^)]*\)|[^\n#;]*)|import[ \t]+([^\n#;]+))",
+    re.M,
+)
+
+
+def imports_in(source: bytes, wanted: Container[str] | None = None) -> frozenset[str]:
+    """Every absolute dotted name a source imports (``from a import b`` gives a and a.b) whose
+    top-level name is ``wanted`` (all when None): most imports are of the standard library or
+    third parties, and dropping them early halves the scan."""
+    imported: set[str] = set()
+    for module, names, plain in IMPORT_STATEMENT.findall(source):
+        if module and not module.startswith(b"."):
+            base = module.decode("ascii", "replace")
+            if wanted is not None and base.partition(".")[0] not in wanted:
+                continue
+            imported.add(base)
+            for item in names.strip(b"()\\ \t").split(b","):
+                word = item.split()[:1]
+                if word and word[0] != b"*":
+                    imported.add(f"{base}.{word[0].decode('ascii', 'replace')}")
+        for item in plain.split(b","):
+            word = item.split()[:1]
+            name = word[0].decode("ascii", "replace") if word else ""
+            if name and (wanted is None or name.partition(".")[0] in wanted):
+                imported.add(name)
+    return frozenset(imported)
+
+
+def is_test_module(name: str) -> bool:
+    return name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py"
+
+
+SCAN_CACHE_VERSION = 1
+
+
+KEEP_SCAN_FROM = 1000  # Python files; a smaller tree is read again faster than a cache is
+
+
+def scan_cache_file(root: Path) -> str:
+    """Where the import scan of ``root`` is kept between runs: per user, outside the tree."""
+    name = f"{zlib.crc32(os.fsencode(root)):08x}-{root.name[:40]}.json"
+    return os.path.join(tempfile.gettempdir(), f"autotest-scan{user_suffix()}", name)
+
+
+class ImportScan:
+    """What each Python file imports of the ``wanted`` top-level modules (the packages'),
+    kept by (mtime, size), and what each package imports, kept until a path inside it
+    changes.  A change costs reading the changed files and walking the packages that hold
+    them; kept in a file between runs, a start costs one ``stat`` per file."""
+
+    def __init__(self) -> None:
+        self.wanted: frozenset[str] | None = None  # None: every module
+        self.files: dict[str, tuple[int, int, frozenset[str]]] = {}
+        self.packages: dict[Path, dict[str, set[str]]] = {}
+        self.changed = False
+        self.looked_up: set[str] = set()  # only these are kept: the others are gone
+
+    def want(self, wanted: frozenset[str] | None) -> None:
+        """Look for these modules from now on; a different set means reading every file."""
+        if wanted != self.wanted:
+            self.wanted = wanted
+            self.files.clear()
+            self.packages.clear()
+
+    def load(self, path: str) -> None:
+        """Start from what an earlier run read, if anything; a cache that cannot be read is
+        no cache."""
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError, AttributeError):
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+            if data["version"] == SCAN_CACHE_VERSION:
+                wanted = data["wanted"]
+                self.wanted = None if wanted is None else frozenset(wanted)
+                self.files = {p: (m, s, frozenset(n)) for p, (m, s, n) in data["files"].items()}
+
+    def save(self, path: str) -> None:
+        """Keep what was read for the next run, in one atomic write, if anything changed."""
+        if not self.changed:
+            return
+        data = {
+            "version": SCAN_CACHE_VERSION,
+            "wanted": None if self.wanted is None else sorted(self.wanted),
+            "files": {
+                p: (m, s, sorted(n)) for p, (m, s, n) in self.files.items() if p in self.looked_up
+            },
+        }
+        with contextlib.suppress(OSError):
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            with tempfile.NamedTemporaryFile(
+                "w", dir=os.path.dirname(path), suffix=".tmp", delete=False, encoding="utf-8"
+            ) as f:
+                json.dump(data, f, separators=(",", ":"))
+            os.replace(f.name, path)
+            self.changed = False
+
+    def forget(self, paths: Iterable[str]) -> None:
+        """Walk again the packages holding any of ``paths`` (a file, or a directory that came
+        or went)."""
+        for path in paths:
+            for directory in [d for d in self.packages if path.startswith(str(d) + os.sep)]:
+                del self.packages[directory]
+
+    def imports(self, path: str) -> frozenset[str]:
+        """What the file imports: from the cache while its mtime and size are unchanged."""
+        self.looked_up.add(path)
+        known = self.files.get(path)
+        try:
+            if known is not None:
+                stat = os.stat(path)
+                if known[:2] == (stat.st_mtime_ns, stat.st_size):
+                    return known[2]
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))  # half open()'s cost
+            try:
+                stat = os.fstat(fd)
+                big = stat.st_size > MAX_SCANNED_BYTES
+                source = b"" if big else os.read(fd, stat.st_size + 1)
+            finally:
+                os.close(fd)
+            imported = imports_in(source, self.wanted) if source else frozenset()
+        except OSError:
+            return frozenset()
+        self.files[path] = (stat.st_mtime_ns, stat.st_size, imported)
+        self.changed = True
+        return imported
+
+    def package_imports(self, package: Package, others: Iterable[str]) -> dict[str, set[str]]:
+        """The names the package's code imports (``code``) and its tests import (``tests``),
+        leaving out ``others``: the directories of packages nested inside it."""
+        if package.path in self.packages:
+            return self.packages[package.path]
+        code: set[str] = set()
+        tests: set[str] = set()
+        skip = set(others)
+        top = str(package.path)
+        for directory, dirnames, filenames in os.walk(top):
+            dirnames[:] = [
+                d for d in dirnames
+                if not holds_no_packages(d, os.path.join(directory, d))
+                and os.path.join(directory, d) not in skip
+            ]  # fmt: skip
+            inside_tests = not TEST_DIR_NAMES.isdisjoint(directory[len(top) :].split(os.sep))
+            for name in filenames:
+                if name.endswith(".py"):
+                    found = tests if inside_tests or is_test_module(name) else code
+                    found |= self.imports(os.path.join(directory, name))
+        self.packages[package.path] = {"code": code, "tests": tests}
+        return self.packages[package.path]

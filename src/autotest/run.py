@@ -1,0 +1,376 @@
+"""One package's test process, cold or forked: its bounded output, its timeout, its RunResult."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Callable
+
+from .basics import DUMP_WAIT, HEAD_LINES, LINE_LIMIT, POLL_INTERVAL, TAIL_LINES, Verdict
+from .discovery import Package
+from .platform import (
+    NOW,
+    kill_leftovers,
+    kill_tree,
+    own_process_group,
+    process_handle,
+    scripts_dir,
+    show_stacks,
+    user_suffix,
+)
+from .runners import Runner, RunStart, activated_path, pytest_style
+from .warm_client import Launcher, WarmProcess
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One package's verdict.  ``output`` is what the terminal shows of the run: all of it, or
+    its head when ``omitted`` lines follow, then ``tail``; ``saved`` holds the whole output of a
+    run that did not pass; ``hint`` is how to install what a run that could not run needs."""
+
+    package: Package
+    verdict: Verdict
+    seconds: float
+    output: str
+    note: str = ""
+    warm: bool = False  # forked from the warm interpreter
+    tail: str = ""
+    omitted: int = 0
+    saved: str = ""
+    hint: str = ""
+    forked_failed: bool = False  # a forked run failed, so this cold one ran to confirm it
+
+    @property
+    def failed(self) -> bool:
+        """FAILED: not ok, not "no tests", and not "could not run" (not the code's fault)."""
+        return self.verdict is Verdict.FAILED
+
+    @property
+    def failed_only_forked(self) -> bool:
+        """Failed forked from a warm interpreter, passed cold: the package is to run cold."""
+        return self.forked_failed and not self.failed
+
+
+MISSING_MODULE = re.compile(r"(?:ModuleNotFoundError|ImportError): No module named '([\w.]+)'")
+
+
+TESTS_FAILED = re.compile(r"\bfailures=\d|\b\d+ failed\b")  # nose/unittest, pytest
+
+
+NOSE_FIXTURES = re.compile(r"doesn't support pytest fixtures")
+
+
+SKIPPED = re.compile(r"^OK \(.*\bSKIP=\d")
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a run printed, read once from its file: only the head and tail are kept, and the
+    few facts the verdict needs, so that no output of any size is held in memory."""
+
+    head: str
+    tail: str
+    omitted: int
+    missing: tuple[str, ...] = ()
+    tests_failed: bool = False
+    fixtures_skipped: bool = False
+    skipped: bool = False
+
+    @property
+    def excerpt(self) -> str:
+        return self.head + self.tail
+
+
+def read_output(out: IO[bytes]) -> Output:
+    """The head and the tail of a run's output file, and what it says, read line by line."""
+    import collections
+
+    out.seek(0)
+    head: list[str] = []
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    count = 0
+    missing: dict[str, None] = {}
+    found = {"failed": False, "fixtures": False, "skipped": False}
+    for raw in iter(lambda: out.readline(LINE_LIMIT), b""):
+        line = raw.decode("utf-8", "replace")
+        count += 1
+        if count <= HEAD_LINES:
+            head.append(line)
+        else:
+            tail.append(line)
+        if "No module named" in line and (match := MISSING_MODULE.search(line)):
+            missing[match.group(1)] = None
+        found["failed"] = found["failed"] or bool(TESTS_FAILED.search(line))
+        found["fixtures"] = found["fixtures"] or bool(NOSE_FIXTURES.search(line))
+        found["skipped"] = found["skipped"] or bool(SKIPPED.match(line))
+    omitted = max(0, count - HEAD_LINES - TAIL_LINES)
+    return Output(
+        "".join(head), "".join(tail), omitted, tuple(missing),
+        found["failed"], found["fixtures"], found["skipped"],
+    )  # fmt: skip
+
+
+def output_dir(root: Path) -> Path:
+    """Where the whole output of failing runs is kept: outside the repository, one directory
+    per repository and user."""
+    import hashlib
+
+    digest = hashlib.sha1(str(root).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    name = f"autotest-output{user_suffix()}"
+    return Path(tempfile.gettempdir()) / name / f"{root.name}-{digest}"
+
+
+def save_output(out: IO[bytes], path: Path | None) -> str:
+    """Copy the run's output file to ``path``; the path, or empty when it cannot be written."""
+    if path is None:
+        return ""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        out.seek(0)
+        with open(path, "wb") as f:
+            shutil.copyfileobj(out, f)
+    except OSError:
+        return ""
+    return str(path)
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What tells a module that cannot be had here from one the code broke: ``missing`` gives
+    the first of the modules a failing run could not import that is neither installed for the
+    package's interpreter nor provided by a package of the repository; ``hint`` the package's
+    way to install its test dependencies (read from its files only when a run needs it)."""
+
+    missing: Callable[[Sequence[str]], str | None]
+    hint: Callable[[], str] = lambda: ""
+
+
+def pycache_dir() -> str:
+    """One bytecode cache for every repository (the prefix mirrors absolute paths), per user."""
+    return os.path.join(tempfile.gettempdir(), f"autotest-pycache{user_suffix()}")
+
+
+def run_environment(runner: Runner, pycache: str, python: str = sys.executable) -> dict[str, str]:
+    """The test process's environment: ``python``'s environment as if activated (its scripts
+    first on PATH, so ``python``, ``pytest`` or any console script in a command resolve there),
+    the runner's defaults, and bytecode in a cache outside the tree (so runs write nothing
+    that could look like a change)."""
+    env = dict(os.environ)
+    env["PATH"] = activated_path(python)
+    prefix = os.path.dirname(scripts_dir(python))
+    if os.path.isfile(os.path.join(prefix, "pyvenv.cfg")):
+        env["VIRTUAL_ENV"] = prefix
+        env.pop("PYTHONHOME", None)
+    for name, value in runner.env:
+        env.setdefault(name, value)
+    if not env.get("PYTHONDONTWRITEBYTECODE"):
+        env.setdefault("PYTHONPYCACHEPREFIX", pycache)
+    return env
+
+
+def forget_bytecode(paths: Iterable[str], prefix: str | None) -> None:
+    """Delete the cached bytecode of changed sources.  Python trusts a cache whose recorded
+    mtime (whole seconds) and size match, so a second save of the same size within a second
+    would otherwise run the old code."""
+    tag = sys.implementation.cache_tag
+    for path in paths:
+        if not path.endswith(".py") or tag is None:
+            continue
+        folder, name = os.path.split(path)
+        stem = name[:-3]
+        places = [os.path.join(folder, "__pycache__")]
+        if prefix:
+            places.append(os.path.join(prefix, os.path.splitdrive(folder)[1].lstrip(os.sep)))
+        for place in places:
+            for suffix in (".pyc", ".opt-1.pyc", ".opt-2.pyc"):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(place, f"{stem}.{tag}{suffix}"))
+
+
+class Run:
+    """One package's test process.  Output goes to an anonymous file, not a pipe, so a run that
+    prints megabytes can never block, and stdout and stderr stay interleaved in order; only its
+    head and tail are read back, and the whole of a failing run's is copied to ``saved``.
+
+    With ``confirm``, a forked run that fails, forked from a warm interpreter that had imported
+    modules ahead, is run again cold, and the cold run's is the verdict: a module imported
+    ahead that a test expects not to be imported yet must never show as a failure."""
+
+    def __init__(
+        self, start: RunStart, timeout: float | None, launcher: Launcher | None = None,
+        saved: Path | None = None, needs: Needs | None = None, confirm: bool = False,
+    ) -> None:  # fmt: skip
+        self.start = start
+        self.package = start.package
+        self.command = start.argv
+        self.runner = start.runner
+        self.timeout = timeout
+        self.saved = saved
+        self.needs = needs
+        self.confirm = confirm
+        self.forked_failed = False
+        self.out: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _result)
+        self.started = time.monotonic()
+        self.proc: subprocess.Popen[bytes] | WarmProcess | None = None
+        self.handle: int | None = None  # a cold process's pidfd, where there are pidfds
+        self.error = ""
+        try:
+            if launcher is not None:
+                self.proc = launcher.launch(start, self.out)
+            if self.proc is None:
+                self._start_cold()
+        except OSError as exc:
+            self._cannot_start(exc)
+
+    def _cannot_start(self, exc: OSError) -> None:
+        self.proc = None
+        self.error = f"autotest: cannot start {self.command[0]}: {exc.strerror or exc}\n"
+
+    def _start_cold(self) -> None:
+        self.proc = subprocess.Popen(
+            self.command, cwd=self.package.path, env=dict(self.start.env), stdin=subprocess.DEVNULL,
+            stdout=self.out, stderr=subprocess.STDOUT, **own_process_group(),
+        )  # fmt: skip
+        self.handle = process_handle(self.proc.pid)
+
+    def _again_cold(self) -> bool:
+        """Whether a forked run that failed was started again cold, to confirm it (once)."""
+        if not self.confirm or not isinstance(self.proc, WarmProcess) or not self.proc.preloaded:
+            return False
+        self.confirm, self.forked_failed = False, True
+        self.out.seek(0)
+        self.out.truncate()
+        self.started = time.monotonic()
+        try:
+            self._start_cold()
+        except OSError as exc:
+            self._cannot_start(exc)
+        return True
+
+    def wait_handle(self) -> int | None:
+        """What a cycle can wait on until this run may have ended: a descriptor that becomes
+        readable then, ``NOW`` when there is no need to wait, or None when it must be polled."""
+        if self.proc is None:
+            return NOW
+        if isinstance(self.proc, WarmProcess):
+            return self.proc.wait_handle()
+        return self.handle
+
+    def poll(self) -> RunResult | None:
+        """The result once the process has ended (or was killed for its timeout), else None."""
+        if self.proc is None:
+            self._append(self.error)
+            return self._result(Verdict.FAILED)
+        code = self.proc.poll()
+        if code is None:
+            if self.timeout is not None and time.monotonic() - self.started > self.timeout:
+                self._show_where_it_hangs()
+                self.kill()
+                self._append(f"\nautotest: timed out after {self.timeout:g}s; killed\n")
+                return self._result(Verdict.FAILED, "timed out")
+            return None
+        kill_leftovers(self.proc.pid)
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+            self._append(f"\nautotest: killed by {name}\n")
+            return self._result(Verdict.FAILED, name)
+        output = read_output(self.out)
+        verdict = self.runner.verdict(code, output.excerpt)
+        if verdict is Verdict.FAILED and self._again_cold():
+            return None
+        if verdict is Verdict.FAILED and not output.tests_failed and self.needs is not None:
+            needed = self.needs.missing(output.missing) if output.missing else None
+            if needed:
+                return self._result(Verdict.COULD_NOT_RUN, f"needs {needed}", output)
+        if verdict is not Verdict.FAILED and self._skipped_pytest_tests(output):
+            self._append(NOSE_CANNOT_RUN.format(rel=self.package.rel))
+            return self._result(Verdict.FAILED, "pytest-style tests")
+        note = "" if code in (0, 1) or verdict is not Verdict.FAILED else f"exit {code}"
+        return self._result(verdict, note, output)
+
+    def _append(self, text: str) -> None:
+        """autotest's own word at the end of the run's output."""
+        self.out.seek(0, os.SEEK_END)
+        self.out.write(text.encode())
+        self.out.flush()
+
+    def _show_where_it_hangs(self) -> None:
+        """A Python run prints its stacks (see ``show_stacks``) before it is killed."""
+        if self.proc is None or self.runner.module is None:
+            return
+        show_stacks(self.proc.pid)
+        deadline = time.monotonic() + DUMP_WAIT
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL)
+
+    def _skipped_pytest_tests(self, output: Output) -> bool:
+        """nose skips tests that take pytest fixtures and still exits 0: it says so only when
+        verbose, so a quiet run's skips are checked against the package's tests."""
+        if self.runner.name != "nose":
+            return False
+        return output.fixtures_skipped or (output.skipped and bool(pytest_style(self.package)))
+
+    def _result(self, verdict: Verdict, note: str = "", output: Output | None = None) -> RunResult:
+        if output is None:
+            output = read_output(self.out)
+        failed = verdict in (Verdict.FAILED, Verdict.COULD_NOT_RUN)
+        saved = save_output(self.out, self.saved) if failed else ""
+        self.out.close()
+        self._close_handle()
+        seconds = time.monotonic() - self.started
+        warm = isinstance(self.proc, WarmProcess)
+        hint = self.needs.hint() if self.needs and verdict is Verdict.COULD_NOT_RUN else ""
+        return RunResult(
+            self.package, verdict, seconds, output.head, note, warm,
+            output.tail, output.omitted, saved, hint, self.forked_failed,
+        )  # fmt: skip
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            kill_tree(self.proc.pid)
+            with contextlib.suppress(Exception):
+                self.proc.wait()
+        self._close_handle()
+
+    def _close_handle(self) -> None:
+        if self.handle is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.handle)
+            self.handle = None
+
+
+class Unrunnable:
+    """A package whose own interpreter lacks its runner: it could not run, and says how to
+    install what it needs, without a process."""
+
+    def __init__(self, package: Package, runner: Runner, fix: str) -> None:
+        self.package = package
+        self.runner = runner
+        self.fix = fix
+
+    def poll(self) -> RunResult:
+        needs = f"needs {self.runner.install or self.runner.name}"
+        return RunResult(self.package, Verdict.COULD_NOT_RUN, 0.0, "", needs, hint=self.fix)
+
+    def wait_handle(self) -> int:
+        return NOW
+
+    def kill(self) -> None:
+        pass
+
+
+NOSE_CANNOT_RUN = (
+    "\nautotest: nose skipped tests of {rel} that take pytest fixtures, and cannot run them; "
+    "run it with pytest: --runner auto (the default) or pytest, or "
+    'runners = {{ "{rel}" = "pytest" }} in [tool.autotest]\n'
+)

@@ -1,0 +1,671 @@
+"""The wiring: the package set kept in step with the tree, each package's runner choice, one
+cycle's runs, and the Session, whose main loop is the only place tests run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import fnmatch
+import os
+import sys
+import time
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .basics import QuitRequested, UsageError, changed_since_ref
+from .ci import CiJob, Command, own_outputs, plan_json
+from .cycle import CycleOutcome, Startable, run_cycle, wait_for_runs
+from .discovery import PACKAGE_MARKERS, Package, discover, owner_of
+from .graph import DependencyGraph, dependency_graph
+from .handoff import ChangeSet
+from .ignore import IgnoreRules, glob_matches
+from .imports import KEEP_SCAN_FROM, ImportScan, provided_modules, scan_cache_file
+from .intake import Ask, Intake, Request
+from .loop_guard import LoopGuard
+from .metadata import is_metadata_file, normalize_name, read_metadata, toml_reader_missing
+from .options import Options, parse_options
+from .order import Step, cycle_order
+from .platform import KeyReader, Signals, can_notify
+from .report import Progress, Reporter, describe_changes, shown
+from .run import (
+    Needs,
+    Run,
+    RunResult,
+    Unrunnable,
+    forget_bytecode,
+    output_dir,
+    pycache_dir,
+    run_environment,
+)
+from .runners import (
+    BUILTIN_RUNNERS,
+    PACKAGE_ENV,
+    Choice,
+    Runner,
+    RunStart,
+    check_choices,
+    choose,
+    install_test_deps_command,
+    module_installed,
+    stale_choices,
+)
+from .warm_policy import WarmPolicy, WarmPool
+from .watching import WATCHDOG_ERROR, Watcher
+
+
+class PackageSet:
+    """The packages as the tree has them now, those chosen to run, and their graph, kept in
+    step with changes."""
+
+    def __init__(
+        self,
+        root: Path,
+        reporter: Reporter,
+        rules: IgnoreRules | None = None,
+        chosen: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+    ) -> None:
+        self.root = root
+        self.reporter = reporter
+        self.rules = rules or IgnoreRules(root)
+        self.chosen = tuple(chosen)
+        self.exclude = tuple(exclude)
+        self.cwd = Path.cwd()
+        self.all: list[Package] = []
+        self.packages: list[Package] = []
+        self.left_out: tuple[tuple[str, str], ...] = ()
+        self.dropped: set[str] = set()  # directories skipped as unreadable
+        self.graph = DependencyGraph({})
+        self.scan = ImportScan()
+        self.scan.load(scan_cache_file(root))
+        self.refresh()
+        unmatched = [c for c in self.chosen if not self.matching(c)]
+        if unmatched and self.all:
+            raise UsageError(self.names_no_package(unmatched[0]))
+
+    def refresh(self, metadata_changed: bool = True) -> None:
+        """Rediscover the packages; read the graph again when they or their metadata changed."""
+        self.rules.refresh_git_dirs()
+        found = discover(self.root, self.rules.excludes_dir)
+        for path in found.unreadable:
+            self.reporter.unreadable(path)
+        self.dropped = set(found.unreadable)
+        packages = list(found.packages)
+        self.left_out = found.left_out
+        if packages == self.all and not metadata_changed:
+            return
+        if self.all and packages != self.all:
+            self.reporter.packages_changed(
+                (p.rel for p in set(packages) - set(self.all)),
+                (p.rel for p in set(self.all) - set(packages)),
+            )
+        self.all = packages
+        self.read_graph()
+
+    def save(self) -> None:
+        """Keep the import scan for the next start, in a tree big enough for it to matter."""
+        if len(self.scan.looked_up) >= KEEP_SCAN_FROM:
+            self.scan.save(scan_cache_file(self.root))
+
+    def read_graph(self) -> None:
+        """Read the graph; a package that can no longer be read is dropped, with a notice (it
+        comes back when a change below it finds it readable again)."""
+        while True:
+            try:
+                self.graph = dependency_graph(self.all, self.root, self.scan)
+                break
+            except OSError as exc:
+                owner = owner_of(os.fsdecode(exc.filename or ""), self.all)
+                if owner is None:
+                    raise
+                self.reporter.unreadable(str(owner.path))
+                self.dropped.add(str(owner.path))
+                self.all = [p for p in self.all if p != owner]
+        for path, why in self.graph.unreadable:
+            self.reporter.cannot_parse(path, why)
+        chosen = {p for c in self.chosen for p in self.matching(c)} if self.chosen else set()
+        self.packages = [
+            p
+            for p in self.all
+            if (not self.chosen or p in chosen)
+            and not any(glob_matches(p.rel, g) for g in self.exclude)
+        ]
+        self.reporter.width = max((len(shown(p.rel)) for p in self.packages), default=0)
+
+    def follow(self, paths: Iterable[str]) -> None:
+        """Rediscover packages when directories or metadata came or went; read the graph
+        again when code changed (only the changed files are read again)."""
+        paths = list(paths)
+        self.scan.forget(paths)
+        metadata = any(is_metadata_file(p) for p in paths)
+        code = any(p.endswith(".py") and owner_of(p, self.all) for p in paths)
+        dropped = any(p.startswith(d + os.sep) for p in paths for d in self.dropped)
+        if metadata or dropped or any(not os.path.isfile(p) for p in paths):
+            self.refresh(metadata or code or dropped)
+        elif code:
+            self.read_graph()
+
+    def matching(self, chosen: str) -> list[Package]:
+        """The packages an argument names: a directory (the packages in it, or the one holding
+        it) or a file (the package holding it), from the current directory or the root, else a
+        glob over their paths from the root or their distribution names."""
+        for base in (self.cwd, self.root):
+            path = os.path.realpath(base / chosen)
+            if os.path.exists(path):
+                inside = [p for p in self.all if owner_of(str(p.path), [Package(Path(path), "")])]
+                holder = owner_of(path, self.all)
+                return inside or ([holder] if holder else [])
+        pattern = chosen.strip("/")
+        return [
+            p
+            for p in self.all
+            if fnmatch.fnmatchcase(p.rel, pattern)
+            or fnmatch.fnmatchcase(self.graph.names.get(p, ""), normalize_name(pattern))
+        ]
+
+    def names_no_package(self, chosen: str) -> str:
+        close = difflib.get_close_matches(chosen.strip("/"), [p.rel for p in self.all], 3, 0.75)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        return f"{chosen!r} names no package under {self.root}{hint}"
+
+    def owner_dir(self, path: str) -> str | None:
+        owner = owner_of(path, self.packages)
+        return None if owner is None else str(owner.path)
+
+    def owners(self, changed: Mapping[str, float]) -> dict[Package, float]:
+        """The packages holding the changed paths, each with its latest change (chosen or not:
+        their dependents are)."""
+        owners: dict[Package, float] = {}
+        for path, at in changed.items():
+            owner = owner_of(path, self.all)
+            if owner is not None:
+                owners[owner] = max(at, owners.get(owner, at))
+        return owners
+
+
+def path_named(arg: str, root: Path, packages: Sequence[Package]) -> str | None:
+    """A path given on the command line, in some package: relative to the current directory
+    or to the root (as git names them), an existing file winning over a path that is not there."""
+    candidates = [Path(arg)] if os.path.isabs(arg) else [Path.cwd() / arg, root / arg]
+    owned = [
+        path
+        for candidate in candidates
+        for path in dict.fromkeys((os.path.abspath(candidate), os.path.realpath(candidate)))
+        if owner_of(path, packages) is not None
+    ]
+    existing = [p for p in owned if os.path.lexists(p)]
+    return (existing or owned)[0] if owned else None
+
+
+def no_packages(root: Path) -> UsageError:
+    return UsageError(
+        f"no packages under {shown(str(root))} (a package is a directory holding "
+        f"{', '.join(PACKAGE_MARKERS[:-1])} or {PACKAGE_MARKERS[-1]}); pass --root DIR"
+    )
+
+
+def announce_settings(options: Options, reporter: Reporter) -> None:
+    """Before anything runs: a runner from the repository's config is named, and a
+    notification that cannot be sent is said once."""
+    if options.runner_from:
+        reporter.runner_from_config(options.runner, options.runner_from)
+    if options.runners_from:
+        for glob, spec in options.runners:
+            if spec not in BUILTIN_RUNNERS:
+                reporter.runner_from_config(f"{glob} = {spec}", options.runners_from)
+    if options.notify and not can_notify():
+        reporter.cannot_notify()
+
+
+def changes_given(options: Options, tree: PackageSet, reporter: Reporter) -> dict[str, float]:
+    """What the command line says changed: ``--changed`` paths first, the first one first,
+    then what changed ``--since`` a commit, the most recently modified first.  A path in no
+    package is named, except under ``--affected``, where it is simply no change."""
+    changed: dict[str, float] = {}
+    now = time.monotonic()
+    for index, arg in enumerate(options.changed):
+        path = path_named(arg, options.root, tree.all)
+        if path is None:
+            if not options.affected:
+                reporter.not_in_package(arg)
+        else:
+            changed.setdefault(path, now - index * 1e-6)
+    if options.since is not None:
+        since = [p for p in changed_since_ref(options.root, options.since) if p not in changed]
+        since = [p for p in since if owner_of(p, tree.all)]
+        since.sort(key=lambda p: -os.stat(p).st_mtime if os.path.exists(p) else 0.0)
+        for index, path in enumerate(since):
+            changed[path] = now - 1.0 - index * 1e-6
+    return changed
+
+
+class RunnerChoices:
+    """Which runner and interpreter each package gets, and what follows for its runs: the
+    command, the packages that cannot run here, the modules the repository provides."""
+
+    def __init__(self, options: Options, tree: PackageSet) -> None:
+        self.options = options
+        self.tree = tree
+        self.by_package: dict[Package, Choice] = {}
+        self.unrunnable: dict[Package, str] = {}
+        self.provided: set[str] | None = None
+        self.choose(None, strict=True)
+
+    def __getitem__(self, package: Package) -> Choice:
+        return self.by_package[package]
+
+    def choose(self, changed: Iterable[str] | None, strict: bool = False) -> None:
+        """Every package's choice, read again only where ``changed`` paths may have changed
+        it (all of them when ``changed`` is None); then which of those cannot run here (at
+        start, ``strict``: a runner missing for autotest's own interpreter is an error), which
+        asks a package's own interpreter in a subprocess.  A plan runs nothing, so its machine
+        needs no runner."""
+        options, packages = self.options, self.tree.packages
+        stale = packages if changed is None else stale_choices(packages, self.by_package, changed)
+        fresh = choose(stale, options.root, options.runner, options.runners, options.venvs)
+        kept = {p: c for p, c in self.by_package.items() if p not in fresh}
+        self.by_package = {p: fresh.get(p) or kept[p] for p in packages}
+        if not options.plan:  # only the choices made again are checked again
+            still = {p: fix for p, fix in self.unrunnable.items() if p in kept}
+            self.unrunnable = {**still, **check_choices(fresh, strict)}
+        self.provided = None
+
+    def run_start(self, package: Package, extra: Sequence[str] = ()) -> RunStart:
+        """The one answer to how a package's tests run: what --plan shows, and what runs
+        (with ``extra`` arguments after the runner arguments: JUnit's)."""
+        choice = self.by_package[package]
+        args = (*self.options.runner_args, *extra)
+        env = {
+            **run_environment(choice.runner, pycache_dir(), choice.python),
+            PACKAGE_ENV: str(package.path),
+        }
+        return RunStart(package, choice.runner, choice.python, args, env)
+
+    def command_for(self, package: Package) -> Command:
+        """What --plan shows of a package's run."""
+        start = self.run_start(package)
+        interpreter = start.python if start.runner.module else None
+        return Command(start.runner.name, interpreter, tuple(start.argv))
+
+    def unavailable(self, modules: Sequence[str], python: str) -> str | None:
+        """The first module a run missed that cannot be had here: not installed for its
+        interpreter and provided by no package of the repository.  None when any of them is
+        the repository's own (a sibling that no longer provides it is a plain failure)."""
+        if self.provided is None:
+            packages = self.tree.packages
+            self.provided = {m for p in packages for m in provided_modules(p)}
+            self.provided |= {read_metadata(p).name.replace("-", "_") for p in packages}
+        for module in modules:
+            if any(
+                module == p or module.startswith(p + ".") or p.startswith(module + ".")
+                for p in self.provided
+            ):
+                return None
+        return next((m for m in modules if not module_installed(python, m)), None)
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """What the options say of every run in a cycle."""
+
+    jobs: int
+    restart: bool
+    keep_going: bool
+    timeout: float | None
+
+
+class CycleRuns:
+    """The runs of one cycle: started (cold, forked or not at all), waited on with the status
+    line, recorded, and killed if the cycle ends first.  The session decides what a cycle
+    holds and hands over, per cycle, what changes between cycles (the warm policy is replaced
+    when watching starts; the failed packages change with every cycle)."""
+
+    def __init__(
+        self, choices: RunnerChoices, guard: LoopGuard, ci: CiJob, reporter: Reporter,
+        signals: Signals, limits: RunLimits, saved_dir: Path,
+    ) -> None:  # fmt: skip
+        self.choices = choices
+        self.guard = guard
+        self.ci = ci
+        self.reporter = reporter
+        self.signals = signals
+        self.limits = limits
+        self.saved_dir = saved_dir
+        self.progress = Progress()
+        self.live: list[Run] = []  # this cycle's runs: none may outlive autotest
+        self.warm_policy = WarmPolicy()
+        self.failed: Collection[Package] = ()
+
+    def run(
+        self, steps: Sequence[Step], warm: WarmPolicy, failed: Collection[Package],
+        changed_meanwhile: Callable[[], bool], packages: Sequence[Package],
+    ) -> CycleOutcome:  # fmt: skip
+        """Run ``steps``, forked as ``warm`` decides; a new failure of a package not in
+        ``failed`` is confirmed cold.  ``changed_meanwhile`` may cut the cycle short."""
+        self.warm_policy, self.failed = warm, failed
+        self.ci.cycle_started()
+        self.progress.cycle(steps)
+        self.guard.cycle_started(time.monotonic())
+        limits = self.limits
+        try:
+            outcome = run_cycle(
+                steps, self.start_run, limits.jobs, changed_meanwhile, limits.restart,
+                self.record, keep_going=limits.keep_going, wait=self.pause,
+            )  # fmt: skip
+        finally:
+            self.end_runs()
+            self.guard.cycle_ended(time.monotonic())
+        self.ci.cycle_ended(outcome, (p.rel for p in packages))
+        return outcome
+
+    def start_run(self, package: Package) -> Run | Unrunnable:
+        """Start a run.  Between a cold process's start and its record, a signal waits: no
+        run can be left behind (a forked one the warm interpreter kills itself)."""
+        self.guard.run_started(str(package.path))
+        choices = self.choices
+        choice = choices[package]
+        if package in choices.unrunnable:
+            return Unrunnable(package, choice.runner, choices.unrunnable[package])
+        start = choices.run_start(package, self.ci.run_args(choice.runner.name, package))
+        saved = self.saved_dir / (package.rel.replace("/", "__") + ".log")
+        needs = Needs(
+            lambda modules: choices.unavailable(modules, choice.python),
+            lambda: install_test_deps_command(package, choice.python),
+        )
+        launcher = self.warm_policy.forking_launcher(package)
+        if launcher is not None:
+            launcher.wait_ready(choice.runner, choice.python)
+        confirm = package not in self.failed  # a new failure, if forked, is confirmed cold
+        with self.signals.deferred():
+            run = Run(start, self.limits.timeout, launcher, saved, needs, confirm)
+            self.live.append(run)
+        self.progress.started(package)
+        return run
+
+    def record(self, result: RunResult) -> None:
+        self.guard.run_ended(str(result.package.path))
+        self.progress.ended(result.package)
+        self.reporter.verdict(result)
+        if result.failed_only_forked:
+            self.reporter.forked_run_differed(result.package.rel)
+        self.warm_policy.record(result)
+        self.ci.recorded(result)
+
+    def pause(self, runs: Iterable[Startable], seconds: float) -> None:
+        """While packages run: the status line, then a wait on the runs (run_cycle wakes at
+        least every CYCLE_WAKE, well within the status line's second)."""
+        self.reporter.running(self.progress.running())
+        wait_for_runs(runs, seconds)
+
+    def end_runs(self) -> None:
+        """Kill what is still running of this cycle's runs (those run_cycle has not seen)."""
+        for run in self.live:
+            if run.proc is not None and run.proc.poll() is None:
+                run.kill()
+        self.live.clear()
+        with contextlib.suppress(OSError, ValueError):  # the terminal may have hung up
+            self.reporter.erase_status()
+
+
+def started_watcher(
+    rules: IgnoreRules, changes: ChangeSet, poll: bool, reporter: Reporter
+) -> tuple[Watcher, str]:
+    """A watcher at work, and how it watches; watchdog's thread asks its own copy of the
+    rules."""
+    if WATCHDOG_ERROR:
+        raise UsageError(
+            f"watchdog is not installed ({WATCHDOG_ERROR}); "
+            f"install it: {sys.executable} -m pip install watchdog"
+        )
+    watcher = Watcher(rules.for_another_thread(), changes, poll, reporter)
+    try:
+        return watcher, watcher.start()
+    except OSError as exc:
+        raise UsageError(f"cannot watch {rules.root}: {exc.strerror or exc}") from None
+
+
+class Session:
+    """The main loop, and the only place tests run: fed by the Intake, it orders each cycle,
+    runs it and reports it."""
+
+    def __init__(
+        self, options: Options, reporter: Reporter, signals: Signals | None = None
+    ) -> None:
+        self.options = options
+        self.root = options.root
+        self.reporter = reporter
+        self.signals = signals or Signals()
+        announce_settings(options, reporter)
+        written = own_outputs(self.root, (options.junit_xml, options.durations))
+        self.rules = IgnoreRules(self.root, (*options.ignore, *written))
+        self.tree = PackageSet(self.root, reporter, self.rules, options.packages, options.exclude)
+        if not self.tree.all:
+            raise no_packages(self.root)
+        if not self.tree.packages:
+            raise UsageError(f"--exclude leaves no package of {len(self.tree.all)} to test")
+        self.choices = RunnerChoices(options, self.tree)
+        self.first_changes = changes_given(options, self.tree, reporter)
+        self.env = run_environment(Runner("none", ()), pycache_dir())
+        self.changes = ChangeSet()
+        self.guard = LoopGuard(self.tree.owner_dir)
+        judged = reporter.judged_during_runs if options.explain else None
+        self.intake = Intake(
+            self.changes, self.rules, self.guard, options.debounce, reporter.echoes, judged
+        )
+        self.warm_policy = WarmPolicy()
+        self.pool: WarmPool | None = None
+        self.failed: set[Package] = set()
+        self.unfinished: set[Package] = set()  # not run yet by a cycle cut short for changes
+        self.last_passed = True
+        self.last_status = 0
+        report = None if options.plan else options.junit_xml
+        self.ci = CiJob(self.root, options.affected, options.shard, options.durations, report,
+                        reporter.cannot_write)  # fmt: skip
+        limits = RunLimits(options.jobs, options.restart, options.keep_going, options.timeout)
+        self.runs = CycleRuns(self.choices, self.guard, self.ci, reporter, self.signals, limits,
+                              output_dir(self.root))  # fmt: skip
+
+    @property
+    def packages(self) -> list[Package]:
+        return self.tree.packages
+
+    def cycle(self, changed: Mapping[str, float], only: set[Package] | None = None) -> CycleOutcome:
+        graph = self.tree.graph
+        owners = self.tree.owners(changed)
+        steps = cycle_order(self.packages, owners, self.failed, graph.uses, graph.labels)
+        if only is not None:
+            steps = [s for s in steps if s.package in only]
+        self.choices.choose(list(changed) if changed else None)
+        if self.options.explain:
+            self.reporter.explain(steps)
+            self.reporter.explain_choices({s.package: self.choices[s.package] for s in steps})
+        if self.pool is not None and self.warm_policy.launcher is not None:  # warms up meanwhile
+            chosen = [self.choices[s.package] for s in steps]
+            changed_first = [self.choices[p].python for p in owners]
+            self.pool.prepare([(c.runner, c.python) for c in chosen], changed_first)
+            if self.options.explain:
+                self.reporter.preloads(self.pool.preloads())
+        meanwhile = (lambda: False) if self.options.once else self.intake.changed_meanwhile
+        outcome = self.runs.run(steps, self.warm_policy, self.failed, meanwhile, self.packages)
+        self.failed.difference_update(r.package for r in outcome.results)
+        self.failed.update(r.package for r in outcome.failures)
+        self.unfinished = (
+            (self.unfinished | {s.package for s in steps}) - {r.package for r in outcome.results}
+            if outcome.interrupted
+            else set()
+        )
+        self.reporter.summary(outcome)
+        if not outcome.interrupted:
+            self.after_cycle(outcome)
+        self.warm_policy.cycle_done()
+        judged = self.warm_policy.judge(len(self.packages))
+        if judged is not None:
+            self.reporter.warm_judged(*judged)
+        return outcome
+
+    def begin(self) -> None:
+        if self.options.clear:
+            self.reporter.clear()
+
+    def after_cycle(self, outcome: CycleOutcome) -> None:
+        options = self.options
+        self.reporter.alert(outcome, options.bell, options.notify, not self.last_passed)
+        self.last_passed = outcome.passed
+        self.last_status = 0 if outcome.all_ran else 1  # what --once would have exited
+
+    def run_all(self) -> CycleOutcome:
+        self.begin()
+        self.reporter.testing_all(len(self.packages))
+        return self.cycle({})
+
+    def run_failed(self) -> CycleOutcome:
+        if not self.failed:
+            self.reporter.no_failed()
+            return CycleOutcome([])
+        self.begin()
+        self.reporter.testing_failed(len(self.failed))
+        return self.cycle({}, only=set(self.failed))
+
+    def run_unfinished(self) -> CycleOutcome:
+        """What a cycle cut short for a change that came to nothing (a scratch file) left."""
+        only = self.unfinished & set(self.packages)
+        if not only:
+            self.unfinished = set()
+            return CycleOutcome([])
+        self.begin()
+        self.reporter.resuming(len(only))
+        return self.cycle({}, only=only)
+
+    def run_changes(self, changed: Mapping[str, float], known: Sequence[Package]) -> CycleOutcome:
+        """A cycle for changed paths, named against ``known`` packages (those before and after
+        the change, so a removed package still counts as one)."""
+        self.begin()
+        self.reporter.header(describe_changes(changed, self.root, known))
+        return self.cycle(changed)
+
+    def first_cycle(self) -> CycleOutcome:
+        """The first cycle, then the import scan kept for the next start (not before: the
+        first test should start as early as it can)."""
+        changed = self.first_changes
+        outcome = self.run_changes(changed, self.tree.all) if changed else self.run_all()
+        self.tree.save()
+        return outcome
+
+    def tell_packages(self) -> None:
+        if self.options.explain:
+            self.reporter.not_packages(self.tree.left_out)
+
+    def once(self) -> int:
+        self.reporter.testing_packages(len(self.packages), len(self.tree.all))
+        self.tell_packages()
+        return 0 if self.first_cycle().all_ran else 1
+
+    def watch(self, interactive: bool) -> int:
+        watcher, how = started_watcher(self.rules, self.changes, self.options.poll, self.reporter)
+        self.reporter.watching(len(self.packages), how)
+        self.tell_packages()
+        folders = [str(self.root), *(str(p.path) for p in self.packages)]
+        unapplied = self.rules.unapplied_gitignore(folders)
+        if unapplied is not None:
+            self.reporter.gitignore_not_applied(unapplied)
+        if self.options.warm:
+            with self.signals.deferred():
+                self.pool = WarmPool(self.env, self.root)
+                self.warm_policy = WarmPolicy(self.pool)
+        try:
+            with KeyReader(self.changes.press) if interactive else contextlib.nullcontext():
+                outcome = self.first_cycle()
+                while True:
+                    if interactive and not outcome.interrupted:
+                        self.reporter.menu()
+                    request = self.intake.next_request(resume=bool(self.unfinished))
+                    if request.kind is Ask.QUIT:
+                        break
+                    outcome = self.respond(request)
+        except QuitRequested:
+            pass  # q during a run: run_cycle has killed the runs on the way out
+        finally:
+            watcher.stop()
+        return self.last_status
+
+    def respond(self, request: Request) -> CycleOutcome:
+        if request.kind is Ask.ALL:
+            return self.run_all()
+        if request.kind is Ask.FAILED:
+            return self.run_failed()
+        if request.kind is Ask.RESUME:
+            return self.run_unfinished()
+        batch = request.paths
+        if not self.root.is_dir():
+            raise UsageError(f"the root {shown(str(self.root))} is gone; stopping")
+        looping = self.guard.observe(batch)
+        if looping:
+            self.reporter.loop_found(looping)
+        before = self.packages
+        self.tree.follow(batch)
+        self.failed &= set(self.packages)
+        self.warm_policy.code_changed(self.tree.owners(batch))
+        forget_bytecode(batch, self.env.get("PYTHONPYCACHEPREFIX"))
+        return self.run_changes(batch, list({*before, *self.packages}))
+
+    def close(self) -> None:
+        """Kill whatever still runs; safe to call again (a signal may cut a first call short)."""
+        self.runs.end_runs()
+        self.warm_policy.close()
+        self.ci.close()
+        self.tree.save()
+
+
+class CiSession(Session):
+    """One CI job: a single cycle narrowed by --affected and --shard, or only its plan."""
+
+    def first_cycle(self) -> CycleOutcome:
+        changed = self.first_changes
+        steps, pool = self.narrowed_steps(changed)
+        self.begin()
+        said = len(self.options.changed) + (self.options.since is not None)
+        self.reporter.narrowed(len(steps), pool, len(self.packages), self.ci, said)
+        return self.cycle(changed, only={s.package for s in steps}) if steps else CycleOutcome([])
+
+    def once(self) -> int:
+        """One CI job; its first line names the root (see ``Reporter.narrowed``)."""
+        self.tell_packages()
+        return 0 if self.first_cycle().all_ran else 1
+
+    def narrowed_steps(self, changed: Mapping[str, float]) -> tuple[list[Step], int]:
+        return self.ci.steps(self.packages, self.tree.owners(changed), self.failed, self.tree.graph)
+
+    def plan(self) -> int:
+        """Print the cycle as JSON and run nothing."""
+        steps, _ = self.narrowed_steps(self.first_changes)
+        self.reporter.plan(
+            plan_json(self.root, steps, self.choices.command_for, self.tree.graph.uses)
+        )
+        return 0
+
+
+def run_session(
+    argv: Sequence[str], reporter: Reporter, signals: Signals, sessions: list[Session]
+) -> int:
+    try:
+        missing = toml_reader_missing()
+        if missing is not None:
+            raise UsageError(missing)
+        options = parse_options(argv)
+        reporter.configure(options.root, options.full_output, notices_to_stderr=options.plan)
+        ci = options.plan or options.affected or options.shard
+        session = (CiSession if ci else Session)(options, reporter, signals)
+        sessions.append(session)
+        if options.plan:
+            return session.plan()  # type: ignore[attr-defined]
+        if options.once:
+            return session.once()
+        return session.watch(interactive=sys.stdin is not None and sys.stdin.isatty())
+    except UsageError as exc:
+        with contextlib.suppress(OSError, ValueError):
+            reporter.erase_status()
+            sys.stderr.write(f"autotest: error: {shown(str(exc))}\n")
+        return 2

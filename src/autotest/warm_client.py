@@ -1,0 +1,567 @@
+"""autotest's side of the warm runner: starting warm interpreters, asking them to fork runs,
+learning from each run what may be imported ahead next time, and a forked run seen as a
+process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Protocol
+
+from .basics import (
+    ASK_TIMEOUT,
+    POLL_INTERVAL,
+    PRELOAD_RESTARTS,
+    SERVER_EXIT_WAIT,
+    WARM_REPLY_TIMEOUT,
+    WARM_START_TIMEOUT,
+)
+from .platform import NOW, can_fork_server, kill_tree
+from .runners import Runner, RunStart
+from .warm_server import (
+    BOOTSTRAP,
+    is_installed_code,
+    plugin_modules,
+    print_interpreter_facts,
+    sent_call,
+    serve_warm,
+    site_directories,
+)
+
+
+def warm_server_call(
+    module: str, fd: int, preload: Sequence[str], learned: Sequence[str] = (),
+    proven: Collection[str] = (), root: str = "", site_dirs: Sequence[str] = (),
+) -> bytes:  # fmt: skip
+    """What a fresh interpreter reads to become a warm server for ``module``."""
+    args = (module, fd, list(preload), os.getpid(), list(learned), sorted(proven), root)
+    return sent_call(serve_warm, *args, list(site_dirs))
+
+
+def installed_stamp(site_dirs: Sequence[str]) -> tuple[int, ...]:
+    """When what is installed for an interpreter last changed: ``pip install`` adds or
+    removes entries in its site-packages, which changes the directory's mtime."""
+    return tuple(os.stat(p).st_mtime_ns if os.path.isdir(p) else 0 for p in site_dirs)
+
+
+@dataclass(frozen=True)
+class InterpreterFacts:
+    """What warming an interpreter takes knowing: where its installed code lives (what the
+    runs import from there may be imported ahead, even inside the repository), and the
+    top-level modules of the distributions that register the runner's plugins."""
+
+    site_dirs: tuple[str, ...]
+    plugins: frozenset[str]
+
+
+def interpreter_facts(python: str, plugin_group: str) -> InterpreterFacts | None:
+    """The facts of ``python``, asked of it when it is not autotest's own (a package's
+    virtualenv); None when it cannot serve forked runs (no fork, or older than 3.9) or did not
+    answer."""
+    if python == sys.executable:
+        if not can_fork_server():
+            return None
+        return InterpreterFacts(site_directories(), plugin_modules(plugin_group))
+    try:
+        done = subprocess.run(
+            [python, "-c", BOOTSTRAP, "autotest-facts"], capture_output=True, timeout=ASK_TIMEOUT,
+            input=sent_call(print_interpreter_facts, plugin_group),
+        )  # fmt: skip
+        site_dirs, plugins = json.loads(done.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    return InterpreterFacts(tuple(site_dirs), frozenset(plugins))
+
+
+def preload_candidates(
+    reported: Iterable[tuple[str, str]], root: str, site_dirs: Sequence[str]
+) -> list[str]:
+    """Of the modules a run imported (name, file), those a warm interpreter may import ahead:
+    installed code, never the repository's (its code changes between saves), never a
+    ``__main__`` or one without a file."""
+    return [
+        name
+        for name, file in reported
+        if name and not name.startswith("__") and file
+        and is_installed_code(file, root, site_dirs)
+    ]  # fmt: skip
+
+
+@functools.cache
+def is_standard_library(top: str) -> bool:
+    """Whether a top-level module comes with Python: ``-v`` lists the others by name, as what a
+    user installed is what they look for."""
+    if top in getattr(sys, "stdlib_module_names", ()):  # Python 3.10+, less generated modules
+        return True
+    import importlib.util
+    import sysconfig
+
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    origin = spec.origin if spec is not None else None
+    if origin in ("built-in", "frozen"):
+        return True
+    places = {os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib")}
+    where = os.path.realpath(origin or "")
+    return "site-packages" not in where and any(
+        where.startswith(place + os.sep) for place in places
+    )
+
+
+def read_report(report: IO[bytes]) -> list[tuple[str, str]]:
+    """The (name, file) lines a forked run wrote at its end."""
+    report.seek(0)
+    text = report.read().decode("utf-8", "surrogateescape")
+    return [tuple(line.split("\t", 1)) for line in text.splitlines() if "\t" in line]  # type: ignore[misc]
+
+
+@dataclass(frozen=True)
+class Preloads:
+    """What ``-v`` says of one warm interpreter: what it imports ahead, the learned modules it
+    must not (and why), and whether its runs taught it nothing to import ahead (rather than
+    nothing yet)."""
+
+    runner: str
+    python: str
+    names: tuple[str, ...]
+    dropped: Mapping[str, str]
+    none_to_learn: bool
+
+
+class LearnedPreloads:
+    """What the forked runs of one interpreter taught: the modules from outside the repository
+    they imported, in the order first seen, less those a warm interpreter dropped (and why).
+    Those a warm interpreter imported ahead and kept are proven: the next ones import them
+    without probing them first."""
+
+    def __init__(self, root: Path, site_dirs: Sequence[str] | None = None) -> None:
+        self.root = os.path.realpath(root)
+        self.site_dirs = tuple(site_dirs) if site_dirs is not None else site_directories()
+        self.names: dict[str, None] = {}
+        self.dropped: dict[str, str] = {}
+        self.proven: set[str] = set()
+        self.taught = False  # a forked run has reported what it imported
+
+    def learn(self, reported: Iterable[tuple[str, str]]) -> None:
+        self.taught = True
+        for name in preload_candidates(reported, self.root, self.site_dirs):
+            if name not in self.dropped:
+                self.names.setdefault(name)
+
+    def drop(self, name: str, why: str) -> None:
+        """Never import ``name`` ahead again, nor its submodules (they would import it)."""
+        self.dropped[name] = why
+        for known in [n for n in self.names if n == name or n.startswith(name + ".")]:
+            del self.names[known]
+            self.proven.discard(known)
+
+    def prove(self, imported: Iterable[str]) -> None:
+        self.proven.update(name for name in imported if name in self.names)
+
+    def give_up(self, why: str) -> None:
+        for name in list(self.names):
+            self.drop(name, why)
+
+    def for_runner(self, never: Collection[str]) -> tuple[str, ...]:
+        """The modules to import ahead for a runner that must never get ``never`` ahead."""
+        return tuple(n for n in self.names if n.split(".")[0] not in never)
+
+
+class WarmProcess:
+    """A forked run seen through the warm server: enough of Popen's face for ``Run``.  Once it
+    has ended, the modules it reported having imported are handed to the launcher."""
+
+    def __init__(
+        self, launcher: WarmLauncher, pid: int, report: IO[bytes] | None = None,
+        preloaded: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
+        self.launcher = launcher
+        self.pid = pid
+        self.returncode: int | None = None
+        self.report = report
+        self.preloaded = preloaded  # what its warm interpreter had imported ahead
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self.launcher.exit_code(self.pid, block=False)
+            self._ended()
+        return self.returncode
+
+    def wait(self) -> int:
+        while self.returncode is None:
+            self.returncode = self.launcher.exit_code(self.pid, block=True)
+        self._ended()
+        return self.returncode
+
+    def wait_handle(self) -> int | None:
+        return self.launcher.wait_handle(self.pid)
+
+    def _ended(self) -> None:
+        if self.returncode is not None and self.report is not None:
+            with self.report:
+                self.launcher.learn(read_report(self.report))
+            self.report = None
+
+
+class WarmServer:
+    """One warm interpreter and its end of the socket.  ``learned`` takes its ``drop``s;
+    ``preloaded`` is what it was asked to import ahead of the runs."""
+
+    def __init__(
+        self, module: str, preload: Sequence[str], env: Mapping[str, str],
+        learned: LearnedPreloads | None = None, preloaded: tuple[str, ...] = (),
+        python: str = sys.executable,
+    ) -> None:  # fmt: skip
+        self.used = False  # it has forked a run, so its hash seed has been seen
+        self.learned = learned
+        self.preloaded = preloaded
+        self.exits: dict[int, int] = {}
+        self.running: set[int] = set()
+        self.buffer = b""
+        self.ready = False
+        self.sock: socket.socket | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        where = (
+            (learned.proven & set(preloaded), learned.root, learned.site_dirs)
+            if learned is not None
+            else ((), "", ())
+        )
+        ours, theirs = socket.socketpair()
+        try:
+            self.proc = subprocess.Popen(
+                [python, "-c", BOOTSTRAP, "autotest-warm", module],
+                pass_fds=[theirs.fileno()], env=dict(env), stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+            assert self.proc.stdin is not None
+            with self.proc.stdin:
+                self.proc.stdin.write(
+                    warm_server_call(module, theirs.fileno(), preload, preloaded, *where)
+                )
+        except OSError:
+            ours.close()
+            return
+        finally:
+            theirs.close()
+        self.sock = ours
+
+    @property
+    def alive(self) -> bool:
+        return self.sock is not None
+
+    def _read_line(self) -> str:
+        assert self.sock is not None
+        while b"\n" not in self.buffer:
+            data = self.sock.recv(4096)
+            if not data:
+                raise ConnectionError("warm runner ended")
+            self.buffer += data
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode()
+
+    def _handle(self, line: str) -> int | None:
+        kind, *numbers = line.split()
+        if kind == "drop" and self.learned is not None:
+            _, name, why = line.split(" ", 2)
+            self.learned.drop(name, why)
+        elif kind == "ready":
+            self.ready = True
+            if self.learned is not None:
+                self.learned.prove(self.preloaded)
+        elif kind == "exit":
+            self.exits[int(numbers[0])] = int(numbers[1])
+            self.running.discard(int(numbers[0]))
+        elif kind == "pid":
+            pid = int(numbers[0])
+            if pid not in self.exits:  # a quick run may have ended before its pid was read
+                self.running.add(pid)
+            return pid
+        return None
+
+    def is_ready(self, wait: float) -> bool:
+        """Whether the interpreter is ready, waiting up to ``wait`` seconds for it (0: take in
+        what it said so far)."""
+        if not self.ready and self.sock is not None:
+            try:
+                self.sock.settimeout(wait)
+                while not self.ready:
+                    self._handle(self._read_line())
+            except (BlockingIOError, socket.timeout):
+                pass
+            except OSError:
+                self.close()
+        return self.ready and self.sock is not None
+
+    def fork(self, request: bytes, out: IO[bytes], report: IO[bytes] | None) -> int | None:
+        """The pid of the run forked for ``request``; None when the interpreter is gone."""
+        assert self.sock is not None
+        fds = [out.fileno()] + ([report.fileno()] if report is not None else [])
+        try:
+            socket.send_fds(self.sock, [request], fds)
+            self.sock.settimeout(WARM_REPLY_TIMEOUT)
+            while True:
+                pid = self._handle(self._read_line())
+                if pid is not None:
+                    return pid
+        except OSError:
+            self.close()
+            return None
+
+    def wait_handle(self, pid: int) -> int:
+        """The socket an ``exit`` for ``pid`` will come on, or NOW when it is already here."""
+        return NOW if pid in self.exits or self.sock is None else self.sock.fileno()
+
+    def exit_code(self, pid: int, block: bool) -> int | None:
+        if pid in self.exits:
+            return self.exits.pop(pid)
+        if self.sock is None:
+            return -signal.SIGKILL
+        try:
+            self.sock.settimeout(POLL_INTERVAL * 5 if block else 0)
+            while True:
+                self._handle(self._read_line())
+                if pid in self.exits:
+                    return self.exits.pop(pid)
+        except (BlockingIOError, socket.timeout):
+            return None
+        except OSError:
+            self.close()
+            return -signal.SIGKILL
+
+    def close(self) -> None:
+        """Closing the socket and SIGTERM each make the interpreter kill what it forked and
+        end; it is killed outright only if it does not end in time."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.proc is not None:
+            with contextlib.suppress(OSError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=SERVER_EXIT_WAIT)
+            except subprocess.TimeoutExpired:
+                kill_tree(self.proc.pid)
+                with contextlib.suppress(Exception):
+                    self.proc.wait(timeout=SERVER_EXIT_WAIT)
+            self.proc = None
+
+
+class WarmLauncher:
+    """Starts runs by forking them from a warm interpreter.  Where there is no fork, when the
+    runner is not a Python module, or when the warm interpreter died, ``launch`` returns None
+    and the run starts cold.  With ``learned``, the runs report what they imported, and the
+    warm interpreter imports ahead what they taught (less the runner's plugins).
+
+    An interpreter's hash seed is fixed when it starts, so unless PYTHONHASHSEED fixes it, each
+    interpreter serves one cycle: the first run it forks starts its successor, which has the
+    rest of the cycle to get ready for the next one."""
+
+    def __init__(
+        self, runner: Runner, env: Mapping[str, str], facts: InterpreterFacts | None,
+        learned: LearnedPreloads | None = None, python: str = sys.executable,
+    ) -> None:  # fmt: skip
+        """``facts`` are ``interpreter_facts(python, runner.plugins)``: None leaves runs cold."""
+        self.runner = runner
+        self.env = dict(env)
+        self.learned = learned
+        self.python = python
+        self.site_dirs = facts.site_dirs if facts is not None else ()
+        self.never = facts.plugins if facts is not None else frozenset()
+        self.restarts = 0  # warm interpreters in a row that ended dropping a learned module
+        self.fresh_seeds = "PYTHONHASHSEED" not in self.env
+        self.spare: WarmServer | None = None  # the next run forks from this one
+        self.successor: WarmServer | None = None  # the next cycle's spare, getting ready
+        self.serving: dict[int, WarmServer] = {}  # each forked run, by pid, with its server
+        self.installed = installed_stamp(self.site_dirs)
+        self.usable = facts is not None and runner.module is not None
+        self._start_spare()
+
+    def _wanted(self) -> tuple[str, ...]:
+        """What a warm interpreter started now imports ahead."""
+        return self.learned.for_runner(self.never) if self.learned is not None else ()
+
+    def _new_server(self) -> WarmServer | None:
+        if not self.usable or self.runner.module is None:
+            return None
+        return WarmServer(
+            self.runner.module, self.runner.preload, self.env, self.learned, self._wanted(),
+            self.python,
+        )  # fmt: skip
+
+    def _start_spare(self) -> None:
+        self.spare = self._new_server()
+
+    def _replace_spare(self) -> None:
+        """A new spare for the next runs; the old one ends once its runs have."""
+        old, self.spare = self.spare, None
+        self._retire(old)
+        self._drop_successor()
+        self._start_spare()
+
+    def _drop_successor(self) -> None:
+        old, self.successor = self.successor, None
+        self._retire(old)
+
+    def _restart_if_installs_changed(self) -> None:
+        """A warm interpreter read the installed .pth files when it started: after a
+        ``pip install``, start a new one."""
+        if not self.usable or installed_stamp(self.site_dirs) == self.installed:
+            return
+        self.installed = installed_stamp(self.site_dirs)
+        facts = interpreter_facts(self.python, self.runner.plugins)
+        self.never = facts.plugins if facts is not None else frozenset()
+        self.usable = facts is not None
+        self._replace_spare()
+
+    def _retire(self, server: WarmServer | None) -> None:
+        if server is not None and server not in self.serving.values():
+            server.close()
+
+    def wait_ready(self, runner: Runner | None = None, python: str = "") -> None:
+        """Wait for the spare interpreter (it starts while the previous run goes on).  One that
+        ended dropping a learned module is replaced by one without it, waited for in the same
+        time; one still importing ahead when the time is up may hang in a learned module's
+        import: learning is given up, and the next runs fork from one without any."""
+        self._restart_if_installs_changed()
+        deadline = time.monotonic() + WARM_START_TIMEOUT
+        while self.spare is not None:
+            spare = self.spare
+            if spare.is_ready(max(0.0, deadline - time.monotonic())):
+                return
+            learned, timed_out = self.learned, spare.alive
+            self.spare = None
+            self._retire(spare)
+            if learned is None or not spare.preloaded:
+                return  # forked runs are over: runs start cold
+            if timed_out:
+                learned.give_up("the warm interpreter was not ready in time with it")
+                self._start_spare()
+                return
+            if not set(spare.preloaded) - set(learned.for_runner(self.never)):
+                return  # it ended without dropping anything: not the learned modules' fault
+            self.restarts += 1
+            if self.restarts > PRELOAD_RESTARTS:
+                learned.give_up("too many modules unfit to import ahead")
+            self._start_spare()
+
+    def settle(self) -> None:
+        """Take in what the spare interpreter said so far (drops, ready), without waiting."""
+        if self.spare is not None:
+            self.spare.is_ready(0.0)
+
+    @property
+    def preloaded(self) -> tuple[str, ...]:
+        """What the spare interpreter imports ahead of the runs."""
+        return self.spare.preloaded if self.spare is not None else ()
+
+    def launch(self, start: RunStart, out: IO[bytes]) -> WarmProcess | None:
+        """Fork the run; None when it has to start cold."""
+        if (start.runner, start.python) != (self.runner, self.python):
+            return None
+        self.wait_ready()
+        server = self.spare
+        if server is None or not server.alive:
+            return None
+        report = tempfile.TemporaryFile() if self.learned is not None else None  # noqa: SIM115
+        request = json.dumps(
+            {"cwd": str(start.package.path), "env": dict(start.env), "args": list(start.args),
+             "report": report is not None}
+        )  # fmt: skip
+        pid = server.fork(request.encode() + b"\n", out, report)
+        if pid is None:
+            if report is not None:
+                report.close()
+            self.spare = None
+            return None
+        self.serving[pid] = server
+        if not server.used and self.fresh_seeds and self.successor is None:
+            self.successor = self._new_server()
+        server.used = True
+        return WarmProcess(self, pid, report, server.preloaded)
+
+    def renew(self) -> None:
+        """After a cycle: the next one forks from a fresh interpreter when the used one's hash
+        seed has been seen (unless PYTHONHASHSEED fixes it), or when the runs taught modules to
+        import ahead that it does not.  That is the successor started at the cycle's first run,
+        unless what it imports ahead is no longer what was learned; the used one ends once its
+        runs have."""
+        spare = self.spare
+        if spare is None:
+            return
+        wanted = set(self._wanted())
+        learned_more = bool(wanted - set(spare.preloaded))
+        if learned_more:
+            self.restarts = 0
+        if not learned_more and not (self.fresh_seeds and spare.used):
+            return
+        successor, self.successor = self.successor, None
+        if successor is not None and set(successor.preloaded) != wanted:
+            self._retire(successor)
+            successor = None
+        if successor is None:
+            self._replace_spare()
+        else:
+            self.spare = successor
+            self._retire(spare)
+
+    def wait_handle(self, pid: int) -> int:
+        """What to wait on for run ``pid``'s ``exit`` (NOW when there is nothing to wait on)."""
+        server = self.serving.get(pid)
+        return NOW if server is None else server.wait_handle(pid)
+
+    def learn(self, reported: Iterable[tuple[str, str]]) -> None:
+        if self.learned is not None:
+            self.learned.learn(reported)
+
+    def exit_code(self, pid: int, block: bool) -> int | None:
+        server = self.serving.get(pid)
+        if server is None:
+            return -signal.SIGKILL
+        code = server.exit_code(pid, block)
+        if code is not None:
+            del self.serving[pid]
+            if server is not self.spare:
+                self._retire(server)
+        return code
+
+    def close(self) -> None:
+        for server in {*self.serving.values(), self.spare, self.successor}:
+            if server is not None:
+                server.close()
+        self.serving.clear()
+        self.spare = self.successor = None
+
+
+@dataclass
+class WarmTimes:
+    """One package's best times for its current code, cold and forked."""
+
+    cold: float | None = None
+    warm: float | None = None
+    skip_next: bool = False  # its code just changed: the next run also compiles it
+
+
+class Launcher(Protocol):
+    """What a Run needs to start forked: a WarmLauncher, or the WarmPool of several."""
+
+    def launch(self, start: RunStart, out: IO[bytes]) -> WarmProcess | None: ...
+
+    def wait_ready(self, runner: Runner, python: str) -> None: ...
+
+    def renew(self) -> None: ...
+
+    def close(self) -> None: ...
