@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_cli import edit
 
 from conftest import (
     AUTOTEST,
@@ -139,7 +140,7 @@ def test_a_cycle_is_broken_the_same_way_whatever_order_packages_come_in() -> Non
     orders = {tuple(order(packages, uses, {}, shuffle=seed)) for seed in range(10)}
     assert len(orders) == 1
     assert list(orders.pop()) == [
-        ("a", "used by 3 packages; in a cycle with b"),
+        ("a", "used by 3 packages; in a cycle with b, broken at this edge"),
         ("c", "uses a"),
         ("b", "uses c"),
         ("d", "uses c"),
@@ -163,7 +164,8 @@ def test_explain_names_each_edge_and_the_base_runs_first(repo: Repo) -> None:
     done = once(repo.path, "-v")
     assert done.returncode == 0, done.stdout + done.stderr
     assert explained(done.stdout) == [
-        "1. libs/core  (used by 3 packages; in a cycle with libs/testing)",
+        "1. libs/core  (used by 3 packages; in a cycle with libs/testing, broken at this edge "
+        "(tests))",
         "2. libs/testing  (uses libs/core)",
         "3. exporter/acme-exporter-grpc  (uses libs/testing (tests))",
         "4. exporter/acme-exporter-http  (uses libs/testing (tests))",
@@ -619,3 +621,39 @@ def test_the_import_scan_is_kept_between_runs_and_read_again_when_stale(tmp_path
     third = at.ImportScan()
     third.load(kept)
     assert third.files == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Watching a subset: the packages named, and what they use
+# ---------------------------------------------------------------------------------------------
+
+
+def layered(repo: Repo) -> None:
+    """core <- api <- web, and other alone: every package's code imports what it uses."""
+    project(repo, "libs/core", "acme-core", "acme_core")
+    project(repo, "libs/api", "acme-api", "acme_api", 'dependencies = ["acme-core"]\n')
+    project(repo, "apps/web", "acme-web", "acme_web", 'dependencies = ["acme-api"]\n')
+    project(repo, "libs/other", "acme-other", "acme_other")
+
+
+@pytest.mark.parametrize("narrowing", [["apps/web"], ["--exclude", "libs/*"]])
+def test_a_subset_watch_runs_the_watched_users_of_a_change_outside_it_and_nothing_else(
+    repo: Repo, watch: type[Watch], narrowing: list[str]
+) -> None:
+    layered(repo)
+    w = watch(repo.path, *narrowing, env=FAST_ENV)
+    first = w.wait_cycles(1)
+    assert [line.split()[0] for line in w.lines[:first] if "  ok " in line] == ["apps/web"]
+    edit(repo.path / "libs/core/src/acme_core/__init__.py")  # used by web through libs/api
+    second = w.wait_cycles(2)
+    assert w.lines[second - 1].startswith("the 1 package passed"), w.output
+    assert [line.split()[0] for line in w.lines[first:second] if "  ok " in line] == ["apps/web"]
+    edit(repo.path / "libs/other/src/acme_other/__init__.py")  # no watched package uses it
+    w.wait_for(r"^changed: libs/other/src/acme_other/__init__\.py: no package watched uses it; "
+               r"nothing to test$", start=second)  # fmt: skip
+    edit(repo.path / "apps/web/src/acme_web/__init__.py")
+    third = w.wait_cycles(3)
+    assert w.proc.poll() is None, w.output
+    assert "Traceback" not in w.output
+    assert w.headers()[-1] == "changed: apps/web/src/acme_web/__init__.py", w.output
+    assert third > second

@@ -11,7 +11,7 @@
 
 A change in one package can silently break another.  autotest watches the whole tree and, on
 every change, tests the package that changed first (it is the most likely to be broken), then
-the packages that failed last time, then those that depend on it, then all the others.  It stops
+those that depend on it, then the packages that failed last time, then all the others.  It stops
 at the first failing package and shows the output of that run alone; when everything passes it
 prints one short line per package.
 
@@ -1888,8 +1888,10 @@ class DependencyGraph:
     labels: dict[tuple[Package, Package], str] = field(default_factory=dict)
     names: dict[Package, str] = field(default_factory=dict)
     unreadable: tuple[tuple[str, str], ...] = ()
+    weak: frozenset[tuple[Package, Package]] = frozenset()  # test, dev or docs edges alone
 
 
+RUNTIME_LABELS = frozenset({"", "imports"})  # declared for the code, or imported by it
 LABEL_ORDER = ("imports", "tests")  # shown first; a declared dependency of the code wins alone
 
 
@@ -1955,7 +1957,9 @@ def dependency_graph(
         {(p, u): edge_label(labels) for p, used in edges.items() for u, labels in used.items()},
         {p: m.name for p, m in metadata.items()},
         tuple(u for m in metadata.values() for u in m.unreadable),
-    )
+        frozenset((p, u) for p, used in edges.items() for u, labels in used.items()
+                  if not labels & RUNTIME_LABELS),
+    )  # fmt: skip
 
 
 def users_of(uses: Mapping[Package, set[Package]]) -> dict[Package, list[Package]]:
@@ -2884,12 +2888,14 @@ class Intake:
 
 # from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
 
 # from .discovery import Package
 # from .graph import users_of, users_reached
+
+Edge = tuple[Package, Package]  # (user, used)
 
 
 @dataclass(frozen=True)
@@ -2901,20 +2907,25 @@ class Step:
 
 
 def topological(
-    group: Iterable[Package], uses: Mapping[Package, set[Package]], rank: Callable[[Package], Any]
+    group: Iterable[Package],
+    uses: Mapping[Package, set[Package]],
+    rank: Callable[[Package], Any],
+    weak: Collection[Edge] = (),
 ) -> list[Package]:
     """``group`` with each package after the packages of the group it uses, otherwise by
-    ``rank``.  A cycle is broken stably: at the package with the fewest unmet uses, by rank."""
+    ``rank``.  A cycle is broken stably where it costs least: at a package whose unmet uses
+    are all ``weak`` edges (a test or dev dependency) if there is one, then the one with the
+    fewest unmet uses, then by rank; so a package runs after what it needs at run time."""
     members = set(group)
     waiting = {p: {u for u in uses.get(p, ()) if u in members and u != p} for p in members}
     ordered: list[Package] = []
+
+    def cost(p: Package) -> tuple[bool, int, Any]:
+        return (any((p, u) not in weak for u in waiting[p]), len(waiting[p]), rank(p))
+
     while waiting:
         ready = [p for p, unmet in waiting.items() if not unmet]
-        pick = (
-            min(ready, key=rank)
-            if ready
-            else min(waiting, key=lambda p: (len(waiting[p]), rank(p)))
-        )
+        pick = min(ready, key=rank) if ready else min(waiting, key=cost)
         ordered.append(pick)
         del waiting[pick]
         for unmet in waiting.values():
@@ -2922,39 +2933,44 @@ def topological(
     return ordered
 
 
+@dataclass(frozen=True)
+class Groups:
+    """A cycle's packages in the order they run: the changed ones, their dependents, those
+    that failed last time, the rest."""
+
+    changed: list[Package]
+    dependents: list[Package]
+    failed: list[Package]
+    rest: list[Package]
+
+    def all(self) -> list[Package]:
+        return [*self.changed, *self.dependents, *self.failed, *self.rest]
+
+
 def cycle_order(
     packages: Sequence[Package],
     changed: Mapping[Package, float],
     failed: Iterable[Package],
     uses: Mapping[Package, set[Package]],
-    labels: Mapping[tuple[Package, Package], str] | None = None,
+    labels: Mapping[Edge, str] | None = None,
+    weak: Collection[Edge] = (),
 ) -> list[Step]:
-    """Changed packages first (most recent first), then those that failed last time, then the
-    dependents of the changed ones (nearest first), then all the rest, the most used first.
-    Inside each group a package runs after the packages it uses, so that a failure shows in
-    the package that causes it.  ``uses`` may hold packages not in ``packages`` (not chosen
-    to run): dependents are still reached through them."""
-    known = set(packages)
+    """Changed packages first (most recent first), then the packages that use them (nearest
+    first), then those that failed last time, then all the rest, the most used first: what a
+    change did shows before an old failure elsewhere can stop the cycle.  Inside each group a
+    package runs after the packages it uses, so that a failure shows in the package that
+    causes it.  ``uses`` may hold packages not in ``packages`` (not chosen to run): dependents
+    are still reached through them."""
     users = users_of(uses)
     distance = users_reached(sorted(changed, key=lambda p: (-changed[p], p.rel)), users)
-    used_by = {p: len(users_reached([p], users)) for p in known}
-    first = [p for p in changed if p in known]
-    failed_group = set(failed) & known - set(first)
-    dependents = set(distance) & known - set(first) - failed_group
-    rest = known - set(first) - failed_group - dependents
+    used_by = {p: len(users_reached([p], users)) for p in packages}
+    groups = cycle_groups(set(packages), changed, set(failed), distance, used_by, uses, weak)
+    position = {p: index for index, p in enumerate(groups.all())}
     labels = labels or {}
-    reached_at = {p: index for index, p in enumerate(distance)}
-    groups = [
-        topological(first, uses, lambda p: (-changed[p], p.rel)),
-        topological(failed_group, uses, lambda p: p.rel),
-        topological(dependents, uses, reached_at.__getitem__),
-        topological(rest, uses, lambda p: (-used_by[p], p.rel)),
-    ]
-    position = {p: index for index, p in enumerate(p for group in groups for p in group)}
-    reasons = {p: "changed" for p in groups[0]}
-    reasons.update({p: "failed last time" for p in groups[1]})
-    reasons.update({p: uses_reason(p, distance[p][1], labels) for p in groups[2]})
-    for package in groups[3]:
+    reasons = {p: "changed" for p in groups.changed}
+    reasons.update({p: uses_reason(p, distance[p][1], labels) for p in groups.dependents})
+    reasons.update({p: "failed last time" for p in groups.failed})
+    for package in groups.rest:
         ran = [
             u for u in uses.get(package, ()) if position.get(u, len(position)) < position[package]
         ]
@@ -2966,21 +2982,46 @@ def cycle_order(
             if count
             else ""
         )
-    for group in groups:  # a use of a package that runs later in the group is a broken cycle
-        for package in group:
+    for group in (groups.changed, groups.dependents, groups.failed, groups.rest):
+        for package in group:  # a use of a package that runs later in the group: a cycle
             later = [
                 u for u in uses.get(package, ()) if u in group and position[u] > position[package]
             ]
             if later:
-                cycle = f"in a cycle with {min(later, key=position.__getitem__).rel}"
+                cycle = cycle_reason(package, min(later, key=position.__getitem__), labels)
                 reasons[package] = f"{reasons[package]}; {cycle}" if reasons[package] else cycle
-    return [Step(p, reasons[p]) for group in groups for p in group]
+    return [Step(p, reasons[p]) for p in groups.all()]
 
 
-def uses_reason(user: Package, used: Package, labels: Mapping[tuple[Package, Package], str]) -> str:
+def cycle_groups(
+    known: set[Package], changed: Mapping[Package, float], failed: set[Package],
+    distance: Mapping[Package, tuple[int, Package]], used_by: Mapping[Package, int],
+    uses: Mapping[Package, set[Package]], weak: Collection[Edge],
+) -> Groups:  # fmt: skip
+    first = {p for p in changed if p in known}
+    dependents = set(distance) & known - first
+    failed_group = failed & known - first - dependents
+    rest = known - first - dependents - failed_group
+    reached_at = {p: index for index, p in enumerate(distance)}
+    return Groups(
+        topological(first, uses, lambda p: (-changed[p], p.rel), weak),
+        topological(dependents, uses, reached_at.__getitem__, weak),
+        topological(failed_group, uses, lambda p: p.rel, weak),
+        topological(rest, uses, lambda p: (-used_by[p], p.rel), weak),
+    )
+
+
+def uses_reason(user: Package, used: Package, labels: Mapping[Edge, str]) -> str:
     """``uses libs/core``, with how when it is not a dependency of the code: ``(tests)``."""
     label = labels.get((user, used), "")
     return f"uses {used.rel}" + (f" ({label})" if label else "")
+
+
+def cycle_reason(user: Package, used: Package, labels: Mapping[Edge, str]) -> str:
+    """Why ``user`` runs before ``used``, which it uses: a dependency cycle, broken at this
+    edge (the weakest of the cycle's, where one is weaker)."""
+    label = labels.get((user, used), "")
+    return f"in a cycle with {used.rel}, broken at this edge" + (f" ({label})" if label else "")
 
 
 # ==================== src/autotest/runners.py =====================================================
@@ -5018,7 +5059,7 @@ class CiJob:
         """The cycle as --affected and --shard narrow it, and how many packages the shards
         were cut from."""
         uses = graph.uses
-        steps = cycle_order(packages, changed, failed, uses, graph.labels)
+        steps = cycle_order(packages, changed, failed, uses, graph.labels, graph.weak)
         if self.affected:
             hit = affected(packages, changed, uses)
             steps = [s for s in steps if s.package in hit]
@@ -5447,6 +5488,10 @@ class Reporter(Notices):
 
     def testing_failed(self, count: int) -> None:
         self.header(f"testing {count} failed")
+
+    def nothing_watched_uses(self, changes: str) -> None:
+        """A change outside the packages watched, which none of them uses."""
+        self.say(self.paint(f"{changes}: no package watched uses it; nothing to test", "dim"))
 
     def no_failed(self) -> None:
         self.say("no failed packages")
@@ -6079,7 +6124,7 @@ from pathlib import Path
 from typing import Callable
 
 # from .basics import QuitRequested, UsageError, changed_since_ref
-# from .ci import CiJob, Command, own_outputs, plan_json
+# from .ci import CiJob, Command, affected, own_outputs, plan_json
 # from .cycle import CycleOutcome, Startable, run_cycle, wait_for_runs
 # from .discovery import PACKAGE_MARKERS, Package, discover, owner_of
 # from .graph import DependencyGraph, dependency_graph
@@ -6248,6 +6293,14 @@ class PackageSet:
                 owners[owner] = max(at, owners.get(owner, at))
         return owners
 
+    def watched_users(self, changed: Mapping[str, float]) -> set[Package] | None:
+        """When only some packages are watched and the change lies outside them all: the
+        watched packages that use what changed (maybe none).  None otherwise: a whole cycle."""
+        owners = self.owners(changed)
+        if not owners or set(owners) & set(self.packages):
+            return None
+        return affected(self.packages, owners, self.graph.uses)
+
 
 def path_named(arg: str, root: Path, packages: Sequence[Package]) -> str | None:
     """A path given on the command line, in some package: relative to the current directory
@@ -6319,6 +6372,9 @@ class RunnerChoices:
 
     def __getitem__(self, package: Package) -> Choice:
         return self.by_package[package]
+
+    def __contains__(self, package: Package) -> bool:
+        return package in self.by_package
 
     def choose(self, changed: Iterable[str] | None, strict: bool = False) -> None:
         """Every package's choice, read again only where ``changed`` paths may have changed
@@ -6538,7 +6594,9 @@ class Session:
     def cycle(self, changed: Mapping[str, float], only: set[Package] | None = None) -> CycleOutcome:
         graph = self.tree.graph
         owners = self.tree.owners(changed)
-        steps = cycle_order(self.packages, owners, self.failed, graph.uses, graph.labels)
+        steps = cycle_order(
+            self.packages, owners, self.failed, graph.uses, graph.labels, graph.weak
+        )
         if only is not None:
             steps = [s for s in steps if s.package in only]
         self.choices.choose(list(changed) if changed else None)
@@ -6547,7 +6605,7 @@ class Session:
             self.reporter.explain_choices({s.package: self.choices[s.package] for s in steps})
         if self.pool is not None and self.warm_policy.launcher is not None:  # warms up meanwhile
             chosen = [self.choices[s.package] for s in steps]
-            changed_first = [self.choices[p].python for p in owners]
+            changed_first = [self.choices[p].python for p in owners if p in self.choices]
             self.pool.prepare([(c.runner, c.python) for c in chosen], changed_first)
             if self.options.explain:
                 self.reporter.preloads(self.pool.preloads())
@@ -6605,9 +6663,14 @@ class Session:
     def run_changes(self, changed: Mapping[str, float], known: Sequence[Package]) -> CycleOutcome:
         """A cycle for changed paths, named against ``known`` packages (those before and after
         the change, so a removed package still counts as one)."""
+        described = describe_changes(changed, self.root, known)
+        only = self.tree.watched_users(changed)
+        if only is not None and not only:
+            self.reporter.nothing_watched_uses(described)
+            return CycleOutcome([])
         self.begin()
-        self.reporter.header(describe_changes(changed, self.root, known))
-        return self.cycle(changed)
+        self.reporter.header(described)
+        return self.cycle(changed, only)
 
     def first_cycle(self) -> CycleOutcome:
         """The first cycle, then the import scan kept for the next start (not before: the

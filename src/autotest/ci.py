@@ -340,7 +340,7 @@ class CiJob:
         """The cycle as --affected and --shard narrow it, and how many packages the shards
         were cut from."""
         uses = graph.uses
-        steps = cycle_order(packages, changed, failed, uses, graph.labels)
+        steps = cycle_order(packages, changed, failed, uses, graph.labels, graph.weak)
         if self.affected:
             hit = affected(packages, changed, uses)
             steps = [s for s in steps if s.package in hit]

@@ -379,6 +379,10 @@ class Reporter(Notices):
     def testing_failed(self, count: int) -> None:
         self.header(f"testing {count} failed")
 
+    def nothing_watched_uses(self, changes: str) -> None:
+        """A change outside the packages watched, which none of them uses."""
+        self.say(self.paint(f"{changes}: no package watched uses it; nothing to test", "dim"))
+
     def no_failed(self) -> None:
         self.say("no failed packages")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from .basics import QuitRequested, UsageError, changed_since_ref
-from .ci import CiJob, Command, own_outputs, plan_json
+from .ci import CiJob, Command, affected, own_outputs, plan_json
 from .cycle import CycleOutcome, Startable, run_cycle, wait_for_runs
 from .discovery import PACKAGE_MARKERS, Package, discover, owner_of
 from .graph import DependencyGraph, dependency_graph
@@ -185,6 +185,14 @@ class PackageSet:
                 owners[owner] = max(at, owners.get(owner, at))
         return owners
 
+    def watched_users(self, changed: Mapping[str, float]) -> set[Package] | None:
+        """When only some packages are watched and the change lies outside them all: the
+        watched packages that use what changed (maybe none).  None otherwise: a whole cycle."""
+        owners = self.owners(changed)
+        if not owners or set(owners) & set(self.packages):
+            return None
+        return affected(self.packages, owners, self.graph.uses)
+
 
 def path_named(arg: str, root: Path, packages: Sequence[Package]) -> str | None:
     """A path given on the command line, in some package: relative to the current directory
@@ -256,6 +264,9 @@ class RunnerChoices:
 
     def __getitem__(self, package: Package) -> Choice:
         return self.by_package[package]
+
+    def __contains__(self, package: Package) -> bool:
+        return package in self.by_package
 
     def choose(self, changed: Iterable[str] | None, strict: bool = False) -> None:
         """Every package's choice, read again only where ``changed`` paths may have changed
@@ -475,7 +486,9 @@ class Session:
     def cycle(self, changed: Mapping[str, float], only: set[Package] | None = None) -> CycleOutcome:
         graph = self.tree.graph
         owners = self.tree.owners(changed)
-        steps = cycle_order(self.packages, owners, self.failed, graph.uses, graph.labels)
+        steps = cycle_order(
+            self.packages, owners, self.failed, graph.uses, graph.labels, graph.weak
+        )
         if only is not None:
             steps = [s for s in steps if s.package in only]
         self.choices.choose(list(changed) if changed else None)
@@ -484,7 +497,7 @@ class Session:
             self.reporter.explain_choices({s.package: self.choices[s.package] for s in steps})
         if self.pool is not None and self.warm_policy.launcher is not None:  # warms up meanwhile
             chosen = [self.choices[s.package] for s in steps]
-            changed_first = [self.choices[p].python for p in owners]
+            changed_first = [self.choices[p].python for p in owners if p in self.choices]
             self.pool.prepare([(c.runner, c.python) for c in chosen], changed_first)
             if self.options.explain:
                 self.reporter.preloads(self.pool.preloads())
@@ -542,9 +555,14 @@ class Session:
     def run_changes(self, changed: Mapping[str, float], known: Sequence[Package]) -> CycleOutcome:
         """A cycle for changed paths, named against ``known`` packages (those before and after
         the change, so a removed package still counts as one)."""
+        described = describe_changes(changed, self.root, known)
+        only = self.tree.watched_users(changed)
+        if only is not None and not only:
+            self.reporter.nothing_watched_uses(described)
+            return CycleOutcome([])
         self.begin()
-        self.reporter.header(describe_changes(changed, self.root, known))
-        return self.cycle(changed)
+        self.reporter.header(described)
+        return self.cycle(changed, only)
 
     def first_cycle(self) -> CycleOutcome:
         """The first cycle, then the import scan kept for the next start (not before: the
