@@ -664,6 +664,53 @@ def changed_since_ref(root: Path, ref: str) -> list[str]:
     return [os.path.join(os.fsdecode(top), n) for n in sorted(names)]
 
 
+# ==================== src/autotest/toml_files.py ==================================================
+"""Reading TOML: the standard library's tomllib from Python 3.11, tomli (the same parser)
+before.  Discovery, metadata, the runners and the options all read pyproject.toml through
+``load_toml``, so a file too deep or too big for the parser fails the same way everywhere."""
+
+# from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+# from .basics import UsageError
+
+try:
+    import tomllib
+except ImportError:  # the standard library reads TOML from 3.11; before, tomli is its twin
+    try:
+        import tomli as tomllib  # type: ignore[no-redef,unused-ignore]
+    except ImportError:
+        tomllib = None  # type: ignore[assignment,unused-ignore]
+
+TOML_READER_MISSING = (
+    f"Python {sys.version_info.major}.{sys.version_info.minor} reads pyproject.toml with tomli: "
+    f"{shlex.quote(sys.executable)} -m pip install 'tomli>=1.1'"
+)
+
+
+def toml_reader_missing() -> str | None:
+    """What to install before autotest can read a pyproject.toml; None when nothing is."""
+    return TOML_READER_MISSING if tomllib is None else None
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """The parsed file.  Whatever it holds, reading fails only with OSError or ValueError: a
+    nesting too deep for the parser or a file too big for memory is a file that cannot be read,
+    not a crash."""
+    if tomllib is None:
+        raise UsageError(TOML_READER_MISSING)
+    try:
+        with open(path, "rb") as f:
+            data: dict[str, Any] = tomllib.load(f)
+    except (RecursionError, MemoryError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{type(exc).__name__}: {exc}") from None
+    return data
+
+
 # ==================== src/autotest/platform.py ====================================================
 """Every POSIX/Windows branch in one place: signals, process groups, killing a tree, the
 parent-death signal, keys, notifications, a closed stdout, the inotify limit and the watches
@@ -1253,6 +1300,7 @@ of its own, not test data of another package, a template or workspace configurat
 # from __future__ import annotations
 
 import contextlib
+import fnmatch
 import os
 import re
 from collections.abc import Sequence
@@ -1261,6 +1309,7 @@ from pathlib import Path
 from typing import Callable
 
 # from .ignore import holds_no_packages
+# from .toml_files import load_toml
 
 PACKAGE_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg")
 
@@ -1306,63 +1355,185 @@ class Discovery:
     unreadable: tuple[str, ...] = ()
 
 
-def below(parent_why: str, entry: os.DirEntry[str], rel: str, package: str | None,
-          importable: bool) -> str:  # fmt: skip
+# A directory named like this holds example or sample projects (``examples/``), or is one
+# (``python-monorepo-example``, ``uv-examples``), or a template (``_template``): not packages.
+EXAMPLE_NAME = re.compile(r"(?:.*[-_.])?(?:examples?|samples?)(?:[-_.].*)?|_?templates?", re.I)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A workspace that declares its members (``[tool.uv.workspace]``): below its directory,
+    its declaration decides what is a package."""
+
+    directory: str
+    rel: str  # the directory, from the root ("" for the root)
+    members: tuple[str, ...]
+    exclude: tuple[str, ...]
+
+    def admits(self, directory: str) -> bool | None:
+        """Whether ``directory`` is a member; None when the workspace has no say there (its own
+        directory, or outside it)."""
+        if not directory.startswith(self.directory + os.sep):
+            return None
+        rel = directory[len(self.directory) + 1 :].replace(os.sep, "/")
+        member = any(path_glob_matches(rel, g) for g in self.members)
+        return member and not any(path_glob_matches(rel, g) for g in self.exclude)
+
+
+def path_glob_matches(rel: str, glob: str) -> bool:
+    """A workspace glob, as uv reads it: ``*`` within one path segment, ``**`` across any."""
+    parts, pattern = rel.split("/"), [p for p in glob.strip("/").split("/") if p not in ("", ".")]
+    if not pattern:
+        return False
+    if pattern[0] == "**":
+        rest = pattern[1:]
+        return not rest or any(path_glob_matches("/".join(parts[i:]), "/".join(rest))
+                               for i in range(len(parts)))  # fmt: skip
+    if not parts or not fnmatch.fnmatchcase(parts[0], pattern[0]):
+        return False
+    return len(parts) == len(pattern) == 1 or (
+        len(parts) > 1 and len(pattern) > 1
+        and path_glob_matches("/".join(parts[1:]), "/".join(pattern[1:]))
+    )  # fmt: skip
+
+
+def declared_workspace(directory: str, rel: str) -> Workspace | None:
+    """The workspace a directory's pyproject.toml declares, if it declares one."""
+    try:
+        data = load_toml(Path(directory) / "pyproject.toml")
+    except (OSError, ValueError):
+        return None
+    declared = data.get("tool", {}).get("uv", {}).get("workspace")
+    if not isinstance(declared, dict):
+        return None
+    listed = [declared.get(k) for k in ("members", "exclude")]
+    members, exclude = (tuple(v for v in x if isinstance(v, str)) if isinstance(x, list) else ()
+                        for x in listed)  # fmt: skip
+    return Workspace(directory, rel, members, exclude)
+
+
+@dataclass(frozen=True)
+class Place:
+    """One directory on the walk, with what it inherits from the directories above it."""
+
+    path: str
+    why: str  # why no project in it can be a package ("" when one can)
+    package: str | None  # the package it lies in
+    workspaces: tuple[Workspace, ...]
+    example: str = ""  # the example (or sample, or template) directory it lies in
+
+
+def below(place: Place, entry: os.DirEntry[str], rel: str, importable: bool) -> str:
     """What a subdirectory inherits: why no project inside it can be a package."""
-    if parent_why:
-        return parent_why
+    if place.why:
+        return place.why
     if importable:
         return f"inside the Python package {rel}"
-    if package is not None and entry.name in TEST_DIR_NAMES:
-        return f"in the {entry.name} of {package}"
+    if place.package is not None and entry.name in TEST_DIR_NAMES:
+        return f"in the {entry.name} of {place.package}"
     if PLACEHOLDER.fullmatch(entry.name):
         return f"a template: {entry.name} is a placeholder"
     return ""
 
 
-def discover(root: Path, excluded: Callable[[str, str], bool] | None = None) -> Discovery:
-    """Every package below ``root``, never following a link out of it.  A project inside
-    another package's test directories, inside an importable Python package or a template is
-    test data.  When no package lies below, a root holding project metadata is the one package."""
-    found: list[Package] = []
-    left_out: list[tuple[str, str]] = []
-    unreadable: list[str] = []
-    root_package = root.name if holds_package_metadata(root) else None  # its tests hold data
-    stack: list[tuple[str, str, str | None]] = [(str(root), "", root_package)]
+def project_verdict(place: Place, rel: str, names: set[str]) -> str | None:
+    """None when the directory is a package; else why the project in it is not one ("" when
+    there is no project at all)."""
+    if not names & set(PACKAGE_MARKERS):
+        return ""
+    workspace = next((w for w in reversed(place.workspaces) if w.admits(place.path) is not None),
+                     None)  # fmt: skip
+    if place.why:
+        return place.why
+    if workspace is not None and not workspace.admits(place.path):
+        where = f"{workspace.rel}/pyproject.toml" if workspace.rel else "pyproject.toml"
+        return f"not a member of the workspace declared in {where}"
+    if workspace is None and place.example:
+        return f"an example: in {place.example}"
+    configuration_only = holds_configuration_only(Path(place.path))
+    return "workspace or tool configuration only, no project" if configuration_only else None
+
+
+@dataclass
+class Walk:
+    found: list[Package]
+    left_out: list[tuple[str, str]]
+    unreadable: list[str]
+
+
+def walk(root: Path, root_package: str | None, excluded: Callable[[str, str], bool] | None) -> Walk:
+    """Every project below ``root``, judged; never following a link out of it."""
+    result = Walk([], [], [])
+    stack = [Place(str(root), "", root_package, ())]
     while stack:
-        directory, why, package = stack.pop()
+        place = stack.pop()
         try:
-            with os.scandir(directory) as scan:
+            with os.scandir(place.path) as scan:
                 entries = list(scan)
         except OSError:
-            unreadable.append(directory)
+            result.unreadable.append(place.path)
             continue
         markers = [e.path for e in entries if e.name in PACKAGE_MARKERS]
         if markers and not is_searchable(markers[0]):
-            unreadable.append(directory)  # readable (listed) but not searchable
+            result.unreadable.append(place.path)  # readable (listed) but not searchable
             continue
         names = {e.name for e in entries}
-        rel = Path(directory).relative_to(root).as_posix() if directory != str(root) else ""
-        if rel and names & set(PACKAGE_MARKERS):
-            if why:
-                left_out.append((rel, why))
-            else:
-                found.append(Package(Path(directory), rel))
-                package = rel
+        rel = Path(place.path).relative_to(root).as_posix() if place.path != str(root) else ""
+        package, workspaces = place.package, place.workspaces
+        if "pyproject.toml" in names:
+            workspace = declared_workspace(place.path, rel)
+            workspaces += (workspace,) if workspace is not None else ()
+        verdict = project_verdict(place, rel, names) if rel else ""
+        if verdict is None:
+            result.found.append(Package(Path(place.path), rel))
+            package = rel
+        elif verdict:
+            result.left_out.append((rel, verdict))
         importable = bool(rel) and "__init__.py" in names
         for entry in entries:
             if entry.is_dir(follow_symlinks=False) and not (
                 holds_no_packages(entry.name, entry.path)
                 or (excluded is not None and excluded(entry.name, entry.path))
             ):
-                stack.append((entry.path, below(why, entry, rel, package, importable), package))
-    if not found and root_package is not None:
-        found.append(Package(root, root.name or str(root)))
+                here = Place(place.path, place.why, package, workspaces)
+                named = EXAMPLE_NAME.fullmatch(entry.name)
+                example = place.example or (f"{rel}/{entry.name}".lstrip("/") if named else "")
+                why = below(here, entry, rel, importable)
+                stack.append(Place(entry.path, why, package, workspaces, example))
+    return result
+
+
+def discover(root: Path, excluded: Callable[[str, str], bool] | None = None) -> Discovery:
+    """Every package below ``root``.  A project inside another package's test directories,
+    inside an importable Python package, a template or an example is not one, nor is one a
+    workspace leaves out of its members, nor a directory of tool configuration alone.  A root
+    holding project metadata is the one package when no package lies below it; while one
+    does, the root is no package and its tests directory holds packages too (a repository's
+    shared test utilities)."""
+    root_is_project = holds_package_metadata(root)
+    found = walk(root, root.name if root_is_project else None, excluded)
+    if found.found and root_is_project:
+        found = walk(root, None, excluded)
+    elif root_is_project:
+        found.found.append(Package(root, root.name or str(root)))
     return Discovery(
-        tuple(sorted(found, key=lambda p: p.rel)),
-        tuple(sorted(left_out)),
-        tuple(sorted(unreadable)),
+        tuple(sorted(found.found, key=lambda p: p.rel)),
+        tuple(sorted(found.left_out)),
+        tuple(sorted(found.unreadable)),
     )
+
+
+def holds_configuration_only(directory: Path) -> bool:
+    """Tables of tools or a workspace, and no project: a pyproject.toml or setup.cfg that
+    configures something (``[tool.ruff]``, ``[flake8]``) but declares no project, and no
+    setup.py.  A marker file with no tables at all still marks a project."""
+    if holds_package_metadata(directory):
+        return False
+    for name in ("pyproject.toml", "setup.cfg"):
+        with contextlib.suppress(OSError):
+            if re.search(r"^\s*\[", (directory / name).read_text(errors="replace"), re.M):
+                return True
+    return False
 
 
 def holds_package_metadata(directory: Path) -> bool:
@@ -1393,7 +1564,6 @@ def owner_of(path: str, packages: Sequence[Package]) -> Package | None:
 # ==================== src/autotest/metadata.py ====================================================
 """What a package says of itself: its distribution name and what it declares it needs (in
 pyproject.toml, setup.cfg, setup.py and requirement files), each requirement with its kind.
-TOML is read by the standard library's tomllib, or tomli before Python 3.11.
 """
 
 # from __future__ import annotations
@@ -1402,27 +1572,12 @@ import ast
 import configparser
 import os
 import re
-import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# from .basics import UsageError
 # from .discovery import PACKAGE_MARKERS, Package
-
-try:
-    import tomllib
-except ImportError:  # the standard library reads TOML from 3.11; before, tomli is its twin
-    try:
-        import tomli as tomllib  # type: ignore[no-redef,unused-ignore]
-    except ImportError:
-        tomllib = None  # type: ignore[assignment,unused-ignore]
-
-TOML_READER_MISSING = (
-    f"Python {sys.version_info.major}.{sys.version_info.minor} reads pyproject.toml with tomli: "
-    f"{shlex.quote(sys.executable)} -m pip install 'tomli>=1.1'"
-)
+# from .toml_files import load_toml
 
 
 def normalize_name(name: str) -> str:
@@ -1437,25 +1592,6 @@ def requirement_name(requirement: str) -> str | None:
 
 class UnreadableFile(Exception):
     """A metadata file that cannot be parsed: its edges are lost, and the user is told once."""
-
-
-def toml_reader_missing() -> str | None:
-    """What to install before autotest can read a pyproject.toml; None when nothing is."""
-    return TOML_READER_MISSING if tomllib is None else None
-
-
-def load_toml(path: Path) -> dict[str, Any]:
-    """The parsed file.  Whatever it holds, reading fails only with OSError or ValueError: a
-    nesting too deep for the parser or a file too big for memory is a file that cannot be read,
-    not a crash."""
-    if tomllib is None:
-        raise UsageError(TOML_READER_MISSING)
-    try:
-        with open(path, "rb") as f:
-            data: dict[str, Any] = tomllib.load(f)
-    except (RecursionError, MemoryError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{type(exc).__name__}: {exc}") from None
-    return data
 
 
 @dataclass(frozen=True)
@@ -1506,11 +1642,34 @@ def poetry_requirements(poetry: Any, directory: Path) -> list[Declared]:
     return found
 
 
-def pyproject_requirements(path: Path) -> tuple[str | None, list[Declared]]:
+def hatch_requirements(envs: Any) -> list[Declared]:
+    """What hatch environments install beside the package (``dependencies`` and
+    ``extra-dependencies``): a test environment's are the tests' dependencies."""
+    if not isinstance(envs, dict):
+        return []
+    return [
+        declared
+        for env, table in envs.items()
+        if isinstance(table, dict)
+        for key in ("dependencies", "extra-dependencies")
+        for declared in declared_names(table.get(key), kind_label("hatch env", env))
+    ]
+
+
+def readable_toml(path: Path) -> dict[str, Any]:
     try:
-        data = load_toml(path)
+        return load_toml(path)
     except (OSError, ValueError, UnicodeDecodeError, RecursionError, MemoryError) as exc:
         raise UnreadableFile(str(exc) or type(exc).__name__) from None
+
+
+def hatch_toml_requirements(path: Path) -> tuple[str | None, list[Declared]]:
+    """hatch.toml: hatch's configuration outside pyproject.toml, its tables at the top."""
+    return None, hatch_requirements(readable_toml(path).get("envs"))
+
+
+def pyproject_requirements(path: Path) -> tuple[str | None, list[Declared]]:
+    data = readable_toml(path)
     project: dict[str, Any] = data["project"] if isinstance(data.get("project"), dict) else {}
     found = declared_names(project.get("dependencies"), "")
     extras = project.get("optional-dependencies")
@@ -1519,6 +1678,8 @@ def pyproject_requirements(path: Path) -> tuple[str | None, list[Declared]]:
     found.extend(dependency_groups(data.get("dependency-groups")))
     poetry = data.get("tool", {}).get("poetry") if isinstance(data.get("tool"), dict) else None
     found.extend(poetry_requirements(poetry, path.parent))
+    hatch = data.get("tool", {}).get("hatch") if isinstance(data.get("tool"), dict) else None
+    found.extend(hatch_requirements(hatch.get("envs") if isinstance(hatch, dict) else None))
     name = project.get("name") or (poetry.get("name") if isinstance(poetry, dict) else None)
     return (name if isinstance(name, str) else None), found
 
@@ -1571,9 +1732,15 @@ def setup_py_requirements(path: Path) -> tuple[str | None, list[Declared]]:
 def is_metadata_file(path: str) -> bool:
     """A file whose change may change the graph's declared edges."""
     name = os.path.basename(path)
-    return name in PACKAGE_MARKERS or (
-        name.endswith(".txt")
-        and ("requirements" in name or os.path.basename(os.path.dirname(path)) == "requirements")
+    return (
+        name in PACKAGE_MARKERS
+        or name == "hatch.toml"
+        or (
+            name.endswith(".txt")
+            and (
+                "requirements" in name or os.path.basename(os.path.dirname(path)) == "requirements"
+            )
+        )
     )
 
 
@@ -1642,6 +1809,7 @@ def read_metadata(package: Package, root: Path | None = None) -> Metadata:
         ("pyproject.toml", pyproject_requirements),
         ("setup.cfg", setup_cfg_requirements),
         ("setup.py", setup_py_requirements),
+        ("hatch.toml", hatch_toml_requirements),
     )
     for filename, reader in readers:
         path = package.path / filename
@@ -1677,35 +1845,47 @@ import zlib
 from collections.abc import Container, Iterable
 from pathlib import Path
 
-# from .discovery import MAX_SCANNED_BYTES, TEST_DIR_NAMES, Package
+# from .discovery import EXAMPLE_NAME, MAX_SCANNED_BYTES, TEST_DIR_NAMES, Package
 # from .ignore import holds_no_packages
 # from .platform import user_suffix
 
+NAMESPACE_DEPTH = 6  # namespace packages nest this deep at most (``a.b.c.d.e.f``)
+
 
 def provided_modules(package: Package) -> set[str]:
-    """Importable names a package provides: its top-level modules, and ``ns.sub`` for namespaces."""
+    """Importable names a package provides: its top-level modules and packages, and through
+    namespace packages (directories without ``__init__.py``, at any depth) the regular
+    packages and modules inside them: ``vendor.components.generators.foo``."""
     base = package.path / "src" if (package.path / "src").is_dir() else package.path
     provided: set[str] = set()
-    with contextlib.suppress(OSError), os.scandir(base) as scan:
-        for entry in scan:
-            if entry.is_file() and entry.name.endswith(".py"):
-                stem = entry.name[:-3]
-                if stem not in ("setup", "conftest") and not stem.startswith("test"):
-                    provided.add(stem)
-            elif entry.is_dir() and not holds_no_packages(entry.name, entry.path):
-                if entry.name in TEST_DIR_NAMES or entry.name == "docs":
-                    continue
-                if os.path.isfile(os.path.join(entry.path, "__init__.py")):
-                    provided.add(entry.name)
-                else:
-                    with contextlib.suppress(OSError), os.scandir(entry.path) as sub_scan:
-                        provided.update(
-                            f"{entry.name}.{sub.name}"
-                            for sub in sub_scan
-                            if sub.is_dir()
-                            and os.path.isfile(os.path.join(sub.path, "__init__.py"))
-                        )
+    pending = [(str(base), "")]
+    while pending:
+        directory, prefix = pending.pop()
+        with contextlib.suppress(OSError), os.scandir(directory) as scan:
+            for entry in scan:
+                if entry.is_file() and entry.name.endswith(".py"):
+                    stem = entry.name[:-3]
+                    if stem not in ("setup", "conftest", "__init__") and not stem.startswith(
+                        "test"
+                    ):
+                        provided.add(prefix + stem)
+                elif entry.is_dir() and is_code_directory(entry):
+                    if os.path.isfile(os.path.join(entry.path, "__init__.py")):
+                        provided.add(prefix + entry.name)
+                    elif prefix.count(".") < NAMESPACE_DEPTH:
+                        pending.append((entry.path, f"{prefix}{entry.name}."))
     return provided
+
+
+def is_code_directory(entry: os.DirEntry[str]) -> bool:
+    """A directory that may hold importable code: not a tool's, tests, docs or examples."""
+    return not (
+        holds_no_packages(entry.name, entry.path)
+        or entry.name in TEST_DIR_NAMES
+        or entry.name == "docs"
+        or EXAMPLE_NAME.fullmatch(entry.name) is not None
+        or not entry.name.isidentifier()
+    )
 
 
 # ``import a.b as c, d`` and ``from a.b import (c, d)`` at the start of a line.  A regular
@@ -3048,8 +3228,8 @@ from typing import Any
 # from .basics import ASK_TIMEOUT, UsageError, Verdict
 # from .discovery import PACKAGE_MARKERS, Package, owner_of
 # from .ignore import glob_matches, holds_no_packages
-# from .metadata import load_toml
 # from .platform import scripts_dir, venv_python
+# from .toml_files import load_toml
 # from .warm_server import BOOTSTRAP, exit_unless_importable, sent_call
 
 
@@ -5659,8 +5839,8 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 # from .basics import DEFAULT_DEBOUNCE, VERSION, UsageError, run_git
-# from .metadata import load_toml
 # from .report import shown
+# from .toml_files import load_toml
 
 
 @dataclass(frozen=True)
@@ -6133,7 +6313,7 @@ from typing import Callable
 # from .imports import KEEP_SCAN_FROM, ImportScan, provided_modules, scan_cache_file
 # from .intake import Ask, Intake, Request
 # from .loop_guard import LoopGuard
-# from .metadata import is_metadata_file, normalize_name, read_metadata, toml_reader_missing
+# from .metadata import is_metadata_file, normalize_name, read_metadata
 # from .options import Options, parse_options
 # from .order import Step, cycle_order
 # from .platform import KeyReader, Signals, can_notify
@@ -6160,6 +6340,7 @@ from typing import Callable
 #     module_installed,
 #     stale_choices,
 # )
+# from .toml_files import toml_reader_missing
 # from .warm_policy import WarmPolicy, WarmPool
 # from .watching import WATCHDOG_ERROR, Watcher
 

@@ -28,6 +28,7 @@ also be set in ``[tool.autotest]`` of the root pyproject.toml or ``[autotest]`` 
 LAYERS = (
     "warm_server",
     "basics",
+    "toml_files",
     "platform",
     "ignore",
     "discovery",

@@ -21,8 +21,8 @@ from typing import Any
 from .basics import ASK_TIMEOUT, UsageError, Verdict
 from .discovery import PACKAGE_MARKERS, Package, owner_of
 from .ignore import glob_matches, holds_no_packages
-from .metadata import load_toml
 from .platform import scripts_dir, venv_python
+from .toml_files import load_toml
 from .warm_server import BOOTSTRAP, exit_unless_importable, sent_call
 
 

@@ -25,7 +25,7 @@ from .ignore import IgnoreRules, glob_matches
 from .imports import KEEP_SCAN_FROM, ImportScan, provided_modules, scan_cache_file
 from .intake import Ask, Intake, Request
 from .loop_guard import LoopGuard
-from .metadata import is_metadata_file, normalize_name, read_metadata, toml_reader_missing
+from .metadata import is_metadata_file, normalize_name, read_metadata
 from .options import Options, parse_options
 from .order import Step, cycle_order
 from .platform import KeyReader, Signals, can_notify
@@ -52,6 +52,7 @@ from .runners import (
     module_installed,
     stale_choices,
 )
+from .toml_files import toml_reader_missing
 from .warm_policy import WarmPolicy, WarmPool
 from .watching import WATCHDOG_ERROR, Watcher
 
