@@ -115,7 +115,6 @@ def run_forked(
     import signal
     import sys
 
-    before = set(sys.modules)
     for signum in (signal.SIGCHLD, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
@@ -133,6 +132,8 @@ def run_forked(
     os.environ.update(request["env"])
     sys.argv = [module, *request["args"]]
     sys.path[0] = request["cwd"]
+    hide_modules(request.get("hide", ()))
+    before = set(sys.modules)
     faulthandler.enable()  # as -X faulthandler does cold: SIGABRT prints where it hangs
     code = 0
     try:
@@ -155,6 +156,24 @@ def run_forked(
         with contextlib.suppress(Exception):
             report_imports(report, before)
     os._exit(code)
+
+
+def hide_modules(names: Sequence[str]) -> None:  # pragma: no cover (runs in a forked run)
+    """In the forked child: forget the modules imported ahead for other packages, with their
+    submodules, and unbind each from its parent package, so that this run sees what a cold
+    one would (``import logging`` alone gives no ``logging.handlers``).  What it imports
+    again is imported afresh, and reported as its own."""
+    import sys
+
+    hidden = tuple(names)
+    doomed = [m for m in sys.modules if any(m == h or m.startswith(h + ".") for h in hidden)]
+    for name in sorted(doomed, key=lambda n: -n.count(".")):
+        module = sys.modules.pop(name, None)
+        parent, _, child = name.rpartition(".")
+        holder = sys.modules.get(parent) if parent else None
+        if module is not None and holder is not None and getattr(holder, child, None) is module:
+            with contextlib.suppress(AttributeError, TypeError):
+                delattr(holder, child)
 
 
 def report_imports(fd: int, before: set[str]) -> None:  # pragma: no cover
@@ -475,7 +494,8 @@ def exit_unless_importable(module: str) -> NoReturn:  # pragma: no cover (runs e
 # line.  So it is linted and type-checked with the rest, nothing is generated, and ``ps`` shows
 # a short line.  The functions use only the standard library and one another.
 SENT_FUNCTIONS = (
-    set_parent_death_signal, plugin_modules, run_forked, report_imports, is_installed_code,
+    set_parent_death_signal, plugin_modules, run_forked, hide_modules, report_imports,
+    is_installed_code,
     interpreter_state, state_change, checked_import, probe_learned, import_learned, warm_up,
     serve_warm, fork_run, site_directories, print_interpreter_facts, exit_unless_importable,
 )  # fmt: skip
@@ -3642,6 +3662,7 @@ from typing import IO, Protocol
 #     WARM_REPLY_TIMEOUT,
 #     WARM_START_TIMEOUT,
 # )
+# from .discovery import Package
 # from .platform import NOW, can_fork_server, kill_tree
 # from .runners import Runner, RunStart
 # from .warm_server import (
@@ -3769,12 +3790,25 @@ class LearnedPreloads:
         self.dropped: dict[str, str] = {}
         self.proven: set[str] = set()
         self.taught = False  # a forked run has reported what it imported
+        self.own: dict[Package, set[str]] = {}  # what each package's runs imported
 
-    def learn(self, reported: Iterable[tuple[str, str]]) -> None:
+    def learn(self, reported: Iterable[tuple[str, str]], package: Package | None = None) -> None:
+        """Take in what a forked run imported: for the warm interpreters to come, and as what
+        that package's runs may see imported ahead."""
         self.taught = True
-        for name in preload_candidates(reported, self.root, self.site_dirs):
+        candidates = preload_candidates(reported, self.root, self.site_dirs)
+        if package is not None:
+            self.own.setdefault(package, set()).update(candidates)
+        for name in candidates:
             if name not in self.dropped:
                 self.names.setdefault(name)
+
+    def hidden_from(self, package: Package, preloaded: Iterable[str]) -> list[str]:
+        """Of what a warm interpreter imported ahead, what ``package``'s runs never imported
+        themselves: learned from other packages, so a forked run of this one must not see it
+        (a cold run would not).  Until the package's own runs taught something, all of it."""
+        own = self.own.get(package, set())
+        return sorted(name for name in preloaded if name not in own)
 
     def drop(self, name: str, why: str) -> None:
         """Never import ``name`` ahead again, nor its submodules (they would import it)."""
@@ -3801,9 +3835,10 @@ class WarmProcess:
 
     def __init__(
         self, launcher: WarmLauncher, pid: int, report: IO[bytes] | None = None,
-        preloaded: tuple[str, ...] = (),
+        preloaded: tuple[str, ...] = (), package: Package | None = None,
     ) -> None:  # fmt: skip
         self.launcher = launcher
+        self.package = package
         self.pid = pid
         self.returncode: int | None = None
         self.report = report
@@ -3827,7 +3862,7 @@ class WarmProcess:
     def _ended(self) -> None:
         if self.returncode is not None and self.report is not None:
             with self.report:
-                self.launcher.learn(read_report(self.report))
+                self.launcher.learn(read_report(self.report), self.package)
             self.report = None
 
 
@@ -4093,7 +4128,7 @@ class WarmLauncher:
         report = tempfile.TemporaryFile() if self.learned is not None else None  # noqa: SIM115
         request = json.dumps(
             {"cwd": str(start.package.path), "env": dict(start.env), "args": list(start.args),
-             "report": report is not None}
+             "report": report is not None, "hide": self._hidden(start.package, server)}
         )  # fmt: skip
         pid = server.fork(request.encode() + b"\n", out, report)
         if pid is None:
@@ -4105,7 +4140,11 @@ class WarmLauncher:
         if not server.used and self.fresh_seeds and self.successor is None:
             self.successor = self._new_server()
         server.used = True
-        return WarmProcess(self, pid, report, server.preloaded)
+        return WarmProcess(self, pid, report, server.preloaded, start.package)
+
+    def _hidden(self, package: Package, server: WarmServer) -> list[str]:
+        learned = self.learned
+        return [] if learned is None else learned.hidden_from(package, server.preloaded)
 
     def renew(self) -> None:
         """After a cycle: the next one forks from a fresh interpreter when the used one's hash
@@ -4137,9 +4176,9 @@ class WarmLauncher:
         server = self.serving.get(pid)
         return NOW if server is None else server.wait_handle(pid)
 
-    def learn(self, reported: Iterable[tuple[str, str]]) -> None:
+    def learn(self, reported: Iterable[tuple[str, str]], package: Package | None = None) -> None:
         if self.learned is not None:
-            self.learned.learn(reported)
+            self.learned.learn(reported, package)
 
     def exit_code(self, pid: int, block: bool) -> int | None:
         server = self.serving.get(pid)
