@@ -564,6 +564,7 @@ class Verdict(enum.Enum):
     OK = "ok"
     FAILED = "FAILED"
     NO_TESTS = "no tests"
+    NO_MATCH = "no tests matched"  # the test filter (the key t) matched none of its tests
     COULD_NOT_RUN = "could not run"  # a module it needs is missing here: not the code's fault
 
 
@@ -579,6 +580,7 @@ POLL_INTERVAL = 0.01  # how often a run that cannot be waited on is checked (no 
 CYCLE_WAKE = 0.05  # a running cycle looks for changes and keys at least this often
 
 
+KEY_POLL = 0.1  # how often the key reader looks whether it may read (the debugger has the keys)
 WAKE_INTERVAL = 1.0  # the longest lock wait, so that Ctrl+C is never held up by one
 
 
@@ -744,6 +746,7 @@ import functools
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -752,11 +755,11 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable
 
-# from .basics import TASKKILL_TIMEOUT, Terminated
+# from .basics import KEY_POLL, TASKKILL_TIMEOUT, Terminated
 
 POSIX = os.name == "posix"
 
@@ -1064,12 +1067,14 @@ class KeyReader:
     """Single key presses from the terminal, handed on as they come (to ChangeSet.press).
 
     The terminal goes into cbreak mode (keys arrive at once, Ctrl+C still interrupts) and is
-    always put back as it was, however autotest ends.  Without termios (Windows) msvcrt reads
-    the keys; with neither there are no keys.
+    always put back as it was, however autotest ends.  While ``held()`` says so (another
+    program has the terminal: the debugger) nothing is read.  Without termios (Windows)
+    msvcrt reads the keys; with neither there are no keys.
     """
 
-    def __init__(self, press: Callable[[str], None]) -> None:
+    def __init__(self, press: Callable[[str], None], held: Callable[[], bool] = bool) -> None:
         self.press = press
+        self.held = held
         self.saved: Any = None
         self.fd = -1
 
@@ -1100,10 +1105,15 @@ class KeyReader:
 
     def _read(self) -> None:
         while True:
+            if self.held():
+                time.sleep(KEY_POLL)
+                continue
             if POSIX:
                 try:
+                    if not select.select([self.fd], [], [], KEY_POLL)[0]:
+                        continue
                     data = os.read(self.fd, 1)
-                except OSError:
+                except (OSError, ValueError):
                     return
                 if not data:
                     return
@@ -1114,12 +1124,62 @@ class KeyReader:
                 key = msvcrt.getwch()  # type: ignore[attr-defined,unused-ignore]
             self.press(key)
 
+    @contextlib.contextmanager
+    def cooked(self) -> Iterator[None]:
+        """The terminal as it was before autotest (lines, echo) while another program uses
+        it, then cbreak again."""
+        if self.saved is None:
+            yield
+            return
+        import termios
+        import tty
+
+        with contextlib.suppress(OSError, termios.error):
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, termios.error):
+                tty.setcbreak(self.fd)
+
     def __exit__(self, *exc: object) -> None:
         if self.saved is not None:
             import termios
 
             with contextlib.suppress(OSError, termios.error):  # a hung-up terminal: EIO
                 termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+
+
+def run_in_foreground(argv: Sequence[str], cwd: str, env: Mapping[str, str]) -> int:
+    """Run a program that owns the terminal until it ends (a debugger): on POSIX in a process
+    group of its own made the terminal's foreground, so Ctrl+C reaches it and not autotest;
+    elsewhere simply waited for."""
+    if not POSIX or not sys.stdin.isatty():
+        return subprocess.run(list(argv), cwd=cwd, env=dict(env), check=False).returncode
+    fd = sys.stdin.fileno()
+    proc = subprocess.Popen(list(argv), cwd=cwd, env=dict(env), preexec_fn=new_process_group)
+    ours = os.getpgrp()
+    with contextlib.suppress(OSError):
+        tcsetpgrp_quietly(fd, proc.pid)
+    try:
+        return proc.wait()
+    finally:
+        with contextlib.suppress(OSError):
+            tcsetpgrp_quietly(fd, ours)
+
+
+def new_process_group() -> None:  # pragma: no cover (runs in the child, before exec)
+    os.setpgid(0, 0)
+
+
+def tcsetpgrp_quietly(fd: int, pgrp: int) -> None:
+    """Make ``pgrp`` the terminal's foreground group; taking it back from the background
+    would stop autotest with SIGTTOU, so that signal is ignored meanwhile."""
+    previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.tcsetpgrp(fd, pgrp)
+    finally:
+        signal.signal(signal.SIGTTOU, previous)
 
 
 NOW = -1  # a run's wait handle when there is nothing to wait for: it is polled at once
@@ -2227,6 +2287,7 @@ class ChangeSet:
         self._fresh: dict[str, float] = {}  # created in place (not renamed there), and when
         self._keys: list[str] = []
         self._notices: list[Callable[[], None]] = []
+        self._held = False
         self._last = 0.0
 
     def add(self, paths: Iterable[str], created: bool = False, fresh: bool = False) -> None:
@@ -2284,6 +2345,22 @@ class ChangeSet:
     def peek(self) -> tuple[dict[str, float], list[str]]:
         with self._cond:
             return dict(self._paths), list(self._keys)
+
+    def wait_key(self, timeout: float = WAKE_INTERVAL) -> str | None:
+        """The oldest key not yet taken, waiting up to ``timeout`` for one."""
+        with self._cond:
+            if not self._keys:
+                self._cond.wait(timeout)
+            return self._keys.pop(0) if self._keys else None
+
+    def hold_keys(self, held: bool) -> None:
+        """While held (another program has the terminal), the key reader reads nothing."""
+        with self._cond:
+            self._held = held
+
+    def keys_held(self) -> bool:
+        with self._cond:
+            return self._held
 
     def take_key(self) -> str | None:
         """The oldest key not yet taken."""
@@ -2968,11 +3045,17 @@ class Ask(enum.Enum):
     ALL = "all"
     FAILED = "failed"
     RESUME = "resume"  # what a cycle cut short did not run
+    PACKAGES = "packages"  # ask for a package filter
+    TESTS = "tests"  # ask for a test-name filter
+    CLEAR = "clear"  # clear both filters
+    DEBUG = "debug"  # the last failing package again, in the debugger
+    KEYS = "keys"  # list the keys
     QUIT = "quit"
 
 
 RUN_KEYS = {
     "\n": Ask.ALL, "\r": Ask.ALL, "a": Ask.ALL, "A": Ask.ALL, "f": Ask.FAILED, "F": Ask.FAILED,
+    "p": Ask.PACKAGES, "t": Ask.TESTS, "c": Ask.CLEAR, "d": Ask.DEBUG, "w": Ask.KEYS, "?": Ask.KEYS,
 }  # fmt: skip
 
 
@@ -3307,10 +3390,27 @@ class RunStart:
     python: str
     args: tuple[str, ...]  # after the runner's own: the runner arguments, then JUnit's
     env: Mapping[str, str]
+    name_filter: str = ""  # the test-name filter (the key t) its args carry, if any
 
     @property
     def argv(self) -> list[str]:
         return self.runner.command(self.package, self.args, self.python)
+
+
+def name_filter_args(runner: Runner, pattern: str) -> tuple[str, ...] | None:
+    """The runner's own option that runs only the tests whose names match ``pattern``; None
+    where it has none (nose and nose2 select by dotted name only; a command is opaque)."""
+    if runner.name in ("pytest", "unittest") and runner in BUILTIN_RUNNERS.values():
+        return ("-k", pattern)
+    return None
+
+
+def debugger_args(runner: Runner) -> tuple[str, ...] | None:
+    """What stops the runner at its first failing test in the debugger; None where it has
+    no debugger to hand the terminal to (unittest, nose2, a command)."""
+    if runner not in BUILTIN_RUNNERS.values():
+        return None
+    return {"pytest": ("-x", "--pdb"), "nose": ("-x", "--pdb", "--pdb-failures")}.get(runner.name)
 
 
 PACKAGE_ARG = "{package}"  # in a runner command: the package's path, as one argument
@@ -4509,6 +4609,8 @@ class Run:
             return self._result(Verdict.FAILED, name)
         output = read_output(self.out)
         verdict = self.runner.verdict(code, output.excerpt)
+        if verdict is Verdict.NO_TESTS and self.start.name_filter:
+            verdict = Verdict.NO_MATCH
         if verdict is Verdict.FAILED and self._again_cold():
             return None
         if verdict is Verdict.FAILED and not output.tests_failed and self.needs is not None:
@@ -4854,7 +4956,9 @@ class CycleOutcome:
 
     @property
     def passed_count(self) -> int:
-        return sum(r.verdict in (Verdict.OK, Verdict.NO_TESTS) for r in self.results)
+        return sum(
+            r.verdict in (Verdict.OK, Verdict.NO_TESTS, Verdict.NO_MATCH) for r in self.results
+        )
 
     @property
     def passed(self) -> bool:
@@ -5121,7 +5225,7 @@ def cut_short(result: RunResult) -> bool:
     """Timed out, killed by a signal (noted by name, or by number when it has none), or any
     verdict other than the three a finished run gives (it could not run): what the runner
     wrote, if anything, is not the whole story."""
-    if result.verdict not in (Verdict.OK, Verdict.FAILED, Verdict.NO_TESTS):
+    if result.verdict not in (Verdict.OK, Verdict.FAILED, Verdict.NO_TESTS, Verdict.NO_MATCH):
         return True
     note = result.note
     killed = note == "timed out" or note.startswith("SIG") or note.isdigit()
@@ -5166,7 +5270,9 @@ def package_case(result: RunResult) -> ET.Element:
     if cut_short(result):
         tag: str | None = "error"
     else:
-        tag = {Verdict.OK: None, Verdict.NO_TESTS: "skipped"}.get(result.verdict, "failure")
+        tag = {Verdict.OK: None, Verdict.NO_TESTS: "skipped", Verdict.NO_MATCH: "skipped"}.get(
+            result.verdict, "failure"
+        )
     if tag is not None:
         reason = result.verdict.value + (f" ({result.note})" if result.note else "")
         child = ET.SubElement(case, tag, message=xml_text(reason))
@@ -5371,7 +5477,8 @@ STYLES = {"ok": "32", "fail": "1;31", "dim": "2", "bold": "1", "warn": "33"}
 
 
 VERDICT_STYLES = {
-    Verdict.OK: "ok", Verdict.FAILED: "fail", Verdict.NO_TESTS: "dim", Verdict.COULD_NOT_RUN: "warn"
+    Verdict.OK: "ok", Verdict.FAILED: "fail", Verdict.NO_TESTS: "dim", Verdict.NO_MATCH: "dim",
+    Verdict.COULD_NOT_RUN: "warn",
 }  # fmt: skip
 
 
@@ -5424,6 +5531,18 @@ def describe_changes(paths: Iterable[str], root: Path, packages: Sequence[Packag
         return f"changed: {len(paths)} files outside every package"
     text = f"changed: {len(paths)} files in {counted(inside, 'package')}"
     return text + (" and outside them" if None in owners else "")
+
+
+KEYS_HELP = (
+    ("Enter, a", "run every package"),
+    ("f", "run the packages that failed"),
+    ("p", "test only the packages matching a pattern (a glob or part of a path or name)"),
+    ("t", "run only the tests whose names match a pattern (pytest and unittest: -k)"),
+    ("c", "clear both filters"),
+    ("d", "run the last failing package again, stopping in the debugger at its first failure"),
+    ("w, ?", "list these keys"),
+    ("q", "quit"),
+)
 
 
 RAISE_WATCHES = "sudo sysctl fs.inotify.max_user_watches=524288"
@@ -5690,7 +5809,53 @@ class Notices(Terminal):
         )
 
 
-class Reporter(Notices):
+class KeyNotices(Notices):
+    """What watch mode's keys say: the menu, the key list, a filter's prompt, the debugger's
+    hand-over."""
+
+    def menu(self, packages: str = "", tests: str = "") -> None:
+        """The one line after a cycle: the keys, and the filters in force."""
+        if packages or tests:
+            chosen = f"[p] packages: {shown(packages or 'all')}  [t] tests: {shown(tests or 'all')}"
+            keys = f"[Enter/a] run all  [f] run failed  {chosen}  [c] clear  [d] debug  [w] keys"
+        else:
+            keys = "[Enter/a] run all  [f] run failed  [p]/[t] filter  [d] debug  [w] keys"
+        self.say(self.paint(f"{keys}  [q] quit", "dim"))
+
+    def keys(self) -> None:
+        """Every key of watch mode, one line each (the key w, or ?)."""
+        for key, does in KEYS_HELP:
+            self.say(f"  {key:<9} {does}")
+
+    def prompt(self, label: str, text: str, done: bool = False) -> None:
+        """The one-line prompt of a filter, rewritten in place as it is typed."""
+        self.erase_status()
+        self.stream.write(f"\r\033[K{label}: {shown(text)}" + ("\n" if done else ""))
+        self.stream.flush()
+
+    def no_package_matches(self, pattern: str) -> None:
+        self.warn(f"no package matches {shown(pattern)}; the filter stays as it was")
+
+    def cannot_filter_by_name(self, runners: Sequence[str], packages: Sequence[str]) -> None:
+        which = " and ".join(sorted(set(runners)))
+        names = ", ".join(shown(p) for p in packages)
+        self.note(f"{which} cannot run tests by name: {names} run all their tests")
+
+    def nothing_to_debug(self) -> None:
+        self.say("no failing package to debug")
+
+    def cannot_debug(self, rel: str, runner: str) -> None:
+        self.say(f"{shown(rel)} runs under {runner}, which has no debugger to hand the terminal to")
+
+    def debugging(self, rel: str, argv: Sequence[str]) -> None:
+        command = " ".join(shlex.quote(a) for a in argv)
+        self.say(self.paint(f"debugging {shown(rel)}: {shown(command)}", "bold"))
+
+    def debugged(self, code: int) -> None:
+        self.note(f"the debugger ended (exit status {code}); watching again")
+
+
+class Reporter(KeyNotices):
     """Everything the user reads of a cycle: the header, the order, one line per package, the
     failing run's output, one summary; and the notices (``Notices``)."""
 
@@ -5831,9 +5996,6 @@ class Reporter(Notices):
 
     def cannot_write(self, path: str, reason: str) -> None:
         self.warn(f"cannot write {path}: {reason}")
-
-    def menu(self) -> None:
-        self.say(self.paint("[Enter/a] run all  [f] run failed  [q] quit", "dim"))
 
     def clear(self) -> None:
         self.erase_status()
@@ -6324,6 +6486,202 @@ def check_combination(options: Options, given: Container[str]) -> None:
             raise UsageError(f"--{name} narrows one cycle: give it with --once or --plan")
 
 
+# ==================== src/autotest/watch_mode.py ==================================================
+"""Watch mode's loop and keys: a cycle on every change, and between cycles what a person asks
+for: every package, the failed ones, a package filter (p), a test-name filter (t), clearing
+them (c), the last failure again in the debugger (d), the list of keys (w).
+
+A filter's pattern is typed on a one-line prompt read from the same keys (the key reader
+never stops: it hands each key to the main thread through the ChangeSet), so changes saved
+while typing are kept and tested once the prompt closes.
+"""
+
+# from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+# from .cycle import CycleOutcome
+# from .discovery import Package
+# from .handoff import ChangeSet
+# from .intake import Ask, Intake, Request
+# from .platform import KeyReader, run_in_foreground
+# from .report import Reporter
+# from .runners import RunStart, debugger_args
+
+
+class LineEnd(enum.Enum):
+    TYPING = "typing"
+    ENTER = "enter"
+    ESCAPE = "escape"
+
+
+def edited(text: str, key: str) -> tuple[str, LineEnd]:
+    """A prompt's text after one key: Enter takes it, Esc drops it, Backspace erases."""
+    if key in ("\n", "\r"):
+        return text, LineEnd.ENTER
+    if key == "\x1b":
+        return text, LineEnd.ESCAPE
+    if key in ("\x7f", "\x08"):
+        return text[:-1], LineEnd.TYPING
+    return (text + key if key.isprintable() else text), LineEnd.TYPING
+
+
+def read_line(changes: ChangeSet, echo: Callable[[str, bool], None], text: str) -> str | None:
+    """A line typed at the prompt (None when Esc drops it), echoed as it is typed."""
+    echo(text, False)
+    while True:
+        key = changes.wait_key()
+        if key is None:
+            continue
+        text, end = edited(text, key)
+        if end is LineEnd.ESCAPE:
+            echo(text + "  (dropped)", True)
+            return None
+        echo(text, end is LineEnd.ENTER)
+        if end is LineEnd.ENTER:
+            return text.strip()
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The filters in force: packages matching one pattern, tests whose names match another
+    ("" for none)."""
+
+    packages: str = ""
+    tests: str = ""
+
+
+class Cycles(Protocol):
+    """What watch mode asks of the session."""
+
+    failed: set[Package]
+    unfinished: set[Package]
+
+    def first_cycle(self) -> CycleOutcome: ...
+    def run_all(self) -> CycleOutcome: ...
+    def run_failed(self) -> CycleOutcome: ...
+    def run_unfinished(self) -> CycleOutcome: ...
+    def run_changed(self, changed: Mapping[str, float]) -> CycleOutcome: ...
+
+
+class Narrowing(Protocol):
+    """The package set, narrowed by the package filter."""
+
+    def narrow(self, pattern: str) -> bool: ...
+
+
+class TestFilter(Protocol):
+    """The runner choices, which carry the test-name filter into every run."""
+
+    def filter_tests(self, pattern: str) -> list[tuple[Package, str]]: ...
+    def run_start(self, package: Package, extra: Sequence[str] = ()) -> RunStart: ...
+
+
+class WatchMode:
+    """The loop between cycles: each request from the intake answered."""
+
+    def __init__(
+        self, cycles: Cycles, intake: Intake, reporter: Reporter, tree: Narrowing,
+        choices: TestFilter,
+    ) -> None:  # fmt: skip
+        self.cycles = cycles
+        self.intake = intake
+        self.changes = intake.changes
+        self.reporter = reporter
+        self.tree = tree
+        self.choices = choices
+        self.filters = Filters()
+        self.last_failure: Package | None = None
+
+    def loop(self, interactive: bool) -> None:
+        keys = KeyReader(self.changes.press, self.changes.keys_held)
+        with keys if interactive else contextlib.nullcontext():
+            outcome = self.answered(self.cycles.first_cycle())
+            while True:
+                if interactive and not outcome.interrupted:
+                    self.reporter.menu(self.filters.packages, self.filters.tests)
+                request = self.intake.next_request(resume=bool(self.cycles.unfinished))
+                if request.kind is Ask.QUIT:
+                    return
+                outcome = self.answered(self.respond(request, keys))
+
+    def answered(self, outcome: CycleOutcome) -> CycleOutcome:
+        if outcome.failure is not None:
+            self.last_failure = outcome.failure.package
+        return outcome
+
+    def respond(self, request: Request, keys: KeyReader) -> CycleOutcome:
+        cycles, kind = self.cycles, request.kind
+        if kind is Ask.ALL:
+            return cycles.run_all()
+        if kind is Ask.FAILED:
+            return cycles.run_failed()
+        if kind is Ask.RESUME:
+            return cycles.run_unfinished()
+        if kind in (Ask.PACKAGES, Ask.TESTS, Ask.CLEAR):
+            return cycles.run_all() if self.refiltered(kind) else CycleOutcome([])
+        if kind is Ask.DEBUG:
+            self.debug(keys)
+            return CycleOutcome([])
+        if kind is Ask.KEYS:
+            self.reporter.keys()
+            return CycleOutcome([])
+        return cycles.run_changed(request.paths)
+
+    def refiltered(self, kind: Ask) -> bool:
+        """Whether the filters changed (then everything they leave runs at once)."""
+        if kind is Ask.CLEAR:
+            if self.filters == Filters():
+                return False
+            self.tree.narrow("")
+            self.choices.filter_tests("")
+            self.filters = Filters()
+            return True
+        label = "packages" if kind is Ask.PACKAGES else "tests"
+        echo = lambda text, done: self.reporter.prompt(label, text, done)  # noqa: E731
+        pattern = read_line(self.changes, echo, getattr(self.filters, label))
+        if pattern is None:
+            return False
+        if kind is Ask.PACKAGES:
+            if not self.tree.narrow(pattern):
+                self.reporter.no_package_matches(pattern)
+                return False
+        else:
+            unfiltered = self.choices.filter_tests(pattern)
+            if unfiltered:
+                runners, rels = [r for _, r in unfiltered], [p.rel for p, _ in unfiltered]
+                self.reporter.cannot_filter_by_name(runners, rels)
+        self.filters = dataclasses.replace(self.filters, **{label: pattern})
+        return True
+
+    def debug(self, keys: KeyReader) -> None:
+        """The last failing package run again in the foreground, stopping in its runner's
+        debugger at its first failing test; the terminal is the debugger's until it ends."""
+        package = self.last_failure
+        if package is None or package not in self.cycles.failed:
+            self.reporter.nothing_to_debug()
+            return
+        start = self.choices.run_start(package)
+        extra = debugger_args(start.runner)
+        if extra is None:
+            self.reporter.cannot_debug(package.rel, start.runner.name)
+            return
+        argv = [*start.argv, *extra]
+        self.reporter.debugging(package.rel, argv)
+        self.changes.hold_keys(True)
+        try:
+            with keys.cooked():
+                code = run_in_foreground(argv, str(package.path), start.env)
+        finally:
+            self.changes.hold_keys(False)
+        self.reporter.debugged(code)
+
+
 # ==================== src/autotest/session.py =====================================================
 """The wiring: the package set kept in step with the tree, each package's runner choice, one
 cycle's runs, and the Session, whose main loop is the only place tests run.
@@ -6350,12 +6708,12 @@ from typing import Callable
 # from .handoff import ChangeSet
 # from .ignore import IgnoreRules, glob_matches
 # from .imports import KEEP_SCAN_FROM, ImportScan, provided_modules, scan_cache_file
-# from .intake import Ask, Intake, Request
+# from .intake import Intake
 # from .loop_guard import LoopGuard
 # from .metadata import is_metadata_file, normalize_name, read_metadata
 # from .options import Options, parse_options
 # from .order import Step, cycle_order
-# from .platform import KeyReader, Signals, can_notify
+# from .platform import Signals, can_notify
 # from .report import Progress, Reporter, describe_changes, shown
 # from .run import (
 #     Needs,
@@ -6377,10 +6735,12 @@ from typing import Callable
 #     choose,
 #     install_test_deps_command,
 #     module_installed,
+#     name_filter_args,
 #     stale_choices,
 # )
 # from .toml_files import toml_reader_missing
 # from .warm_policy import WarmPolicy, WarmPool
+# from .watch_mode import WatchMode
 # from .watching import WATCHDOG_ERROR, Watcher
 
 
@@ -6401,6 +6761,7 @@ class PackageSet:
         self.rules = rules or IgnoreRules(root)
         self.chosen = tuple(chosen)
         self.exclude = tuple(exclude)
+        self.narrowing = ""  # the package filter (the key p)
         self.cwd = Path.cwd()
         self.all: list[Package] = []
         self.packages: list[Package] = []
@@ -6454,14 +6815,42 @@ class PackageSet:
                 self.all = [p for p in self.all if p != owner]
         for path, why in self.graph.unreadable:
             self.reporter.cannot_parse(path, why)
+        self.select()
+
+    def select(self) -> None:
+        """The packages to test: those chosen, less those excluded, narrowed by the package
+        filter (the key p) when one is set."""
         chosen = {p for c in self.chosen for p in self.matching(c)} if self.chosen else set()
+        narrowed = set(self.filter_matches(self.narrowing)) if self.narrowing else set()
         self.packages = [
             p
             for p in self.all
             if (not self.chosen or p in chosen)
             and not any(glob_matches(p.rel, g) for g in self.exclude)
+            and (not self.narrowing or p in narrowed)
         ]
         self.reporter.width = max((len(shown(p.rel)) for p in self.packages), default=0)
+
+    def narrow(self, pattern: str) -> bool:
+        """Test only the packages matching ``pattern`` from now on ("" for all chosen); False,
+        and nothing changed, when it leaves none."""
+        previous, self.narrowing = self.narrowing, pattern
+        self.select()
+        if not self.packages:
+            self.narrowing = previous
+            self.select()
+            return False
+        return True
+
+    def filter_matches(self, pattern: str) -> list[Package]:
+        """The packages a filter names: a glob over paths and distribution names, or, without
+        glob characters, a part of one."""
+        glob = any(c in pattern for c in "*?[")
+
+        def hit(text: str) -> bool:
+            return fnmatch.fnmatchcase(text, pattern) if glob else pattern in text
+
+        return [p for p in self.all if hit(p.rel) or hit(self.graph.names.get(p, ""))]
 
     def follow(self, paths: Iterable[str]) -> None:
         """Rediscover packages when directories or metadata came or went; read the graph
@@ -6588,6 +6977,7 @@ class RunnerChoices:
         self.by_package: dict[Package, Choice] = {}
         self.unrunnable: dict[Package, str] = {}
         self.provided: set[str] | None = None
+        self.name_filter = ""  # the test-name filter (the key t)
         self.choose(None, strict=True)
 
     def __getitem__(self, package: Package) -> Choice:
@@ -6616,12 +7006,24 @@ class RunnerChoices:
         """The one answer to how a package's tests run: what --plan shows, and what runs
         (with ``extra`` arguments after the runner arguments: JUnit's)."""
         choice = self.by_package[package]
-        args = (*self.options.runner_args, *extra)
+        named = name_filter_args(choice.runner, self.name_filter) if self.name_filter else None
+        args = (*self.options.runner_args, *(named or ()), *extra)
         env = {
             **run_environment(choice.runner, pycache_dir(), choice.python),
             PACKAGE_ENV: str(package.path),
         }
-        return RunStart(package, choice.runner, choice.python, args, env)
+        filtered = self.name_filter if named else ""
+        return RunStart(package, choice.runner, choice.python, args, env, filtered)
+
+    def filter_tests(self, pattern: str) -> list[tuple[Package, str]]:
+        """Run only the tests whose names match ``pattern`` from now on ("" for all); the
+        packages whose runner cannot, with its name."""
+        self.name_filter = pattern
+        return [
+            (p, c.runner.name)
+            for p, c in self.by_package.items()
+            if pattern and name_filter_args(c.runner, pattern) is None
+        ]
 
     def command_for(self, package: Package) -> Command:
         """What --plan shows of a package's run."""
@@ -6922,40 +7324,26 @@ class Session:
                 self.pool = WarmPool(self.env, self.root)
                 self.warm_policy = WarmPolicy(self.pool)
         try:
-            with KeyReader(self.changes.press) if interactive else contextlib.nullcontext():
-                outcome = self.first_cycle()
-                while True:
-                    if interactive and not outcome.interrupted:
-                        self.reporter.menu()
-                    request = self.intake.next_request(resume=bool(self.unfinished))
-                    if request.kind is Ask.QUIT:
-                        break
-                    outcome = self.respond(request)
+            WatchMode(self, self.intake, self.reporter, self.tree, self.choices).loop(interactive)
         except QuitRequested:
             pass  # q during a run: run_cycle has killed the runs on the way out
         finally:
             watcher.stop()
         return self.last_status
 
-    def respond(self, request: Request) -> CycleOutcome:
-        if request.kind is Ask.ALL:
-            return self.run_all()
-        if request.kind is Ask.FAILED:
-            return self.run_failed()
-        if request.kind is Ask.RESUME:
-            return self.run_unfinished()
-        batch = request.paths
+    def run_changed(self, changed: Mapping[str, float]) -> CycleOutcome:
+        """A cycle for a settled burst of changes that count."""
         if not self.root.is_dir():
             raise UsageError(f"the root {shown(str(self.root))} is gone; stopping")
-        looping = self.guard.observe(batch)
+        looping = self.guard.observe(changed)
         if looping:
             self.reporter.loop_found(looping)
         before = self.packages
-        self.tree.follow(batch)
+        self.tree.follow(changed)
         self.failed &= set(self.packages)
-        self.warm_policy.code_changed(self.tree.owners(batch))
-        forget_bytecode(batch, self.env.get("PYTHONPYCACHEPREFIX"))
-        return self.run_changes(batch, list({*before, *self.packages}))
+        self.warm_policy.code_changed(self.tree.owners(changed))
+        forget_bytecode(changed, self.env.get("PYTHONPYCACHEPREFIX"))
+        return self.run_changes(changed, list({*before, *self.packages}))
 
     def close(self) -> None:
         """Kill whatever still runs; safe to call again (a signal may cut a first call short)."""

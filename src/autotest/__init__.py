@@ -48,6 +48,7 @@ LAYERS = (
     "ci",
     "report",
     "options",
+    "watch_mode",
     "session",
     "main",
 )

@@ -286,6 +286,8 @@ class Run:
             return self._result(Verdict.FAILED, name)
         output = read_output(self.out)
         verdict = self.runner.verdict(code, output.excerpt)
+        if verdict is Verdict.NO_TESTS and self.start.name_filter:
+            verdict = Verdict.NO_MATCH
         if verdict is Verdict.FAILED and self._again_cold():
             return None
         if verdict is Verdict.FAILED and not output.tests_failed and self.needs is not None:

@@ -23,12 +23,12 @@ from .graph import DependencyGraph, dependency_graph
 from .handoff import ChangeSet
 from .ignore import IgnoreRules, glob_matches
 from .imports import KEEP_SCAN_FROM, ImportScan, provided_modules, scan_cache_file
-from .intake import Ask, Intake, Request
+from .intake import Intake
 from .loop_guard import LoopGuard
 from .metadata import is_metadata_file, normalize_name, read_metadata
 from .options import Options, parse_options
 from .order import Step, cycle_order
-from .platform import KeyReader, Signals, can_notify
+from .platform import Signals, can_notify
 from .report import Progress, Reporter, describe_changes, shown
 from .run import (
     Needs,
@@ -50,10 +50,12 @@ from .runners import (
     choose,
     install_test_deps_command,
     module_installed,
+    name_filter_args,
     stale_choices,
 )
 from .toml_files import toml_reader_missing
 from .warm_policy import WarmPolicy, WarmPool
+from .watch_mode import WatchMode
 from .watching import WATCHDOG_ERROR, Watcher
 
 
@@ -74,6 +76,7 @@ class PackageSet:
         self.rules = rules or IgnoreRules(root)
         self.chosen = tuple(chosen)
         self.exclude = tuple(exclude)
+        self.narrowing = ""  # the package filter (the key p)
         self.cwd = Path.cwd()
         self.all: list[Package] = []
         self.packages: list[Package] = []
@@ -127,14 +130,42 @@ class PackageSet:
                 self.all = [p for p in self.all if p != owner]
         for path, why in self.graph.unreadable:
             self.reporter.cannot_parse(path, why)
+        self.select()
+
+    def select(self) -> None:
+        """The packages to test: those chosen, less those excluded, narrowed by the package
+        filter (the key p) when one is set."""
         chosen = {p for c in self.chosen for p in self.matching(c)} if self.chosen else set()
+        narrowed = set(self.filter_matches(self.narrowing)) if self.narrowing else set()
         self.packages = [
             p
             for p in self.all
             if (not self.chosen or p in chosen)
             and not any(glob_matches(p.rel, g) for g in self.exclude)
+            and (not self.narrowing or p in narrowed)
         ]
         self.reporter.width = max((len(shown(p.rel)) for p in self.packages), default=0)
+
+    def narrow(self, pattern: str) -> bool:
+        """Test only the packages matching ``pattern`` from now on ("" for all chosen); False,
+        and nothing changed, when it leaves none."""
+        previous, self.narrowing = self.narrowing, pattern
+        self.select()
+        if not self.packages:
+            self.narrowing = previous
+            self.select()
+            return False
+        return True
+
+    def filter_matches(self, pattern: str) -> list[Package]:
+        """The packages a filter names: a glob over paths and distribution names, or, without
+        glob characters, a part of one."""
+        glob = any(c in pattern for c in "*?[")
+
+        def hit(text: str) -> bool:
+            return fnmatch.fnmatchcase(text, pattern) if glob else pattern in text
+
+        return [p for p in self.all if hit(p.rel) or hit(self.graph.names.get(p, ""))]
 
     def follow(self, paths: Iterable[str]) -> None:
         """Rediscover packages when directories or metadata came or went; read the graph
@@ -261,6 +292,7 @@ class RunnerChoices:
         self.by_package: dict[Package, Choice] = {}
         self.unrunnable: dict[Package, str] = {}
         self.provided: set[str] | None = None
+        self.name_filter = ""  # the test-name filter (the key t)
         self.choose(None, strict=True)
 
     def __getitem__(self, package: Package) -> Choice:
@@ -289,12 +321,24 @@ class RunnerChoices:
         """The one answer to how a package's tests run: what --plan shows, and what runs
         (with ``extra`` arguments after the runner arguments: JUnit's)."""
         choice = self.by_package[package]
-        args = (*self.options.runner_args, *extra)
+        named = name_filter_args(choice.runner, self.name_filter) if self.name_filter else None
+        args = (*self.options.runner_args, *(named or ()), *extra)
         env = {
             **run_environment(choice.runner, pycache_dir(), choice.python),
             PACKAGE_ENV: str(package.path),
         }
-        return RunStart(package, choice.runner, choice.python, args, env)
+        filtered = self.name_filter if named else ""
+        return RunStart(package, choice.runner, choice.python, args, env, filtered)
+
+    def filter_tests(self, pattern: str) -> list[tuple[Package, str]]:
+        """Run only the tests whose names match ``pattern`` from now on ("" for all); the
+        packages whose runner cannot, with its name."""
+        self.name_filter = pattern
+        return [
+            (p, c.runner.name)
+            for p, c in self.by_package.items()
+            if pattern and name_filter_args(c.runner, pattern) is None
+        ]
 
     def command_for(self, package: Package) -> Command:
         """What --plan shows of a package's run."""
@@ -595,40 +639,26 @@ class Session:
                 self.pool = WarmPool(self.env, self.root)
                 self.warm_policy = WarmPolicy(self.pool)
         try:
-            with KeyReader(self.changes.press) if interactive else contextlib.nullcontext():
-                outcome = self.first_cycle()
-                while True:
-                    if interactive and not outcome.interrupted:
-                        self.reporter.menu()
-                    request = self.intake.next_request(resume=bool(self.unfinished))
-                    if request.kind is Ask.QUIT:
-                        break
-                    outcome = self.respond(request)
+            WatchMode(self, self.intake, self.reporter, self.tree, self.choices).loop(interactive)
         except QuitRequested:
             pass  # q during a run: run_cycle has killed the runs on the way out
         finally:
             watcher.stop()
         return self.last_status
 
-    def respond(self, request: Request) -> CycleOutcome:
-        if request.kind is Ask.ALL:
-            return self.run_all()
-        if request.kind is Ask.FAILED:
-            return self.run_failed()
-        if request.kind is Ask.RESUME:
-            return self.run_unfinished()
-        batch = request.paths
+    def run_changed(self, changed: Mapping[str, float]) -> CycleOutcome:
+        """A cycle for a settled burst of changes that count."""
         if not self.root.is_dir():
             raise UsageError(f"the root {shown(str(self.root))} is gone; stopping")
-        looping = self.guard.observe(batch)
+        looping = self.guard.observe(changed)
         if looping:
             self.reporter.loop_found(looping)
         before = self.packages
-        self.tree.follow(batch)
+        self.tree.follow(changed)
         self.failed &= set(self.packages)
-        self.warm_policy.code_changed(self.tree.owners(batch))
-        forget_bytecode(batch, self.env.get("PYTHONPYCACHEPREFIX"))
-        return self.run_changes(batch, list({*before, *self.packages}))
+        self.warm_policy.code_changed(self.tree.owners(changed))
+        forget_bytecode(changed, self.env.get("PYTHONPYCACHEPREFIX"))
+        return self.run_changes(changed, list({*before, *self.packages}))
 
     def close(self) -> None:
         """Kill whatever still runs; safe to call again (a signal may cut a first call short)."""
