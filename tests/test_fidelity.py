@@ -26,6 +26,7 @@ from test_events import (
     inotify_watches,
     marked,
     needs_git,
+    save_vim,
     sentinel,
     slow_test,
     started,
@@ -412,6 +413,27 @@ def test_a_run_rewriting_a_source_differently_each_time_is_named_and_stops(
     sentinel(w, repo, settled + 1, "beta/beta/__init__.py")
 
 
+def test_after_a_file_is_named_as_the_runs_a_persons_save_beside_it_is_tested(
+    repo: Repo, watch: type[Watch], tmp_path: Path
+) -> None:
+    """The loop guard mutes wa/wa/generated.py, never wa/wa/__init__.py beside it."""
+    marker = tmp_path / "wa.started"
+    rewrites = REWRITES_DIFFERENTLY.replace("alpha/", "wa/")
+    repo.package("wa", tests=value_then_slow(marker).replace("alpha", "wa") + rewrites)
+    repo.package("beta")
+    w = watch(repo.path)
+    warned = w.wait_for(r"^autotest: each test run changes wa/wa/stamp\.py", timeout=40)
+    w.wait_for(r"^all 2 packages passed", warned)
+    runs = len(marker.read_text().splitlines())
+    settled = w.cycles()
+    (repo.path / "beta" / "beta" / "__init__.py").write_text("VALUE = 2\n")
+    assert wait_until(functools.partial(runs_started, marker, runs + 1), 15), w.output
+    (repo.path / "wa" / "wa" / "__init__.py").write_text(SAVED_VALUE.format(2))
+    lines = cycle(w, settled + 2)
+    assert lines[0] == "changed: wa/wa/__init__.py", w.output
+    assert verdicts(lines)[0] == ("wa", "FAILED"), w.output
+
+
 # ---------------------------------------------------------------------------------------------
 # 5. Never blame a person
 # ---------------------------------------------------------------------------------------------
@@ -424,6 +446,15 @@ def reads_template(log: Path) -> str:
         "    text = open('template.html').read()\n"
         f"    with open({str(log)!r}, 'a') as f:\n"
         "        f.write(text + '\\n')\n"
+    )
+
+
+def template_then_slow(marker: Path, log: Path) -> str:
+    """A test module that notes which template it saw when collected, in ``log`` outside the
+    tree, then takes a second: a save meanwhile is seen by the next run alone."""
+    return (
+        "with open('template.html') as f:\n    TEXT = f.read()\n"
+        f"with open({str(log)!r}, 'a') as f:\n    f.write(TEXT + '\\n')\n" + slow_test(marker, 1.0)
     )
 
 
@@ -448,19 +479,124 @@ def test_a_template_saved_during_three_runs_in_a_row_is_tested_each_time(
     assert "not tested" not in w.output
 
 
-def test_a_save_in_the_running_package_is_named_on_screen_as_not_tested(
+def test_a_template_saved_during_its_own_packages_run_is_tested_after_it(
     repo: Repo, watch: type[Watch], tmp_path: Path
 ) -> None:
-    marker = tmp_path / "alpha.started"
-    repo.package("alpha", tests=slow_test(marker, 1.0))
+    """It existed before the run: a person's save, whatever its kind."""
+    marker, seen = tmp_path / "alpha.started", tmp_path / "templates.seen"
+    repo.package("alpha", tests=template_then_slow(marker, seen))
     repo.write("alpha/template.html", "<p>0</p>")
     repo.package("beta")
     w = watch(repo.path)
     assert wait_until(marker.exists, 15), w.output
     repo.write("alpha/template.html", "<p>1</p>")
-    w.wait_for(r"^autotest: not tested: alpha/template\.html, .*save it again")
-    repo.write("alpha/template.html", "<p>2</p>")  # saved again, while idle
+    assert wait_until(marked(seen, "<p>1</p>"), 10), f"the save was never run:\n{w.output}"
     assert cycle(w, 2)[0] == "changed: alpha/template.html", w.output
+    assert "not tested" not in w.output
+
+
+@needs_git
+def test_a_tracked_template_an_editor_replaces_during_its_packages_run_is_tested(
+    repo: Repo, watch: type[Watch], tmp_path: Path
+) -> None:
+    """vim writes a new file (a new inode, born during the run): git tracks it, so a person's."""
+    marker, seen = tmp_path / "alpha.started", tmp_path / "templates.seen"
+    repo.package("alpha", tests=template_then_slow(marker, seen))
+    repo.write("alpha/template.html", "<p>0</p>")
+    git(repo.path, "init", "-q")
+    git(repo.path, "add", "-A")
+    git(repo.path, "commit", "-q", "-m", "start")
+    w = watch(repo.path)
+    assert wait_until(marker.exists, 15), w.output
+    save_vim(repo.path / "alpha" / "template.html", "<p>1</p>")
+    assert wait_until(marked(seen, "<p>1</p>"), 10), f"the save was never run:\n{w.output}"
+    assert cycle(w, 2)[0] == "changed: alpha/template.html", w.output
+    assert "not tested" not in w.output
+
+
+def test_a_template_saved_during_three_of_its_own_packages_runs_is_tested_each_time(
+    repo: Repo, watch: type[Watch], tmp_path: Path
+) -> None:
+    marker, seen = tmp_path / "alpha.started", tmp_path / "templates.seen"
+    repo.package("alpha", tests=template_then_slow(marker, seen))
+    repo.write("alpha/template.html", "<p>0</p>")
+    w = watch(repo.path)
+    for version in range(1, 4):
+        assert wait_until(functools.partial(runs_started, marker, version), 15), w.output
+        repo.write("alpha/template.html", f"<p>{version}</p>")
+    assert wait_until(marked(seen, "<p>3</p>"), 10), f"the third save was never run:\n{w.output}"
+    assert "sets off the next run" not in w.output
+    assert "not tested" not in w.output
+
+
+def test_a_template_saved_just_after_a_source_is_tested_after_the_run_the_source_set_off(
+    repo: Repo, watch: type[Watch], tmp_path: Path
+) -> None:
+    """``echo >> s1/s1/__init__.py; sleep .25; echo broken > s1/s1/template.txt``"""
+    marker = tmp_path / "s1.started"
+    tests = "\n\ndef test_template():\n    assert TEXT == 'ok\\n'\n"
+    repo.package(
+        "s1", tests="TEXT = open('s1/template.txt').read()\n" + slow_test(marker, 1.0) + tests
+    )
+    repo.write("s1/s1/template.txt", "ok\n")
+    repo.package("s2")
+    w = started(watch, repo.path)
+    with open(repo.path / "s1" / "s1" / "__init__.py", "a") as f:
+        f.write("# edited\n")
+    assert wait_until(functools.partial(runs_started, marker, 2), 15), w.output
+    with open(repo.path / "s1" / "s1" / "template.txt", "w") as f:
+        f.write("broken\n")
+    lines = cycle(w, 3)
+    assert lines[0] == "changed: s1/s1/template.txt", w.output
+    assert verdicts(lines)[0] == ("s1", "FAILED"), w.output
+    assert "not tested" not in w.output
+
+
+def test_a_file_the_run_created_stays_the_runs_in_later_runs(
+    repo: Repo, watch: type[Watch], tmp_path: Path
+) -> None:
+    """output.txt is new in the first run, appended to by each: never a change."""
+    marker = tmp_path / "alpha.started"
+    appends = "def test_appends():\n    with open('output.txt', 'a') as f:\n        f.write('x')\n"
+    repo.package("alpha", tests=appends)
+    repo.package("beta", tests=slow_test(marker, 0.3))
+    w = watch(repo.path)
+    w.wait_cycles(1)
+    for n in range(2, 4):
+        sentinel(w, repo, n, "beta/beta/__init__.py")
+    assert (repo.path / "alpha" / "output.txt").read_text() == "xxx"
+
+
+SAVED_VALUE = "VALUE = {}\n"
+
+
+def value_then_slow(marker: Path) -> str:
+    """Reads VALUE at collection, then takes a second: a save meanwhile is seen next run."""
+    return (
+        "from alpha import VALUE\n\n\n"
+        + slow_test(marker, 1.0)
+        + "\n\ndef test_value():\n    assert VALUE == 1\n"
+    )
+
+
+def test_a_save_during_a_run_that_restores_an_earlier_content_is_tested(
+    repo: Repo, watch: type[Watch], tmp_path: Path
+) -> None:
+    """Broken during a run, fixed while idle, broken again during a later run (an undo)."""
+    marker = tmp_path / "alpha.started"
+    repo.package("alpha", tests=value_then_slow(marker))
+    source = repo.path / "alpha" / "alpha" / "__init__.py"
+    w = watch(repo.path)
+    assert wait_until(functools.partial(runs_started, marker, 1), 15), w.output
+    source.write_text(SAVED_VALUE.format(2))  # during run 1
+    assert verdicts(cycle(w, 2))[0] == ("alpha", "FAILED"), w.output
+    source.write_text(SAVED_VALUE.format(1))  # while idle
+    assert wait_until(functools.partial(runs_started, marker, 3), 15), w.output
+    source.write_text(SAVED_VALUE.format(2))  # during run 3: what it held after run 1
+    lines = cycle(w, 4)
+    assert lines[0] == "changed: alpha/alpha/__init__.py", w.output
+    assert verdicts(lines)[0] == ("alpha", "FAILED"), w.output
+    assert "not tested" not in w.output
 
 
 def test_a_save_right_after_each_cycle_ends_is_tested_whatever_the_file(

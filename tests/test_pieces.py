@@ -25,7 +25,7 @@ from watchdog.events import (
     FileOpenedEvent,
 )
 
-from conftest import load_autotest
+from conftest import load_autotest, wait_until
 
 at = load_autotest()
 
@@ -183,6 +183,77 @@ def test_a_change_made_while_idle_breaks_the_streak(tmp_path: Path) -> None:
     guard.windows.clear()
     ran(guard, tmp_path / "pkg", stamp - 3, stamp - 2)
     assert guard.observe({idle: 0.0}) == [] and guard.streak == 0
+
+
+def test_a_content_seen_before_a_change_made_while_idle_is_not_taken_for_alike(
+    tmp_path: Path,
+) -> None:
+    guard = package_guard(tmp_path / "pkg")
+    source, stamp = written(tmp_path / "pkg" / "mod.py", "X = 2\n")
+    ran(guard, tmp_path / "pkg", stamp - 1, stamp + 1)
+    assert not guard.is_runs_doing(source, 0.0), "saved during a run"
+    guard.windows.clear()
+    source, stamp = written(tmp_path / "pkg" / "mod.py", "X = 1\n")
+    ran(guard, tmp_path / "pkg", stamp - 3, stamp - 2)
+    assert not guard.is_runs_doing(source, 0.0), "saved while idle"
+    source, stamp = written(tmp_path / "pkg" / "mod.py", "X = 2\n")
+    ran(guard, tmp_path / "pkg", stamp - 1, stamp + 1)
+    assert not guard.is_runs_doing(source, 0.0), "what it held before the idle save: new again"
+
+
+def born_then_run_started(path: Path) -> float:
+    """``path`` is born; once the file clock is well past its birth, a run starts: when."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("before the run")
+    born = at.birth_time(str(path))
+    if born is None:
+        pytest.skip("the filesystem does not record birth times")
+    started = born + 3 * at.STAMP_SLACK
+    assert wait_until(lambda: at.file_clock() > started, 5)
+    return started
+
+
+def test_a_file_beside_a_named_one_is_muted_only_when_a_run_created_it(tmp_path: Path) -> None:
+    guard = package_guard(tmp_path / "pkg")
+    started = born_then_run_started(tmp_path / "pkg" / "gen" / "__init__.py")
+    guard.run_written_dirs.add(str(tmp_path / "pkg" / "gen"))
+    new, stamp = written(tmp_path / "pkg" / "gen" / "m2.py", "N = 2\n")
+    mine, _ = written(tmp_path / "pkg" / "gen" / "__init__.py", "# saved during the run\n")
+    ran(guard, tmp_path / "pkg", started, stamp + 1)
+    assert not guard.is_runs_doing(mine, 0.0), "existed before the run"
+    assert guard.is_runs_doing(new, 0.0), "born during the run, beside a named file"
+
+
+def test_a_non_source_is_the_runs_when_it_made_it_and_a_persons_when_it_existed(
+    tmp_path: Path,
+) -> None:
+    guard = package_guard(tmp_path / "pkg")
+    started = born_then_run_started(tmp_path / "pkg" / "template.html")
+    out, stamp = written(tmp_path / "pkg" / "out.txt")
+    template, _ = written(tmp_path / "pkg" / "template.html", "<p>1</p>")
+    ran(guard, tmp_path / "pkg", started, stamp + 1)
+    assert not guard.is_runs_doing(template, 0.0), "a person's save of a file older than the run"
+    assert guard.is_runs_doing(out, 0.0), "made by the run"
+    guard.windows.clear()
+    out, stamp = written(tmp_path / "pkg" / "out.txt", "xx")
+    ran(guard, tmp_path / "pkg", stamp - 1, stamp + 1)
+    assert guard.is_runs_doing(out, 0.0), "a later run's write to it stays the runs'"
+    assert not guard.is_runs_doing(out, 0.0, tracked=True), "unless git tracks it"
+
+
+def test_git_tracked_names_the_tracked_paths_literally_removed_ones_too(tmp_path: Path) -> None:
+    root = tmp_path / "repo" / "sub"
+    root.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(tmp_path / "repo")], check=True)
+    names = ["kept.txt", "gone.txt", "odd[1]*.txt", "untracked.txt"]
+    for name in names:
+        (root / name).write_text("x")
+    subprocess.run(["git", "-C", str(root), "add", *names[:3]], check=True)
+    (root / "gone.txt").unlink()
+    (root / "odd1x.txt").write_text("x")  # what the odd name would match as a glob
+    rules = at.IgnoreRules(root)
+    asked = [str(root / n) for n in [*names, "odd1x.txt"]]
+    assert rules.git_tracked(asked) == {str(root / n) for n in names[:3]}
 
 
 # ---------------------------------------------------------------------------------------------

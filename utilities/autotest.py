@@ -609,6 +609,7 @@ TASKKILL_TIMEOUT = 5.0  # how long Windows' taskkill may take to end a run's tre
 
 
 GIT_TIMEOUT = 30.0  # a git call that hangs longer counts as no answer
+GIT_ARGS_AT_ONCE = 200  # paths named on one git command line (well inside Windows' limit)
 ASK_TIMEOUT = 60.0  # a question put to another interpreter (is X installed, its facts)
 RUN_WINDOW_KEPT = 600.0  # how long the loop guard remembers a run that ended
 
@@ -1199,7 +1200,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-# from .basics import is_git_work_tree, run_git
+# from .basics import GIT_ARGS_AT_ONCE, is_git_work_tree, run_git
 
 # Directories whose contents are written by tools, test runs and editors, never by the user.
 # Discovery never looks for packages in them, the watch plan spends no watches below them, and
@@ -1360,6 +1361,20 @@ class IgnoreRules:
             self.root, "check-ignore", "-z", "--stdin", stdin=b"\0".join(map(os.fsencode, paths))
         )  # exit 1 means none is ignored, and lists nothing
         return {os.fsdecode(p) for p in (listed or b"").split(b"\0") if p}
+
+    def git_tracked(self, paths: Iterable[str]) -> set[str]:
+        """Which of ``paths`` git tracks (a removed one too, until the removal is staged): a
+        call to git per ``GIT_ARGS_AT_ONCE`` paths; none when git cannot say."""
+        rels = {r: p for p in paths if (r := self.relative(p))}
+        if not self.use_git or not rels:
+            return set()
+        names = list(rels)
+        tracked: set[str] = set()
+        for i in range(0, len(names), GIT_ARGS_AT_ONCE):
+            chunk = [f":(literal){n}" for n in names[i : i + GIT_ARGS_AT_ONCE]]
+            listed = run_git(self.root, "ls-files", "-z", "--cached", "--", *chunk) or b""
+            tracked.update(os.fsdecode(n) for n in listed.split(b"\0") if n)
+        return {rels[n] for n in tracked if n in rels}
 
     def refresh_git_dirs(self) -> None:
         """Ask git which directories .gitignore excludes as a whole, so no watch is spent
@@ -2866,7 +2881,8 @@ class Watcher:
 
 # ==================== src/autotest/loop_guard.py ==================================================
 """Tells the test runs' own writes from a person's edits, by each file's change time against its
-own package's runs, so that no run sets off the next and no edit is lost.
+own package's runs, its birth time, and what it held before, so that no run sets off the next
+and no edit is lost.
 """
 
 # from __future__ import annotations
@@ -2880,7 +2896,7 @@ from typing import Callable
 
 # from .basics import ECHO_GRACE, FILE_TICK_WAIT, LOOP_STREAK, RUN_WINDOW_KEPT, STAMP_SLACK
 # from .discovery import PACKAGE_MARKERS
-# from .platform import file_clock, file_end_clock
+# from .platform import birth_time, file_clock, file_end_clock
 
 
 def is_edited_by_people(path: str) -> bool:
@@ -2932,19 +2948,32 @@ class RunWindow:
             return self.started_at <= at <= self.ended_at + ECHO_GRACE
         return self.started - STAMP_SLACK <= stamp <= self.ended
 
+    def created(self, path: str) -> bool | None:
+        """Whether ``path`` was born while this run ran; None where the system does not say."""
+        born = birth_time(path)
+        return None if born is None else self.started - STAMP_SLACK <= born <= self.ended
+
 
 class LoopGuard:
     """Tells the test runs' own writes from a person's edits, so that no run sets off the next.
 
-    A change inside a package made while that package's own run ran is that run's doing,
-    unless it is to what people edit (Python sources, package metadata): it never starts a run.
-    "While" is judged by the file's own change time, so a save just after a run is a person's
-    however late its event arrives, and a save while idle is never the runs'.  A source a run
-    rewrites is its doing when it holds what it held before (a generator writing it again
-    alike); one rewritten differently each time is caught otherwise: when ``LOOP_STREAK``
-    cycles in a row were set off by nothing but files changed during runs, in the same
-    directories, those are named, and from then on what the runs write there is theirs.  A
-    person saving a source during each of a few runs in a row is not taken for a run.
+    A change inside a package made while that package's own run ran may be that run's doing;
+    "while" is judged by the file's own change time, so a save just after a run is a person's
+    however late its event arrives, and a save while idle is never the runs'.  During the run:
+
+    - a file that holds what it held when the run started (a generator writing it again
+      alike) is the run's;
+    - a file the run created is the run's, and stays so in later runs (their logs, caches,
+      scratch), unless it is what people edit (Python sources, package metadata: a new
+      source is tested once, then only when it holds something new);
+    - a file that existed before the run (or that git tracks) is a person's save, tested
+      after the run, whatever its kind.
+
+    One rewritten differently each time is caught otherwise: when ``LOOP_STREAK`` cycles in a
+    row were set off by nothing but files changed during runs, in the same directories, those
+    files are named, and from then on what the runs write to them, or create beside them, is
+    theirs; the files beside them that people had before are never muted.  A person saving
+    during each of a few runs in a row is not taken for a run.
     """
 
     def __init__(self, owner: Callable[[str], str | None] = lambda path: None) -> None:
@@ -2952,9 +2981,10 @@ class LoopGuard:
         self.windows: list[RunWindow] = []
         self.streak = 0
         self.streak_dirs: frozenset[str] = frozenset()
-        self.run_written: set[str] = set()
-        self.run_written_dirs: set[str] = set()
-        self.digests: dict[str, bytes | None] = {}  # sources as last judged
+        self.run_written: set[str] = set()  # named by the streak
+        self.run_written_dirs: set[str] = set()  # where the runs create new names each time
+        self.run_created: set[str] = set()  # what runs created: theirs in later runs too
+        self.digests: dict[str, bytes | None] = {}  # files as last judged, while unchanged
 
     def run_started(self, package: str) -> None:
         self.windows.append(RunWindow(package, file_clock(), time.monotonic()))
@@ -2979,25 +3009,53 @@ class LoopGuard:
         while file_clock() <= last and time.monotonic() < deadline:
             time.sleep(FILE_TICK_WAIT / 20)
 
-    def own_run_wrote(self, path: str, at: float) -> bool:
+    def own_run(self, path: str, at: float) -> RunWindow | None:
+        """The run of the package holding ``path`` during which it changed, if any."""
         owner = self.owner(path)
-        return owner is not None and any(
-            w.package == owner and w.holds(path, at) for w in self.windows
-        )
+        if owner is None:
+            return None
+        return next((w for w in self.windows if w.package == owner and w.holds(path, at)), None)
 
     def some_run_wrote(self, path: str, at: float) -> bool:
         return any(w.holds(path, at) for w in self.windows)
 
-    def is_runs_doing(self, path: str, at: float) -> bool:
-        """A change the runs made: never one that starts a run."""
-        if path in self.run_written or os.path.dirname(path) in self.run_written_dirs:
+    def is_runs_doing(self, path: str, at: float, tracked: bool = False) -> bool:
+        """A change the runs made: never one that starts a run.  ``tracked``: git tracks the
+        file, so it is a person's however new its inode (a checkout, an editor's rename)."""
+        if path in self.run_written:
             return self.some_run_wrote(path, at)
-        if not self.own_run_wrote(path, at):
+        if os.path.dirname(path) in self.run_written_dirs and self._created_by_a_run(path, at):
+            return True
+        window = self.own_run(path, at)
+        if window is None:
+            self.digests.pop(path, None)  # changed outside its runs: what it held is unknown
             return False
-        return not is_edited_by_people(path) or self._rewritten_alike(path)
+        if path in self.run_created and not tracked:
+            return True
+        if self._rewritten_alike(path):
+            return True
+        if is_edited_by_people(path) or tracked:
+            return False
+        return self._made_by(window, path)
+
+    def _created_by_a_run(self, path: str, at: float) -> bool:
+        """Born during a run that wrote it; where birth times are unknown, any run's write."""
+        return any(w.holds(path, at) and w.created(path) is not False for w in self.windows)
+
+    def _made_by(self, window: RunWindow, path: str) -> bool:
+        """Whether a run of its package made ``path``, this one or one before whose creation
+        went unseen (remembered: it stays the runs').  A file gone is taken for a run's
+        scratch; one born before its package's runs is a person's; where birth times are
+        unknown, the run's (as a loop is worse than a dim line naming the file)."""
+        runs = (w for w in self.windows if w.package == window.package)
+        if os.path.lexists(path) and not any(w.created(path) is not False for w in runs):
+            return False
+        self.run_created.add(path)
+        return True
 
     def _rewritten_alike(self, path: str) -> bool:
-        """Whether the source holds what it held when last judged; remembers what it holds."""
+        """Whether the file holds what it held when last judged, with no change judged outside
+        its runs since; remembers what it holds."""
         digest = file_digest(path)
         previous, self.digests[path] = self.digests.get(path), digest
         return digest is not None and digest == previous
@@ -3106,9 +3164,7 @@ class Intake:
                 (p, p in ignored or self.rules.is_ignored(p, os.path.isdir(p))) for p in unknown
             )
         kept = {p: t for p, t in paths.items() if not self._ignored[p]}
-        for p, t in kept.items():
-            if (p, t) not in self._runs_doing:
-                self._runs_doing[p, t] = self.guard.is_runs_doing(p, t)
+        self._judge(kept)
         echoes = sorted(p for p, t in kept.items() if self._runs_doing[p, t])
         counting = {p: t for p, t in kept.items() if p not in echoes}
         if self.on_judged is not None:
@@ -3116,6 +3172,15 @@ class Intake:
             if during or echoes:
                 self.on_judged(during, echoes)
         return counting, echoes
+
+    def _judge(self, kept: Mapping[str, float]) -> None:
+        """The loop guard's verdict on each change not judged yet; git is asked once which of
+        those changed during runs it tracks (a tracked file is a person's)."""
+        fresh = {p: t for p, t in kept.items() if (p, t) not in self._runs_doing}
+        during = [p for p, t in fresh.items() if self.guard.some_run_wrote(p, t)]
+        tracked = self.rules.git_tracked(during) if during else set()
+        for p, t in fresh.items():
+            self._runs_doing[p, t] = self.guard.is_runs_doing(p, t, p in tracked)
 
     def say_notices(self) -> None:
         """What the other threads had to tell the user, said now, in the main thread."""

@@ -89,6 +89,7 @@ TASKKILL_TIMEOUT = 5.0  # how long Windows' taskkill may take to end a run's tre
 
 
 GIT_TIMEOUT = 30.0  # a git call that hangs longer counts as no answer
+GIT_ARGS_AT_ONCE = 200  # paths named on one git command line (well inside Windows' limit)
 ASK_TIMEOUT = 60.0  # a question put to another interpreter (is X installed, its facts)
 RUN_WINDOW_KEPT = 600.0  # how long the loop guard remembers a run that ended
 

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .basics import is_git_work_tree, run_git
+from .basics import GIT_ARGS_AT_ONCE, is_git_work_tree, run_git
 
 # Directories whose contents are written by tools, test runs and editors, never by the user.
 # Discovery never looks for packages in them, the watch plan spends no watches below them, and
@@ -172,6 +172,20 @@ class IgnoreRules:
             self.root, "check-ignore", "-z", "--stdin", stdin=b"\0".join(map(os.fsencode, paths))
         )  # exit 1 means none is ignored, and lists nothing
         return {os.fsdecode(p) for p in (listed or b"").split(b"\0") if p}
+
+    def git_tracked(self, paths: Iterable[str]) -> set[str]:
+        """Which of ``paths`` git tracks (a removed one too, until the removal is staged): a
+        call to git per ``GIT_ARGS_AT_ONCE`` paths; none when git cannot say."""
+        rels = {r: p for p in paths if (r := self.relative(p))}
+        if not self.use_git or not rels:
+            return set()
+        names = list(rels)
+        tracked: set[str] = set()
+        for i in range(0, len(names), GIT_ARGS_AT_ONCE):
+            chunk = [f":(literal){n}" for n in names[i : i + GIT_ARGS_AT_ONCE]]
+            listed = run_git(self.root, "ls-files", "-z", "--cached", "--", *chunk) or b""
+            tracked.update(os.fsdecode(n) for n in listed.split(b"\0") if n)
+        return {rels[n] for n in tracked if n in rels}
 
     def refresh_git_dirs(self) -> None:
         """Ask git which directories .gitignore excludes as a whole, so no watch is spent

@@ -84,9 +84,7 @@ class Intake:
                 (p, p in ignored or self.rules.is_ignored(p, os.path.isdir(p))) for p in unknown
             )
         kept = {p: t for p, t in paths.items() if not self._ignored[p]}
-        for p, t in kept.items():
-            if (p, t) not in self._runs_doing:
-                self._runs_doing[p, t] = self.guard.is_runs_doing(p, t)
+        self._judge(kept)
         echoes = sorted(p for p, t in kept.items() if self._runs_doing[p, t])
         counting = {p: t for p, t in kept.items() if p not in echoes}
         if self.on_judged is not None:
@@ -94,6 +92,15 @@ class Intake:
             if during or echoes:
                 self.on_judged(during, echoes)
         return counting, echoes
+
+    def _judge(self, kept: Mapping[str, float]) -> None:
+        """The loop guard's verdict on each change not judged yet; git is asked once which of
+        those changed during runs it tracks (a tracked file is a person's)."""
+        fresh = {p: t for p, t in kept.items() if (p, t) not in self._runs_doing}
+        during = [p for p, t in fresh.items() if self.guard.some_run_wrote(p, t)]
+        tracked = self.rules.git_tracked(during) if during else set()
+        for p, t in fresh.items():
+            self._runs_doing[p, t] = self.guard.is_runs_doing(p, t, p in tracked)
 
     def say_notices(self) -> None:
         """What the other threads had to tell the user, said now, in the main thread."""
