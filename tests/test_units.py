@@ -1085,3 +1085,44 @@ def test_describe_changes_outside_every_package(tmp_path: Path) -> None:
 )
 def test_counted_says_one_package_and_many_packages(number: int, text: str) -> None:
     assert at.counted(number, "package") == text
+
+
+# ---------------------------------------------------------------------------------------------
+# Watches granted: a slow count is not a refusal
+# ---------------------------------------------------------------------------------------------
+
+
+class FakeTime:
+    """A clock that moves only when slept on, as sched's delayfunc lets a scheduler test."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_watches_added_slowly_are_no_refusal_however_long_it_takes() -> None:
+    """On a loaded machine watchdog may take seconds to add a tree's watches: a count that
+    keeps growing is waited for."""
+    time_ = FakeTime()
+    counts = iter([(n, 40) for n in range(0, 40, 2)] + [(40, 40)])
+
+    def count() -> tuple[int, int]:
+        time_.sleep(0.3)  # each count sees watchdog a little further on
+        return next(counts)
+
+    assert at.lasting_shortfall(count, lambda: time_.now, time_.sleep) is None
+
+
+def test_a_count_that_stops_short_is_a_refusal_after_the_stall() -> None:
+    time_ = FakeTime()
+    assert at.lasting_shortfall(lambda: (7, 10), lambda: time_.now, time_.sleep) == (7, 10)
+    assert at.GRANT_STALL <= time_.now < at.GRANT_STALL + 2 * at.GRANT_RECHECK
+    time_ = FakeTime()
+    growing = iter(range(1000))
+    assert (
+        at.lasting_shortfall(lambda: (next(growing), 10**6), lambda: time_.now, time_.sleep)
+        is not None
+    ), "still short after GRANT_PATIENCE, growing or not"
+    assert time_.now >= at.GRANT_PATIENCE

@@ -647,7 +647,10 @@ RESCAN_FALLBACK = 1.0  # how far back a rescan looks where a directory's birth t
 LOOP_STREAK = 4  # cycles in a row set off by sources changed during runs before those are named
 
 
-GRANT_RETRIES = 3  # counts of the watches held before the kernel is taken to refuse them
+GRANT_STALL = (
+    1.0  # a count of watches held that stops growing this long below the need is a refusal
+)
+GRANT_PATIENCE = 10.0  # ...and so is one still short after this long, growing or not
 
 
 GRANT_RECHECK = 0.1  # the pause between those counts: watchdog adds watches in its own thread
@@ -2438,7 +2441,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-# from .basics import GRANT_RECHECK, GRANT_RETRIES, OBSERVER_TIMEOUT, RESCAN_FALLBACK, STAMP_SLACK
+# from .basics import (
+#     GRANT_PATIENCE,
+#     GRANT_RECHECK,
+#     GRANT_STALL,
+#     OBSERVER_TIMEOUT,
+#     RESCAN_FALLBACK,
+#     STAMP_SLACK,
+# )
 # from .handoff import ChangeSet
 # from .ignore import IgnoreRules, is_leaf_tool_dir
 # from .platform import birth_time, inotify_watch_limit, inotify_watched_inodes
@@ -2625,6 +2635,30 @@ class WatchNotices(Protocol):
     def watch_not_granted(self, path: str) -> None: ...
 
 
+def lasting_shortfall(
+    count: Callable[[], tuple[int, int] | None],
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[int, int] | None:
+    """Watches held against watches needed, when fewer are held for good; None when all are,
+    or the OS cannot tell.  watchdog adds watches in a thread of its own, slowly on a loaded
+    machine, and directories come and go meanwhile: a count below the need is a refusal only
+    once it stopped growing for GRANT_STALL (or is still short after GRANT_PATIENCE), never
+    after a fixed guess of how long adding takes."""
+    start = last_growth = clock()
+    best = -1
+    while True:
+        counted = count()
+        if counted is None or counted[0] >= counted[1]:
+            return None
+        now = clock()
+        if counted[0] > best:
+            best, last_growth = counted[0], now
+        if now - last_growth >= GRANT_STALL or now - start >= GRANT_PATIENCE:
+            return counted
+        sleep(GRANT_RECHECK)
+
+
 class GrantedWatches:
     """The inotify watches the kernel really granted this process's own instances (watchdog 7
     adds what it can below the top of a watch and says nothing of the rest), against what the
@@ -2652,37 +2686,30 @@ class GrantedWatches:
 
     def shortfall(self) -> tuple[int, int] | None:
         """The watches held and needed when the kernel granted fewer than the tree needs, or
-        None (also where the OS cannot tell).  Directories come and go while watches are added,
-        so a shortfall counts only when it lasts over a few counts."""
-        shortfall = None
-        for attempt in range(GRANT_RETRIES):
-            if attempt:
-                time.sleep(GRANT_RECHECK)
+        None (also where the OS cannot tell)."""
+
+        def count() -> tuple[int, int] | None:
             held = self.watched_inodes()
             needed = plan_watches(self.root, self.rules.excludes_dir).watches
-            if held is None or len(held) >= needed:
-                return None
-            shortfall = (len(held), needed)
-        return shortfall
+            return None if held is None else (len(held), needed)
+
+        return lasting_shortfall(count)
 
     def refused(self, path: str) -> bool:
         """Whether the kernel refused a watch for the new directory ``path`` or one below it
-        (watchdog 6 gives up on the rest of a new tree at the first refusal).  A directory may
-        be newer than its watch, still on its way, so a refusal counts only when it lasts over
-        a few looks."""
-        for attempt in range(GRANT_RETRIES):
-            if attempt:
-                time.sleep(GRANT_RECHECK)
+        (watchdog 6 gives up on the rest of a new tree at the first refusal)."""
+
+        def count() -> tuple[int, int] | None:
             held = self.watched_inodes()
             if held is None:
-                return False
+                return None
             inodes = set()
             for directory in [path, *self.directories_below(path)]:
                 with contextlib.suppress(OSError):
                     inodes.add(os.stat(directory).st_ino)
-            if inodes <= held:
-                return False
-        return True
+            return len(inodes & held), len(inodes)
+
+        return lasting_shortfall(count) is not None
 
     def directories_below(self, top: str) -> list[str]:
         """The directories below ``top`` that a recursive watch holds: outside excluded ones,

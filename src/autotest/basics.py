@@ -127,7 +127,10 @@ RESCAN_FALLBACK = 1.0  # how far back a rescan looks where a directory's birth t
 LOOP_STREAK = 4  # cycles in a row set off by sources changed during runs before those are named
 
 
-GRANT_RETRIES = 3  # counts of the watches held before the kernel is taken to refuse them
+GRANT_STALL = (
+    1.0  # a count of watches held that stops growing this long below the need is a refusal
+)
+GRANT_PATIENCE = 10.0  # ...and so is one still short after this long, growing or not
 
 
 GRANT_RECHECK = 0.1  # the pause between those counts: watchdog adds watches in its own thread

@@ -16,7 +16,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from .basics import GRANT_RECHECK, GRANT_RETRIES, OBSERVER_TIMEOUT, RESCAN_FALLBACK, STAMP_SLACK
+from .basics import (
+    GRANT_PATIENCE,
+    GRANT_RECHECK,
+    GRANT_STALL,
+    OBSERVER_TIMEOUT,
+    RESCAN_FALLBACK,
+    STAMP_SLACK,
+)
 from .handoff import ChangeSet
 from .ignore import IgnoreRules, is_leaf_tool_dir
 from .platform import birth_time, inotify_watch_limit, inotify_watched_inodes
@@ -203,6 +210,30 @@ class WatchNotices(Protocol):
     def watch_not_granted(self, path: str) -> None: ...
 
 
+def lasting_shortfall(
+    count: Callable[[], tuple[int, int] | None],
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[int, int] | None:
+    """Watches held against watches needed, when fewer are held for good; None when all are,
+    or the OS cannot tell.  watchdog adds watches in a thread of its own, slowly on a loaded
+    machine, and directories come and go meanwhile: a count below the need is a refusal only
+    once it stopped growing for GRANT_STALL (or is still short after GRANT_PATIENCE), never
+    after a fixed guess of how long adding takes."""
+    start = last_growth = clock()
+    best = -1
+    while True:
+        counted = count()
+        if counted is None or counted[0] >= counted[1]:
+            return None
+        now = clock()
+        if counted[0] > best:
+            best, last_growth = counted[0], now
+        if now - last_growth >= GRANT_STALL or now - start >= GRANT_PATIENCE:
+            return counted
+        sleep(GRANT_RECHECK)
+
+
 class GrantedWatches:
     """The inotify watches the kernel really granted this process's own instances (watchdog 7
     adds what it can below the top of a watch and says nothing of the rest), against what the
@@ -230,37 +261,30 @@ class GrantedWatches:
 
     def shortfall(self) -> tuple[int, int] | None:
         """The watches held and needed when the kernel granted fewer than the tree needs, or
-        None (also where the OS cannot tell).  Directories come and go while watches are added,
-        so a shortfall counts only when it lasts over a few counts."""
-        shortfall = None
-        for attempt in range(GRANT_RETRIES):
-            if attempt:
-                time.sleep(GRANT_RECHECK)
+        None (also where the OS cannot tell)."""
+
+        def count() -> tuple[int, int] | None:
             held = self.watched_inodes()
             needed = plan_watches(self.root, self.rules.excludes_dir).watches
-            if held is None or len(held) >= needed:
-                return None
-            shortfall = (len(held), needed)
-        return shortfall
+            return None if held is None else (len(held), needed)
+
+        return lasting_shortfall(count)
 
     def refused(self, path: str) -> bool:
         """Whether the kernel refused a watch for the new directory ``path`` or one below it
-        (watchdog 6 gives up on the rest of a new tree at the first refusal).  A directory may
-        be newer than its watch, still on its way, so a refusal counts only when it lasts over
-        a few looks."""
-        for attempt in range(GRANT_RETRIES):
-            if attempt:
-                time.sleep(GRANT_RECHECK)
+        (watchdog 6 gives up on the rest of a new tree at the first refusal)."""
+
+        def count() -> tuple[int, int] | None:
             held = self.watched_inodes()
             if held is None:
-                return False
+                return None
             inodes = set()
             for directory in [path, *self.directories_below(path)]:
                 with contextlib.suppress(OSError):
                     inodes.add(os.stat(directory).st_ino)
-            if inodes <= held:
-                return False
-        return True
+            return len(inodes & held), len(inodes)
+
+        return lasting_shortfall(count) is not None
 
     def directories_below(self, top: str) -> list[str]:
         """The directories below ``top`` that a recursive watch holds: outside excluded ones,
