@@ -680,12 +680,15 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -769,9 +772,110 @@ def wait_readable(fds: Iterable[int], timeout: float) -> None:
             time.sleep(timeout)
 
 
-def user_suffix() -> str:
-    """Per-user names for shared temporary directories (Windows has no uid)."""
-    return f"-{os.getuid()}" if hasattr(os, "getuid") else ""
+@dataclass(frozen=True)
+class StateDir:
+    """Where autotest keeps what it remembers outside the repository (bytecode, failing runs'
+    output, the import scan, run times): ``path``, private to this user, or None when no
+    private place could be made.  ``refused`` says why the usual place, ``usual``, was not
+    used ("" when it was)."""
+
+    path: Path | None
+    usual: Path
+    refused: str = ""
+
+
+def usual_state_dir() -> Path:
+    """$XDG_CACHE_HOME/autotest, else ~/.cache/autotest (a relative XDG_CACHE_HOME is ignored,
+    as the XDG spec says)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "autotest"
+
+
+def foreign_owner(st: os.stat_result) -> bool:
+    """Whether another user owns the file (never on Windows, which has no uid)."""
+    return hasattr(os, "getuid") and st.st_uid != os.getuid()
+
+
+def open_to_others(directory: Path) -> str:
+    """Why other local users could swap what lies in ``directory`` (empty when they cannot):
+    it belongs to someone other than this user or root, or it is writable by others without
+    the sticky bit (/tmp has it: there, no one renames another's entries)."""
+    st = os.stat(directory)
+    if foreign_owner(st) and st.st_uid != 0:
+        return f"{directory} belongs to another user (uid {st.st_uid})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+        return f"{directory} is writable by other users"
+    return ""
+
+
+def private_dir_problem(path: Path) -> str:
+    """Make ``path`` this user's private directory: created 0700 where missing, then checked,
+    without following a link, to be a directory of this user's, and closed to others (mode
+    0700, set through its descriptor).  Empty when it is; else why it cannot be used."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        problem = open_to_others(path.parent) if POSIX else ""
+        if problem:
+            return problem
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+        seen = os.lstat(path)
+        if stat.S_ISLNK(seen.st_mode):
+            return f"{path} is a symbolic link"
+        if not stat.S_ISDIR(seen.st_mode):
+            return f"{path} is not a directory"
+        if foreign_owner(seen):
+            return f"{path} belongs to another user (uid {seen.st_uid})"
+        if not POSIX:
+            return ""
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            held = os.fstat(fd)
+            if (held.st_dev, held.st_ino) != (seen.st_dev, seen.st_ino):
+                return f"{path} was replaced while it was checked"
+            if stat.S_IMODE(held.st_mode) != 0o700:
+                os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    return ""
+
+
+def private_state_dir(usual: Path) -> StateDir:
+    """``usual`` when it can be made this user's private directory; else a fresh private
+    temporary directory (mkdtemp makes it 0700, under a name no one can guess)."""
+    refused = private_dir_problem(usual)
+    if not refused:
+        return StateDir(usual, usual)
+    try:
+        return StateDir(Path(tempfile.mkdtemp(prefix="autotest-")), usual, refused)
+    except OSError as exc:
+        return StateDir(None, usual, f"{refused}; and {exc.strerror or exc}")
+
+
+@functools.lru_cache(maxsize=1)
+def state_dir() -> StateDir:
+    """The one place per-user state lives, made once per process (a fallback directory made
+    twice would split what one session remembers)."""
+    return private_state_dir(usual_state_dir())
+
+
+def state_path(*parts: str) -> Path | None:
+    """A path inside the private state directory; None when there is none."""
+    base = state_dir().path
+    return None if base is None else base.joinpath(*parts)
+
+
+def private_subdir(path: Path) -> bool:
+    """Create ``path`` (inside the private state directory) 0700; whether it is a directory."""
+    missing = [path, *(p for p in path.parents if not os.path.lexists(p))]
+    for folder in reversed(missing):  # each 0700: makedirs gives the mode to the last alone
+        with contextlib.suppress(OSError):
+            folder.mkdir(mode=0o700)
+    return path.is_dir() and not path.is_symlink()
 
 
 def venv_python(venv: Path) -> Path | None:
@@ -1679,7 +1783,7 @@ from pathlib import Path
 
 # from .discovery import MAX_SCANNED_BYTES, TEST_DIR_NAMES, Package
 # from .ignore import holds_no_packages
-# from .platform import user_suffix
+# from .platform import state_path
 
 
 def provided_modules(package: Package) -> set[str]:
@@ -1750,10 +1854,12 @@ SCAN_CACHE_VERSION = 1
 KEEP_SCAN_FROM = 1000  # Python files; a smaller tree is read again faster than a cache is
 
 
-def scan_cache_file(root: Path) -> str:
-    """Where the import scan of ``root`` is kept between runs: per user, outside the tree."""
+def scan_cache_file(root: Path) -> str | None:
+    """Where the import scan of ``root`` is kept between runs: in the private state directory,
+    outside the tree (None when there is none: nothing is kept)."""
     name = f"{zlib.crc32(os.fsencode(root)):08x}-{root.name[:40]}.json"
-    return os.path.join(tempfile.gettempdir(), f"autotest-scan{user_suffix()}", name)
+    path = state_path("scan", name)
+    return None if path is None else str(path)
 
 
 class ImportScan:
@@ -1776,9 +1882,11 @@ class ImportScan:
             self.files.clear()
             self.packages.clear()
 
-    def load(self, path: str) -> None:
+    def load(self, path: str | None) -> None:
         """Start from what an earlier run read, if anything; a cache that cannot be read is
         no cache."""
+        if path is None:
+            return
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError, AttributeError):
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
@@ -1787,9 +1895,10 @@ class ImportScan:
                 self.wanted = None if wanted is None else frozenset(wanted)
                 self.files = {p: (m, s, frozenset(n)) for p, (m, s, n) in data["files"].items()}
 
-    def save(self, path: str) -> None:
-        """Keep what was read for the next run, in one atomic write, if anything changed."""
-        if not self.changed:
+    def save(self, path: str | None) -> None:
+        """Keep what was read for the next run, in one atomic write (0600), if anything
+        changed."""
+        if not self.changed or path is None:
             return
         data = {
             "version": SCAN_CACHE_VERSION,
@@ -3986,10 +4095,11 @@ from typing import IO, Callable
 #     kill_leftovers,
 #     kill_tree,
 #     own_process_group,
+#     private_subdir,
 #     process_handle,
 #     scripts_dir,
 #     show_stacks,
-#     user_suffix,
+#     state_path,
 # )
 # from .runners import Runner, RunStart, activated_path, pytest_style
 # from .warm_client import Launcher, WarmProcess
@@ -4083,26 +4193,33 @@ def read_output(out: IO[bytes]) -> Output:
     )  # fmt: skip
 
 
-def output_dir(root: Path) -> Path:
-    """Where the whole output of failing runs is kept: outside the repository, one directory
-    per repository and user."""
+def output_dir(root: Path) -> Path | None:
+    """Where the whole output of failing runs is kept: outside the repository, in the private
+    state directory, one directory per repository; None when there is no such directory."""
     import hashlib
 
     digest = hashlib.sha1(str(root).encode("utf-8", "surrogateescape")).hexdigest()[:8]
-    name = f"autotest-output{user_suffix()}"
-    return Path(tempfile.gettempdir()) / name / f"{root.name}-{digest}"
+    return state_path("output", f"{root.name}-{digest}")
 
 
 def save_output(out: IO[bytes], path: Path | None) -> str:
-    """Copy the run's output file to ``path``; the path, or empty when it cannot be written."""
-    if path is None:
+    """Copy the run's output file to ``path``, in a 0700 directory: written to a fresh 0600
+    file renamed into place, so that nothing planted at ``path`` (a link) is ever followed.
+    The path, or empty when it cannot be written."""
+    if path is None or not private_subdir(path.parent):
         return ""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        out.seek(0)
-        with open(path, "wb") as f:
-            shutil.copyfileobj(out, f)
+        fd, temp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=path.parent)
     except OSError:
+        return ""
+    try:
+        out.seek(0)
+        with open(fd, "wb") as f:
+            shutil.copyfileobj(out, f)
+        os.replace(temp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
         return ""
     return str(path)
 
@@ -4118,12 +4235,16 @@ class Needs:
     hint: Callable[[], str] = lambda: ""
 
 
-def pycache_dir() -> str:
-    """One bytecode cache for every repository (the prefix mirrors absolute paths), per user."""
-    return os.path.join(tempfile.gettempdir(), f"autotest-pycache{user_suffix()}")
+def pycache_dir() -> str | None:
+    """One bytecode cache for every repository (the prefix mirrors absolute paths), in the
+    private state directory: bytecode another user could write would run as this one."""
+    path = state_path("pycache")
+    return None if path is None else str(path)
 
 
-def run_environment(runner: Runner, pycache: str, python: str = sys.executable) -> dict[str, str]:
+def run_environment(
+    runner: Runner, pycache: str | None, python: str = sys.executable
+) -> dict[str, str]:
     """The test process's environment: ``python``'s environment as if activated (its scripts
     first on PATH, so ``python``, ``pytest`` or any console script in a command resolve there),
     the runner's defaults, and bytecode in a cache outside the tree (so runs write nothing
@@ -4136,7 +4257,7 @@ def run_environment(runner: Runner, pycache: str, python: str = sys.executable) 
         env.pop("PYTHONHOME", None)
     for name, value in runner.env:
         env.setdefault(name, value)
-    if not env.get("PYTHONDONTWRITEBYTECODE"):
+    if pycache is not None and not env.get("PYTHONDONTWRITEBYTECODE"):
         env.setdefault("PYTHONPYCACHEPREFIX", pycache)
     return env
 
@@ -4702,7 +4823,7 @@ from typing import Callable
 # from .graph import DependencyGraph, users_of, users_reached
 # from .metadata import read_metadata
 # from .order import Step, cycle_order
-# from .platform import user_suffix
+# from .platform import private_subdir, state_path
 # from .run import RunResult
 
 
@@ -4778,7 +4899,7 @@ def plan_json(
     return json.dumps({"version": PLAN_VERSION, "root": str(root), "packages": entries}, indent=2)
 
 
-def write_atomically(path: str, data: bytes) -> None:
+def write_atomically(path: str, data: bytes, mode: int = 0o644) -> None:
     """The file whole or not at all: a CI step may read it at any moment, and an interrupted
     write must not leave a truncated file behind."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -4788,7 +4909,7 @@ def write_atomically(path: str, data: bytes) -> None:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(temp, 0o644)
+        os.chmod(temp, mode)
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -4796,10 +4917,12 @@ def write_atomically(path: str, data: bytes) -> None:
         raise
 
 
-def durations_memory(root: Path) -> str:
-    """Where this machine remembers a repository's run times: per user, per root."""
+def durations_memory(root: Path) -> str | None:
+    """Where this machine remembers a repository's run times: in the private state
+    directory, per root (None when there is none: nothing is remembered)."""
     digest = hashlib.sha256(str(root).encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    return os.path.join(tempfile.gettempdir(), f"autotest{user_suffix()}", digest, "durations.json")
+    path = state_path("durations", digest, "durations.json")
+    return None if path is None else str(path)
 
 
 def read_durations(path: str) -> dict[str, float]:
@@ -4819,10 +4942,15 @@ def read_durations(path: str) -> dict[str, float]:
     return {str(k): float(v) for k, v in data.items()}
 
 
-def write_durations(path: str, durations: Mapping[str, float]) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+def write_durations(path: str, durations: Mapping[str, float], mode: int = 0o644) -> None:
+    """The run times as JSON; ``mode`` 0600 for the machine's own memory of them."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if mode == 0o600:  # a private file, in private folders
+        private_subdir(Path(folder))
+    else:
+        os.makedirs(folder, exist_ok=True)
     rounded = {rel: round(seconds, 3) for rel, seconds in sorted(durations.items())}
-    write_atomically(path, (json.dumps(rounded, indent=2) + "\n").encode())
+    write_atomically(path, (json.dumps(rounded, indent=2) + "\n").encode(), mode)
 
 
 def junit_args(runner_name: str, xml_path: str) -> tuple[str, ...]:
@@ -5007,8 +5135,9 @@ class CiJob:
                 return read_durations(self.durations_file)
             except ValueError as exc:
                 raise UsageError(f"--durations {self.durations_file}: {exc}") from None
-        with contextlib.suppress(ValueError):
-            return read_durations(self.memory)
+        if self.memory is not None:
+            with contextlib.suppress(ValueError):
+                return read_durations(self.memory)
         return {}
 
     def steps(
@@ -5056,7 +5185,8 @@ class CiJob:
                 try:
                     with contextlib.suppress(ValueError):
                         times = {**read_durations(path), **times}
-                    write_durations(path, {r: t for r, t in times.items() if r in keep})
+                    mode = 0o600 if path == self.memory else 0o644
+                    write_durations(path, {r: t for r, t in times.items() if r in keep}, mode)
                 except OSError as exc:
                     if path == self.durations_file:
                         self.on_error(path, exc.strerror or str(exc))
@@ -5090,7 +5220,7 @@ from typing import IO, Callable
 # from .cycle import CycleOutcome
 # from .discovery import Package, owner_of
 # from .order import Step
-# from .platform import notify, terminal_has_colours
+# from .platform import StateDir, notify, terminal_has_colours
 # from .run import RunResult
 # from .runners import Choice
 # from .warm_client import Preloads, is_standard_library
@@ -5301,6 +5431,18 @@ class Notices(Terminal):
     def cannot_notify(self) -> None:
         self.warn("--notify: this system has no way to show a notification "
                   "(notify-send on Linux, osascript on macOS); going on without")  # fmt: skip
+
+    def state_elsewhere(self, state: StateDir) -> None:
+        """The usual private place for bytecode and logs could not be used: where they go."""
+        where = (
+            f"keeping them in {shown(str(state.path))} for this session"
+            if state.path is not None
+            else "keeping none"
+        )
+        self.warn(
+            f"cannot keep bytecode, logs and caches in {shown(str(state.usual))} "
+            f"({shown(state.refused)}); {where}"
+        )
 
     def runner_from_config(self, spec: str, where: str) -> None:
         """A repository's config runs a command of its choosing: it is never run unseen."""
@@ -6091,7 +6233,7 @@ from typing import Callable
 # from .metadata import is_metadata_file, normalize_name, read_metadata, toml_reader_missing
 # from .options import Options, parse_options
 # from .order import Step, cycle_order
-# from .platform import KeyReader, Signals, can_notify
+# from .platform import KeyReader, Signals, can_notify, state_dir
 # from .report import Progress, Reporter, describe_changes, shown
 # from .run import (
 #     Needs,
@@ -6281,6 +6423,9 @@ def announce_settings(options: Options, reporter: Reporter) -> None:
                 reporter.runner_from_config(f"{glob} = {spec}", options.runners_from)
     if options.notify and not can_notify():
         reporter.cannot_notify()
+    state = state_dir()
+    if state.refused:
+        reporter.state_elsewhere(state)
 
 
 def changes_given(options: Options, tree: PackageSet, reporter: Reporter) -> dict[str, float]:
@@ -6388,7 +6533,7 @@ class CycleRuns:
 
     def __init__(
         self, choices: RunnerChoices, guard: LoopGuard, ci: CiJob, reporter: Reporter,
-        signals: Signals, limits: RunLimits, saved_dir: Path,
+        signals: Signals, limits: RunLimits, saved_dir: Path | None,
     ) -> None:  # fmt: skip
         self.choices = choices
         self.guard = guard
@@ -6433,7 +6578,7 @@ class CycleRuns:
         if package in choices.unrunnable:
             return Unrunnable(package, choice.runner, choices.unrunnable[package])
         start = choices.run_start(package, self.ci.run_args(choice.runner.name, package))
-        saved = self.saved_dir / (package.rel.replace("/", "__") + ".log")
+        saved = self.saved_dir and self.saved_dir / (package.rel.replace("/", "__") + ".log")
         needs = Needs(
             lambda modules: choices.unavailable(modules, choice.python),
             lambda: install_test_deps_command(package, choice.python),

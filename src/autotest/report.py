@@ -21,7 +21,7 @@ from .ci import CiJob
 from .cycle import CycleOutcome
 from .discovery import Package, owner_of
 from .order import Step
-from .platform import notify, terminal_has_colours
+from .platform import StateDir, notify, terminal_has_colours
 from .run import RunResult
 from .runners import Choice
 from .warm_client import Preloads, is_standard_library
@@ -232,6 +232,18 @@ class Notices(Terminal):
     def cannot_notify(self) -> None:
         self.warn("--notify: this system has no way to show a notification "
                   "(notify-send on Linux, osascript on macOS); going on without")  # fmt: skip
+
+    def state_elsewhere(self, state: StateDir) -> None:
+        """The usual private place for bytecode and logs could not be used: where they go."""
+        where = (
+            f"keeping them in {shown(str(state.path))} for this session"
+            if state.path is not None
+            else "keeping none"
+        )
+        self.warn(
+            f"cannot keep bytecode, logs and caches in {shown(str(state.usual))} "
+            f"({shown(state.refused)}); {where}"
+        )
 
     def runner_from_config(self, spec: str, where: str) -> None:
         """A repository's config runs a command of its choosing: it is never run unseen."""

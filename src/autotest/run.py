@@ -23,10 +23,11 @@ from .platform import (
     kill_leftovers,
     kill_tree,
     own_process_group,
+    private_subdir,
     process_handle,
     scripts_dir,
     show_stacks,
-    user_suffix,
+    state_path,
 )
 from .runners import Runner, RunStart, activated_path, pytest_style
 from .warm_client import Launcher, WarmProcess
@@ -120,26 +121,33 @@ def read_output(out: IO[bytes]) -> Output:
     )  # fmt: skip
 
 
-def output_dir(root: Path) -> Path:
-    """Where the whole output of failing runs is kept: outside the repository, one directory
-    per repository and user."""
+def output_dir(root: Path) -> Path | None:
+    """Where the whole output of failing runs is kept: outside the repository, in the private
+    state directory, one directory per repository; None when there is no such directory."""
     import hashlib
 
     digest = hashlib.sha1(str(root).encode("utf-8", "surrogateescape")).hexdigest()[:8]
-    name = f"autotest-output{user_suffix()}"
-    return Path(tempfile.gettempdir()) / name / f"{root.name}-{digest}"
+    return state_path("output", f"{root.name}-{digest}")
 
 
 def save_output(out: IO[bytes], path: Path | None) -> str:
-    """Copy the run's output file to ``path``; the path, or empty when it cannot be written."""
-    if path is None:
+    """Copy the run's output file to ``path``, in a 0700 directory: written to a fresh 0600
+    file renamed into place, so that nothing planted at ``path`` (a link) is ever followed.
+    The path, or empty when it cannot be written."""
+    if path is None or not private_subdir(path.parent):
         return ""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        out.seek(0)
-        with open(path, "wb") as f:
-            shutil.copyfileobj(out, f)
+        fd, temp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=path.parent)
     except OSError:
+        return ""
+    try:
+        out.seek(0)
+        with open(fd, "wb") as f:
+            shutil.copyfileobj(out, f)
+        os.replace(temp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
         return ""
     return str(path)
 
@@ -155,12 +163,16 @@ class Needs:
     hint: Callable[[], str] = lambda: ""
 
 
-def pycache_dir() -> str:
-    """One bytecode cache for every repository (the prefix mirrors absolute paths), per user."""
-    return os.path.join(tempfile.gettempdir(), f"autotest-pycache{user_suffix()}")
+def pycache_dir() -> str | None:
+    """One bytecode cache for every repository (the prefix mirrors absolute paths), in the
+    private state directory: bytecode another user could write would run as this one."""
+    path = state_path("pycache")
+    return None if path is None else str(path)
 
 
-def run_environment(runner: Runner, pycache: str, python: str = sys.executable) -> dict[str, str]:
+def run_environment(
+    runner: Runner, pycache: str | None, python: str = sys.executable
+) -> dict[str, str]:
     """The test process's environment: ``python``'s environment as if activated (its scripts
     first on PATH, so ``python``, ``pytest`` or any console script in a command resolve there),
     the runner's defaults, and bytecode in a cache outside the tree (so runs write nothing
@@ -173,7 +185,7 @@ def run_environment(runner: Runner, pycache: str, python: str = sys.executable) 
         env.pop("PYTHONHOME", None)
     for name, value in runner.env:
         env.setdefault(name, value)
-    if not env.get("PYTHONDONTWRITEBYTECODE"):
+    if pycache is not None and not env.get("PYTHONDONTWRITEBYTECODE"):
         env.setdefault("PYTHONPYCACHEPREFIX", pycache)
     return env
 

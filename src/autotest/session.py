@@ -28,7 +28,7 @@ from .loop_guard import LoopGuard
 from .metadata import is_metadata_file, normalize_name, read_metadata, toml_reader_missing
 from .options import Options, parse_options
 from .order import Step, cycle_order
-from .platform import KeyReader, Signals, can_notify
+from .platform import KeyReader, Signals, can_notify, state_dir
 from .report import Progress, Reporter, describe_changes, shown
 from .run import (
     Needs,
@@ -218,6 +218,9 @@ def announce_settings(options: Options, reporter: Reporter) -> None:
                 reporter.runner_from_config(f"{glob} = {spec}", options.runners_from)
     if options.notify and not can_notify():
         reporter.cannot_notify()
+    state = state_dir()
+    if state.refused:
+        reporter.state_elsewhere(state)
 
 
 def changes_given(options: Options, tree: PackageSet, reporter: Reporter) -> dict[str, float]:
@@ -325,7 +328,7 @@ class CycleRuns:
 
     def __init__(
         self, choices: RunnerChoices, guard: LoopGuard, ci: CiJob, reporter: Reporter,
-        signals: Signals, limits: RunLimits, saved_dir: Path,
+        signals: Signals, limits: RunLimits, saved_dir: Path | None,
     ) -> None:  # fmt: skip
         self.choices = choices
         self.guard = guard
@@ -370,7 +373,7 @@ class CycleRuns:
         if package in choices.unrunnable:
             return Unrunnable(package, choice.runner, choices.unrunnable[package])
         start = choices.run_start(package, self.ci.run_args(choice.runner.name, package))
-        saved = self.saved_dir / (package.rel.replace("/", "__") + ".log")
+        saved = self.saved_dir and self.saved_dir / (package.rel.replace("/", "__") + ".log")
         needs = Needs(
             lambda modules: choices.unavailable(modules, choice.python),
             lambda: install_test_deps_command(package, choice.python),
