@@ -641,6 +641,11 @@ def run_git(root: str, *args: str, stdin: bytes = b"") -> bytes | None:
     return done.stdout if done.returncode in (0, 1) else None
 
 
+def git_tracks_any(root: Path, paths: list[str]) -> bool:
+    """Whether git holds any of ``paths`` in the work tree at ``root`` (none outside it)."""
+    return bool(run_git(str(root), "ls-files", "-z", "--", *paths))
+
+
 def is_git_work_tree(root: Path) -> bool:
     return (run_git(str(root), "rev-parse", "--is-inside-work-tree") or b"").strip() == b"true"
 
@@ -3113,7 +3118,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# from .basics import ASK_TIMEOUT, UsageError, Verdict
+# from .basics import ASK_TIMEOUT, UsageError, Verdict, git_tracks_any
 # from .discovery import PACKAGE_MARKERS, Package, owner_of
 # from .ignore import glob_matches, holds_no_packages
 # from .metadata import load_toml
@@ -3403,17 +3408,56 @@ def runner_for(
     return BUILTIN_RUNNERS["nose"], "no pytest configuration, conftest.py or pytest-style test"
 
 
+def named_venv(package: Package, by_glob: Sequence[tuple[str, str]]) -> tuple[Path, str] | None:
+    """The virtualenv the ``venvs`` setting names for ``package`` (the first matching glob),
+    with the reason ``venvs 'GLOB'``; None when no glob matches it."""
+    for glob, venv in by_glob:
+        if glob_matches(package.rel, glob) or package.rel == glob:
+            return package.path / venv, f"venvs {glob!r}"
+    return None
+
+
 def python_for(package: Package, by_glob: Sequence[tuple[str, str]]) -> tuple[str, str]:
     """The interpreter for one package, and why: a virtualenv the ``venvs`` setting names for
     it, else its own ``.venv`` or ``venv``, else the one running autotest."""
-    named = [(g, v) for g, v in by_glob if glob_matches(package.rel, g) or package.rel == g]
-    candidates = [(package.path / v, f"venvs {g!r}") for g, v in named[:1]]
+    named = named_venv(package, by_glob)
+    candidates = [named] if named is not None else []
     candidates += [(package.path / n, f"its own {n}") for n in (".venv", "venv")]
     for venv, reason in candidates:
         python = venv_python(venv)
         if python is not None:
             return str(python), reason
     return sys.executable, ""
+
+
+def check_venvs(packages: Sequence[Package], by_glob: Sequence[tuple[str, str]]) -> None:
+    """A virtualenv the ``venvs`` setting names that is not there, or is no virtualenv, is an
+    error, not a silent run with autotest's own interpreter."""
+    for package in packages:
+        named = named_venv(package, by_glob)
+        if named is None or venv_python(named[0]) is not None:
+            continue
+        venv, reason = named
+        if not venv.is_dir():
+            what = "does not exist"
+        elif not (venv / "pyvenv.cfg").is_file():
+            what = "is not a virtualenv (no pyvenv.cfg)"
+        else:
+            what = "holds no interpreter"
+        raise UsageError(f"{reason}: {venv} (for {package.rel}) {what}")
+
+
+def repository_interpreter(choice: Choice, root: Path, venvs_from: str) -> str:
+    """Where in the repository the interpreter of ``choice`` comes from, when it does: the
+    config whose ``venvs`` names its virtualenv, or git, which holds that virtualenv (a clone
+    brings it).  Empty for autotest's own, and for a virtualenv the user named or made."""
+    if choice.python == sys.executable:
+        return ""
+    if venvs_from and choice.python_reason.startswith("venvs "):
+        return f"{venvs_from} {choice.python_reason}"
+    venv = Path(choice.python).parent.parent
+    held = [os.path.join(venv, name) for name in ("pyvenv.cfg", "bin", "Scripts")]
+    return "a virtualenv committed to git" if git_tracks_any(root, held) else ""
 
 
 def choose(
@@ -5448,6 +5492,13 @@ class Notices(Terminal):
         """A repository's config runs a command of its choosing: it is never run unseen."""
         self.note(f"runner from {where}: {shown(spec)}")
 
+    def interpreter_from(self, where: str, python: str) -> None:
+        """An interpreter the repository brings runs the tests: it is never run unseen."""
+        inside = python.startswith(str(self.root) + os.sep)
+        self.note(
+            f"interpreter from {shown(where)}: {self.rel(python) if inside else shown(python)}"
+        )
+
     def watching(self, count: int, how: str) -> None:
         root = shown(str(self.root))
         self.note(f"watching {counted(count, 'package')} in {root} ({how}); Ctrl+C to stop")
@@ -5794,6 +5845,7 @@ class Options:
     junit_xml: str | None = None
     runner_from: str = ""  # the config file that set the runner, if one did
     runners_from: str = ""  # and the one that set per-package runners
+    venvs_from: str = ""  # and the one that set per-package virtualenvs
 
 
 def non_negative(value: str) -> float:
@@ -6184,7 +6236,7 @@ def parse_options(argv: Sequence[str]) -> Options:
         merged.pop("runners", None)
     if runner_args is not None:
         merged["runner-args"] = runner_args
-    for name in ("runner", "runners"):
+    for name in ("runner", "runners", "venvs"):
         if name not in given and name in origins:
             merged[f"{name}-from"] = origins[name]
     options = Options(**{name.replace("-", "_"): value for name, value in merged.items()})
@@ -6252,9 +6304,11 @@ from typing import Callable
 #     Runner,
 #     RunStart,
 #     check_choices,
+#     check_venvs,
 #     choose,
 #     install_test_deps_command,
 #     module_installed,
+#     repository_interpreter,
 #     stale_choices,
 # )
 # from .warm_policy import WarmPolicy, WarmPool
@@ -6454,9 +6508,14 @@ class RunnerChoices:
     """Which runner and interpreter each package gets, and what follows for its runs: the
     command, the packages that cannot run here, the modules the repository provides."""
 
-    def __init__(self, options: Options, tree: PackageSet) -> None:
+    def __init__(
+        self, options: Options, tree: PackageSet,
+        tell: Callable[[str, str], None] = lambda where, python: None,
+    ) -> None:  # fmt: skip
         self.options = options
         self.tree = tree
+        self.tell = tell  # an interpreter the repository brings, named before it first runs
+        self.told: set[tuple[str, str]] = set()
         self.by_package: dict[Package, Choice] = {}
         self.unrunnable: dict[Package, str] = {}
         self.provided: set[str] | None = None
@@ -6472,14 +6531,26 @@ class RunnerChoices:
         asks a package's own interpreter in a subprocess.  A plan runs nothing, so its machine
         needs no runner."""
         options, packages = self.options, self.tree.packages
+        if strict:
+            check_venvs(packages, options.venvs)
         stale = packages if changed is None else stale_choices(packages, self.by_package, changed)
         fresh = choose(stale, options.root, options.runner, options.runners, options.venvs)
+        self.tell_interpreters(fresh.values())
         kept = {p: c for p, c in self.by_package.items() if p not in fresh}
         self.by_package = {p: fresh.get(p) or kept[p] for p in packages}
         if not options.plan:  # only the choices made again are checked again
             still = {p: fix for p, fix in self.unrunnable.items() if p in kept}
             self.unrunnable = {**still, **check_choices(fresh, strict)}
         self.provided = None
+
+    def tell_interpreters(self, choices: Iterable[Choice]) -> None:
+        """Name each interpreter the repository brings (its config, or a virtualenv committed
+        to git), once, before anything runs it: a clone never runs a program unseen."""
+        for choice in choices:
+            where = repository_interpreter(choice, self.options.root, self.options.venvs_from)
+            if where and (where, choice.python) not in self.told:
+                self.told.add((where, choice.python))
+                self.tell(where, choice.python)
 
     def run_start(self, package: Package, extra: Sequence[str] = ()) -> RunStart:
         """The one answer to how a package's tests run: what --plan shows, and what runs
@@ -6654,7 +6725,7 @@ class Session:
             raise no_packages(self.root)
         if not self.tree.packages:
             raise UsageError(f"--exclude leaves no package of {len(self.tree.all)} to test")
-        self.choices = RunnerChoices(options, self.tree)
+        self.choices = RunnerChoices(options, self.tree, reporter.interpreter_from)
         self.first_changes = changes_given(options, self.tree, reporter)
         self.env = run_environment(Runner("none", ()), pycache_dir())
         self.changes = ChangeSet()

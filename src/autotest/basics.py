@@ -141,6 +141,11 @@ def run_git(root: str, *args: str, stdin: bytes = b"") -> bytes | None:
     return done.stdout if done.returncode in (0, 1) else None
 
 
+def git_tracks_any(root: Path, paths: list[str]) -> bool:
+    """Whether git holds any of ``paths`` in the work tree at ``root`` (none outside it)."""
+    return bool(run_git(str(root), "ls-files", "-z", "--", *paths))
+
+
 def is_git_work_tree(root: Path) -> bool:
     return (run_git(str(root), "rev-parse", "--is-inside-work-tree") or b"").strip() == b"true"
 

@@ -56,6 +56,7 @@ class Options:
     junit_xml: str | None = None
     runner_from: str = ""  # the config file that set the runner, if one did
     runners_from: str = ""  # and the one that set per-package runners
+    venvs_from: str = ""  # and the one that set per-package virtualenvs
 
 
 def non_negative(value: str) -> float:
@@ -446,7 +447,7 @@ def parse_options(argv: Sequence[str]) -> Options:
         merged.pop("runners", None)
     if runner_args is not None:
         merged["runner-args"] = runner_args
-    for name in ("runner", "runners"):
+    for name in ("runner", "runners", "venvs"):
         if name not in given and name in origins:
             merged[f"{name}-from"] = origins[name]
     options = Options(**{name.replace("-", "_"): value for name, value in merged.items()})

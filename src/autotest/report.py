@@ -249,6 +249,13 @@ class Notices(Terminal):
         """A repository's config runs a command of its choosing: it is never run unseen."""
         self.note(f"runner from {where}: {shown(spec)}")
 
+    def interpreter_from(self, where: str, python: str) -> None:
+        """An interpreter the repository brings runs the tests: it is never run unseen."""
+        inside = python.startswith(str(self.root) + os.sep)
+        self.note(
+            f"interpreter from {shown(where)}: {self.rel(python) if inside else shown(python)}"
+        )
+
     def watching(self, count: int, how: str) -> None:
         root = shown(str(self.root))
         self.note(f"watching {counted(count, 'package')} in {root} ({how}); Ctrl+C to stop")

@@ -47,9 +47,11 @@ from .runners import (
     Runner,
     RunStart,
     check_choices,
+    check_venvs,
     choose,
     install_test_deps_command,
     module_installed,
+    repository_interpreter,
     stale_choices,
 )
 from .warm_policy import WarmPolicy, WarmPool
@@ -249,9 +251,14 @@ class RunnerChoices:
     """Which runner and interpreter each package gets, and what follows for its runs: the
     command, the packages that cannot run here, the modules the repository provides."""
 
-    def __init__(self, options: Options, tree: PackageSet) -> None:
+    def __init__(
+        self, options: Options, tree: PackageSet,
+        tell: Callable[[str, str], None] = lambda where, python: None,
+    ) -> None:  # fmt: skip
         self.options = options
         self.tree = tree
+        self.tell = tell  # an interpreter the repository brings, named before it first runs
+        self.told: set[tuple[str, str]] = set()
         self.by_package: dict[Package, Choice] = {}
         self.unrunnable: dict[Package, str] = {}
         self.provided: set[str] | None = None
@@ -267,14 +274,26 @@ class RunnerChoices:
         asks a package's own interpreter in a subprocess.  A plan runs nothing, so its machine
         needs no runner."""
         options, packages = self.options, self.tree.packages
+        if strict:
+            check_venvs(packages, options.venvs)
         stale = packages if changed is None else stale_choices(packages, self.by_package, changed)
         fresh = choose(stale, options.root, options.runner, options.runners, options.venvs)
+        self.tell_interpreters(fresh.values())
         kept = {p: c for p, c in self.by_package.items() if p not in fresh}
         self.by_package = {p: fresh.get(p) or kept[p] for p in packages}
         if not options.plan:  # only the choices made again are checked again
             still = {p: fix for p, fix in self.unrunnable.items() if p in kept}
             self.unrunnable = {**still, **check_choices(fresh, strict)}
         self.provided = None
+
+    def tell_interpreters(self, choices: Iterable[Choice]) -> None:
+        """Name each interpreter the repository brings (its config, or a virtualenv committed
+        to git), once, before anything runs it: a clone never runs a program unseen."""
+        for choice in choices:
+            where = repository_interpreter(choice, self.options.root, self.options.venvs_from)
+            if where and (where, choice.python) not in self.told:
+                self.told.add((where, choice.python))
+                self.tell(where, choice.python)
 
     def run_start(self, package: Package, extra: Sequence[str] = ()) -> RunStart:
         """The one answer to how a package's tests run: what --plan shows, and what runs
@@ -449,7 +468,7 @@ class Session:
             raise no_packages(self.root)
         if not self.tree.packages:
             raise UsageError(f"--exclude leaves no package of {len(self.tree.all)} to test")
-        self.choices = RunnerChoices(options, self.tree)
+        self.choices = RunnerChoices(options, self.tree, reporter.interpreter_from)
         self.first_changes = changes_given(options, self.tree, reporter)
         self.env = run_environment(Runner("none", ()), pycache_dir())
         self.changes = ChangeSet()
