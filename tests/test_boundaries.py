@@ -4,13 +4,16 @@ nor, unless asked, another file system mounted below the root."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import Repo, git, run_autotest
+from conftest import Repo, Watch, git, load_autotest, run_autotest
 
 
 def fake_venv(venv: Path, marker: Path) -> Path:
@@ -80,3 +83,90 @@ def test_a_virtualenv_the_config_names_that_is_not_there_is_one_line_and_exit_2(
     what = "does not exist" if named == "missing-venv" else "is not a virtualenv (no pyvenv.cfg)"
     assert done.stderr == f"autotest: error: venvs 'alpha': {venv} (for alpha) {what}\n"
     assert done.stdout == ""
+
+
+def test_a_root_that_is_a_file_systems_root_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    done = run_autotest(Path("/"), "--once", timeout=30)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "autotest: error: root '/' is the root of a file system, which holds every package on "
+        "the machine; give the repository's directory\n"
+    )
+    assert done.stdout == ""
+
+
+@contextlib.contextmanager
+def mounted(directory: Path) -> Iterator[Path]:
+    """A fresh file system (tmpfs) mounted at ``directory``, unmounted at the end; the test is
+    skipped where mounting is refused (not root, no mount namespace of one's own)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "tmpfs", str(directory)], capture_output=True, text=True
+        )
+    except OSError as exc:
+        pytest.skip(f"no mount command: {exc}")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], capture_output=True, check=False)
+
+
+def guest_package(repo: Repo) -> Iterator[Path]:
+    """A package on a file system of its own, mounted below the root at ``mnt``."""
+    with mounted(repo.path / "mnt") as mount:
+        repo.package("mnt/guest")
+        yield mount
+
+
+@pytest.fixture
+def guest(repo: Repo) -> Iterator[Path]:
+    yield from guest_package(repo)
+
+
+def test_a_file_system_mounted_below_the_root_is_left_out_unless_asked(
+    repo: Repo, guest: Path
+) -> None:
+    repo.package("alpha")
+    done = run_autotest(repo.path, "--once")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[0] == f"autotest: 1 package in {repo.path.resolve()}"
+    assert "guest" not in done.stdout
+    crossing = run_autotest(repo.path, "--once", "--cross-mounts")
+    assert crossing.returncode == 0, crossing.stdout + crossing.stderr
+    assert crossing.stdout.splitlines()[0].startswith("autotest: 2 packages in")
+    assert "mnt/guest  ok" in crossing.stdout
+
+
+def test_a_mounted_file_system_below_the_root_gets_no_watches_and_sets_off_no_run(
+    repo: Repo, guest: Path, watch: Callable[..., Watch]
+) -> None:
+    repo.package("alpha")
+    w = watch(repo.path)
+    after = w.wait_cycles(1)
+    (guest / "guest" / "guest" / "__init__.py").write_text("VALUE = 2\n")
+    (repo.path / "alpha" / "alpha" / "__init__.py").write_text("VALUE = 2\n")
+    w.wait_for(r"^changed: alpha/alpha/__init__\.py$", after)
+    w.wait_cycles(2)
+    assert w.headers()[1:] == ["changed: alpha/alpha/__init__.py"], w.output
+
+
+def test_the_import_scan_and_the_watch_plan_stay_on_the_roots_file_system(repo: Repo) -> None:
+    at = load_autotest()
+    alpha = repo.package("alpha")
+    with mounted(alpha / "data"):
+        (alpha / "data" / "generated.py").write_text("import beta\n")
+        (alpha / "data" / "deep").mkdir()
+        package = at.Package(alpha, "alpha")
+        root = at.IgnoreRules(repo.path)
+        assert "beta" not in at.ImportScan(root.device).package_imports(package, [])["code"]
+        assert "beta" in at.ImportScan(None).package_imports(package, [])["code"]
+        plan = at.plan_watches(str(repo.path), root.excludes_dir)
+        planned = (*plan.recursive, *plan.flat)
+        assert str(alpha) in plan.flat and not any(
+            p.startswith(str(alpha / "data")) for p in planned
+        )
+        crossing = at.IgnoreRules(repo.path, cross_mounts=True)
+        assert str(repo.path) in at.plan_watches(str(repo.path), crossing.excludes_dir).recursive

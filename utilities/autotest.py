@@ -1232,6 +1232,23 @@ def holds_no_packages(name: str, path: str) -> bool:
     return name.startswith(".") or is_tool_dir(name, path)
 
 
+def device_of(path: str | Path) -> int | None:
+    """The file system ``path`` lies on; None when it cannot be told."""
+    try:
+        return os.lstat(path).st_dev
+    except OSError:
+        return None
+
+
+def other_device(path: str, device: int | None) -> bool:
+    """Whether the directory ``path`` is on a file system other than ``device`` (a mount:
+    /proc, a network share, a disk); never when ``device`` is None (mounts are crossed)."""
+    if device is None:
+        return False
+    found = device_of(path)
+    return found is not None and found != device
+
+
 def is_leaf_tool_dir(name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, g) for g in LEAF_TOOL_DIR_GLOBS)
 
@@ -1261,9 +1278,12 @@ class IgnoreRules:
     git costs a subprocess, so the main loop asks it once per burst.
     """
 
-    def __init__(self, root: Path, user_globs: Sequence[str] = ()) -> None:
+    def __init__(
+        self, root: Path, user_globs: Sequence[str] = (), cross_mounts: bool = False
+    ) -> None:
         self.root = str(root)
         self.user_globs = tuple(user_globs)
+        self.device = None if cross_mounts else device_of(root)  # None: mounts are crossed
         self.use_git = is_git_work_tree(root)
         self.git_dirs: frozenset[str] = frozenset()
         self._tool_dirs: set[str] = set()
@@ -1293,13 +1313,15 @@ class IgnoreRules:
         return False
 
     def excludes_dir(self, name: str, path: str) -> bool:
-        """Whether the watch plan leaves this directory out: a tool directory, one the user's
-        globs name, or one .gitignore excludes whole (as of the last ``refresh_git_dirs``)."""
+        """Whether discovery and the watch plan leave this directory out: a tool directory,
+        one the user's globs name, one .gitignore excludes whole (as of the last
+        ``refresh_git_dirs``), or one on another file system (unless mounts are crossed)."""
         rel = self.relative(path) or ""
         return (
             self.is_tool_dir(name, path)
             or path in self.git_dirs
             or any(glob_matches(rel, g, is_dir=True) for g in self.user_globs)
+            or other_device(path, self.device)
         )
 
     def is_ignored(self, path: str, is_dir: bool = False) -> bool:
@@ -1787,7 +1809,7 @@ from collections.abc import Container, Iterable
 from pathlib import Path
 
 # from .discovery import MAX_SCANNED_BYTES, TEST_DIR_NAMES, Package
-# from .ignore import holds_no_packages
+# from .ignore import holds_no_packages, other_device
 # from .platform import state_path
 
 
@@ -1873,7 +1895,8 @@ class ImportScan:
     changes.  A change costs reading the changed files and walking the packages that hold
     them; kept in a file between runs, a start costs one ``stat`` per file."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: int | None = None) -> None:
+        self.device = device  # the root's file system: the scan stays on it (None: crosses)
         self.wanted: frozenset[str] | None = None  # None: every module
         self.files: dict[str, tuple[int, int, frozenset[str]]] = {}
         self.packages: dict[Path, dict[str, set[str]]] = {}
@@ -1965,6 +1988,7 @@ class ImportScan:
                 d for d in dirnames
                 if not holds_no_packages(d, os.path.join(directory, d))
                 and os.path.join(directory, d) not in skip
+                and not other_device(os.path.join(directory, d), self.device)
             ]  # fmt: skip
             inside_tests = not TEST_DIR_NAMES.isdisjoint(directory[len(top) :].split(os.sep))
             for name in filenames:
@@ -5833,6 +5857,7 @@ class Options:
     ignore: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     poll: bool = False
+    cross_mounts: bool = False
     warm: bool = True
     explain: bool = False
     clear: bool = False
@@ -5983,6 +6008,8 @@ SETTINGS = (
             "(repeatable)", metavar="GLOB"),
     Setting("exclude", Given.LIST, "never test the packages matching (repeatable)", metavar="GLOB"),
     Setting("poll", Given.FLAG, "poll the tree instead of OS notifications"),
+    Setting("cross-mounts", Given.FLAG, "find packages, read imports and watch in file systems "
+            "mounted below the root too (by default a directory on another device is left out)"),
     Setting("warm", Given.FLAG,
             "start every run cold instead of forking it from a warm interpreter"),
     Setting("explain", Given.FLAG, "say why each package runs where it does, with which runner and "
@@ -6223,6 +6250,11 @@ def parse_options(argv: Sequence[str]) -> Options:
         root = root.resolve()
     except OSError as exc:
         raise UsageError(f"root {shown(repr(str(root)))}: {exc.strerror or exc}") from None
+    if root.parent == root:
+        raise UsageError(
+            f"root {shown(repr(str(root)))} is the root of a file system, which holds every "
+            "package on the machine; give the repository's directory"
+        )
     given = {  # an empty --changed says "nothing changed"; no positional says nothing
         s.name: tuple(value) if isinstance(value, list) else value
         for s in SETTINGS
@@ -6338,7 +6370,7 @@ class PackageSet:
         self.left_out: tuple[tuple[str, str], ...] = ()
         self.dropped: set[str] = set()  # directories skipped as unreadable
         self.graph = DependencyGraph({})
-        self.scan = ImportScan()
+        self.scan = ImportScan(self.rules.device)
         self.scan.load(scan_cache_file(root))
         self.refresh()
         unmatched = [c for c in self.chosen if not self.matching(c)]
@@ -6719,7 +6751,7 @@ class Session:
         self.signals = signals or Signals()
         announce_settings(options, reporter)
         written = own_outputs(self.root, (options.junit_xml, options.durations))
-        self.rules = IgnoreRules(self.root, (*options.ignore, *written))
+        self.rules = IgnoreRules(self.root, (*options.ignore, *written), options.cross_mounts)
         self.tree = PackageSet(self.root, reporter, self.rules, options.packages, options.exclude)
         if not self.tree.all:
             raise no_packages(self.root)

@@ -15,7 +15,7 @@ from collections.abc import Container, Iterable
 from pathlib import Path
 
 from .discovery import MAX_SCANNED_BYTES, TEST_DIR_NAMES, Package
-from .ignore import holds_no_packages
+from .ignore import holds_no_packages, other_device
 from .platform import state_path
 
 
@@ -101,7 +101,8 @@ class ImportScan:
     changes.  A change costs reading the changed files and walking the packages that hold
     them; kept in a file between runs, a start costs one ``stat`` per file."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: int | None = None) -> None:
+        self.device = device  # the root's file system: the scan stays on it (None: crosses)
         self.wanted: frozenset[str] | None = None  # None: every module
         self.files: dict[str, tuple[int, int, frozenset[str]]] = {}
         self.packages: dict[Path, dict[str, set[str]]] = {}
@@ -193,6 +194,7 @@ class ImportScan:
                 d for d in dirnames
                 if not holds_no_packages(d, os.path.join(directory, d))
                 and os.path.join(directory, d) not in skip
+                and not other_device(os.path.join(directory, d), self.device)
             ]  # fmt: skip
             inside_tests = not TEST_DIR_NAMES.isdisjoint(directory[len(top) :].split(os.sep))
             for name in filenames:

@@ -81,7 +81,7 @@ class PackageSet:
         self.left_out: tuple[tuple[str, str], ...] = ()
         self.dropped: set[str] = set()  # directories skipped as unreadable
         self.graph = DependencyGraph({})
-        self.scan = ImportScan()
+        self.scan = ImportScan(self.rules.device)
         self.scan.load(scan_cache_file(root))
         self.refresh()
         unmatched = [c for c in self.chosen if not self.matching(c)]
@@ -462,7 +462,7 @@ class Session:
         self.signals = signals or Signals()
         announce_settings(options, reporter)
         written = own_outputs(self.root, (options.junit_xml, options.durations))
-        self.rules = IgnoreRules(self.root, (*options.ignore, *written))
+        self.rules = IgnoreRules(self.root, (*options.ignore, *written), options.cross_mounts)
         self.tree = PackageSet(self.root, reporter, self.rules, options.packages, options.exclude)
         if not self.tree.all:
             raise no_packages(self.root)
