@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Repo, Watch, git, load_autotest, run_autotest
+from conftest import Repo, Watch, clean_env, git, load_autotest, run_autotest
 
 
 def fake_venv(venv: Path, marker: Path) -> Path:
@@ -96,13 +96,16 @@ def test_a_root_that_is_a_file_systems_root_is_one_line_and_exit_2(tmp_path: Pat
 
 
 @contextlib.contextmanager
-def mounted(directory: Path) -> Iterator[Path]:
+def mounted(directory: Path, *options: str) -> Iterator[Path]:
     """A fresh file system (tmpfs) mounted at ``directory``, unmounted at the end; the test is
     skipped where mounting is refused (not root, no mount namespace of one's own)."""
     directory.mkdir(parents=True, exist_ok=True)
+    given = ["-o", ",".join(options)] if options else []
     try:
         done = subprocess.run(
-            ["mount", "-t", "tmpfs", "tmpfs", str(directory)], capture_output=True, text=True
+            ["mount", "-t", "tmpfs", *given, "tmpfs", str(directory)],
+            capture_output=True,
+            text=True,
         )
     except OSError as exc:
         pytest.skip(f"no mount command: {exc}")
@@ -170,3 +173,32 @@ def test_the_import_scan_and_the_watch_plan_stay_on_the_roots_file_system(repo: 
         )
         crossing = at.IgnoreRules(repo.path, cross_mounts=True)
         assert str(repo.path) in at.plan_watches(str(repo.path), crossing.excludes_dir).recursive
+
+
+LOUD_TEST = """\
+import os
+
+def test_prints_a_lot():
+    os.write(1, b"x" * 200_000)
+"""
+
+
+def test_a_temporary_directory_too_full_for_a_runs_output_is_said_and_is_no_failure(
+    repo: Repo, tmp_path: Path
+) -> None:
+    repo.package("loud", tests=LOUD_TEST)
+    repo.package("quiet")
+    with mounted(tmp_path / "small-tmp", "size=64k") as tmp:
+        (tmp / "filler").write_bytes(b"f" * 48 * 1024)  # some 16 KB left
+        env = clean_env(TMPDIR=str(tmp), XDG_CACHE_HOME=str(tmp_path / "cache"))
+        done = run_autotest(repo.path, "--once", "--keep-going", env=env)
+    assert "FAILED" not in done.stdout, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("loud   could not run") for line in lines), done.stdout
+    assert any(line.startswith("quiet  ok") for line in lines), done.stdout
+    assert (
+        f"  autotest could not write the run's output in {tmp} (No space left on device), so "
+        "the run says nothing of the tests; free room there, or set TMPDIR to a directory with "
+        "room"
+    ) in lines
+    assert done.returncode == 1  # not everything ran

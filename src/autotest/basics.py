@@ -109,6 +109,9 @@ TAIL_LINES = 100  # ... and this many from its end (the runner's summary)
 LINE_LIMIT = 8192  # longer lines are read (and kept) in pieces of this many bytes
 
 
+OUTPUT_ROOM = 64 * 1024  # a failed run that left less free room for its output ran out of it
+
+
 CREATED_SETTLE = 0.3  # a file new in a burst settles once this old (or gone): a temporary file
 
 

@@ -211,6 +211,18 @@ def private_subdir(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink()
 
 
+def free_room(fd: int, path: str) -> int | None:
+    """Free bytes for this user on the file system of the open file ``fd`` (at ``path``, where
+    there is no fstatvfs); None when it cannot be told."""
+    try:
+        if hasattr(os, "fstatvfs"):
+            found = os.fstatvfs(fd)
+            return found.f_bavail * found.f_frsize
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
 def venv_python(venv: Path) -> Path | None:
     """The interpreter of the virtualenv at ``venv``, when it is one."""
     if not (venv / "pyvenv.cfg").is_file():

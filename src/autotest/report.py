@@ -441,6 +441,14 @@ class Reporter(Notices):
             self.failing_output(result)
 
     def could_not_run_hint(self, result: RunResult) -> None:
+        if result.unwritable:
+            where, why = result.unwritable
+            self.say(
+                f"  autotest could not write the run's output in {shown(where)} ({why}), so the "
+                "run says nothing of the tests; free room there, or set TMPDIR to a directory "
+                "with room"
+            )
+            return
         module = result.note.removeprefix("needs ")
         where = f"; its output: {result.saved}" if result.saved else ""
         if result.hint:

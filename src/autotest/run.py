@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import os
 import re
 import shutil
@@ -16,10 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable
 
-from .basics import DUMP_WAIT, HEAD_LINES, LINE_LIMIT, POLL_INTERVAL, TAIL_LINES, Verdict
+from .basics import (
+    DUMP_WAIT,
+    HEAD_LINES,
+    LINE_LIMIT,
+    OUTPUT_ROOM,
+    POLL_INTERVAL,
+    TAIL_LINES,
+    Verdict,
+)  # fmt: skip
 from .discovery import Package
 from .platform import (
     NOW,
+    free_room,
     kill_leftovers,
     kill_tree,
     own_process_group,
@@ -50,6 +61,7 @@ class RunResult:
     saved: str = ""
     hint: str = ""
     forked_failed: bool = False  # a forked run failed, so this cold one ran to confirm it
+    unwritable: tuple[str, ...] = ()  # where autotest could not write the run's output, and why
 
     @property
     def failed(self) -> bool:
@@ -231,11 +243,17 @@ class Run:
         self.needs = needs
         self.confirm = confirm
         self.forked_failed = False
-        self.out: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _result)
         self.started = time.monotonic()
         self.proc: subprocess.Popen[bytes] | WarmProcess | None = None
         self.handle: int | None = None  # a cold process's pidfd, where there are pidfds
         self.error = ""
+        self.unwritable: tuple[str, ...] = ()  # autotest's own I/O failed: no verdict of the tests
+        try:
+            self.out: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _result)
+        except OSError as exc:
+            self.out = io.BytesIO()  # never given to a process: the run does not start
+            self.unwritable = (tempfile.gettempdir(), exc.strerror or str(exc))
+            return
         try:
             if launcher is not None:
                 self.proc = launcher.launch(start, self.out)
@@ -280,6 +298,8 @@ class Run:
 
     def poll(self) -> RunResult | None:
         """The result once the process has ended (or was killed for its timeout), else None."""
+        if self.unwritable:
+            return self._result(Verdict.COULD_NOT_RUN, "output not written")
         if self.proc is None:
             self._append(self.error)
             return self._result(Verdict.FAILED)
@@ -298,6 +318,8 @@ class Run:
             return self._result(Verdict.FAILED, name)
         output = read_output(self.out)
         verdict = self.runner.verdict(code, output.excerpt)
+        if verdict is Verdict.FAILED and self._out_of_room():
+            return self._result(Verdict.COULD_NOT_RUN, "output not written", output)
         if verdict is Verdict.FAILED and self._again_cold():
             return None
         if verdict is Verdict.FAILED and not output.tests_failed and self.needs is not None:
@@ -310,11 +332,22 @@ class Run:
         note = "" if code in (0, 1) or verdict is not Verdict.FAILED else f"exit {code}"
         return self._result(verdict, note, output)
 
+    def _out_of_room(self) -> bool:
+        """Whether the file system holding the run's output is (nearly) full: then the run
+        failed for want of room to write what it printed, autotest's own I/O, and its failure
+        says nothing of the tests."""
+        room = free_room(self.out.fileno(), tempfile.gettempdir())
+        if room is None or room >= OUTPUT_ROOM:
+            return False
+        self.unwritable = (tempfile.gettempdir(), os.strerror(errno.ENOSPC))
+        return True
+
     def _append(self, text: str) -> None:
-        """autotest's own word at the end of the run's output."""
-        self.out.seek(0, os.SEEK_END)
-        self.out.write(text.encode())
-        self.out.flush()
+        """autotest's own word at the end of the run's output (lost where there is no room)."""
+        with contextlib.suppress(OSError):
+            self.out.seek(0, os.SEEK_END)
+            self.out.write(text.encode())
+            self.out.flush()
 
     def _show_where_it_hangs(self) -> None:
         """A Python run prints its stacks (see ``show_stacks``) before it is killed."""
@@ -344,7 +377,7 @@ class Run:
         hint = self.needs.hint() if self.needs and verdict is Verdict.COULD_NOT_RUN else ""
         return RunResult(
             self.package, verdict, seconds, output.head, note, warm,
-            output.tail, output.omitted, saved, hint, self.forked_failed,
+            output.tail, output.omitted, saved, hint, self.forked_failed, self.unwritable,
         )  # fmt: skip
 
     def kill(self) -> None:
