@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_cli import edit
 
 from conftest import (
     AUTOTEST,
@@ -60,7 +61,7 @@ def monorepo(repo: Repo) -> None:
     built on the core, a fixture project and a template inside an importable module."""
     repo.write(
         "pyproject.toml",
-        '[tool.uv.workspace]\nmembers = ["libs/*", "exporter/*"]\n\n'
+        '[tool.uv.workspace]\nmembers = ["libs/*", "exporter/*", "apps/*", "tools/*"]\n\n'
         '[tool.pytest.ini_options]\naddopts = "-q"\n',
     )
     project(
@@ -139,7 +140,7 @@ def test_a_cycle_is_broken_the_same_way_whatever_order_packages_come_in() -> Non
     orders = {tuple(order(packages, uses, {}, shuffle=seed)) for seed in range(10)}
     assert len(orders) == 1
     assert list(orders.pop()) == [
-        ("a", "used by 3 packages; in a cycle with b"),
+        ("a", "used by 3 packages; in a cycle with b, broken at this edge"),
         ("c", "uses a"),
         ("b", "uses c"),
         ("d", "uses c"),
@@ -163,7 +164,8 @@ def test_explain_names_each_edge_and_the_base_runs_first(repo: Repo) -> None:
     done = once(repo.path, "-v")
     assert done.returncode == 0, done.stdout + done.stderr
     assert explained(done.stdout) == [
-        "1. libs/core  (used by 3 packages; in a cycle with libs/testing)",
+        "1. libs/core  (used by 3 packages; in a cycle with libs/testing, broken at this edge "
+        "(tests))",
         "2. libs/testing  (uses libs/core)",
         "3. exporter/acme-exporter-grpc  (uses libs/testing (tests))",
         "4. exporter/acme-exporter-http  (uses libs/testing (tests))",
@@ -345,9 +347,9 @@ def test_fixtures_templates_and_test_projects_are_not_packages(repo: Repo) -> No
         "exporter/acme-exporter-http",
         "libs/core",
         "libs/testing",
-        "tests/helpers-package",  # the repository's own tests/ holds a real package
     ]
     assert dict(found.left_out) == {
+        "tests/helpers-package": "not a member of the workspace declared in pyproject.toml",
         "libs/core/src/acme_core/templates/__package_name__":
             "inside the Python package libs/core/src/acme_core",
         "libs/core/tests/fixtures/sample": "in the tests of libs/core",
@@ -619,3 +621,159 @@ def test_the_import_scan_is_kept_between_runs_and_read_again_when_stale(tmp_path
     third = at.ImportScan()
     third.load(kept)
     assert third.files == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Watching a subset: the packages named, and what they use
+# ---------------------------------------------------------------------------------------------
+
+
+def layered(repo: Repo) -> None:
+    """core <- api <- web, and other alone: every package's code imports what it uses."""
+    project(repo, "libs/core", "acme-core", "acme_core")
+    project(repo, "libs/api", "acme-api", "acme_api", 'dependencies = ["acme-core"]\n')
+    project(repo, "apps/web", "acme-web", "acme_web", 'dependencies = ["acme-api"]\n')
+    project(repo, "libs/other", "acme-other", "acme_other")
+
+
+@pytest.mark.parametrize("narrowing", [["apps/web"], ["--exclude", "libs/*"]])
+def test_a_subset_watch_runs_the_watched_users_of_a_change_outside_it_and_nothing_else(
+    repo: Repo, watch: type[Watch], narrowing: list[str]
+) -> None:
+    layered(repo)
+    w = watch(repo.path, *narrowing, env=FAST_ENV)
+    first = w.wait_cycles(1)
+    assert [line.split()[0] for line in w.lines[:first] if "  ok " in line] == ["apps/web"]
+    edit(repo.path / "libs/core/src/acme_core/__init__.py")  # used by web through libs/api
+    second = w.wait_cycles(2)
+    assert w.lines[second - 1].startswith("the 1 package passed"), w.output
+    assert [line.split()[0] for line in w.lines[first:second] if "  ok " in line] == ["apps/web"]
+    edit(repo.path / "libs/other/src/acme_other/__init__.py")  # no watched package uses it
+    w.wait_for(r"^changed: libs/other/src/acme_other/__init__\.py: no package watched uses it; "
+               r"nothing to test$", start=second)  # fmt: skip
+    edit(repo.path / "apps/web/src/acme_web/__init__.py")
+    third = w.wait_cycles(3)
+    assert w.proc.poll() is None, w.output
+    assert "Traceback" not in w.output
+    assert w.headers()[-1] == "changed: apps/web/src/acme_web/__init__.py", w.output
+    assert third > second
+
+
+# ---------------------------------------------------------------------------------------------
+# The package set of real shapes: workspaces, examples, a root project
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_workspace_in_a_subdirectory_decides_its_members_and_its_root_is_no_package(
+    repo: Repo,
+) -> None:
+    repo.write(
+        "python/pyproject.toml",
+        '[tool.uv.workspace]\nmembers = ["packages/*", "tools/cli"]\nexclude = ["packages/old"]\n'
+        '\n[dependency-groups]\ndev = ["pytest"]\n\n[tool.ruff]\nline-length = 120\n',
+    )
+    for name in ("core", "api", "old"):
+        project(repo, f"python/packages/{name}", f"acme-{name}", f"acme_{name}")
+    project(repo, "python/tools/cli", "acme-cli", "acme_cli")
+    project(repo, "python/tools/scratch", "scratch", "scratch")
+    project(repo, "python/packages/api/examples/demo", "demo", "demo")
+    found = at.discover(repo.path)
+    assert [p.rel for p in found.packages] == [
+        "python/packages/api", "python/packages/core", "python/tools/cli",
+    ]  # fmt: skip
+    assert dict(found.left_out) == {
+        "python": "workspace or tool configuration only, no project",
+        "python/packages/api/examples/demo": "not a member of the workspace declared in "
+        "python/pyproject.toml",
+        "python/packages/old": "not a member of the workspace declared in python/pyproject.toml",
+        "python/tools/scratch": "not a member of the workspace declared in python/pyproject.toml",
+    }
+
+
+def test_examples_samples_and_templates_are_no_packages_and_verbose_says_so(repo: Repo) -> None:
+    project(repo, "libs/cli", "acme-cli", "acme_cli")
+    project(repo, "libs/core", "acme-core", "acme_core")
+    project(repo, "libs/cli/examples/hello", "hello", "hello")
+    project(repo, "libs/cli/python-monorepo-example", "monorepo-example", "monorepo_example")
+    project(repo, "libs/cli/uv-examples/app", "uv-app", "uv_app")
+    project(repo, "samples/quickstart", "quickstart", "quickstart")
+    repo.write("_template/pyproject.toml", '[project]\nname = "<REPLACE ME>"\n')
+    done = once(repo.path, "-v", "libs/cli")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"autotest: 1 of 2 packages in {repo.path}"
+    assert ran(done.stdout) == ["libs/cli"]
+    for rel, where in (
+        ("_template", "_template"),
+        ("libs/cli/examples/hello", "libs/cli/examples"),
+        ("libs/cli/python-monorepo-example", "libs/cli/python-monorepo-example"),
+        ("libs/cli/uv-examples/app", "libs/cli/uv-examples"),
+        ("samples/quickstart", "samples"),
+    ):
+        assert f"autotest: not a package: {rel} (an example: in {where})" in lines, done.stdout
+
+
+def test_a_root_project_with_packages_below_is_none_and_its_tests_hold_a_real_package(
+    repo: Repo,
+) -> None:
+    """The shape of a core repository: the root's pyproject.toml has [project], packages lie
+    below it, and tests/ holds the test utilities 17 of them use."""
+    repo.write("pyproject.toml", '[project]\nname = "acme-dev"\n')
+    repo.write("tests/test_root_tooling.py", PASSING_TEST)
+    project(repo, "tests/acme-test-utils", "acme-test-utils", "acme_test_utils")
+    repo.write("tests/acme-test-utils/tests/fixtures/proj/pyproject.toml", "[project]\n")
+    for name in ("sdk", "exporter"):
+        project(repo, name, f"acme-{name}", f"acme_{name}", "")
+        repo.write(f"{name}/test-requirements.txt", "-e tests/acme-test-utils\n")
+    found = at.discover(repo.path)
+    assert [p.rel for p in found.packages] == ["exporter", "sdk", "tests/acme-test-utils"]
+    assert dict(found.left_out) == {
+        "tests/acme-test-utils/tests/fixtures/proj": "in the tests of tests/acme-test-utils",
+    }
+    done = once(repo.path, "-v", "--changed", "tests/acme-test-utils/src/acme_test_utils")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ran(done.stdout)[0] == "tests/acme-test-utils"
+    assert "is in no package" not in done.stdout
+
+
+def test_a_single_project_root_keeps_its_test_fixtures_as_data(repo: Repo) -> None:
+    repo.write("pyproject.toml", '[project]\nname = "acme"\n')
+    repo.write("acme/__init__.py", "VALUE = 1\n")
+    repo.write("tests/test_acme.py", PASSING_TEST)
+    repo.write("tests/fixtures/proj/pyproject.toml", '[project]\nname = "proj"\n')
+    found = at.discover(repo.path)
+    assert [p.rel for p in found.packages] == [repo.path.name]
+    assert dict(found.left_out) == {"tests/fixtures/proj": f"in the tests of {repo.path.name}"}
+
+
+def test_imports_through_namespace_packages_of_any_depth_and_hatch_environments_make_edges(
+    repo: Repo,
+) -> None:
+    """The shape of a hatch monorepo of integrations: src layouts of three-level namespace
+    packages, and test dependencies declared in hatch environments (pyproject.toml or
+    hatch.toml)."""
+    ns = "vendor_integrations/components/generators"
+    for name in ("foo", "bar"):
+        repo.write(f"integrations/{name}/pyproject.toml", f'[project]\nname = "{name}-haystack"\n')
+        repo.write(f"integrations/{name}/src/{ns}/{name}/__init__.py", "VALUE = 1\n")
+        repo.write(f"integrations/{name}/tests/test_{name}.py", PASSING_TEST)
+    repo.write(
+        "integrations/bar/src/vendor_integrations/components/generators/bar/__init__.py",
+        "from vendor_integrations.components.generators.foo import VALUE\n",
+    )
+    project(repo, "integrations/anthropic", "anthropic-haystack", "anthropic_haystack")
+    hatch = '\n[tool.hatch.envs.test]\ndependencies = ["anthropic-haystack", "pytest"]\n'
+    project(repo, "integrations/langfuse", "langfuse-haystack", "langfuse_haystack", hatch)
+    project(repo, "integrations/tavily", "tavily-haystack", "tavily_haystack")
+    repo.write("integrations/tavily/hatch.toml",
+               '[envs.default]\nextra-dependencies = ["anthropic-haystack"]\n')  # fmt: skip
+    packages = at.discover(repo.path).packages
+    graph = at.dependency_graph(packages, repo.path)
+    edges = {(u.rel, d.rel): graph.labels[u, d] for u in graph.uses for d in graph.uses[u]}
+    assert edges == {
+        ("integrations/bar", "integrations/foo"): "imports",
+        ("integrations/langfuse", "integrations/anthropic"): "tests",
+        ("integrations/tavily", "integrations/anthropic"): "hatch env default",
+    }
+    provided = at.provided_modules(next(p for p in packages if p.rel == "integrations/foo"))
+    assert provided == {"vendor_integrations.components.generators.foo"}

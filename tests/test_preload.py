@@ -535,15 +535,21 @@ def test_starting_up_imports_nothing_heavy():
     with open(os.environ["SEEN_LOG"], "a") as f:
         f.write(f"{os.getppid()} {'extlib' in sys.modules}\\n")
     assert "extlib" not in sys.modules
+
+
+def test_the_heavy_part_works():
+    import extlib
+
+    assert extlib.X
 """
 
 
 def test_a_forked_failure_is_confirmed_cold_and_a_package_that_passes_cold_then_runs_cold(
     repo: Repo, watch: Callable[..., Watch], tmp_path: Path
 ) -> None:
-    """One package's tests teach the warm interpreter to import extlib ahead; another's check
-    that starting up does not import it.  Forked, that check fails; cold it passes, and the
-    cold verdict is the one shown."""
+    """Both packages' tests teach the warm interpreter to import extlib ahead; apps/cli's also
+    check that starting up does not import it.  Forked, that check fails (extlib is its own,
+    so it is not hidden from it); cold it passes, and the cold verdict is the one shown."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "extlib.py").write_text("X = 1\n")
@@ -712,3 +718,41 @@ def test_a_module_that_starts_a_thread_only_in_the_warm_interpreter_ends_it_and_
     assert "      warm nose does not import threadlib: starts a thread" in w.lines, w.output
     assert sum(line.startswith("the 1 package passed") for line in w.lines) == 4, w.output
     assert (tmp_path / "count").read_text() == "x" * 6, "cold, learning, probe, warm, 2 runs"
+
+
+USES_HANDLERS = """\
+import logging.handlers
+
+
+def test_rotates():
+    assert logging.handlers.RotatingFileHandler
+"""
+
+FORGETS_HANDLERS = """\
+import logging
+
+
+def test_rotates_without_importing_the_submodule():
+    assert logging.handlers.RotatingFileHandler
+"""
+
+
+def test_a_module_imported_ahead_for_another_package_is_hidden_from_a_forked_run(
+    repo: Repo, watch: Callable[..., Watch]
+) -> None:
+    """beta uses logging.handlers having imported logging alone: cold, AttributeError.  Once
+    alpha's runs taught the warm interpreter to import logging.handlers ahead, a forked run of
+    beta must not see it either, or it passes where a cold run fails."""
+    repo.package("alpha", tests=USES_HANDLERS)
+    repo.package("beta", tests=FORGETS_HANDLERS)
+    w = watch(repo.path, "-v", env=clean_env(PYTHONDONTWRITEBYTECODE="1"))
+    end = w.wait_cycles(1)
+    for number in (2, 3, 4):  # cold; forked, alpha teaches; forked with it ahead, twice
+        repo.write("alpha/alpha/__init__.py", f"VALUE = 1  # save {number}\n")
+        start, end = end, w.wait_cycles(number)
+        cycle = w.lines[start:end]
+        assert any(line.split()[:2] == ["beta", "FAILED"] for line in cycle), w.output
+        assert any("AttributeError" in line and "handlers" in line for line in cycle), w.output
+    assert any("imports ahead:" in line and "standard-library" in line for line in w.lines), (
+        w.output
+    )

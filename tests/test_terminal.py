@@ -107,7 +107,7 @@ def terminal(repo: Repo) -> Iterator[Opener]:
         t.close()
 
 
-MENU = r"\[Enter/a\] run all  \[f\] run failed  \[q\] quit"
+MENU = r"\[Enter/a\] run all  \[f\] run failed  [^\n]*\[q\] quit"
 
 
 def test_keys_run_all_run_failed_and_quit_with_the_last_status(
@@ -320,3 +320,118 @@ def test_closing_the_terminal_ends_autotest_and_its_runs(
     t.master = os.open(os.devnull, os.O_RDONLY)  # for close() at the end
     assert t.wait() == 129
     assert wait_until(lambda: not os.path.exists(f"/proc/{test_pid}"), timeout=3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Filters, the debugger and the key list, as jest's and vitest's watch modes have them
+# ---------------------------------------------------------------------------------------------
+
+TWO_TESTS = """\
+def test_alpha_one():
+    assert True
+
+
+def test_other():
+    assert False, "fails unless the filter leaves it out"
+"""
+
+
+def filtering_repo(repo: Repo, tests: str = TWO_TESTS) -> None:
+    """Three packages under pytest (configured at the root), one under nose (by config)."""
+    repo.write("pytest.ini", "[pytest]\naddopts = -s\n")
+    repo.write("pyproject.toml", '[tool.autotest.runners]\n"nosey" = "nose"\n')
+    for name in ("alpha", "beta", "gamma"):
+        repo.package(f"libs/{name}", name=f"acme-{name}", tests=tests)
+    repo.write("nosey/setup.cfg", "[metadata]\nname = nosey\n")
+    repo.write("nosey/nosey/__init__.py", "")
+    repo.write("nosey/tests/test_nosey.py", PASSING_TEST)
+
+
+def test_p_filters_packages_runs_them_at_once_and_c_clears_it(repo: Repo, terminal: Opener) -> None:
+    filtering_repo(repo, PASSING_TEST)
+    t = terminal()
+    t.read_until(MENU)
+    t.press("p")
+    t.read_until(r"packages: ")
+    t.press("bxx\x7f\x7feta")  # typed, two erased with Backspace, typed on
+    t.read_until(r"packages: beta")
+    t.press("\r")
+    t.read_until(r"testing the 1 package[\s\S]*libs/beta [^\n]*ok[\s\S]*\[p\] packages: beta")
+    before = t.text.count("libs/alpha ")
+    repo.write("libs/alpha/acme_alpha/__init__.py", "VALUE = 2\n")  # outside the filter
+    t.read_until(r"no package watched uses it; nothing to test")
+    repo.write("libs/beta/acme_beta/__init__.py", "VALUE = 2\n")
+    t.read_until(r"changed: libs/beta/acme_beta/__init__\.py[\s\S]*the 1 package passed")
+    assert t.text.count("libs/alpha ") == before, "the filter holds"
+    t.press("p")
+    t.read_until(r"packages: beta")
+    t.press("\x7f\x7f\x7f\x7fzzz\r")
+    t.read_until(r"no package matches zzz; the filter stays as it was")
+    t.press("c")
+    t.read_until(r"testing all 4 packages[\s\S]*all 4 packages passed[\s\S]*" + MENU)
+    t.press("q")
+    assert t.wait() == 0 and t.mode_restored()
+
+
+def test_t_filters_tests_by_name_and_esc_drops_the_prompt(repo: Repo, terminal: Opener) -> None:
+    filtering_repo(repo)
+    t = terminal()
+    t.read_until(r"libs/alpha [^\n]*FAILED[\s\S]*" + MENU)
+    t.press("t")
+    t.read_until(r"tests: ")
+    t.press("nothing\x1b")
+    t.read_until(r"tests: nothing  \(dropped\)")
+    t.press("t")
+    t.read_until(r"tests: ")
+    t.press("alpha_one\r")
+    screen = t.read_until(r"all 4 packages passed[\s\S]*\[t\] tests: alpha_one")
+    cycle = screen[screen.rindex("tests: alpha_one\r\n") :]
+    assert "nose cannot run tests by name: nosey run all their tests" in cycle
+    t.press("t\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x7fno_such_test\r")
+    t.read_until(r"libs/alpha [^\n]*no tests matched[\s\S]*libs/gamma [^\n]*no tests matched")
+    t.press("q")
+    assert t.wait() == 0
+
+
+def test_w_lists_every_key_on_a_line_of_its_own(repo: Repo, terminal: Opener) -> None:
+    repo.package("alpha")
+    t = terminal()
+    t.read_until(MENU)
+    t.press("?")
+    screen = t.read_until(r"  q +quit")
+    for key in ("Enter, a", "f", "p", "t", "c", "d", "w, ?", "q"):
+        assert re.search(rf"^  {re.escape(key)} +\S", screen, re.M), key
+    t.press("q")
+    assert t.wait() == 0
+
+
+PDB_TEST = """\
+def test_first():
+    assert True
+
+
+def test_broken():
+    value = 41 + 1
+    assert value == 2
+"""
+
+
+def test_d_hands_the_terminal_to_the_debugger_at_the_first_failure(
+    repo: Repo, terminal: Opener
+) -> None:
+    repo.write("pytest.ini", "[pytest]\n")
+    repo.package("alpha", tests=PDB_TEST)
+    t = terminal("--runner", "pytest")
+    t.read_until(MENU)
+    t.press("d")
+    t.read_until(r"debugging alpha: [^\n]*--pdb[\s\S]*\(Pdb\) ")
+    t.press("p value\n")
+    t.read_until(r"\n42\r?\n")
+    repo.write("alpha/tests/test_alpha.py", PDB_TEST.replace("41 + 1", "1 + 1"))  # meanwhile
+    t.press("q\n")  # pdb's quit
+    t.read_until(r"the debugger ended \(exit status \d+\); watching again")
+    t.read_until(r"changed: alpha/tests/test_alpha\.py[\s\S]*the 1 package passed")
+    t.press("d")
+    t.read_until(r"no failing package to debug")
+    t.press("q")
+    assert t.wait() == 0 and t.mode_restored()

@@ -263,15 +263,17 @@ def named() -> dict[str, Any]:
     return {r: at.Package(Path("/r") / r, r) for r in names}
 
 
-def test_cycle_order_changed_failed_dependents_rest(named: dict[str, Any]) -> None:
+def test_cycle_order_changed_dependents_failed_rest(named: dict[str, Any]) -> None:
+    """An old failure elsewhere comes after what the change may have broken: it would stop
+    the cycle before the change's dependents ran."""
     uses = {"lib": ["core"], "web": ["lib"], "app": ["util"], "util": ["web"]}
     assert order(named, {"core": 2.0, "util": 1.0}, ["tool"], uses) == [
         ("core", "changed"),
         ("util", "changed"),
-        ("tool", "failed last time"),
         ("lib", "uses core"),
         ("app", "uses util"),
         ("web", "uses lib"),
+        ("tool", "failed last time"),
         ("aaa", ""),
         ("zzz", ""),
     ]
@@ -297,11 +299,36 @@ def test_cycle_order_each_package_once_despite_cycles(named: dict[str, Any]) -> 
     assert sorted(r for r, _ in steps) == sorted(named)
 
 
-def test_cycle_order_dependents_reached_through_a_failed_package(named: dict[str, Any]) -> None:
-    # web uses lib uses core; core changed and lib failed last time: web still depends on the
-    # change, so it comes before the unrelated packages.
-    steps = order(named, {"core": 1.0}, ["lib"], {"lib": ["core"], "web": ["lib"]})
-    assert steps[:3] == [("core", "changed"), ("lib", "failed last time"), ("web", "uses lib")]
+def test_cycle_order_a_dependent_that_failed_last_time_runs_as_a_dependent(
+    named: dict[str, Any],
+) -> None:
+    # web uses lib uses core; core changed and lib failed last time: both depend on the
+    # change, nearest first, before the unrelated packages.
+    steps = order(named, {"core": 1.0}, ["lib", "tool"], {"lib": ["core"], "web": ["lib"]})
+    assert steps[:4] == [
+        ("core", "changed"),
+        ("lib", "uses core"),
+        ("web", "uses lib"),
+        ("tool", "failed last time"),
+    ]
+
+
+def test_a_cycle_is_broken_at_its_test_or_dev_edge_not_at_a_runtime_dependency(
+    named: dict[str, Any],
+) -> None:
+    """test-utils needs core at run time; core lists test-utils only among its dev tools."""
+    packages = [named["core"], named["tool"]]
+    uses = {named["tool"]: {named["core"]}, named["core"]: {named["tool"]}}
+    labels = {(named["core"], named["tool"]): "group dev"}
+    weak = {(named["core"], named["tool"])}
+    steps = at.cycle_order(packages, {}, [], uses, labels, weak)
+    assert [(s.package.rel, s.reason) for s in steps] == [
+        ("core", "used by 1 package; in a cycle with tool, broken at this edge (group dev)"),
+        ("tool", "uses core"),
+    ]
+    reverse = {(named["tool"], named["core"])}  # the other way round, the other way round
+    steps = at.cycle_order(packages, {}, [], uses, {}, reverse)
+    assert [s.package.rel for s in steps] == ["tool", "core"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@
 
 A change in one package can silently break another.  autotest watches the whole tree and, on
 every change, tests the package that changed first (it is the most likely to be broken), then
-the packages that failed last time, then those that depend on it, then all the others.  It stops
+those that depend on it, then the packages that failed last time, then all the others.  It stops
 at the first failing package and shows the output of that run alone; when everything passes it
 prints one short line per package.
 
@@ -115,7 +115,6 @@ def run_forked(
     import signal
     import sys
 
-    before = set(sys.modules)
     for signum in (signal.SIGCHLD, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
@@ -133,6 +132,8 @@ def run_forked(
     os.environ.update(request["env"])
     sys.argv = [module, *request["args"]]
     sys.path[0] = request["cwd"]
+    hide_modules(request.get("hide", ()))
+    before = set(sys.modules)
     faulthandler.enable()  # as -X faulthandler does cold: SIGABRT prints where it hangs
     code = 0
     try:
@@ -155,6 +156,24 @@ def run_forked(
         with contextlib.suppress(Exception):
             report_imports(report, before)
     os._exit(code)
+
+
+def hide_modules(names: Sequence[str]) -> None:  # pragma: no cover (runs in a forked run)
+    """In the forked child: forget the modules imported ahead for other packages, with their
+    submodules, and unbind each from its parent package, so that this run sees what a cold
+    one would (``import logging`` alone gives no ``logging.handlers``).  What it imports
+    again is imported afresh, and reported as its own."""
+    import sys
+
+    hidden = tuple(names)
+    doomed = [m for m in sys.modules if any(m == h or m.startswith(h + ".") for h in hidden)]
+    for name in sorted(doomed, key=lambda n: -n.count(".")):
+        module = sys.modules.pop(name, None)
+        parent, _, child = name.rpartition(".")
+        holder = sys.modules.get(parent) if parent else None
+        if module is not None and holder is not None and getattr(holder, child, None) is module:
+            with contextlib.suppress(AttributeError, TypeError):
+                delattr(holder, child)
 
 
 def report_imports(fd: int, before: set[str]) -> None:  # pragma: no cover
@@ -475,7 +494,8 @@ def exit_unless_importable(module: str) -> NoReturn:  # pragma: no cover (runs e
 # line.  So it is linted and type-checked with the rest, nothing is generated, and ``ps`` shows
 # a short line.  The functions use only the standard library and one another.
 SENT_FUNCTIONS = (
-    set_parent_death_signal, plugin_modules, run_forked, report_imports, is_installed_code,
+    set_parent_death_signal, plugin_modules, run_forked, hide_modules, report_imports,
+    is_installed_code,
     interpreter_state, state_change, checked_import, probe_learned, import_learned, warm_up,
     serve_warm, fork_run, site_directories, print_interpreter_facts, exit_unless_importable,
 )  # fmt: skip
@@ -544,6 +564,7 @@ class Verdict(enum.Enum):
     OK = "ok"
     FAILED = "FAILED"
     NO_TESTS = "no tests"
+    NO_MATCH = "no tests matched"  # the test filter (the key t) matched none of its tests
     COULD_NOT_RUN = "could not run"  # a module it needs is missing here: not the code's fault
 
 
@@ -559,6 +580,7 @@ POLL_INTERVAL = 0.01  # how often a run that cannot be waited on is checked (no 
 CYCLE_WAKE = 0.05  # a running cycle looks for changes and keys at least this often
 
 
+KEY_POLL = 0.1  # how often the key reader looks whether it may read (the debugger has the keys)
 WAKE_INTERVAL = 1.0  # the longest lock wait, so that Ctrl+C is never held up by one
 
 
@@ -672,6 +694,53 @@ def changed_since_ref(root: Path, ref: str) -> list[str]:
     return [os.path.join(os.fsdecode(top), n) for n in sorted(names)]
 
 
+# ==================== src/autotest/toml_files.py ==================================================
+"""Reading TOML: the standard library's tomllib from Python 3.11, tomli (the same parser)
+before.  Discovery, metadata, the runners and the options all read pyproject.toml through
+``load_toml``, so a file too deep or too big for the parser fails the same way everywhere."""
+
+# from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+# from .basics import UsageError
+
+try:
+    import tomllib
+except ImportError:  # the standard library reads TOML from 3.11; before, tomli is its twin
+    try:
+        import tomli as tomllib  # type: ignore[no-redef,unused-ignore]
+    except ImportError:
+        tomllib = None  # type: ignore[assignment,unused-ignore]
+
+TOML_READER_MISSING = (
+    f"Python {sys.version_info.major}.{sys.version_info.minor} reads pyproject.toml with tomli: "
+    f"{shlex.quote(sys.executable)} -m pip install 'tomli>=1.1'"
+)
+
+
+def toml_reader_missing() -> str | None:
+    """What to install before autotest can read a pyproject.toml; None when nothing is."""
+    return TOML_READER_MISSING if tomllib is None else None
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """The parsed file.  Whatever it holds, reading fails only with OSError or ValueError: a
+    nesting too deep for the parser or a file too big for memory is a file that cannot be read,
+    not a crash."""
+    if tomllib is None:
+        raise UsageError(TOML_READER_MISSING)
+    try:
+        with open(path, "rb") as f:
+            data: dict[str, Any] = tomllib.load(f)
+    except (RecursionError, MemoryError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{type(exc).__name__}: {exc}") from None
+    return data
+
+
 # ==================== src/autotest/platform.py ====================================================
 """Every POSIX/Windows branch in one place: signals, process groups, killing a tree, the
 parent-death signal, keys, notifications, a closed stdout, the inotify limit and the watches
@@ -685,6 +754,7 @@ import functools
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -695,12 +765,12 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-# from .basics import TASKKILL_TIMEOUT, Terminated
+# from .basics import KEY_POLL, TASKKILL_TIMEOUT, Terminated
 
 POSIX = os.name == "posix"
 
@@ -1121,12 +1191,14 @@ class KeyReader:
     """Single key presses from the terminal, handed on as they come (to ChangeSet.press).
 
     The terminal goes into cbreak mode (keys arrive at once, Ctrl+C still interrupts) and is
-    always put back as it was, however autotest ends.  Without termios (Windows) msvcrt reads
-    the keys; with neither there are no keys.
+    always put back as it was, however autotest ends.  While ``held()`` says so (another
+    program has the terminal: the debugger) nothing is read.  Without termios (Windows)
+    msvcrt reads the keys; with neither there are no keys.
     """
 
-    def __init__(self, press: Callable[[str], None]) -> None:
+    def __init__(self, press: Callable[[str], None], held: Callable[[], bool] = bool) -> None:
         self.press = press
+        self.held = held
         self.saved: Any = None
         self.fd = -1
 
@@ -1157,10 +1229,15 @@ class KeyReader:
 
     def _read(self) -> None:
         while True:
+            if self.held():
+                time.sleep(KEY_POLL)
+                continue
             if POSIX:
                 try:
+                    if not select.select([self.fd], [], [], KEY_POLL)[0]:
+                        continue
                     data = os.read(self.fd, 1)
-                except OSError:
+                except (OSError, ValueError):
                     return
                 if not data:
                     return
@@ -1171,12 +1248,62 @@ class KeyReader:
                 key = msvcrt.getwch()  # type: ignore[attr-defined,unused-ignore]
             self.press(key)
 
+    @contextlib.contextmanager
+    def cooked(self) -> Iterator[None]:
+        """The terminal as it was before autotest (lines, echo) while another program uses
+        it, then cbreak again."""
+        if self.saved is None:
+            yield
+            return
+        import termios
+        import tty
+
+        with contextlib.suppress(OSError, termios.error):
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, termios.error):
+                tty.setcbreak(self.fd)
+
     def __exit__(self, *exc: object) -> None:
         if self.saved is not None:
             import termios
 
             with contextlib.suppress(OSError, termios.error):  # a hung-up terminal: EIO
                 termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+
+
+def run_in_foreground(argv: Sequence[str], cwd: str, env: Mapping[str, str]) -> int:
+    """Run a program that owns the terminal until it ends (a debugger): on POSIX in a process
+    group of its own made the terminal's foreground, so Ctrl+C reaches it and not autotest;
+    elsewhere simply waited for."""
+    if not POSIX or not sys.stdin.isatty():
+        return subprocess.run(list(argv), cwd=cwd, env=dict(env), check=False).returncode
+    fd = sys.stdin.fileno()
+    proc = subprocess.Popen(list(argv), cwd=cwd, env=dict(env), preexec_fn=new_process_group)
+    ours = os.getpgrp()
+    with contextlib.suppress(OSError):
+        tcsetpgrp_quietly(fd, proc.pid)
+    try:
+        return proc.wait()
+    finally:
+        with contextlib.suppress(OSError):
+            tcsetpgrp_quietly(fd, ours)
+
+
+def new_process_group() -> None:  # pragma: no cover (runs in the child, before exec)
+    os.setpgid(0, 0)
+
+
+def tcsetpgrp_quietly(fd: int, pgrp: int) -> None:
+    """Make ``pgrp`` the terminal's foreground group; taking it back from the background
+    would stop autotest with SIGTTOU, so that signal is ignored meanwhile."""
+    previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.tcsetpgrp(fd, pgrp)
+    finally:
+        signal.signal(signal.SIGTTOU, previous)
 
 
 NOW = -1  # a run's wait handle when there is nothing to wait for: it is polled at once
@@ -1399,6 +1526,7 @@ of its own, not test data of another package, a template or workspace configurat
 # from __future__ import annotations
 
 import contextlib
+import fnmatch
 import os
 import re
 from collections.abc import Sequence
@@ -1407,6 +1535,7 @@ from pathlib import Path
 from typing import Callable
 
 # from .ignore import holds_no_packages
+# from .toml_files import load_toml
 
 PACKAGE_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg")
 
@@ -1452,63 +1581,185 @@ class Discovery:
     unreadable: tuple[str, ...] = ()
 
 
-def below(parent_why: str, entry: os.DirEntry[str], rel: str, package: str | None,
-          importable: bool) -> str:  # fmt: skip
+# A directory named like this holds example or sample projects (``examples/``), or is one
+# (``python-monorepo-example``, ``uv-examples``), or a template (``_template``): not packages.
+EXAMPLE_NAME = re.compile(r"(?:.*[-_.])?(?:examples?|samples?)(?:[-_.].*)?|_?templates?", re.I)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A workspace that declares its members (``[tool.uv.workspace]``): below its directory,
+    its declaration decides what is a package."""
+
+    directory: str
+    rel: str  # the directory, from the root ("" for the root)
+    members: tuple[str, ...]
+    exclude: tuple[str, ...]
+
+    def admits(self, directory: str) -> bool | None:
+        """Whether ``directory`` is a member; None when the workspace has no say there (its own
+        directory, or outside it)."""
+        if not directory.startswith(self.directory + os.sep):
+            return None
+        rel = directory[len(self.directory) + 1 :].replace(os.sep, "/")
+        member = any(path_glob_matches(rel, g) for g in self.members)
+        return member and not any(path_glob_matches(rel, g) for g in self.exclude)
+
+
+def path_glob_matches(rel: str, glob: str) -> bool:
+    """A workspace glob, as uv reads it: ``*`` within one path segment, ``**`` across any."""
+    parts, pattern = rel.split("/"), [p for p in glob.strip("/").split("/") if p not in ("", ".")]
+    if not pattern:
+        return False
+    if pattern[0] == "**":
+        rest = pattern[1:]
+        return not rest or any(path_glob_matches("/".join(parts[i:]), "/".join(rest))
+                               for i in range(len(parts)))  # fmt: skip
+    if not parts or not fnmatch.fnmatchcase(parts[0], pattern[0]):
+        return False
+    return len(parts) == len(pattern) == 1 or (
+        len(parts) > 1 and len(pattern) > 1
+        and path_glob_matches("/".join(parts[1:]), "/".join(pattern[1:]))
+    )  # fmt: skip
+
+
+def declared_workspace(directory: str, rel: str) -> Workspace | None:
+    """The workspace a directory's pyproject.toml declares, if it declares one."""
+    try:
+        data = load_toml(Path(directory) / "pyproject.toml")
+    except (OSError, ValueError):
+        return None
+    declared = data.get("tool", {}).get("uv", {}).get("workspace")
+    if not isinstance(declared, dict):
+        return None
+    listed = [declared.get(k) for k in ("members", "exclude")]
+    members, exclude = (tuple(v for v in x if isinstance(v, str)) if isinstance(x, list) else ()
+                        for x in listed)  # fmt: skip
+    return Workspace(directory, rel, members, exclude)
+
+
+@dataclass(frozen=True)
+class Place:
+    """One directory on the walk, with what it inherits from the directories above it."""
+
+    path: str
+    why: str  # why no project in it can be a package ("" when one can)
+    package: str | None  # the package it lies in
+    workspaces: tuple[Workspace, ...]
+    example: str = ""  # the example (or sample, or template) directory it lies in
+
+
+def below(place: Place, entry: os.DirEntry[str], rel: str, importable: bool) -> str:
     """What a subdirectory inherits: why no project inside it can be a package."""
-    if parent_why:
-        return parent_why
+    if place.why:
+        return place.why
     if importable:
         return f"inside the Python package {rel}"
-    if package is not None and entry.name in TEST_DIR_NAMES:
-        return f"in the {entry.name} of {package}"
+    if place.package is not None and entry.name in TEST_DIR_NAMES:
+        return f"in the {entry.name} of {place.package}"
     if PLACEHOLDER.fullmatch(entry.name):
         return f"a template: {entry.name} is a placeholder"
     return ""
 
 
-def discover(root: Path, excluded: Callable[[str, str], bool] | None = None) -> Discovery:
-    """Every package below ``root``, never following a link out of it.  A project inside
-    another package's test directories, inside an importable Python package or a template is
-    test data.  When no package lies below, a root holding project metadata is the one package."""
-    found: list[Package] = []
-    left_out: list[tuple[str, str]] = []
-    unreadable: list[str] = []
-    root_package = root.name if holds_package_metadata(root) else None  # its tests hold data
-    stack: list[tuple[str, str, str | None]] = [(str(root), "", root_package)]
+def project_verdict(place: Place, rel: str, names: set[str]) -> str | None:
+    """None when the directory is a package; else why the project in it is not one ("" when
+    there is no project at all)."""
+    if not names & set(PACKAGE_MARKERS):
+        return ""
+    workspace = next((w for w in reversed(place.workspaces) if w.admits(place.path) is not None),
+                     None)  # fmt: skip
+    if place.why:
+        return place.why
+    if workspace is not None and not workspace.admits(place.path):
+        where = f"{workspace.rel}/pyproject.toml" if workspace.rel else "pyproject.toml"
+        return f"not a member of the workspace declared in {where}"
+    if workspace is None and place.example:
+        return f"an example: in {place.example}"
+    configuration_only = holds_configuration_only(Path(place.path))
+    return "workspace or tool configuration only, no project" if configuration_only else None
+
+
+@dataclass
+class Walk:
+    found: list[Package]
+    left_out: list[tuple[str, str]]
+    unreadable: list[str]
+
+
+def walk(root: Path, root_package: str | None, excluded: Callable[[str, str], bool] | None) -> Walk:
+    """Every project below ``root``, judged; never following a link out of it."""
+    result = Walk([], [], [])
+    stack = [Place(str(root), "", root_package, ())]
     while stack:
-        directory, why, package = stack.pop()
+        place = stack.pop()
         try:
-            with os.scandir(directory) as scan:
+            with os.scandir(place.path) as scan:
                 entries = list(scan)
         except OSError:
-            unreadable.append(directory)
+            result.unreadable.append(place.path)
             continue
         markers = [e.path for e in entries if e.name in PACKAGE_MARKERS]
         if markers and not is_searchable(markers[0]):
-            unreadable.append(directory)  # readable (listed) but not searchable
+            result.unreadable.append(place.path)  # readable (listed) but not searchable
             continue
         names = {e.name for e in entries}
-        rel = Path(directory).relative_to(root).as_posix() if directory != str(root) else ""
-        if rel and names & set(PACKAGE_MARKERS):
-            if why:
-                left_out.append((rel, why))
-            else:
-                found.append(Package(Path(directory), rel))
-                package = rel
+        rel = Path(place.path).relative_to(root).as_posix() if place.path != str(root) else ""
+        package, workspaces = place.package, place.workspaces
+        if "pyproject.toml" in names:
+            workspace = declared_workspace(place.path, rel)
+            workspaces += (workspace,) if workspace is not None else ()
+        verdict = project_verdict(place, rel, names) if rel else ""
+        if verdict is None:
+            result.found.append(Package(Path(place.path), rel))
+            package = rel
+        elif verdict:
+            result.left_out.append((rel, verdict))
         importable = bool(rel) and "__init__.py" in names
         for entry in entries:
             if entry.is_dir(follow_symlinks=False) and not (
                 holds_no_packages(entry.name, entry.path)
                 or (excluded is not None and excluded(entry.name, entry.path))
             ):
-                stack.append((entry.path, below(why, entry, rel, package, importable), package))
-    if not found and root_package is not None:
-        found.append(Package(root, root.name or str(root)))
+                here = Place(place.path, place.why, package, workspaces)
+                named = EXAMPLE_NAME.fullmatch(entry.name)
+                example = place.example or (f"{rel}/{entry.name}".lstrip("/") if named else "")
+                why = below(here, entry, rel, importable)
+                stack.append(Place(entry.path, why, package, workspaces, example))
+    return result
+
+
+def discover(root: Path, excluded: Callable[[str, str], bool] | None = None) -> Discovery:
+    """Every package below ``root``.  A project inside another package's test directories,
+    inside an importable Python package, a template or an example is not one, nor is one a
+    workspace leaves out of its members, nor a directory of tool configuration alone.  A root
+    holding project metadata is the one package when no package lies below it; while one
+    does, the root is no package and its tests directory holds packages too (a repository's
+    shared test utilities)."""
+    root_is_project = holds_package_metadata(root)
+    found = walk(root, root.name if root_is_project else None, excluded)
+    if found.found and root_is_project:
+        found = walk(root, None, excluded)
+    elif root_is_project:
+        found.found.append(Package(root, root.name or str(root)))
     return Discovery(
-        tuple(sorted(found, key=lambda p: p.rel)),
-        tuple(sorted(left_out)),
-        tuple(sorted(unreadable)),
+        tuple(sorted(found.found, key=lambda p: p.rel)),
+        tuple(sorted(found.left_out)),
+        tuple(sorted(found.unreadable)),
     )
+
+
+def holds_configuration_only(directory: Path) -> bool:
+    """Tables of tools or a workspace, and no project: a pyproject.toml or setup.cfg that
+    configures something (``[tool.ruff]``, ``[flake8]``) but declares no project, and no
+    setup.py.  A marker file with no tables at all still marks a project."""
+    if holds_package_metadata(directory):
+        return False
+    for name in ("pyproject.toml", "setup.cfg"):
+        with contextlib.suppress(OSError):
+            if re.search(r"^\s*\[", (directory / name).read_text(errors="replace"), re.M):
+                return True
+    return False
 
 
 def holds_package_metadata(directory: Path) -> bool:
@@ -1539,7 +1790,6 @@ def owner_of(path: str, packages: Sequence[Package]) -> Package | None:
 # ==================== src/autotest/metadata.py ====================================================
 """What a package says of itself: its distribution name and what it declares it needs (in
 pyproject.toml, setup.cfg, setup.py and requirement files), each requirement with its kind.
-TOML is read by the standard library's tomllib, or tomli before Python 3.11.
 """
 
 # from __future__ import annotations
@@ -1548,27 +1798,12 @@ import ast
 import configparser
 import os
 import re
-import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# from .basics import UsageError
 # from .discovery import PACKAGE_MARKERS, Package
-
-try:
-    import tomllib
-except ImportError:  # the standard library reads TOML from 3.11; before, tomli is its twin
-    try:
-        import tomli as tomllib  # type: ignore[no-redef,unused-ignore]
-    except ImportError:
-        tomllib = None  # type: ignore[assignment,unused-ignore]
-
-TOML_READER_MISSING = (
-    f"Python {sys.version_info.major}.{sys.version_info.minor} reads pyproject.toml with tomli: "
-    f"{shlex.quote(sys.executable)} -m pip install 'tomli>=1.1'"
-)
+# from .toml_files import load_toml
 
 
 def normalize_name(name: str) -> str:
@@ -1583,25 +1818,6 @@ def requirement_name(requirement: str) -> str | None:
 
 class UnreadableFile(Exception):
     """A metadata file that cannot be parsed: its edges are lost, and the user is told once."""
-
-
-def toml_reader_missing() -> str | None:
-    """What to install before autotest can read a pyproject.toml; None when nothing is."""
-    return TOML_READER_MISSING if tomllib is None else None
-
-
-def load_toml(path: Path) -> dict[str, Any]:
-    """The parsed file.  Whatever it holds, reading fails only with OSError or ValueError: a
-    nesting too deep for the parser or a file too big for memory is a file that cannot be read,
-    not a crash."""
-    if tomllib is None:
-        raise UsageError(TOML_READER_MISSING)
-    try:
-        with open(path, "rb") as f:
-            data: dict[str, Any] = tomllib.load(f)
-    except (RecursionError, MemoryError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{type(exc).__name__}: {exc}") from None
-    return data
 
 
 @dataclass(frozen=True)
@@ -1652,11 +1868,34 @@ def poetry_requirements(poetry: Any, directory: Path) -> list[Declared]:
     return found
 
 
-def pyproject_requirements(path: Path) -> tuple[str | None, list[Declared]]:
+def hatch_requirements(envs: Any) -> list[Declared]:
+    """What hatch environments install beside the package (``dependencies`` and
+    ``extra-dependencies``): a test environment's are the tests' dependencies."""
+    if not isinstance(envs, dict):
+        return []
+    return [
+        declared
+        for env, table in envs.items()
+        if isinstance(table, dict)
+        for key in ("dependencies", "extra-dependencies")
+        for declared in declared_names(table.get(key), kind_label("hatch env", env))
+    ]
+
+
+def readable_toml(path: Path) -> dict[str, Any]:
     try:
-        data = load_toml(path)
+        return load_toml(path)
     except (OSError, ValueError, UnicodeDecodeError, RecursionError, MemoryError) as exc:
         raise UnreadableFile(str(exc) or type(exc).__name__) from None
+
+
+def hatch_toml_requirements(path: Path) -> tuple[str | None, list[Declared]]:
+    """hatch.toml: hatch's configuration outside pyproject.toml, its tables at the top."""
+    return None, hatch_requirements(readable_toml(path).get("envs"))
+
+
+def pyproject_requirements(path: Path) -> tuple[str | None, list[Declared]]:
+    data = readable_toml(path)
     project: dict[str, Any] = data["project"] if isinstance(data.get("project"), dict) else {}
     found = declared_names(project.get("dependencies"), "")
     extras = project.get("optional-dependencies")
@@ -1665,6 +1904,8 @@ def pyproject_requirements(path: Path) -> tuple[str | None, list[Declared]]:
     found.extend(dependency_groups(data.get("dependency-groups")))
     poetry = data.get("tool", {}).get("poetry") if isinstance(data.get("tool"), dict) else None
     found.extend(poetry_requirements(poetry, path.parent))
+    hatch = data.get("tool", {}).get("hatch") if isinstance(data.get("tool"), dict) else None
+    found.extend(hatch_requirements(hatch.get("envs") if isinstance(hatch, dict) else None))
     name = project.get("name") or (poetry.get("name") if isinstance(poetry, dict) else None)
     return (name if isinstance(name, str) else None), found
 
@@ -1717,9 +1958,15 @@ def setup_py_requirements(path: Path) -> tuple[str | None, list[Declared]]:
 def is_metadata_file(path: str) -> bool:
     """A file whose change may change the graph's declared edges."""
     name = os.path.basename(path)
-    return name in PACKAGE_MARKERS or (
-        name.endswith(".txt")
-        and ("requirements" in name or os.path.basename(os.path.dirname(path)) == "requirements")
+    return (
+        name in PACKAGE_MARKERS
+        or name == "hatch.toml"
+        or (
+            name.endswith(".txt")
+            and (
+                "requirements" in name or os.path.basename(os.path.dirname(path)) == "requirements"
+            )
+        )
     )
 
 
@@ -1788,6 +2035,7 @@ def read_metadata(package: Package, root: Path | None = None) -> Metadata:
         ("pyproject.toml", pyproject_requirements),
         ("setup.cfg", setup_cfg_requirements),
         ("setup.py", setup_py_requirements),
+        ("hatch.toml", hatch_toml_requirements),
     )
     for filename, reader in readers:
         path = package.path / filename
@@ -1823,35 +2071,47 @@ import zlib
 from collections.abc import Container, Iterable
 from pathlib import Path
 
-# from .discovery import MAX_SCANNED_BYTES, TEST_DIR_NAMES, Package
+# from .discovery import EXAMPLE_NAME, MAX_SCANNED_BYTES, TEST_DIR_NAMES, Package
 # from .ignore import holds_no_packages, other_device
 # from .platform import state_path
 
+NAMESPACE_DEPTH = 6  # namespace packages nest this deep at most (``a.b.c.d.e.f``)
+
 
 def provided_modules(package: Package) -> set[str]:
-    """Importable names a package provides: its top-level modules, and ``ns.sub`` for namespaces."""
+    """Importable names a package provides: its top-level modules and packages, and through
+    namespace packages (directories without ``__init__.py``, at any depth) the regular
+    packages and modules inside them: ``vendor.components.generators.foo``."""
     base = package.path / "src" if (package.path / "src").is_dir() else package.path
     provided: set[str] = set()
-    with contextlib.suppress(OSError), os.scandir(base) as scan:
-        for entry in scan:
-            if entry.is_file() and entry.name.endswith(".py"):
-                stem = entry.name[:-3]
-                if stem not in ("setup", "conftest") and not stem.startswith("test"):
-                    provided.add(stem)
-            elif entry.is_dir() and not holds_no_packages(entry.name, entry.path):
-                if entry.name in TEST_DIR_NAMES or entry.name == "docs":
-                    continue
-                if os.path.isfile(os.path.join(entry.path, "__init__.py")):
-                    provided.add(entry.name)
-                else:
-                    with contextlib.suppress(OSError), os.scandir(entry.path) as sub_scan:
-                        provided.update(
-                            f"{entry.name}.{sub.name}"
-                            for sub in sub_scan
-                            if sub.is_dir()
-                            and os.path.isfile(os.path.join(sub.path, "__init__.py"))
-                        )
+    pending = [(str(base), "")]
+    while pending:
+        directory, prefix = pending.pop()
+        with contextlib.suppress(OSError), os.scandir(directory) as scan:
+            for entry in scan:
+                if entry.is_file() and entry.name.endswith(".py"):
+                    stem = entry.name[:-3]
+                    if stem not in ("setup", "conftest", "__init__") and not stem.startswith(
+                        "test"
+                    ):
+                        provided.add(prefix + stem)
+                elif entry.is_dir() and is_code_directory(entry):
+                    if os.path.isfile(os.path.join(entry.path, "__init__.py")):
+                        provided.add(prefix + entry.name)
+                    elif prefix.count(".") < NAMESPACE_DEPTH:
+                        pending.append((entry.path, f"{prefix}{entry.name}."))
     return provided
+
+
+def is_code_directory(entry: os.DirEntry[str]) -> bool:
+    """A directory that may hold importable code: not a tool's, tests, docs or examples."""
+    return not (
+        holds_no_packages(entry.name, entry.path)
+        or entry.name in TEST_DIR_NAMES
+        or entry.name == "docs"
+        or EXAMPLE_NAME.fullmatch(entry.name) is not None
+        or not entry.name.isidentifier()
+    )
 
 
 # ``import a.b as c, d`` and ``from a.b import (c, d)`` at the start of a line.  A regular
@@ -2041,8 +2301,10 @@ class DependencyGraph:
     labels: dict[tuple[Package, Package], str] = field(default_factory=dict)
     names: dict[Package, str] = field(default_factory=dict)
     unreadable: tuple[tuple[str, str], ...] = ()
+    weak: frozenset[tuple[Package, Package]] = frozenset()  # test, dev or docs edges alone
 
 
+RUNTIME_LABELS = frozenset({"", "imports"})  # declared for the code, or imported by it
 LABEL_ORDER = ("imports", "tests")  # shown first; a declared dependency of the code wins alone
 
 
@@ -2108,7 +2370,9 @@ def dependency_graph(
         {(p, u): edge_label(labels) for p, used in edges.items() for u, labels in used.items()},
         {p: m.name for p, m in metadata.items()},
         tuple(u for m in metadata.values() for u in m.unreadable),
-    )
+        frozenset((p, u) for p, used in edges.items() for u, labels in used.items()
+                  if not labels & RUNTIME_LABELS),
+    )  # fmt: skip
 
 
 def users_of(uses: Mapping[Package, set[Package]]) -> dict[Package, list[Package]]:
@@ -2176,6 +2440,7 @@ class ChangeSet:
         self._fresh: dict[str, float] = {}  # created in place (not renamed there), and when
         self._keys: list[str] = []
         self._notices: list[Callable[[], None]] = []
+        self._held = False
         self._last = 0.0
 
     def add(self, paths: Iterable[str], created: bool = False, fresh: bool = False) -> None:
@@ -2233,6 +2498,22 @@ class ChangeSet:
     def peek(self) -> tuple[dict[str, float], list[str]]:
         with self._cond:
             return dict(self._paths), list(self._keys)
+
+    def wait_key(self, timeout: float = WAKE_INTERVAL) -> str | None:
+        """The oldest key not yet taken, waiting up to ``timeout`` for one."""
+        with self._cond:
+            if not self._keys:
+                self._cond.wait(timeout)
+            return self._keys.pop(0) if self._keys else None
+
+    def hold_keys(self, held: bool) -> None:
+        """While held (another program has the terminal), the key reader reads nothing."""
+        with self._cond:
+            self._held = held
+
+    def keys_held(self) -> bool:
+        with self._cond:
+            return self._held
 
     def take_key(self) -> str | None:
         """The oldest key not yet taken."""
@@ -2917,11 +3198,17 @@ class Ask(enum.Enum):
     ALL = "all"
     FAILED = "failed"
     RESUME = "resume"  # what a cycle cut short did not run
+    PACKAGES = "packages"  # ask for a package filter
+    TESTS = "tests"  # ask for a test-name filter
+    CLEAR = "clear"  # clear both filters
+    DEBUG = "debug"  # the last failing package again, in the debugger
+    KEYS = "keys"  # list the keys
     QUIT = "quit"
 
 
 RUN_KEYS = {
     "\n": Ask.ALL, "\r": Ask.ALL, "a": Ask.ALL, "A": Ask.ALL, "f": Ask.FAILED, "F": Ask.FAILED,
+    "p": Ask.PACKAGES, "t": Ask.TESTS, "c": Ask.CLEAR, "d": Ask.DEBUG, "w": Ask.KEYS, "?": Ask.KEYS,
 }  # fmt: skip
 
 
@@ -3037,12 +3324,14 @@ class Intake:
 
 # from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
 
 # from .discovery import Package
 # from .graph import users_of, users_reached
+
+Edge = tuple[Package, Package]  # (user, used)
 
 
 @dataclass(frozen=True)
@@ -3054,20 +3343,25 @@ class Step:
 
 
 def topological(
-    group: Iterable[Package], uses: Mapping[Package, set[Package]], rank: Callable[[Package], Any]
+    group: Iterable[Package],
+    uses: Mapping[Package, set[Package]],
+    rank: Callable[[Package], Any],
+    weak: Collection[Edge] = (),
 ) -> list[Package]:
     """``group`` with each package after the packages of the group it uses, otherwise by
-    ``rank``.  A cycle is broken stably: at the package with the fewest unmet uses, by rank."""
+    ``rank``.  A cycle is broken stably where it costs least: at a package whose unmet uses
+    are all ``weak`` edges (a test or dev dependency) if there is one, then the one with the
+    fewest unmet uses, then by rank; so a package runs after what it needs at run time."""
     members = set(group)
     waiting = {p: {u for u in uses.get(p, ()) if u in members and u != p} for p in members}
     ordered: list[Package] = []
+
+    def cost(p: Package) -> tuple[bool, int, Any]:
+        return (any((p, u) not in weak for u in waiting[p]), len(waiting[p]), rank(p))
+
     while waiting:
         ready = [p for p, unmet in waiting.items() if not unmet]
-        pick = (
-            min(ready, key=rank)
-            if ready
-            else min(waiting, key=lambda p: (len(waiting[p]), rank(p)))
-        )
+        pick = min(ready, key=rank) if ready else min(waiting, key=cost)
         ordered.append(pick)
         del waiting[pick]
         for unmet in waiting.values():
@@ -3075,39 +3369,44 @@ def topological(
     return ordered
 
 
+@dataclass(frozen=True)
+class Groups:
+    """A cycle's packages in the order they run: the changed ones, their dependents, those
+    that failed last time, the rest."""
+
+    changed: list[Package]
+    dependents: list[Package]
+    failed: list[Package]
+    rest: list[Package]
+
+    def all(self) -> list[Package]:
+        return [*self.changed, *self.dependents, *self.failed, *self.rest]
+
+
 def cycle_order(
     packages: Sequence[Package],
     changed: Mapping[Package, float],
     failed: Iterable[Package],
     uses: Mapping[Package, set[Package]],
-    labels: Mapping[tuple[Package, Package], str] | None = None,
+    labels: Mapping[Edge, str] | None = None,
+    weak: Collection[Edge] = (),
 ) -> list[Step]:
-    """Changed packages first (most recent first), then those that failed last time, then the
-    dependents of the changed ones (nearest first), then all the rest, the most used first.
-    Inside each group a package runs after the packages it uses, so that a failure shows in
-    the package that causes it.  ``uses`` may hold packages not in ``packages`` (not chosen
-    to run): dependents are still reached through them."""
-    known = set(packages)
+    """Changed packages first (most recent first), then the packages that use them (nearest
+    first), then those that failed last time, then all the rest, the most used first: what a
+    change did shows before an old failure elsewhere can stop the cycle.  Inside each group a
+    package runs after the packages it uses, so that a failure shows in the package that
+    causes it.  ``uses`` may hold packages not in ``packages`` (not chosen to run): dependents
+    are still reached through them."""
     users = users_of(uses)
     distance = users_reached(sorted(changed, key=lambda p: (-changed[p], p.rel)), users)
-    used_by = {p: len(users_reached([p], users)) for p in known}
-    first = [p for p in changed if p in known]
-    failed_group = set(failed) & known - set(first)
-    dependents = set(distance) & known - set(first) - failed_group
-    rest = known - set(first) - failed_group - dependents
+    used_by = {p: len(users_reached([p], users)) for p in packages}
+    groups = cycle_groups(set(packages), changed, set(failed), distance, used_by, uses, weak)
+    position = {p: index for index, p in enumerate(groups.all())}
     labels = labels or {}
-    reached_at = {p: index for index, p in enumerate(distance)}
-    groups = [
-        topological(first, uses, lambda p: (-changed[p], p.rel)),
-        topological(failed_group, uses, lambda p: p.rel),
-        topological(dependents, uses, reached_at.__getitem__),
-        topological(rest, uses, lambda p: (-used_by[p], p.rel)),
-    ]
-    position = {p: index for index, p in enumerate(p for group in groups for p in group)}
-    reasons = {p: "changed" for p in groups[0]}
-    reasons.update({p: "failed last time" for p in groups[1]})
-    reasons.update({p: uses_reason(p, distance[p][1], labels) for p in groups[2]})
-    for package in groups[3]:
+    reasons = {p: "changed" for p in groups.changed}
+    reasons.update({p: uses_reason(p, distance[p][1], labels) for p in groups.dependents})
+    reasons.update({p: "failed last time" for p in groups.failed})
+    for package in groups.rest:
         ran = [
             u for u in uses.get(package, ()) if position.get(u, len(position)) < position[package]
         ]
@@ -3119,21 +3418,46 @@ def cycle_order(
             if count
             else ""
         )
-    for group in groups:  # a use of a package that runs later in the group is a broken cycle
-        for package in group:
+    for group in (groups.changed, groups.dependents, groups.failed, groups.rest):
+        for package in group:  # a use of a package that runs later in the group: a cycle
             later = [
                 u for u in uses.get(package, ()) if u in group and position[u] > position[package]
             ]
             if later:
-                cycle = f"in a cycle with {min(later, key=position.__getitem__).rel}"
+                cycle = cycle_reason(package, min(later, key=position.__getitem__), labels)
                 reasons[package] = f"{reasons[package]}; {cycle}" if reasons[package] else cycle
-    return [Step(p, reasons[p]) for group in groups for p in group]
+    return [Step(p, reasons[p]) for p in groups.all()]
 
 
-def uses_reason(user: Package, used: Package, labels: Mapping[tuple[Package, Package], str]) -> str:
+def cycle_groups(
+    known: set[Package], changed: Mapping[Package, float], failed: set[Package],
+    distance: Mapping[Package, tuple[int, Package]], used_by: Mapping[Package, int],
+    uses: Mapping[Package, set[Package]], weak: Collection[Edge],
+) -> Groups:  # fmt: skip
+    first = {p for p in changed if p in known}
+    dependents = set(distance) & known - first
+    failed_group = failed & known - first - dependents
+    rest = known - first - dependents - failed_group
+    reached_at = {p: index for index, p in enumerate(distance)}
+    return Groups(
+        topological(first, uses, lambda p: (-changed[p], p.rel), weak),
+        topological(dependents, uses, reached_at.__getitem__, weak),
+        topological(failed_group, uses, lambda p: p.rel, weak),
+        topological(rest, uses, lambda p: (-used_by[p], p.rel), weak),
+    )
+
+
+def uses_reason(user: Package, used: Package, labels: Mapping[Edge, str]) -> str:
     """``uses libs/core``, with how when it is not a dependency of the code: ``(tests)``."""
     label = labels.get((user, used), "")
     return f"uses {used.rel}" + (f" ({label})" if label else "")
+
+
+def cycle_reason(user: Package, used: Package, labels: Mapping[Edge, str]) -> str:
+    """Why ``user`` runs before ``used``, which it uses: a dependency cycle, broken at this
+    edge (the weakest of the cycle's, where one is weaker)."""
+    label = labels.get((user, used), "")
+    return f"in a cycle with {used.rel}, broken at this edge" + (f" ({label})" if label else "")
 
 
 # ==================== src/autotest/runners.py =====================================================
@@ -3160,8 +3484,8 @@ from typing import Any
 # from .basics import ASK_TIMEOUT, UsageError, Verdict, git_tracks_any
 # from .discovery import PACKAGE_MARKERS, Package, owner_of
 # from .ignore import glob_matches, holds_no_packages
-# from .metadata import load_toml
 # from .platform import scripts_dir, venv_python
+# from .toml_files import load_toml
 # from .warm_server import BOOTSTRAP, exit_unless_importable, sent_call
 
 
@@ -3219,10 +3543,27 @@ class RunStart:
     python: str
     args: tuple[str, ...]  # after the runner's own: the runner arguments, then JUnit's
     env: Mapping[str, str]
+    name_filter: str = ""  # the test-name filter (the key t) its args carry, if any
 
     @property
     def argv(self) -> list[str]:
         return self.runner.command(self.package, self.args, self.python)
+
+
+def name_filter_args(runner: Runner, pattern: str) -> tuple[str, ...] | None:
+    """The runner's own option that runs only the tests whose names match ``pattern``; None
+    where it has none (nose and nose2 select by dotted name only; a command is opaque)."""
+    if runner.name in ("pytest", "unittest") and runner in BUILTIN_RUNNERS.values():
+        return ("-k", pattern)
+    return None
+
+
+def debugger_args(runner: Runner) -> tuple[str, ...] | None:
+    """What stops the runner at its first failing test in the debugger; None where it has
+    no debugger to hand the terminal to (unittest, nose2, a command)."""
+    if runner not in BUILTIN_RUNNERS.values():
+        return None
+    return {"pytest": ("-x", "--pdb"), "nose": ("-x", "--pdb", "--pdb-failures")}.get(runner.name)
 
 
 PACKAGE_ARG = "{package}"  # in a runner command: the package's path, as one argument
@@ -3613,6 +3954,7 @@ from typing import IO, Protocol
 #     WARM_REPLY_TIMEOUT,
 #     WARM_START_TIMEOUT,
 # )
+# from .discovery import Package
 # from .platform import NOW, can_fork_server, kill_tree
 # from .runners import Runner, RunStart
 # from .warm_server import (
@@ -3740,12 +4082,25 @@ class LearnedPreloads:
         self.dropped: dict[str, str] = {}
         self.proven: set[str] = set()
         self.taught = False  # a forked run has reported what it imported
+        self.own: dict[Package, set[str]] = {}  # what each package's runs imported
 
-    def learn(self, reported: Iterable[tuple[str, str]]) -> None:
+    def learn(self, reported: Iterable[tuple[str, str]], package: Package | None = None) -> None:
+        """Take in what a forked run imported: for the warm interpreters to come, and as what
+        that package's runs may see imported ahead."""
         self.taught = True
-        for name in preload_candidates(reported, self.root, self.site_dirs):
+        candidates = preload_candidates(reported, self.root, self.site_dirs)
+        if package is not None:
+            self.own.setdefault(package, set()).update(candidates)
+        for name in candidates:
             if name not in self.dropped:
                 self.names.setdefault(name)
+
+    def hidden_from(self, package: Package, preloaded: Iterable[str]) -> list[str]:
+        """Of what a warm interpreter imported ahead, what ``package``'s runs never imported
+        themselves: learned from other packages, so a forked run of this one must not see it
+        (a cold run would not).  Until the package's own runs taught something, all of it."""
+        own = self.own.get(package, set())
+        return sorted(name for name in preloaded if name not in own)
 
     def drop(self, name: str, why: str) -> None:
         """Never import ``name`` ahead again, nor its submodules (they would import it)."""
@@ -3772,9 +4127,10 @@ class WarmProcess:
 
     def __init__(
         self, launcher: WarmLauncher, pid: int, report: IO[bytes] | None = None,
-        preloaded: tuple[str, ...] = (),
+        preloaded: tuple[str, ...] = (), package: Package | None = None,
     ) -> None:  # fmt: skip
         self.launcher = launcher
+        self.package = package
         self.pid = pid
         self.returncode: int | None = None
         self.report = report
@@ -3798,7 +4154,7 @@ class WarmProcess:
     def _ended(self) -> None:
         if self.returncode is not None and self.report is not None:
             with self.report:
-                self.launcher.learn(read_report(self.report))
+                self.launcher.learn(read_report(self.report), self.package)
             self.report = None
 
 
@@ -4064,7 +4420,7 @@ class WarmLauncher:
         report = tempfile.TemporaryFile() if self.learned is not None else None  # noqa: SIM115
         request = json.dumps(
             {"cwd": str(start.package.path), "env": dict(start.env), "args": list(start.args),
-             "report": report is not None}
+             "report": report is not None, "hide": self._hidden(start.package, server)}
         )  # fmt: skip
         pid = server.fork(request.encode() + b"\n", out, report)
         if pid is None:
@@ -4076,7 +4432,11 @@ class WarmLauncher:
         if not server.used and self.fresh_seeds and self.successor is None:
             self.successor = self._new_server()
         server.used = True
-        return WarmProcess(self, pid, report, server.preloaded)
+        return WarmProcess(self, pid, report, server.preloaded, start.package)
+
+    def _hidden(self, package: Package, server: WarmServer) -> list[str]:
+        learned = self.learned
+        return [] if learned is None else learned.hidden_from(package, server.preloaded)
 
     def renew(self) -> None:
         """After a cycle: the next one forks from a fresh interpreter when the used one's hash
@@ -4108,9 +4468,9 @@ class WarmLauncher:
         server = self.serving.get(pid)
         return NOW if server is None else server.wait_handle(pid)
 
-    def learn(self, reported: Iterable[tuple[str, str]]) -> None:
+    def learn(self, reported: Iterable[tuple[str, str]], package: Package | None = None) -> None:
         if self.learned is not None:
-            self.learned.learn(reported)
+            self.learned.learn(reported, package)
 
     def exit_code(self, pid: int, block: bool) -> int | None:
         server = self.serving.get(pid)
@@ -4475,6 +4835,8 @@ class Run:
         verdict = self.runner.verdict(code, output.excerpt)
         if verdict is Verdict.FAILED and self._out_of_room():
             return self._result(Verdict.COULD_NOT_RUN, "output not written", output)
+        if verdict is Verdict.NO_TESTS and self.start.name_filter:
+            verdict = Verdict.NO_MATCH
         if verdict is Verdict.FAILED and self._again_cold():
             return None
         if verdict is Verdict.FAILED and not output.tests_failed and self.needs is not None:
@@ -4831,7 +5193,9 @@ class CycleOutcome:
 
     @property
     def passed_count(self) -> int:
-        return sum(r.verdict in (Verdict.OK, Verdict.NO_TESTS) for r in self.results)
+        return sum(
+            r.verdict in (Verdict.OK, Verdict.NO_TESTS, Verdict.NO_MATCH) for r in self.results
+        )
 
     @property
     def passed(self) -> bool:
@@ -5105,7 +5469,7 @@ def cut_short(result: RunResult) -> bool:
     """Timed out, killed by a signal (noted by name, or by number when it has none), or any
     verdict other than the three a finished run gives (it could not run): what the runner
     wrote, if anything, is not the whole story."""
-    if result.verdict not in (Verdict.OK, Verdict.FAILED, Verdict.NO_TESTS):
+    if result.verdict not in (Verdict.OK, Verdict.FAILED, Verdict.NO_TESTS, Verdict.NO_MATCH):
         return True
     note = result.note
     killed = note == "timed out" or note.startswith("SIG") or note.isdigit()
@@ -5150,7 +5514,9 @@ def package_case(result: RunResult) -> ET.Element:
     if cut_short(result):
         tag: str | None = "error"
     else:
-        tag = {Verdict.OK: None, Verdict.NO_TESTS: "skipped"}.get(result.verdict, "failure")
+        tag = {Verdict.OK: None, Verdict.NO_TESTS: "skipped", Verdict.NO_MATCH: "skipped"}.get(
+            result.verdict, "failure"
+        )
     if tag is not None:
         reason = result.verdict.value + (f" ({result.note})" if result.note else "")
         child = ET.SubElement(case, tag, message=xml_text(reason))
@@ -5263,7 +5629,7 @@ class CiJob:
         """The cycle as --affected and --shard narrow it, and how many packages the shards
         were cut from."""
         uses = graph.uses
-        steps = cycle_order(packages, changed, failed, uses, graph.labels)
+        steps = cycle_order(packages, changed, failed, uses, graph.labels, graph.weak)
         if self.affected:
             hit = affected(packages, changed, uses)
             steps = [s for s in steps if s.package in hit]
@@ -5357,7 +5723,8 @@ STYLES = {"ok": "32", "fail": "1;31", "dim": "2", "bold": "1", "warn": "33"}
 
 
 VERDICT_STYLES = {
-    Verdict.OK: "ok", Verdict.FAILED: "fail", Verdict.NO_TESTS: "dim", Verdict.COULD_NOT_RUN: "warn"
+    Verdict.OK: "ok", Verdict.FAILED: "fail", Verdict.NO_TESTS: "dim", Verdict.NO_MATCH: "dim",
+    Verdict.COULD_NOT_RUN: "warn",
 }  # fmt: skip
 
 
@@ -5410,6 +5777,18 @@ def describe_changes(paths: Iterable[str], root: Path, packages: Sequence[Packag
         return f"changed: {len(paths)} files outside every package"
     text = f"changed: {len(paths)} files in {counted(inside, 'package')}"
     return text + (" and outside them" if None in owners else "")
+
+
+KEYS_HELP = (
+    ("Enter, a", "run every package"),
+    ("f", "run the packages that failed"),
+    ("p", "test only the packages matching a pattern (a glob or part of a path or name)"),
+    ("t", "run only the tests whose names match a pattern (pytest and unittest: -k)"),
+    ("c", "clear both filters"),
+    ("d", "run the last failing package again, stopping in the debugger at its first failure"),
+    ("w, ?", "list these keys"),
+    ("q", "quit"),
+)
 
 
 RAISE_WATCHES = "sudo sysctl fs.inotify.max_user_watches=524288"
@@ -5695,7 +6074,53 @@ class Notices(Terminal):
         )
 
 
-class Reporter(Notices):
+class KeyNotices(Notices):
+    """What watch mode's keys say: the menu, the key list, a filter's prompt, the debugger's
+    hand-over."""
+
+    def menu(self, packages: str = "", tests: str = "") -> None:
+        """The one line after a cycle: the keys, and the filters in force."""
+        if packages or tests:
+            chosen = f"[p] packages: {shown(packages or 'all')}  [t] tests: {shown(tests or 'all')}"
+            keys = f"[Enter/a] run all  [f] run failed  {chosen}  [c] clear  [d] debug  [w] keys"
+        else:
+            keys = "[Enter/a] run all  [f] run failed  [p]/[t] filter  [d] debug  [w] keys"
+        self.say(self.paint(f"{keys}  [q] quit", "dim"))
+
+    def keys(self) -> None:
+        """Every key of watch mode, one line each (the key w, or ?)."""
+        for key, does in KEYS_HELP:
+            self.say(f"  {key:<9} {does}")
+
+    def prompt(self, label: str, text: str, done: bool = False) -> None:
+        """The one-line prompt of a filter, rewritten in place as it is typed."""
+        self.erase_status()
+        self.stream.write(f"\r\033[K{label}: {shown(text)}" + ("\n" if done else ""))
+        self.stream.flush()
+
+    def no_package_matches(self, pattern: str) -> None:
+        self.warn(f"no package matches {shown(pattern)}; the filter stays as it was")
+
+    def cannot_filter_by_name(self, runners: Sequence[str], packages: Sequence[str]) -> None:
+        which = " and ".join(sorted(set(runners)))
+        names = ", ".join(shown(p) for p in packages)
+        self.note(f"{which} cannot run tests by name: {names} run all their tests")
+
+    def nothing_to_debug(self) -> None:
+        self.say("no failing package to debug")
+
+    def cannot_debug(self, rel: str, runner: str) -> None:
+        self.say(f"{shown(rel)} runs under {runner}, which has no debugger to hand the terminal to")
+
+    def debugging(self, rel: str, argv: Sequence[str]) -> None:
+        command = " ".join(shlex.quote(a) for a in argv)
+        self.say(self.paint(f"debugging {shown(rel)}: {shown(command)}", "bold"))
+
+    def debugged(self, code: int) -> None:
+        self.note(f"the debugger ended (exit status {code}); watching again")
+
+
+class Reporter(KeyNotices):
     """Everything the user reads of a cycle: the header, the order, one line per package, the
     failing run's output, one summary; and the notices (``Notices``)."""
 
@@ -5712,6 +6137,10 @@ class Reporter(Notices):
 
     def testing_failed(self, count: int) -> None:
         self.header(f"testing {count} failed")
+
+    def nothing_watched_uses(self, changes: str) -> None:
+        """A change outside the packages watched, which none of them uses."""
+        self.say(self.paint(f"{changes}: no package watched uses it; nothing to test", "dim"))
 
     def no_failed(self) -> None:
         self.say("no failed packages")
@@ -5841,9 +6270,6 @@ class Reporter(Notices):
     def cannot_write(self, path: str, reason: str) -> None:
         self.warn(f"cannot write {path}: {reason}")
 
-    def menu(self) -> None:
-        self.say(self.paint("[Enter/a] run all  [f] run failed  [q] quit", "dim"))
-
     def clear(self) -> None:
         self.erase_status()
         if self.live or self.color:
@@ -5887,8 +6313,8 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 # from .basics import DEFAULT_DEBOUNCE, VERSION, UsageError, run_git
-# from .metadata import load_toml
 # from .report import shown
+# from .toml_files import load_toml
 
 
 @dataclass(frozen=True)
@@ -6342,6 +6768,202 @@ def check_combination(options: Options, given: Container[str]) -> None:
             raise UsageError(f"--{name} narrows one cycle: give it with --once or --plan")
 
 
+# ==================== src/autotest/watch_mode.py ==================================================
+"""Watch mode's loop and keys: a cycle on every change, and between cycles what a person asks
+for: every package, the failed ones, a package filter (p), a test-name filter (t), clearing
+them (c), the last failure again in the debugger (d), the list of keys (w).
+
+A filter's pattern is typed on a one-line prompt read from the same keys (the key reader
+never stops: it hands each key to the main thread through the ChangeSet), so changes saved
+while typing are kept and tested once the prompt closes.
+"""
+
+# from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+# from .cycle import CycleOutcome
+# from .discovery import Package
+# from .handoff import ChangeSet
+# from .intake import Ask, Intake, Request
+# from .platform import KeyReader, run_in_foreground
+# from .report import Reporter
+# from .runners import RunStart, debugger_args
+
+
+class LineEnd(enum.Enum):
+    TYPING = "typing"
+    ENTER = "enter"
+    ESCAPE = "escape"
+
+
+def edited(text: str, key: str) -> tuple[str, LineEnd]:
+    """A prompt's text after one key: Enter takes it, Esc drops it, Backspace erases."""
+    if key in ("\n", "\r"):
+        return text, LineEnd.ENTER
+    if key == "\x1b":
+        return text, LineEnd.ESCAPE
+    if key in ("\x7f", "\x08"):
+        return text[:-1], LineEnd.TYPING
+    return (text + key if key.isprintable() else text), LineEnd.TYPING
+
+
+def read_line(changes: ChangeSet, echo: Callable[[str, bool], None], text: str) -> str | None:
+    """A line typed at the prompt (None when Esc drops it), echoed as it is typed."""
+    echo(text, False)
+    while True:
+        key = changes.wait_key()
+        if key is None:
+            continue
+        text, end = edited(text, key)
+        if end is LineEnd.ESCAPE:
+            echo(text + "  (dropped)", True)
+            return None
+        echo(text, end is LineEnd.ENTER)
+        if end is LineEnd.ENTER:
+            return text.strip()
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The filters in force: packages matching one pattern, tests whose names match another
+    ("" for none)."""
+
+    packages: str = ""
+    tests: str = ""
+
+
+class Cycles(Protocol):
+    """What watch mode asks of the session."""
+
+    failed: set[Package]
+    unfinished: set[Package]
+
+    def first_cycle(self) -> CycleOutcome: ...
+    def run_all(self) -> CycleOutcome: ...
+    def run_failed(self) -> CycleOutcome: ...
+    def run_unfinished(self) -> CycleOutcome: ...
+    def run_changed(self, changed: Mapping[str, float]) -> CycleOutcome: ...
+
+
+class Narrowing(Protocol):
+    """The package set, narrowed by the package filter."""
+
+    def narrow(self, pattern: str) -> bool: ...
+
+
+class TestFilter(Protocol):
+    """The runner choices, which carry the test-name filter into every run."""
+
+    def filter_tests(self, pattern: str) -> list[tuple[Package, str]]: ...
+    def run_start(self, package: Package, extra: Sequence[str] = ()) -> RunStart: ...
+
+
+class WatchMode:
+    """The loop between cycles: each request from the intake answered."""
+
+    def __init__(
+        self, cycles: Cycles, intake: Intake, reporter: Reporter, tree: Narrowing,
+        choices: TestFilter,
+    ) -> None:  # fmt: skip
+        self.cycles = cycles
+        self.intake = intake
+        self.changes = intake.changes
+        self.reporter = reporter
+        self.tree = tree
+        self.choices = choices
+        self.filters = Filters()
+        self.last_failure: Package | None = None
+
+    def loop(self, interactive: bool) -> None:
+        keys = KeyReader(self.changes.press, self.changes.keys_held)
+        with keys if interactive else contextlib.nullcontext():
+            outcome = self.answered(self.cycles.first_cycle())
+            while True:
+                if interactive and not outcome.interrupted:
+                    self.reporter.menu(self.filters.packages, self.filters.tests)
+                request = self.intake.next_request(resume=bool(self.cycles.unfinished))
+                if request.kind is Ask.QUIT:
+                    return
+                outcome = self.answered(self.respond(request, keys))
+
+    def answered(self, outcome: CycleOutcome) -> CycleOutcome:
+        if outcome.failure is not None:
+            self.last_failure = outcome.failure.package
+        return outcome
+
+    def respond(self, request: Request, keys: KeyReader) -> CycleOutcome:
+        cycles, kind = self.cycles, request.kind
+        if kind is Ask.ALL:
+            return cycles.run_all()
+        if kind is Ask.FAILED:
+            return cycles.run_failed()
+        if kind is Ask.RESUME:
+            return cycles.run_unfinished()
+        if kind in (Ask.PACKAGES, Ask.TESTS, Ask.CLEAR):
+            return cycles.run_all() if self.refiltered(kind) else CycleOutcome([])
+        if kind is Ask.DEBUG:
+            self.debug(keys)
+            return CycleOutcome([])
+        if kind is Ask.KEYS:
+            self.reporter.keys()
+            return CycleOutcome([])
+        return cycles.run_changed(request.paths)
+
+    def refiltered(self, kind: Ask) -> bool:
+        """Whether the filters changed (then everything they leave runs at once)."""
+        if kind is Ask.CLEAR:
+            if self.filters == Filters():
+                return False
+            self.tree.narrow("")
+            self.choices.filter_tests("")
+            self.filters = Filters()
+            return True
+        label = "packages" if kind is Ask.PACKAGES else "tests"
+        echo = lambda text, done: self.reporter.prompt(label, text, done)  # noqa: E731
+        pattern = read_line(self.changes, echo, getattr(self.filters, label))
+        if pattern is None:
+            return False
+        if kind is Ask.PACKAGES:
+            if not self.tree.narrow(pattern):
+                self.reporter.no_package_matches(pattern)
+                return False
+        else:
+            unfiltered = self.choices.filter_tests(pattern)
+            if unfiltered:
+                runners, rels = [r for _, r in unfiltered], [p.rel for p, _ in unfiltered]
+                self.reporter.cannot_filter_by_name(runners, rels)
+        self.filters = dataclasses.replace(self.filters, **{label: pattern})
+        return True
+
+    def debug(self, keys: KeyReader) -> None:
+        """The last failing package run again in the foreground, stopping in its runner's
+        debugger at its first failing test; the terminal is the debugger's until it ends."""
+        package = self.last_failure
+        if package is None or package not in self.cycles.failed:
+            self.reporter.nothing_to_debug()
+            return
+        start = self.choices.run_start(package)
+        extra = debugger_args(start.runner)
+        if extra is None:
+            self.reporter.cannot_debug(package.rel, start.runner.name)
+            return
+        argv = [*start.argv, *extra]
+        self.reporter.debugging(package.rel, argv)
+        self.changes.hold_keys(True)
+        try:
+            with keys.cooked():
+                code = run_in_foreground(argv, str(package.path), start.env)
+        finally:
+            self.changes.hold_keys(False)
+        self.reporter.debugged(code)
+
+
 # ==================== src/autotest/session.py =====================================================
 """The wiring: the package set kept in step with the tree, each package's runner choice, one
 cycle's runs, and the Session, whose main loop is the only place tests run.
@@ -6361,19 +6983,19 @@ from pathlib import Path
 from typing import Callable
 
 # from .basics import QuitRequested, UsageError, changed_since_ref
-# from .ci import CiJob, Command, own_outputs, plan_json
+# from .ci import CiJob, Command, affected, own_outputs, plan_json
 # from .cycle import CycleOutcome, Startable, run_cycle, wait_for_runs
 # from .discovery import PACKAGE_MARKERS, Package, discover, owner_of
 # from .graph import DependencyGraph, dependency_graph
 # from .handoff import ChangeSet
 # from .ignore import IgnoreRules, glob_matches
 # from .imports import KEEP_SCAN_FROM, ImportScan, provided_modules, scan_cache_file
-# from .intake import Ask, Intake, Request
+# from .intake import Intake
 # from .loop_guard import LoopGuard
-# from .metadata import is_metadata_file, normalize_name, read_metadata, toml_reader_missing
+# from .metadata import is_metadata_file, normalize_name, read_metadata
 # from .options import Options, parse_options
 # from .order import Step, cycle_order
-# from .platform import KeyReader, Signals, can_notify, state_dir
+# from .platform import Signals, can_notify, state_dir
 # from .report import Progress, Reporter, describe_changes, shown
 # from .run import (
 #     Needs,
@@ -6396,10 +7018,13 @@ from typing import Callable
 #     choose,
 #     install_test_deps_command,
 #     module_installed,
+#     name_filter_args,
 #     repository_interpreter,
 #     stale_choices,
 # )
+# from .toml_files import toml_reader_missing
 # from .warm_policy import WarmPolicy, WarmPool
+# from .watch_mode import WatchMode
 # from .watching import WATCHDOG_ERROR, Watcher
 
 
@@ -6420,6 +7045,7 @@ class PackageSet:
         self.rules = rules or IgnoreRules(root)
         self.chosen = tuple(chosen)
         self.exclude = tuple(exclude)
+        self.narrowing = ""  # the package filter (the key p)
         self.cwd = Path.cwd()
         self.all: list[Package] = []
         self.packages: list[Package] = []
@@ -6473,14 +7099,42 @@ class PackageSet:
                 self.all = [p for p in self.all if p != owner]
         for path, why in self.graph.unreadable:
             self.reporter.cannot_parse(path, why)
+        self.select()
+
+    def select(self) -> None:
+        """The packages to test: those chosen, less those excluded, narrowed by the package
+        filter (the key p) when one is set."""
         chosen = {p for c in self.chosen for p in self.matching(c)} if self.chosen else set()
+        narrowed = set(self.filter_matches(self.narrowing)) if self.narrowing else set()
         self.packages = [
             p
             for p in self.all
             if (not self.chosen or p in chosen)
             and not any(glob_matches(p.rel, g) for g in self.exclude)
+            and (not self.narrowing or p in narrowed)
         ]
         self.reporter.width = max((len(shown(p.rel)) for p in self.packages), default=0)
+
+    def narrow(self, pattern: str) -> bool:
+        """Test only the packages matching ``pattern`` from now on ("" for all chosen); False,
+        and nothing changed, when it leaves none."""
+        previous, self.narrowing = self.narrowing, pattern
+        self.select()
+        if not self.packages:
+            self.narrowing = previous
+            self.select()
+            return False
+        return True
+
+    def filter_matches(self, pattern: str) -> list[Package]:
+        """The packages a filter names: a glob over paths and distribution names, or, without
+        glob characters, a part of one."""
+        glob = any(c in pattern for c in "*?[")
+
+        def hit(text: str) -> bool:
+            return fnmatch.fnmatchcase(text, pattern) if glob else pattern in text
+
+        return [p for p in self.all if hit(p.rel) or hit(self.graph.names.get(p, ""))]
 
     def follow(self, paths: Iterable[str]) -> None:
         """Rediscover packages when directories or metadata came or went; read the graph
@@ -6531,6 +7185,14 @@ class PackageSet:
             if owner is not None:
                 owners[owner] = max(at, owners.get(owner, at))
         return owners
+
+    def watched_users(self, changed: Mapping[str, float]) -> set[Package] | None:
+        """When only some packages are watched and the change lies outside them all: the
+        watched packages that use what changed (maybe none).  None otherwise: a whole cycle."""
+        owners = self.owners(changed)
+        if not owners or set(owners) & set(self.packages):
+            return None
+        return affected(self.packages, owners, self.graph.uses)
 
 
 def path_named(arg: str, root: Path, packages: Sequence[Package]) -> str | None:
@@ -6607,10 +7269,14 @@ class RunnerChoices:
         self.by_package: dict[Package, Choice] = {}
         self.unrunnable: dict[Package, str] = {}
         self.provided: set[str] | None = None
+        self.name_filter = ""  # the test-name filter (the key t)
         self.choose(None, strict=True)
 
     def __getitem__(self, package: Package) -> Choice:
         return self.by_package[package]
+
+    def __contains__(self, package: Package) -> bool:
+        return package in self.by_package
 
     def choose(self, changed: Iterable[str] | None, strict: bool = False) -> None:
         """Every package's choice, read again only where ``changed`` paths may have changed
@@ -6644,12 +7310,24 @@ class RunnerChoices:
         """The one answer to how a package's tests run: what --plan shows, and what runs
         (with ``extra`` arguments after the runner arguments: JUnit's)."""
         choice = self.by_package[package]
-        args = (*self.options.runner_args, *extra)
+        named = name_filter_args(choice.runner, self.name_filter) if self.name_filter else None
+        args = (*self.options.runner_args, *(named or ()), *extra)
         env = {
             **run_environment(choice.runner, pycache_dir(), choice.python),
             PACKAGE_ENV: str(package.path),
         }
-        return RunStart(package, choice.runner, choice.python, args, env)
+        filtered = self.name_filter if named else ""
+        return RunStart(package, choice.runner, choice.python, args, env, filtered)
+
+    def filter_tests(self, pattern: str) -> list[tuple[Package, str]]:
+        """Run only the tests whose names match ``pattern`` from now on ("" for all); the
+        packages whose runner cannot, with its name."""
+        self.name_filter = pattern
+        return [
+            (p, c.runner.name)
+            for p, c in self.by_package.items()
+            if pattern and name_filter_args(c.runner, pattern) is None
+        ]
 
     def command_for(self, package: Package) -> Command:
         """What --plan shows of a package's run."""
@@ -6842,7 +7520,9 @@ class Session:
     def cycle(self, changed: Mapping[str, float], only: set[Package] | None = None) -> CycleOutcome:
         graph = self.tree.graph
         owners = self.tree.owners(changed)
-        steps = cycle_order(self.packages, owners, self.failed, graph.uses, graph.labels)
+        steps = cycle_order(
+            self.packages, owners, self.failed, graph.uses, graph.labels, graph.weak
+        )
         if only is not None:
             steps = [s for s in steps if s.package in only]
         self.choices.choose(list(changed) if changed else None)
@@ -6851,7 +7531,7 @@ class Session:
             self.reporter.explain_choices({s.package: self.choices[s.package] for s in steps})
         if self.pool is not None and self.warm_policy.launcher is not None:  # warms up meanwhile
             chosen = [self.choices[s.package] for s in steps]
-            changed_first = [self.choices[p].python for p in owners]
+            changed_first = [self.choices[p].python for p in owners if p in self.choices]
             self.pool.prepare([(c.runner, c.python) for c in chosen], changed_first)
             if self.options.explain:
                 self.reporter.preloads(self.pool.preloads())
@@ -6909,9 +7589,14 @@ class Session:
     def run_changes(self, changed: Mapping[str, float], known: Sequence[Package]) -> CycleOutcome:
         """A cycle for changed paths, named against ``known`` packages (those before and after
         the change, so a removed package still counts as one)."""
+        described = describe_changes(changed, self.root, known)
+        only = self.tree.watched_users(changed)
+        if only is not None and not only:
+            self.reporter.nothing_watched_uses(described)
+            return CycleOutcome([])
         self.begin()
-        self.reporter.header(describe_changes(changed, self.root, known))
-        return self.cycle(changed)
+        self.reporter.header(described)
+        return self.cycle(changed, only)
 
     def first_cycle(self) -> CycleOutcome:
         """The first cycle, then the import scan kept for the next start (not before: the
@@ -6943,40 +7628,26 @@ class Session:
                 self.pool = WarmPool(self.env, self.root)
                 self.warm_policy = WarmPolicy(self.pool)
         try:
-            with KeyReader(self.changes.press) if interactive else contextlib.nullcontext():
-                outcome = self.first_cycle()
-                while True:
-                    if interactive and not outcome.interrupted:
-                        self.reporter.menu()
-                    request = self.intake.next_request(resume=bool(self.unfinished))
-                    if request.kind is Ask.QUIT:
-                        break
-                    outcome = self.respond(request)
+            WatchMode(self, self.intake, self.reporter, self.tree, self.choices).loop(interactive)
         except QuitRequested:
             pass  # q during a run: run_cycle has killed the runs on the way out
         finally:
             watcher.stop()
         return self.last_status
 
-    def respond(self, request: Request) -> CycleOutcome:
-        if request.kind is Ask.ALL:
-            return self.run_all()
-        if request.kind is Ask.FAILED:
-            return self.run_failed()
-        if request.kind is Ask.RESUME:
-            return self.run_unfinished()
-        batch = request.paths
+    def run_changed(self, changed: Mapping[str, float]) -> CycleOutcome:
+        """A cycle for a settled burst of changes that count."""
         if not self.root.is_dir():
             raise UsageError(f"the root {shown(str(self.root))} is gone; stopping")
-        looping = self.guard.observe(batch)
+        looping = self.guard.observe(changed)
         if looping:
             self.reporter.loop_found(looping)
         before = self.packages
-        self.tree.follow(batch)
+        self.tree.follow(changed)
         self.failed &= set(self.packages)
-        self.warm_policy.code_changed(self.tree.owners(batch))
-        forget_bytecode(batch, self.env.get("PYTHONPYCACHEPREFIX"))
-        return self.run_changes(batch, list({*before, *self.packages}))
+        self.warm_policy.code_changed(self.tree.owners(changed))
+        forget_bytecode(changed, self.env.get("PYTHONPYCACHEPREFIX"))
+        return self.run_changes(changed, list({*before, *self.packages}))
 
     def close(self) -> None:
         """Kill whatever still runs; safe to call again (a signal may cut a first call short)."""

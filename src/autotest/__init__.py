@@ -2,7 +2,7 @@
 
 A change in one package can silently break another.  autotest watches the whole tree and, on
 every change, tests the package that changed first (it is the most likely to be broken), then
-the packages that failed last time, then those that depend on it, then all the others.  It stops
+those that depend on it, then the packages that failed last time, then all the others.  It stops
 at the first failing package and shows the output of that run alone; when everything passes it
 prints one short line per package.
 
@@ -28,6 +28,7 @@ also be set in ``[tool.autotest]`` of the root pyproject.toml or ``[autotest]`` 
 LAYERS = (
     "warm_server",
     "basics",
+    "toml_files",
     "platform",
     "ignore",
     "discovery",
@@ -47,6 +48,7 @@ LAYERS = (
     "ci",
     "report",
     "options",
+    "watch_mode",
     "session",
     "main",
 )

@@ -44,6 +44,7 @@ class Verdict(enum.Enum):
     OK = "ok"
     FAILED = "FAILED"
     NO_TESTS = "no tests"
+    NO_MATCH = "no tests matched"  # the test filter (the key t) matched none of its tests
     COULD_NOT_RUN = "could not run"  # a module it needs is missing here: not the code's fault
 
 
@@ -59,6 +60,7 @@ POLL_INTERVAL = 0.01  # how often a run that cannot be waited on is checked (no 
 CYCLE_WAKE = 0.05  # a running cycle looks for changes and keys at least this often
 
 
+KEY_POLL = 0.1  # how often the key reader looks whether it may read (the debugger has the keys)
 WAKE_INTERVAL = 1.0  # the longest lock wait, so that Ctrl+C is never held up by one
 
 

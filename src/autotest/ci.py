@@ -190,7 +190,7 @@ def cut_short(result: RunResult) -> bool:
     """Timed out, killed by a signal (noted by name, or by number when it has none), or any
     verdict other than the three a finished run gives (it could not run): what the runner
     wrote, if anything, is not the whole story."""
-    if result.verdict not in (Verdict.OK, Verdict.FAILED, Verdict.NO_TESTS):
+    if result.verdict not in (Verdict.OK, Verdict.FAILED, Verdict.NO_TESTS, Verdict.NO_MATCH):
         return True
     note = result.note
     killed = note == "timed out" or note.startswith("SIG") or note.isdigit()
@@ -235,7 +235,9 @@ def package_case(result: RunResult) -> ET.Element:
     if cut_short(result):
         tag: str | None = "error"
     else:
-        tag = {Verdict.OK: None, Verdict.NO_TESTS: "skipped"}.get(result.verdict, "failure")
+        tag = {Verdict.OK: None, Verdict.NO_TESTS: "skipped", Verdict.NO_MATCH: "skipped"}.get(
+            result.verdict, "failure"
+        )
     if tag is not None:
         reason = result.verdict.value + (f" ({result.note})" if result.note else "")
         child = ET.SubElement(case, tag, message=xml_text(reason))
@@ -348,7 +350,7 @@ class CiJob:
         """The cycle as --affected and --shard narrow it, and how many packages the shards
         were cut from."""
         uses = graph.uses
-        steps = cycle_order(packages, changed, failed, uses, graph.labels)
+        steps = cycle_order(packages, changed, failed, uses, graph.labels, graph.weak)
         if self.affected:
             hit = affected(packages, changed, uses)
             steps = [s for s in steps if s.package in hit]

@@ -62,7 +62,9 @@ class CycleOutcome:
 
     @property
     def passed_count(self) -> int:
-        return sum(r.verdict in (Verdict.OK, Verdict.NO_TESTS) for r in self.results)
+        return sum(
+            r.verdict in (Verdict.OK, Verdict.NO_TESTS, Verdict.NO_MATCH) for r in self.results
+        )
 
     @property
     def passed(self) -> bool:

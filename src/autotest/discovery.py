@@ -5,6 +5,7 @@ of its own, not test data of another package, a template or workspace configurat
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import os
 import re
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from .ignore import holds_no_packages
+from .toml_files import load_toml
 
 PACKAGE_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg")
 
@@ -58,63 +60,185 @@ class Discovery:
     unreadable: tuple[str, ...] = ()
 
 
-def below(parent_why: str, entry: os.DirEntry[str], rel: str, package: str | None,
-          importable: bool) -> str:  # fmt: skip
+# A directory named like this holds example or sample projects (``examples/``), or is one
+# (``python-monorepo-example``, ``uv-examples``), or a template (``_template``): not packages.
+EXAMPLE_NAME = re.compile(r"(?:.*[-_.])?(?:examples?|samples?)(?:[-_.].*)?|_?templates?", re.I)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A workspace that declares its members (``[tool.uv.workspace]``): below its directory,
+    its declaration decides what is a package."""
+
+    directory: str
+    rel: str  # the directory, from the root ("" for the root)
+    members: tuple[str, ...]
+    exclude: tuple[str, ...]
+
+    def admits(self, directory: str) -> bool | None:
+        """Whether ``directory`` is a member; None when the workspace has no say there (its own
+        directory, or outside it)."""
+        if not directory.startswith(self.directory + os.sep):
+            return None
+        rel = directory[len(self.directory) + 1 :].replace(os.sep, "/")
+        member = any(path_glob_matches(rel, g) for g in self.members)
+        return member and not any(path_glob_matches(rel, g) for g in self.exclude)
+
+
+def path_glob_matches(rel: str, glob: str) -> bool:
+    """A workspace glob, as uv reads it: ``*`` within one path segment, ``**`` across any."""
+    parts, pattern = rel.split("/"), [p for p in glob.strip("/").split("/") if p not in ("", ".")]
+    if not pattern:
+        return False
+    if pattern[0] == "**":
+        rest = pattern[1:]
+        return not rest or any(path_glob_matches("/".join(parts[i:]), "/".join(rest))
+                               for i in range(len(parts)))  # fmt: skip
+    if not parts or not fnmatch.fnmatchcase(parts[0], pattern[0]):
+        return False
+    return len(parts) == len(pattern) == 1 or (
+        len(parts) > 1 and len(pattern) > 1
+        and path_glob_matches("/".join(parts[1:]), "/".join(pattern[1:]))
+    )  # fmt: skip
+
+
+def declared_workspace(directory: str, rel: str) -> Workspace | None:
+    """The workspace a directory's pyproject.toml declares, if it declares one."""
+    try:
+        data = load_toml(Path(directory) / "pyproject.toml")
+    except (OSError, ValueError):
+        return None
+    declared = data.get("tool", {}).get("uv", {}).get("workspace")
+    if not isinstance(declared, dict):
+        return None
+    listed = [declared.get(k) for k in ("members", "exclude")]
+    members, exclude = (tuple(v for v in x if isinstance(v, str)) if isinstance(x, list) else ()
+                        for x in listed)  # fmt: skip
+    return Workspace(directory, rel, members, exclude)
+
+
+@dataclass(frozen=True)
+class Place:
+    """One directory on the walk, with what it inherits from the directories above it."""
+
+    path: str
+    why: str  # why no project in it can be a package ("" when one can)
+    package: str | None  # the package it lies in
+    workspaces: tuple[Workspace, ...]
+    example: str = ""  # the example (or sample, or template) directory it lies in
+
+
+def below(place: Place, entry: os.DirEntry[str], rel: str, importable: bool) -> str:
     """What a subdirectory inherits: why no project inside it can be a package."""
-    if parent_why:
-        return parent_why
+    if place.why:
+        return place.why
     if importable:
         return f"inside the Python package {rel}"
-    if package is not None and entry.name in TEST_DIR_NAMES:
-        return f"in the {entry.name} of {package}"
+    if place.package is not None and entry.name in TEST_DIR_NAMES:
+        return f"in the {entry.name} of {place.package}"
     if PLACEHOLDER.fullmatch(entry.name):
         return f"a template: {entry.name} is a placeholder"
     return ""
 
 
-def discover(root: Path, excluded: Callable[[str, str], bool] | None = None) -> Discovery:
-    """Every package below ``root``, never following a link out of it.  A project inside
-    another package's test directories, inside an importable Python package or a template is
-    test data.  When no package lies below, a root holding project metadata is the one package."""
-    found: list[Package] = []
-    left_out: list[tuple[str, str]] = []
-    unreadable: list[str] = []
-    root_package = root.name if holds_package_metadata(root) else None  # its tests hold data
-    stack: list[tuple[str, str, str | None]] = [(str(root), "", root_package)]
+def project_verdict(place: Place, rel: str, names: set[str]) -> str | None:
+    """None when the directory is a package; else why the project in it is not one ("" when
+    there is no project at all)."""
+    if not names & set(PACKAGE_MARKERS):
+        return ""
+    workspace = next((w for w in reversed(place.workspaces) if w.admits(place.path) is not None),
+                     None)  # fmt: skip
+    if place.why:
+        return place.why
+    if workspace is not None and not workspace.admits(place.path):
+        where = f"{workspace.rel}/pyproject.toml" if workspace.rel else "pyproject.toml"
+        return f"not a member of the workspace declared in {where}"
+    if workspace is None and place.example:
+        return f"an example: in {place.example}"
+    configuration_only = holds_configuration_only(Path(place.path))
+    return "workspace or tool configuration only, no project" if configuration_only else None
+
+
+@dataclass
+class Walk:
+    found: list[Package]
+    left_out: list[tuple[str, str]]
+    unreadable: list[str]
+
+
+def walk(root: Path, root_package: str | None, excluded: Callable[[str, str], bool] | None) -> Walk:
+    """Every project below ``root``, judged; never following a link out of it."""
+    result = Walk([], [], [])
+    stack = [Place(str(root), "", root_package, ())]
     while stack:
-        directory, why, package = stack.pop()
+        place = stack.pop()
         try:
-            with os.scandir(directory) as scan:
+            with os.scandir(place.path) as scan:
                 entries = list(scan)
         except OSError:
-            unreadable.append(directory)
+            result.unreadable.append(place.path)
             continue
         markers = [e.path for e in entries if e.name in PACKAGE_MARKERS]
         if markers and not is_searchable(markers[0]):
-            unreadable.append(directory)  # readable (listed) but not searchable
+            result.unreadable.append(place.path)  # readable (listed) but not searchable
             continue
         names = {e.name for e in entries}
-        rel = Path(directory).relative_to(root).as_posix() if directory != str(root) else ""
-        if rel and names & set(PACKAGE_MARKERS):
-            if why:
-                left_out.append((rel, why))
-            else:
-                found.append(Package(Path(directory), rel))
-                package = rel
+        rel = Path(place.path).relative_to(root).as_posix() if place.path != str(root) else ""
+        package, workspaces = place.package, place.workspaces
+        if "pyproject.toml" in names:
+            workspace = declared_workspace(place.path, rel)
+            workspaces += (workspace,) if workspace is not None else ()
+        verdict = project_verdict(place, rel, names) if rel else ""
+        if verdict is None:
+            result.found.append(Package(Path(place.path), rel))
+            package = rel
+        elif verdict:
+            result.left_out.append((rel, verdict))
         importable = bool(rel) and "__init__.py" in names
         for entry in entries:
             if entry.is_dir(follow_symlinks=False) and not (
                 holds_no_packages(entry.name, entry.path)
                 or (excluded is not None and excluded(entry.name, entry.path))
             ):
-                stack.append((entry.path, below(why, entry, rel, package, importable), package))
-    if not found and root_package is not None:
-        found.append(Package(root, root.name or str(root)))
+                here = Place(place.path, place.why, package, workspaces)
+                named = EXAMPLE_NAME.fullmatch(entry.name)
+                example = place.example or (f"{rel}/{entry.name}".lstrip("/") if named else "")
+                why = below(here, entry, rel, importable)
+                stack.append(Place(entry.path, why, package, workspaces, example))
+    return result
+
+
+def discover(root: Path, excluded: Callable[[str, str], bool] | None = None) -> Discovery:
+    """Every package below ``root``.  A project inside another package's test directories,
+    inside an importable Python package, a template or an example is not one, nor is one a
+    workspace leaves out of its members, nor a directory of tool configuration alone.  A root
+    holding project metadata is the one package when no package lies below it; while one
+    does, the root is no package and its tests directory holds packages too (a repository's
+    shared test utilities)."""
+    root_is_project = holds_package_metadata(root)
+    found = walk(root, root.name if root_is_project else None, excluded)
+    if found.found and root_is_project:
+        found = walk(root, None, excluded)
+    elif root_is_project:
+        found.found.append(Package(root, root.name or str(root)))
     return Discovery(
-        tuple(sorted(found, key=lambda p: p.rel)),
-        tuple(sorted(left_out)),
-        tuple(sorted(unreadable)),
+        tuple(sorted(found.found, key=lambda p: p.rel)),
+        tuple(sorted(found.left_out)),
+        tuple(sorted(found.unreadable)),
     )
+
+
+def holds_configuration_only(directory: Path) -> bool:
+    """Tables of tools or a workspace, and no project: a pyproject.toml or setup.cfg that
+    configures something (``[tool.ruff]``, ``[flake8]``) but declares no project, and no
+    setup.py.  A marker file with no tables at all still marks a project."""
+    if holds_package_metadata(directory):
+        return False
+    for name in ("pyproject.toml", "setup.cfg"):
+        with contextlib.suppress(OSError):
+            if re.search(r"^\s*\[", (directory / name).read_text(errors="replace"), re.M):
+                return True
+    return False
 
 
 def holds_package_metadata(directory: Path) -> bool:

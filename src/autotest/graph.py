@@ -24,8 +24,10 @@ class DependencyGraph:
     labels: dict[tuple[Package, Package], str] = field(default_factory=dict)
     names: dict[Package, str] = field(default_factory=dict)
     unreadable: tuple[tuple[str, str], ...] = ()
+    weak: frozenset[tuple[Package, Package]] = frozenset()  # test, dev or docs edges alone
 
 
+RUNTIME_LABELS = frozenset({"", "imports"})  # declared for the code, or imported by it
 LABEL_ORDER = ("imports", "tests")  # shown first; a declared dependency of the code wins alone
 
 
@@ -91,7 +93,9 @@ def dependency_graph(
         {(p, u): edge_label(labels) for p, used in edges.items() for u, labels in used.items()},
         {p: m.name for p, m in metadata.items()},
         tuple(u for m in metadata.values() for u in m.unreadable),
-    )
+        frozenset((p, u) for p, used in edges.items() for u, labels in used.items()
+                  if not labels & RUNTIME_LABELS),
+    )  # fmt: skip
 
 
 def users_of(uses: Mapping[Package, set[Package]]) -> dict[Package, list[Package]]:

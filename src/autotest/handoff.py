@@ -30,6 +30,7 @@ class ChangeSet:
         self._fresh: dict[str, float] = {}  # created in place (not renamed there), and when
         self._keys: list[str] = []
         self._notices: list[Callable[[], None]] = []
+        self._held = False
         self._last = 0.0
 
     def add(self, paths: Iterable[str], created: bool = False, fresh: bool = False) -> None:
@@ -87,6 +88,22 @@ class ChangeSet:
     def peek(self) -> tuple[dict[str, float], list[str]]:
         with self._cond:
             return dict(self._paths), list(self._keys)
+
+    def wait_key(self, timeout: float = WAKE_INTERVAL) -> str | None:
+        """The oldest key not yet taken, waiting up to ``timeout`` for one."""
+        with self._cond:
+            if not self._keys:
+                self._cond.wait(timeout)
+            return self._keys.pop(0) if self._keys else None
+
+    def hold_keys(self, held: bool) -> None:
+        """While held (another program has the terminal), the key reader reads nothing."""
+        with self._cond:
+            self._held = held
+
+    def keys_held(self) -> bool:
+        with self._cond:
+            return self._held
 
     def take_key(self) -> str | None:
         """The oldest key not yet taken."""

@@ -14,35 +14,47 @@ import zlib
 from collections.abc import Container, Iterable
 from pathlib import Path
 
-from .discovery import MAX_SCANNED_BYTES, TEST_DIR_NAMES, Package
+from .discovery import EXAMPLE_NAME, MAX_SCANNED_BYTES, TEST_DIR_NAMES, Package
 from .ignore import holds_no_packages, other_device
 from .platform import state_path
 
+NAMESPACE_DEPTH = 6  # namespace packages nest this deep at most (``a.b.c.d.e.f``)
+
 
 def provided_modules(package: Package) -> set[str]:
-    """Importable names a package provides: its top-level modules, and ``ns.sub`` for namespaces."""
+    """Importable names a package provides: its top-level modules and packages, and through
+    namespace packages (directories without ``__init__.py``, at any depth) the regular
+    packages and modules inside them: ``vendor.components.generators.foo``."""
     base = package.path / "src" if (package.path / "src").is_dir() else package.path
     provided: set[str] = set()
-    with contextlib.suppress(OSError), os.scandir(base) as scan:
-        for entry in scan:
-            if entry.is_file() and entry.name.endswith(".py"):
-                stem = entry.name[:-3]
-                if stem not in ("setup", "conftest") and not stem.startswith("test"):
-                    provided.add(stem)
-            elif entry.is_dir() and not holds_no_packages(entry.name, entry.path):
-                if entry.name in TEST_DIR_NAMES or entry.name == "docs":
-                    continue
-                if os.path.isfile(os.path.join(entry.path, "__init__.py")):
-                    provided.add(entry.name)
-                else:
-                    with contextlib.suppress(OSError), os.scandir(entry.path) as sub_scan:
-                        provided.update(
-                            f"{entry.name}.{sub.name}"
-                            for sub in sub_scan
-                            if sub.is_dir()
-                            and os.path.isfile(os.path.join(sub.path, "__init__.py"))
-                        )
+    pending = [(str(base), "")]
+    while pending:
+        directory, prefix = pending.pop()
+        with contextlib.suppress(OSError), os.scandir(directory) as scan:
+            for entry in scan:
+                if entry.is_file() and entry.name.endswith(".py"):
+                    stem = entry.name[:-3]
+                    if stem not in ("setup", "conftest", "__init__") and not stem.startswith(
+                        "test"
+                    ):
+                        provided.add(prefix + stem)
+                elif entry.is_dir() and is_code_directory(entry):
+                    if os.path.isfile(os.path.join(entry.path, "__init__.py")):
+                        provided.add(prefix + entry.name)
+                    elif prefix.count(".") < NAMESPACE_DEPTH:
+                        pending.append((entry.path, f"{prefix}{entry.name}."))
     return provided
+
+
+def is_code_directory(entry: os.DirEntry[str]) -> bool:
+    """A directory that may hold importable code: not a tool's, tests, docs or examples."""
+    return not (
+        holds_no_packages(entry.name, entry.path)
+        or entry.name in TEST_DIR_NAMES
+        or entry.name == "docs"
+        or EXAMPLE_NAME.fullmatch(entry.name) is not None
+        or not entry.name.isidentifier()
+    )
 
 
 # ``import a.b as c, d`` and ``from a.b import (c, d)`` at the start of a line.  A regular

@@ -23,11 +23,17 @@ class Ask(enum.Enum):
     ALL = "all"
     FAILED = "failed"
     RESUME = "resume"  # what a cycle cut short did not run
+    PACKAGES = "packages"  # ask for a package filter
+    TESTS = "tests"  # ask for a test-name filter
+    CLEAR = "clear"  # clear both filters
+    DEBUG = "debug"  # the last failing package again, in the debugger
+    KEYS = "keys"  # list the keys
     QUIT = "quit"
 
 
 RUN_KEYS = {
     "\n": Ask.ALL, "\r": Ask.ALL, "a": Ask.ALL, "A": Ask.ALL, "f": Ask.FAILED, "F": Ask.FAILED,
+    "p": Ask.PACKAGES, "t": Ask.TESTS, "c": Ask.CLEAR, "d": Ask.DEBUG, "w": Ask.KEYS, "?": Ask.KEYS,
 }  # fmt: skip
 
 

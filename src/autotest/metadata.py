@@ -1,6 +1,5 @@
 """What a package says of itself: its distribution name and what it declares it needs (in
 pyproject.toml, setup.cfg, setup.py and requirement files), each requirement with its kind.
-TOML is read by the standard library's tomllib, or tomli before Python 3.11.
 """
 
 from __future__ import annotations
@@ -9,27 +8,12 @@ import ast
 import configparser
 import os
 import re
-import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .basics import UsageError
 from .discovery import PACKAGE_MARKERS, Package
-
-try:
-    import tomllib
-except ImportError:  # the standard library reads TOML from 3.11; before, tomli is its twin
-    try:
-        import tomli as tomllib  # type: ignore[no-redef,unused-ignore]
-    except ImportError:
-        tomllib = None  # type: ignore[assignment,unused-ignore]
-
-TOML_READER_MISSING = (
-    f"Python {sys.version_info.major}.{sys.version_info.minor} reads pyproject.toml with tomli: "
-    f"{shlex.quote(sys.executable)} -m pip install 'tomli>=1.1'"
-)
+from .toml_files import load_toml
 
 
 def normalize_name(name: str) -> str:
@@ -44,25 +28,6 @@ def requirement_name(requirement: str) -> str | None:
 
 class UnreadableFile(Exception):
     """A metadata file that cannot be parsed: its edges are lost, and the user is told once."""
-
-
-def toml_reader_missing() -> str | None:
-    """What to install before autotest can read a pyproject.toml; None when nothing is."""
-    return TOML_READER_MISSING if tomllib is None else None
-
-
-def load_toml(path: Path) -> dict[str, Any]:
-    """The parsed file.  Whatever it holds, reading fails only with OSError or ValueError: a
-    nesting too deep for the parser or a file too big for memory is a file that cannot be read,
-    not a crash."""
-    if tomllib is None:
-        raise UsageError(TOML_READER_MISSING)
-    try:
-        with open(path, "rb") as f:
-            data: dict[str, Any] = tomllib.load(f)
-    except (RecursionError, MemoryError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{type(exc).__name__}: {exc}") from None
-    return data
 
 
 @dataclass(frozen=True)
@@ -113,11 +78,34 @@ def poetry_requirements(poetry: Any, directory: Path) -> list[Declared]:
     return found
 
 
-def pyproject_requirements(path: Path) -> tuple[str | None, list[Declared]]:
+def hatch_requirements(envs: Any) -> list[Declared]:
+    """What hatch environments install beside the package (``dependencies`` and
+    ``extra-dependencies``): a test environment's are the tests' dependencies."""
+    if not isinstance(envs, dict):
+        return []
+    return [
+        declared
+        for env, table in envs.items()
+        if isinstance(table, dict)
+        for key in ("dependencies", "extra-dependencies")
+        for declared in declared_names(table.get(key), kind_label("hatch env", env))
+    ]
+
+
+def readable_toml(path: Path) -> dict[str, Any]:
     try:
-        data = load_toml(path)
+        return load_toml(path)
     except (OSError, ValueError, UnicodeDecodeError, RecursionError, MemoryError) as exc:
         raise UnreadableFile(str(exc) or type(exc).__name__) from None
+
+
+def hatch_toml_requirements(path: Path) -> tuple[str | None, list[Declared]]:
+    """hatch.toml: hatch's configuration outside pyproject.toml, its tables at the top."""
+    return None, hatch_requirements(readable_toml(path).get("envs"))
+
+
+def pyproject_requirements(path: Path) -> tuple[str | None, list[Declared]]:
+    data = readable_toml(path)
     project: dict[str, Any] = data["project"] if isinstance(data.get("project"), dict) else {}
     found = declared_names(project.get("dependencies"), "")
     extras = project.get("optional-dependencies")
@@ -126,6 +114,8 @@ def pyproject_requirements(path: Path) -> tuple[str | None, list[Declared]]:
     found.extend(dependency_groups(data.get("dependency-groups")))
     poetry = data.get("tool", {}).get("poetry") if isinstance(data.get("tool"), dict) else None
     found.extend(poetry_requirements(poetry, path.parent))
+    hatch = data.get("tool", {}).get("hatch") if isinstance(data.get("tool"), dict) else None
+    found.extend(hatch_requirements(hatch.get("envs") if isinstance(hatch, dict) else None))
     name = project.get("name") or (poetry.get("name") if isinstance(poetry, dict) else None)
     return (name if isinstance(name, str) else None), found
 
@@ -178,9 +168,15 @@ def setup_py_requirements(path: Path) -> tuple[str | None, list[Declared]]:
 def is_metadata_file(path: str) -> bool:
     """A file whose change may change the graph's declared edges."""
     name = os.path.basename(path)
-    return name in PACKAGE_MARKERS or (
-        name.endswith(".txt")
-        and ("requirements" in name or os.path.basename(os.path.dirname(path)) == "requirements")
+    return (
+        name in PACKAGE_MARKERS
+        or name == "hatch.toml"
+        or (
+            name.endswith(".txt")
+            and (
+                "requirements" in name or os.path.basename(os.path.dirname(path)) == "requirements"
+            )
+        )
     )
 
 
@@ -249,6 +245,7 @@ def read_metadata(package: Package, root: Path | None = None) -> Metadata:
         ("pyproject.toml", pyproject_requirements),
         ("setup.cfg", setup_cfg_requirements),
         ("setup.py", setup_py_requirements),
+        ("hatch.toml", hatch_toml_requirements),
     )
     for filename, reader in readers:
         path = package.path / filename

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 from .basics import DEFAULT_DEBOUNCE, VERSION, UsageError, run_git
-from .metadata import load_toml
 from .report import shown
+from .toml_files import load_toml
 
 
 @dataclass(frozen=True)

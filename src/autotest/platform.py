@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -20,12 +21,12 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .basics import TASKKILL_TIMEOUT, Terminated
+from .basics import KEY_POLL, TASKKILL_TIMEOUT, Terminated
 
 POSIX = os.name == "posix"
 
@@ -446,12 +447,14 @@ class KeyReader:
     """Single key presses from the terminal, handed on as they come (to ChangeSet.press).
 
     The terminal goes into cbreak mode (keys arrive at once, Ctrl+C still interrupts) and is
-    always put back as it was, however autotest ends.  Without termios (Windows) msvcrt reads
-    the keys; with neither there are no keys.
+    always put back as it was, however autotest ends.  While ``held()`` says so (another
+    program has the terminal: the debugger) nothing is read.  Without termios (Windows)
+    msvcrt reads the keys; with neither there are no keys.
     """
 
-    def __init__(self, press: Callable[[str], None]) -> None:
+    def __init__(self, press: Callable[[str], None], held: Callable[[], bool] = bool) -> None:
         self.press = press
+        self.held = held
         self.saved: Any = None
         self.fd = -1
 
@@ -482,10 +485,15 @@ class KeyReader:
 
     def _read(self) -> None:
         while True:
+            if self.held():
+                time.sleep(KEY_POLL)
+                continue
             if POSIX:
                 try:
+                    if not select.select([self.fd], [], [], KEY_POLL)[0]:
+                        continue
                     data = os.read(self.fd, 1)
-                except OSError:
+                except (OSError, ValueError):
                     return
                 if not data:
                     return
@@ -496,12 +504,62 @@ class KeyReader:
                 key = msvcrt.getwch()  # type: ignore[attr-defined,unused-ignore]
             self.press(key)
 
+    @contextlib.contextmanager
+    def cooked(self) -> Iterator[None]:
+        """The terminal as it was before autotest (lines, echo) while another program uses
+        it, then cbreak again."""
+        if self.saved is None:
+            yield
+            return
+        import termios
+        import tty
+
+        with contextlib.suppress(OSError, termios.error):
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, termios.error):
+                tty.setcbreak(self.fd)
+
     def __exit__(self, *exc: object) -> None:
         if self.saved is not None:
             import termios
 
             with contextlib.suppress(OSError, termios.error):  # a hung-up terminal: EIO
                 termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+
+
+def run_in_foreground(argv: Sequence[str], cwd: str, env: Mapping[str, str]) -> int:
+    """Run a program that owns the terminal until it ends (a debugger): on POSIX in a process
+    group of its own made the terminal's foreground, so Ctrl+C reaches it and not autotest;
+    elsewhere simply waited for."""
+    if not POSIX or not sys.stdin.isatty():
+        return subprocess.run(list(argv), cwd=cwd, env=dict(env), check=False).returncode
+    fd = sys.stdin.fileno()
+    proc = subprocess.Popen(list(argv), cwd=cwd, env=dict(env), preexec_fn=new_process_group)
+    ours = os.getpgrp()
+    with contextlib.suppress(OSError):
+        tcsetpgrp_quietly(fd, proc.pid)
+    try:
+        return proc.wait()
+    finally:
+        with contextlib.suppress(OSError):
+            tcsetpgrp_quietly(fd, ours)
+
+
+def new_process_group() -> None:  # pragma: no cover (runs in the child, before exec)
+    os.setpgid(0, 0)
+
+
+def tcsetpgrp_quietly(fd: int, pgrp: int) -> None:
+    """Make ``pgrp`` the terminal's foreground group; taking it back from the background
+    would stop autotest with SIGTTOU, so that signal is ignored meanwhile."""
+    previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.tcsetpgrp(fd, pgrp)
+    finally:
+        signal.signal(signal.SIGTTOU, previous)
 
 
 NOW = -1  # a run's wait handle when there is nothing to wait for: it is polled at once

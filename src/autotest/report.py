@@ -42,7 +42,8 @@ STYLES = {"ok": "32", "fail": "1;31", "dim": "2", "bold": "1", "warn": "33"}
 
 
 VERDICT_STYLES = {
-    Verdict.OK: "ok", Verdict.FAILED: "fail", Verdict.NO_TESTS: "dim", Verdict.COULD_NOT_RUN: "warn"
+    Verdict.OK: "ok", Verdict.FAILED: "fail", Verdict.NO_TESTS: "dim", Verdict.NO_MATCH: "dim",
+    Verdict.COULD_NOT_RUN: "warn",
 }  # fmt: skip
 
 
@@ -95,6 +96,18 @@ def describe_changes(paths: Iterable[str], root: Path, packages: Sequence[Packag
         return f"changed: {len(paths)} files outside every package"
     text = f"changed: {len(paths)} files in {counted(inside, 'package')}"
     return text + (" and outside them" if None in owners else "")
+
+
+KEYS_HELP = (
+    ("Enter, a", "run every package"),
+    ("f", "run the packages that failed"),
+    ("p", "test only the packages matching a pattern (a glob or part of a path or name)"),
+    ("t", "run only the tests whose names match a pattern (pytest and unittest: -k)"),
+    ("c", "clear both filters"),
+    ("d", "run the last failing package again, stopping in the debugger at its first failure"),
+    ("w, ?", "list these keys"),
+    ("q", "quit"),
+)
 
 
 RAISE_WATCHES = "sudo sysctl fs.inotify.max_user_watches=524288"
@@ -380,7 +393,53 @@ class Notices(Terminal):
         )
 
 
-class Reporter(Notices):
+class KeyNotices(Notices):
+    """What watch mode's keys say: the menu, the key list, a filter's prompt, the debugger's
+    hand-over."""
+
+    def menu(self, packages: str = "", tests: str = "") -> None:
+        """The one line after a cycle: the keys, and the filters in force."""
+        if packages or tests:
+            chosen = f"[p] packages: {shown(packages or 'all')}  [t] tests: {shown(tests or 'all')}"
+            keys = f"[Enter/a] run all  [f] run failed  {chosen}  [c] clear  [d] debug  [w] keys"
+        else:
+            keys = "[Enter/a] run all  [f] run failed  [p]/[t] filter  [d] debug  [w] keys"
+        self.say(self.paint(f"{keys}  [q] quit", "dim"))
+
+    def keys(self) -> None:
+        """Every key of watch mode, one line each (the key w, or ?)."""
+        for key, does in KEYS_HELP:
+            self.say(f"  {key:<9} {does}")
+
+    def prompt(self, label: str, text: str, done: bool = False) -> None:
+        """The one-line prompt of a filter, rewritten in place as it is typed."""
+        self.erase_status()
+        self.stream.write(f"\r\033[K{label}: {shown(text)}" + ("\n" if done else ""))
+        self.stream.flush()
+
+    def no_package_matches(self, pattern: str) -> None:
+        self.warn(f"no package matches {shown(pattern)}; the filter stays as it was")
+
+    def cannot_filter_by_name(self, runners: Sequence[str], packages: Sequence[str]) -> None:
+        which = " and ".join(sorted(set(runners)))
+        names = ", ".join(shown(p) for p in packages)
+        self.note(f"{which} cannot run tests by name: {names} run all their tests")
+
+    def nothing_to_debug(self) -> None:
+        self.say("no failing package to debug")
+
+    def cannot_debug(self, rel: str, runner: str) -> None:
+        self.say(f"{shown(rel)} runs under {runner}, which has no debugger to hand the terminal to")
+
+    def debugging(self, rel: str, argv: Sequence[str]) -> None:
+        command = " ".join(shlex.quote(a) for a in argv)
+        self.say(self.paint(f"debugging {shown(rel)}: {shown(command)}", "bold"))
+
+    def debugged(self, code: int) -> None:
+        self.note(f"the debugger ended (exit status {code}); watching again")
+
+
+class Reporter(KeyNotices):
     """Everything the user reads of a cycle: the header, the order, one line per package, the
     failing run's output, one summary; and the notices (``Notices``)."""
 
@@ -397,6 +456,10 @@ class Reporter(Notices):
 
     def testing_failed(self, count: int) -> None:
         self.header(f"testing {count} failed")
+
+    def nothing_watched_uses(self, changes: str) -> None:
+        """A change outside the packages watched, which none of them uses."""
+        self.say(self.paint(f"{changes}: no package watched uses it; nothing to test", "dim"))
 
     def no_failed(self) -> None:
         self.say("no failed packages")
@@ -525,9 +588,6 @@ class Reporter(Notices):
 
     def cannot_write(self, path: str, reason: str) -> None:
         self.warn(f"cannot write {path}: {reason}")
-
-    def menu(self) -> None:
-        self.say(self.paint("[Enter/a] run all  [f] run failed  [q] quit", "dim"))
 
     def clear(self) -> None:
         self.erase_status()

@@ -320,6 +320,8 @@ class Run:
         verdict = self.runner.verdict(code, output.excerpt)
         if verdict is Verdict.FAILED and self._out_of_room():
             return self._result(Verdict.COULD_NOT_RUN, "output not written", output)
+        if verdict is Verdict.NO_TESTS and self.start.name_filter:
+            verdict = Verdict.NO_MATCH
         if verdict is Verdict.FAILED and self._again_cold():
             return None
         if verdict is Verdict.FAILED and not output.tests_failed and self.needs is not None:

@@ -21,8 +21,8 @@ from typing import Any
 from .basics import ASK_TIMEOUT, UsageError, Verdict, git_tracks_any
 from .discovery import PACKAGE_MARKERS, Package, owner_of
 from .ignore import glob_matches, holds_no_packages
-from .metadata import load_toml
 from .platform import scripts_dir, venv_python
+from .toml_files import load_toml
 from .warm_server import BOOTSTRAP, exit_unless_importable, sent_call
 
 
@@ -80,10 +80,27 @@ class RunStart:
     python: str
     args: tuple[str, ...]  # after the runner's own: the runner arguments, then JUnit's
     env: Mapping[str, str]
+    name_filter: str = ""  # the test-name filter (the key t) its args carry, if any
 
     @property
     def argv(self) -> list[str]:
         return self.runner.command(self.package, self.args, self.python)
+
+
+def name_filter_args(runner: Runner, pattern: str) -> tuple[str, ...] | None:
+    """The runner's own option that runs only the tests whose names match ``pattern``; None
+    where it has none (nose and nose2 select by dotted name only; a command is opaque)."""
+    if runner.name in ("pytest", "unittest") and runner in BUILTIN_RUNNERS.values():
+        return ("-k", pattern)
+    return None
+
+
+def debugger_args(runner: Runner) -> tuple[str, ...] | None:
+    """What stops the runner at its first failing test in the debugger; None where it has
+    no debugger to hand the terminal to (unittest, nose2, a command)."""
+    if runner not in BUILTIN_RUNNERS.values():
+        return None
+    return {"pytest": ("-x", "--pdb"), "nose": ("-x", "--pdb", "--pdb-failures")}.get(runner.name)
 
 
 PACKAGE_ARG = "{package}"  # in a runner command: the package's path, as one argument

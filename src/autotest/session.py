@@ -16,19 +16,19 @@ from pathlib import Path
 from typing import Callable
 
 from .basics import QuitRequested, UsageError, changed_since_ref
-from .ci import CiJob, Command, own_outputs, plan_json
+from .ci import CiJob, Command, affected, own_outputs, plan_json
 from .cycle import CycleOutcome, Startable, run_cycle, wait_for_runs
 from .discovery import PACKAGE_MARKERS, Package, discover, owner_of
 from .graph import DependencyGraph, dependency_graph
 from .handoff import ChangeSet
 from .ignore import IgnoreRules, glob_matches
 from .imports import KEEP_SCAN_FROM, ImportScan, provided_modules, scan_cache_file
-from .intake import Ask, Intake, Request
+from .intake import Intake
 from .loop_guard import LoopGuard
-from .metadata import is_metadata_file, normalize_name, read_metadata, toml_reader_missing
+from .metadata import is_metadata_file, normalize_name, read_metadata
 from .options import Options, parse_options
 from .order import Step, cycle_order
-from .platform import KeyReader, Signals, can_notify, state_dir
+from .platform import Signals, can_notify, state_dir
 from .report import Progress, Reporter, describe_changes, shown
 from .run import (
     Needs,
@@ -51,10 +51,13 @@ from .runners import (
     choose,
     install_test_deps_command,
     module_installed,
+    name_filter_args,
     repository_interpreter,
     stale_choices,
 )
+from .toml_files import toml_reader_missing
 from .warm_policy import WarmPolicy, WarmPool
+from .watch_mode import WatchMode
 from .watching import WATCHDOG_ERROR, Watcher
 
 
@@ -75,6 +78,7 @@ class PackageSet:
         self.rules = rules or IgnoreRules(root)
         self.chosen = tuple(chosen)
         self.exclude = tuple(exclude)
+        self.narrowing = ""  # the package filter (the key p)
         self.cwd = Path.cwd()
         self.all: list[Package] = []
         self.packages: list[Package] = []
@@ -128,14 +132,42 @@ class PackageSet:
                 self.all = [p for p in self.all if p != owner]
         for path, why in self.graph.unreadable:
             self.reporter.cannot_parse(path, why)
+        self.select()
+
+    def select(self) -> None:
+        """The packages to test: those chosen, less those excluded, narrowed by the package
+        filter (the key p) when one is set."""
         chosen = {p for c in self.chosen for p in self.matching(c)} if self.chosen else set()
+        narrowed = set(self.filter_matches(self.narrowing)) if self.narrowing else set()
         self.packages = [
             p
             for p in self.all
             if (not self.chosen or p in chosen)
             and not any(glob_matches(p.rel, g) for g in self.exclude)
+            and (not self.narrowing or p in narrowed)
         ]
         self.reporter.width = max((len(shown(p.rel)) for p in self.packages), default=0)
+
+    def narrow(self, pattern: str) -> bool:
+        """Test only the packages matching ``pattern`` from now on ("" for all chosen); False,
+        and nothing changed, when it leaves none."""
+        previous, self.narrowing = self.narrowing, pattern
+        self.select()
+        if not self.packages:
+            self.narrowing = previous
+            self.select()
+            return False
+        return True
+
+    def filter_matches(self, pattern: str) -> list[Package]:
+        """The packages a filter names: a glob over paths and distribution names, or, without
+        glob characters, a part of one."""
+        glob = any(c in pattern for c in "*?[")
+
+        def hit(text: str) -> bool:
+            return fnmatch.fnmatchcase(text, pattern) if glob else pattern in text
+
+        return [p for p in self.all if hit(p.rel) or hit(self.graph.names.get(p, ""))]
 
     def follow(self, paths: Iterable[str]) -> None:
         """Rediscover packages when directories or metadata came or went; read the graph
@@ -186,6 +218,14 @@ class PackageSet:
             if owner is not None:
                 owners[owner] = max(at, owners.get(owner, at))
         return owners
+
+    def watched_users(self, changed: Mapping[str, float]) -> set[Package] | None:
+        """When only some packages are watched and the change lies outside them all: the
+        watched packages that use what changed (maybe none).  None otherwise: a whole cycle."""
+        owners = self.owners(changed)
+        if not owners or set(owners) & set(self.packages):
+            return None
+        return affected(self.packages, owners, self.graph.uses)
 
 
 def path_named(arg: str, root: Path, packages: Sequence[Package]) -> str | None:
@@ -262,10 +302,14 @@ class RunnerChoices:
         self.by_package: dict[Package, Choice] = {}
         self.unrunnable: dict[Package, str] = {}
         self.provided: set[str] | None = None
+        self.name_filter = ""  # the test-name filter (the key t)
         self.choose(None, strict=True)
 
     def __getitem__(self, package: Package) -> Choice:
         return self.by_package[package]
+
+    def __contains__(self, package: Package) -> bool:
+        return package in self.by_package
 
     def choose(self, changed: Iterable[str] | None, strict: bool = False) -> None:
         """Every package's choice, read again only where ``changed`` paths may have changed
@@ -299,12 +343,24 @@ class RunnerChoices:
         """The one answer to how a package's tests run: what --plan shows, and what runs
         (with ``extra`` arguments after the runner arguments: JUnit's)."""
         choice = self.by_package[package]
-        args = (*self.options.runner_args, *extra)
+        named = name_filter_args(choice.runner, self.name_filter) if self.name_filter else None
+        args = (*self.options.runner_args, *(named or ()), *extra)
         env = {
             **run_environment(choice.runner, pycache_dir(), choice.python),
             PACKAGE_ENV: str(package.path),
         }
-        return RunStart(package, choice.runner, choice.python, args, env)
+        filtered = self.name_filter if named else ""
+        return RunStart(package, choice.runner, choice.python, args, env, filtered)
+
+    def filter_tests(self, pattern: str) -> list[tuple[Package, str]]:
+        """Run only the tests whose names match ``pattern`` from now on ("" for all); the
+        packages whose runner cannot, with its name."""
+        self.name_filter = pattern
+        return [
+            (p, c.runner.name)
+            for p, c in self.by_package.items()
+            if pattern and name_filter_args(c.runner, pattern) is None
+        ]
 
     def command_for(self, package: Package) -> Command:
         """What --plan shows of a package's run."""
@@ -497,7 +553,9 @@ class Session:
     def cycle(self, changed: Mapping[str, float], only: set[Package] | None = None) -> CycleOutcome:
         graph = self.tree.graph
         owners = self.tree.owners(changed)
-        steps = cycle_order(self.packages, owners, self.failed, graph.uses, graph.labels)
+        steps = cycle_order(
+            self.packages, owners, self.failed, graph.uses, graph.labels, graph.weak
+        )
         if only is not None:
             steps = [s for s in steps if s.package in only]
         self.choices.choose(list(changed) if changed else None)
@@ -506,7 +564,7 @@ class Session:
             self.reporter.explain_choices({s.package: self.choices[s.package] for s in steps})
         if self.pool is not None and self.warm_policy.launcher is not None:  # warms up meanwhile
             chosen = [self.choices[s.package] for s in steps]
-            changed_first = [self.choices[p].python for p in owners]
+            changed_first = [self.choices[p].python for p in owners if p in self.choices]
             self.pool.prepare([(c.runner, c.python) for c in chosen], changed_first)
             if self.options.explain:
                 self.reporter.preloads(self.pool.preloads())
@@ -564,9 +622,14 @@ class Session:
     def run_changes(self, changed: Mapping[str, float], known: Sequence[Package]) -> CycleOutcome:
         """A cycle for changed paths, named against ``known`` packages (those before and after
         the change, so a removed package still counts as one)."""
+        described = describe_changes(changed, self.root, known)
+        only = self.tree.watched_users(changed)
+        if only is not None and not only:
+            self.reporter.nothing_watched_uses(described)
+            return CycleOutcome([])
         self.begin()
-        self.reporter.header(describe_changes(changed, self.root, known))
-        return self.cycle(changed)
+        self.reporter.header(described)
+        return self.cycle(changed, only)
 
     def first_cycle(self) -> CycleOutcome:
         """The first cycle, then the import scan kept for the next start (not before: the
@@ -598,40 +661,26 @@ class Session:
                 self.pool = WarmPool(self.env, self.root)
                 self.warm_policy = WarmPolicy(self.pool)
         try:
-            with KeyReader(self.changes.press) if interactive else contextlib.nullcontext():
-                outcome = self.first_cycle()
-                while True:
-                    if interactive and not outcome.interrupted:
-                        self.reporter.menu()
-                    request = self.intake.next_request(resume=bool(self.unfinished))
-                    if request.kind is Ask.QUIT:
-                        break
-                    outcome = self.respond(request)
+            WatchMode(self, self.intake, self.reporter, self.tree, self.choices).loop(interactive)
         except QuitRequested:
             pass  # q during a run: run_cycle has killed the runs on the way out
         finally:
             watcher.stop()
         return self.last_status
 
-    def respond(self, request: Request) -> CycleOutcome:
-        if request.kind is Ask.ALL:
-            return self.run_all()
-        if request.kind is Ask.FAILED:
-            return self.run_failed()
-        if request.kind is Ask.RESUME:
-            return self.run_unfinished()
-        batch = request.paths
+    def run_changed(self, changed: Mapping[str, float]) -> CycleOutcome:
+        """A cycle for a settled burst of changes that count."""
         if not self.root.is_dir():
             raise UsageError(f"the root {shown(str(self.root))} is gone; stopping")
-        looping = self.guard.observe(batch)
+        looping = self.guard.observe(changed)
         if looping:
             self.reporter.loop_found(looping)
         before = self.packages
-        self.tree.follow(batch)
+        self.tree.follow(changed)
         self.failed &= set(self.packages)
-        self.warm_policy.code_changed(self.tree.owners(batch))
-        forget_bytecode(batch, self.env.get("PYTHONPYCACHEPREFIX"))
-        return self.run_changes(batch, list({*before, *self.packages}))
+        self.warm_policy.code_changed(self.tree.owners(changed))
+        forget_bytecode(changed, self.env.get("PYTHONPYCACHEPREFIX"))
+        return self.run_changes(changed, list({*before, *self.packages}))
 
     def close(self) -> None:
         """Kill whatever still runs; safe to call again (a signal may cut a first call short)."""

@@ -28,6 +28,7 @@ from .basics import (
     WARM_REPLY_TIMEOUT,
     WARM_START_TIMEOUT,
 )
+from .discovery import Package
 from .platform import NOW, can_fork_server, kill_tree
 from .runners import Runner, RunStart
 from .warm_server import (
@@ -155,12 +156,25 @@ class LearnedPreloads:
         self.dropped: dict[str, str] = {}
         self.proven: set[str] = set()
         self.taught = False  # a forked run has reported what it imported
+        self.own: dict[Package, set[str]] = {}  # what each package's runs imported
 
-    def learn(self, reported: Iterable[tuple[str, str]]) -> None:
+    def learn(self, reported: Iterable[tuple[str, str]], package: Package | None = None) -> None:
+        """Take in what a forked run imported: for the warm interpreters to come, and as what
+        that package's runs may see imported ahead."""
         self.taught = True
-        for name in preload_candidates(reported, self.root, self.site_dirs):
+        candidates = preload_candidates(reported, self.root, self.site_dirs)
+        if package is not None:
+            self.own.setdefault(package, set()).update(candidates)
+        for name in candidates:
             if name not in self.dropped:
                 self.names.setdefault(name)
+
+    def hidden_from(self, package: Package, preloaded: Iterable[str]) -> list[str]:
+        """Of what a warm interpreter imported ahead, what ``package``'s runs never imported
+        themselves: learned from other packages, so a forked run of this one must not see it
+        (a cold run would not).  Until the package's own runs taught something, all of it."""
+        own = self.own.get(package, set())
+        return sorted(name for name in preloaded if name not in own)
 
     def drop(self, name: str, why: str) -> None:
         """Never import ``name`` ahead again, nor its submodules (they would import it)."""
@@ -187,9 +201,10 @@ class WarmProcess:
 
     def __init__(
         self, launcher: WarmLauncher, pid: int, report: IO[bytes] | None = None,
-        preloaded: tuple[str, ...] = (),
+        preloaded: tuple[str, ...] = (), package: Package | None = None,
     ) -> None:  # fmt: skip
         self.launcher = launcher
+        self.package = package
         self.pid = pid
         self.returncode: int | None = None
         self.report = report
@@ -213,7 +228,7 @@ class WarmProcess:
     def _ended(self) -> None:
         if self.returncode is not None and self.report is not None:
             with self.report:
-                self.launcher.learn(read_report(self.report))
+                self.launcher.learn(read_report(self.report), self.package)
             self.report = None
 
 
@@ -479,7 +494,7 @@ class WarmLauncher:
         report = tempfile.TemporaryFile() if self.learned is not None else None  # noqa: SIM115
         request = json.dumps(
             {"cwd": str(start.package.path), "env": dict(start.env), "args": list(start.args),
-             "report": report is not None}
+             "report": report is not None, "hide": self._hidden(start.package, server)}
         )  # fmt: skip
         pid = server.fork(request.encode() + b"\n", out, report)
         if pid is None:
@@ -491,7 +506,11 @@ class WarmLauncher:
         if not server.used and self.fresh_seeds and self.successor is None:
             self.successor = self._new_server()
         server.used = True
-        return WarmProcess(self, pid, report, server.preloaded)
+        return WarmProcess(self, pid, report, server.preloaded, start.package)
+
+    def _hidden(self, package: Package, server: WarmServer) -> list[str]:
+        learned = self.learned
+        return [] if learned is None else learned.hidden_from(package, server.preloaded)
 
     def renew(self) -> None:
         """After a cycle: the next one forks from a fresh interpreter when the used one's hash
@@ -523,9 +542,9 @@ class WarmLauncher:
         server = self.serving.get(pid)
         return NOW if server is None else server.wait_handle(pid)
 
-    def learn(self, reported: Iterable[tuple[str, str]]) -> None:
+    def learn(self, reported: Iterable[tuple[str, str]], package: Package | None = None) -> None:
         if self.learned is not None:
-            self.learned.learn(reported)
+            self.learned.learn(reported, package)
 
     def exit_code(self, pid: int, block: bool) -> int | None:
         server = self.serving.get(pid)

@@ -77,7 +77,6 @@ def run_forked(
     import signal
     import sys
 
-    before = set(sys.modules)
     for signum in (signal.SIGCHLD, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
@@ -95,6 +94,8 @@ def run_forked(
     os.environ.update(request["env"])
     sys.argv = [module, *request["args"]]
     sys.path[0] = request["cwd"]
+    hide_modules(request.get("hide", ()))
+    before = set(sys.modules)
     faulthandler.enable()  # as -X faulthandler does cold: SIGABRT prints where it hangs
     code = 0
     try:
@@ -117,6 +118,24 @@ def run_forked(
         with contextlib.suppress(Exception):
             report_imports(report, before)
     os._exit(code)
+
+
+def hide_modules(names: Sequence[str]) -> None:  # pragma: no cover (runs in a forked run)
+    """In the forked child: forget the modules imported ahead for other packages, with their
+    submodules, and unbind each from its parent package, so that this run sees what a cold
+    one would (``import logging`` alone gives no ``logging.handlers``).  What it imports
+    again is imported afresh, and reported as its own."""
+    import sys
+
+    hidden = tuple(names)
+    doomed = [m for m in sys.modules if any(m == h or m.startswith(h + ".") for h in hidden)]
+    for name in sorted(doomed, key=lambda n: -n.count(".")):
+        module = sys.modules.pop(name, None)
+        parent, _, child = name.rpartition(".")
+        holder = sys.modules.get(parent) if parent else None
+        if module is not None and holder is not None and getattr(holder, child, None) is module:
+            with contextlib.suppress(AttributeError, TypeError):
+                delattr(holder, child)
 
 
 def report_imports(fd: int, before: set[str]) -> None:  # pragma: no cover
@@ -437,7 +456,8 @@ def exit_unless_importable(module: str) -> NoReturn:  # pragma: no cover (runs e
 # line.  So it is linted and type-checked with the rest, nothing is generated, and ``ps`` shows
 # a short line.  The functions use only the standard library and one another.
 SENT_FUNCTIONS = (
-    set_parent_death_signal, plugin_modules, run_forked, report_imports, is_installed_code,
+    set_parent_death_signal, plugin_modules, run_forked, hide_modules, report_imports,
+    is_installed_code,
     interpreter_state, state_change, checked_import, probe_learned, import_learned, warm_up,
     serve_warm, fork_run, site_directories, print_interpreter_facts, exit_unless_importable,
 )  # fmt: skip
