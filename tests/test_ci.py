@@ -11,6 +11,7 @@ import re
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -62,11 +63,12 @@ SLEEPING_TEST = "import time\n\n\ndef test_slow():\n    time.sleep(60)\n"
 
 
 def ci_env(tmp_path: Path) -> dict[str, str]:
-    """No bytecode (fresh repositories), and a temporary directory of the test's own, which
-    holds the machine's memory of run times."""
+    """No bytecode (fresh repositories), and a temporary directory and a cache of the test's
+    own; the cache holds the machine's memory of run times."""
     tmp = tmp_path / "machine-tmp"
     tmp.mkdir(exist_ok=True)
-    return clean_env(PYTHONDONTWRITEBYTECODE="1", TMPDIR=str(tmp))
+    cache = str(tmp_path / "machine-cache")
+    return clean_env(PYTHONDONTWRITEBYTECODE="1", TMPDIR=str(tmp), XDG_CACHE_HOME=cache)
 
 
 def autotest(
@@ -237,7 +239,7 @@ def test_durations_file_round_trips_and_refuses_what_is_not_seconds(tmp_path: Pa
 def test_durations_memory_is_per_user_and_per_repository(tmp_path: Path) -> None:
     one, other = at.durations_memory(tmp_path / "a"), at.durations_memory(tmp_path / "b")
     assert one != other and one.endswith("durations.json")
-    assert os.path.basename(os.path.dirname(os.path.dirname(one))).startswith("autotest")
+    assert Path(one).is_relative_to(at.state_dir().path)  # the user's private directory
 
 
 def test_plan_json_lists_each_step_with_its_command_and_dependencies() -> None:
@@ -554,14 +556,12 @@ def test_once_writes_durations_and_shards_balance_by_them(repo: Repo, tmp_path: 
     assert cut[0] == ["libs/core"] and sorted(cut[1]) == sorted(set(everything) - {"libs/core"})
 
 
-def test_the_machine_remembers_durations_between_runs(
-    repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_machine_remembers_durations_between_runs(repo: Repo, tmp_path: Path) -> None:
     everything = monorepo(repo)
     assert autotest(repo.path, tmp_path, "--once").returncode == 0
-    monkeypatch.setattr(at.tempfile, "tempdir", ci_env(tmp_path)["TMPDIR"])
-    memory = at.durations_memory(repo.path.resolve())
-    monkeypatch.undo()
+    cache = Path(ci_env(tmp_path)["XDG_CACHE_HOME"])
+    [memory] = (cache / "autotest" / "durations").glob("*/durations.json")
+    assert stat.S_IMODE(memory.stat().st_mode) == 0o600
     assert sorted(json.loads(Path(memory).read_text())) == everything
     remembered = {**dict.fromkeys(everything, 1.0), "tools/cli": 50.0}
     Path(memory).write_text(json.dumps(remembered))

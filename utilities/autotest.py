@@ -632,6 +632,9 @@ TAIL_LINES = 100  # ... and this many from its end (the runner's summary)
 LINE_LIMIT = 8192  # longer lines are read (and kept) in pieces of this many bytes
 
 
+OUTPUT_ROOM = 64 * 1024  # a failed run that left less free room for its output ran out of it
+
+
 CREATED_SETTLE = 0.3  # a file new in a burst settles once this old (or gone): a temporary file
 
 
@@ -665,6 +668,11 @@ def run_git(root: str, *args: str, stdin: bytes = b"") -> bytes | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout if done.returncode in (0, 1) else None
+
+
+def git_tracks_any(root: Path, paths: list[str]) -> bool:
+    """Whether git holds any of ``paths`` in the work tree at ``root`` (none outside it)."""
+    return bool(run_git(str(root), "ls-files", "-z", "--", *paths))
 
 
 def is_git_work_tree(root: Path) -> bool:
@@ -754,12 +762,15 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -843,9 +854,122 @@ def wait_readable(fds: Iterable[int], timeout: float) -> None:
             time.sleep(timeout)
 
 
-def user_suffix() -> str:
-    """Per-user names for shared temporary directories (Windows has no uid)."""
-    return f"-{os.getuid()}" if hasattr(os, "getuid") else ""
+@dataclass(frozen=True)
+class StateDir:
+    """Where autotest keeps what it remembers outside the repository (bytecode, failing runs'
+    output, the import scan, run times): ``path``, private to this user, or None when no
+    private place could be made.  ``refused`` says why the usual place, ``usual``, was not
+    used ("" when it was)."""
+
+    path: Path | None
+    usual: Path
+    refused: str = ""
+
+
+def usual_state_dir() -> Path:
+    """$XDG_CACHE_HOME/autotest, else ~/.cache/autotest (a relative XDG_CACHE_HOME is ignored,
+    as the XDG spec says)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "autotest"
+
+
+def foreign_owner(st: os.stat_result) -> bool:
+    """Whether another user owns the file (never on Windows, which has no uid)."""
+    return hasattr(os, "getuid") and st.st_uid != os.getuid()
+
+
+def open_to_others(directory: Path) -> str:
+    """Why other local users could swap what lies in ``directory`` (empty when they cannot):
+    it belongs to someone other than this user or root, or it is writable by others without
+    the sticky bit (/tmp has it: there, no one renames another's entries)."""
+    st = os.stat(directory)
+    if foreign_owner(st) and st.st_uid != 0:
+        return f"{directory} belongs to another user (uid {st.st_uid})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+        return f"{directory} is writable by other users"
+    return ""
+
+
+def private_dir_problem(path: Path) -> str:
+    """Make ``path`` this user's private directory: created 0700 where missing, then checked,
+    without following a link, to be a directory of this user's, and closed to others (mode
+    0700, set through its descriptor).  Empty when it is; else why it cannot be used."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        problem = open_to_others(path.parent) if POSIX else ""
+        if problem:
+            return problem
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+        seen = os.lstat(path)
+        if stat.S_ISLNK(seen.st_mode):
+            return f"{path} is a symbolic link"
+        if not stat.S_ISDIR(seen.st_mode):
+            return f"{path} is not a directory"
+        if foreign_owner(seen):
+            return f"{path} belongs to another user (uid {seen.st_uid})"
+        if not POSIX:
+            return ""
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            held = os.fstat(fd)
+            if (held.st_dev, held.st_ino) != (seen.st_dev, seen.st_ino):
+                return f"{path} was replaced while it was checked"
+            if stat.S_IMODE(held.st_mode) != 0o700:
+                os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    return ""
+
+
+def private_state_dir(usual: Path) -> StateDir:
+    """``usual`` when it can be made this user's private directory; else a fresh private
+    temporary directory (mkdtemp makes it 0700, under a name no one can guess)."""
+    refused = private_dir_problem(usual)
+    if not refused:
+        return StateDir(usual, usual)
+    try:
+        return StateDir(Path(tempfile.mkdtemp(prefix="autotest-")), usual, refused)
+    except OSError as exc:
+        return StateDir(None, usual, f"{refused}; and {exc.strerror or exc}")
+
+
+@functools.lru_cache(maxsize=1)
+def state_dir() -> StateDir:
+    """The one place per-user state lives, made once per process (a fallback directory made
+    twice would split what one session remembers)."""
+    return private_state_dir(usual_state_dir())
+
+
+def state_path(*parts: str) -> Path | None:
+    """A path inside the private state directory; None when there is none."""
+    base = state_dir().path
+    return None if base is None else base.joinpath(*parts)
+
+
+def private_subdir(path: Path) -> bool:
+    """Create ``path`` (inside the private state directory) 0700; whether it is a directory."""
+    missing = [path, *(p for p in path.parents if not os.path.lexists(p))]
+    for folder in reversed(missing):  # each 0700: makedirs gives the mode to the last alone
+        with contextlib.suppress(OSError):
+            folder.mkdir(mode=0o700)
+    return path.is_dir() and not path.is_symlink()
+
+
+def free_room(fd: int, path: str) -> int | None:
+    """Free bytes for this user on the file system of the open file ``fd`` (at ``path``, where
+    there is no fstatvfs); None when it cannot be told."""
+    try:
+        if hasattr(os, "fstatvfs"):
+            found = os.fstatvfs(fd)
+            return found.f_bavail * found.f_frsize
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
 
 
 def venv_python(venv: Path) -> Path | None:
@@ -1254,6 +1378,23 @@ def holds_no_packages(name: str, path: str) -> bool:
     return name.startswith(".") or is_tool_dir(name, path)
 
 
+def device_of(path: str | Path) -> int | None:
+    """The file system ``path`` lies on; None when it cannot be told."""
+    try:
+        return os.lstat(path).st_dev
+    except OSError:
+        return None
+
+
+def other_device(path: str, device: int | None) -> bool:
+    """Whether the directory ``path`` is on a file system other than ``device`` (a mount:
+    /proc, a network share, a disk); never when ``device`` is None (mounts are crossed)."""
+    if device is None:
+        return False
+    found = device_of(path)
+    return found is not None and found != device
+
+
 def is_leaf_tool_dir(name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, g) for g in LEAF_TOOL_DIR_GLOBS)
 
@@ -1283,9 +1424,12 @@ class IgnoreRules:
     git costs a subprocess, so the main loop asks it once per burst.
     """
 
-    def __init__(self, root: Path, user_globs: Sequence[str] = ()) -> None:
+    def __init__(
+        self, root: Path, user_globs: Sequence[str] = (), cross_mounts: bool = False
+    ) -> None:
         self.root = str(root)
         self.user_globs = tuple(user_globs)
+        self.device = None if cross_mounts else device_of(root)  # None: mounts are crossed
         self.use_git = is_git_work_tree(root)
         self.git_dirs: frozenset[str] = frozenset()
         self._tool_dirs: set[str] = set()
@@ -1315,13 +1459,15 @@ class IgnoreRules:
         return False
 
     def excludes_dir(self, name: str, path: str) -> bool:
-        """Whether the watch plan leaves this directory out: a tool directory, one the user's
-        globs name, or one .gitignore excludes whole (as of the last ``refresh_git_dirs``)."""
+        """Whether discovery and the watch plan leave this directory out: a tool directory,
+        one the user's globs name, one .gitignore excludes whole (as of the last
+        ``refresh_git_dirs``), or one on another file system (unless mounts are crossed)."""
         rel = self.relative(path) or ""
         return (
             self.is_tool_dir(name, path)
             or path in self.git_dirs
             or any(glob_matches(rel, g, is_dir=True) for g in self.user_globs)
+            or other_device(path, self.device)
         )
 
     def is_ignored(self, path: str, is_dir: bool = False) -> bool:
@@ -1944,8 +2090,8 @@ from collections.abc import Container, Iterable
 from pathlib import Path
 
 # from .discovery import EXAMPLE_NAME, MAX_SCANNED_BYTES, TEST_DIR_NAMES, Package
-# from .ignore import holds_no_packages
-# from .platform import user_suffix
+# from .ignore import holds_no_packages, other_device
+# from .platform import state_path
 
 NAMESPACE_DEPTH = 6  # namespace packages nest this deep at most (``a.b.c.d.e.f``)
 
@@ -2028,10 +2174,12 @@ SCAN_CACHE_VERSION = 1
 KEEP_SCAN_FROM = 1000  # Python files; a smaller tree is read again faster than a cache is
 
 
-def scan_cache_file(root: Path) -> str:
-    """Where the import scan of ``root`` is kept between runs: per user, outside the tree."""
+def scan_cache_file(root: Path) -> str | None:
+    """Where the import scan of ``root`` is kept between runs: in the private state directory,
+    outside the tree (None when there is none: nothing is kept)."""
     name = f"{zlib.crc32(os.fsencode(root)):08x}-{root.name[:40]}.json"
-    return os.path.join(tempfile.gettempdir(), f"autotest-scan{user_suffix()}", name)
+    path = state_path("scan", name)
+    return None if path is None else str(path)
 
 
 class ImportScan:
@@ -2040,7 +2188,8 @@ class ImportScan:
     changes.  A change costs reading the changed files and walking the packages that hold
     them; kept in a file between runs, a start costs one ``stat`` per file."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: int | None = None) -> None:
+        self.device = device  # the root's file system: the scan stays on it (None: crosses)
         self.wanted: frozenset[str] | None = None  # None: every module
         self.files: dict[str, tuple[int, int, frozenset[str]]] = {}
         self.packages: dict[Path, dict[str, set[str]]] = {}
@@ -2054,9 +2203,11 @@ class ImportScan:
             self.files.clear()
             self.packages.clear()
 
-    def load(self, path: str) -> None:
+    def load(self, path: str | None) -> None:
         """Start from what an earlier run read, if anything; a cache that cannot be read is
         no cache."""
+        if path is None:
+            return
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError, AttributeError):
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
@@ -2065,9 +2216,10 @@ class ImportScan:
                 self.wanted = None if wanted is None else frozenset(wanted)
                 self.files = {p: (m, s, frozenset(n)) for p, (m, s, n) in data["files"].items()}
 
-    def save(self, path: str) -> None:
-        """Keep what was read for the next run, in one atomic write, if anything changed."""
-        if not self.changed:
+    def save(self, path: str | None) -> None:
+        """Keep what was read for the next run, in one atomic write (0600), if anything
+        changed."""
+        if not self.changed or path is None:
             return
         data = {
             "version": SCAN_CACHE_VERSION,
@@ -2129,6 +2281,7 @@ class ImportScan:
                 d for d in dirnames
                 if not holds_no_packages(d, os.path.join(directory, d))
                 and os.path.join(directory, d) not in skip
+                and not other_device(os.path.join(directory, d), self.device)
             ]  # fmt: skip
             inside_tests = not TEST_DIR_NAMES.isdisjoint(directory[len(top) :].split(os.sep))
             for name in filenames:
@@ -3420,7 +3573,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# from .basics import ASK_TIMEOUT, UsageError, Verdict
+# from .basics import ASK_TIMEOUT, UsageError, Verdict, git_tracks_any
 # from .discovery import PACKAGE_MARKERS, Package, owner_of
 # from .ignore import glob_matches, holds_no_packages
 # from .platform import scripts_dir, venv_python
@@ -3727,17 +3880,56 @@ def runner_for(
     return BUILTIN_RUNNERS["nose"], "no pytest configuration, conftest.py or pytest-style test"
 
 
+def named_venv(package: Package, by_glob: Sequence[tuple[str, str]]) -> tuple[Path, str] | None:
+    """The virtualenv the ``venvs`` setting names for ``package`` (the first matching glob),
+    with the reason ``venvs 'GLOB'``; None when no glob matches it."""
+    for glob, venv in by_glob:
+        if glob_matches(package.rel, glob) or package.rel == glob:
+            return package.path / venv, f"venvs {glob!r}"
+    return None
+
+
 def python_for(package: Package, by_glob: Sequence[tuple[str, str]]) -> tuple[str, str]:
     """The interpreter for one package, and why: a virtualenv the ``venvs`` setting names for
     it, else its own ``.venv`` or ``venv``, else the one running autotest."""
-    named = [(g, v) for g, v in by_glob if glob_matches(package.rel, g) or package.rel == g]
-    candidates = [(package.path / v, f"venvs {g!r}") for g, v in named[:1]]
+    named = named_venv(package, by_glob)
+    candidates = [named] if named is not None else []
     candidates += [(package.path / n, f"its own {n}") for n in (".venv", "venv")]
     for venv, reason in candidates:
         python = venv_python(venv)
         if python is not None:
             return str(python), reason
     return sys.executable, ""
+
+
+def check_venvs(packages: Sequence[Package], by_glob: Sequence[tuple[str, str]]) -> None:
+    """A virtualenv the ``venvs`` setting names that is not there, or is no virtualenv, is an
+    error, not a silent run with autotest's own interpreter."""
+    for package in packages:
+        named = named_venv(package, by_glob)
+        if named is None or venv_python(named[0]) is not None:
+            continue
+        venv, reason = named
+        if not venv.is_dir():
+            what = "does not exist"
+        elif not (venv / "pyvenv.cfg").is_file():
+            what = "is not a virtualenv (no pyvenv.cfg)"
+        else:
+            what = "holds no interpreter"
+        raise UsageError(f"{reason}: {venv} (for {package.rel}) {what}")
+
+
+def repository_interpreter(choice: Choice, root: Path, venvs_from: str) -> str:
+    """Where in the repository the interpreter of ``choice`` comes from, when it does: the
+    config whose ``venvs`` names its virtualenv, or git, which holds that virtualenv (a clone
+    brings it).  Empty for autotest's own, and for a virtualenv the user named or made."""
+    if choice.python == sys.executable:
+        return ""
+    if venvs_from and choice.python_reason.startswith("venvs "):
+        return f"{venvs_from} {choice.python_reason}"
+    venv = Path(choice.python).parent.parent
+    held = [os.path.join(venv, name) for name in ("pyvenv.cfg", "bin", "Scripts")]
+    return "a virtualenv committed to git" if git_tracks_any(root, held) else ""
 
 
 def choose(
@@ -4418,6 +4610,8 @@ class Launcher(Protocol):
 # from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import os
 import re
 import shutil
@@ -4431,17 +4625,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable
 
-# from .basics import DUMP_WAIT, HEAD_LINES, LINE_LIMIT, POLL_INTERVAL, TAIL_LINES, Verdict
+# from .basics import (
+#     DUMP_WAIT,
+#     HEAD_LINES,
+#     LINE_LIMIT,
+#     OUTPUT_ROOM,
+#     POLL_INTERVAL,
+#     TAIL_LINES,
+#     Verdict,
+# )  # fmt: skip
 # from .discovery import Package
 # from .platform import (
 #     NOW,
+#     free_room,
 #     kill_leftovers,
 #     kill_tree,
 #     own_process_group,
+#     private_subdir,
 #     process_handle,
 #     scripts_dir,
 #     show_stacks,
-#     user_suffix,
+#     state_path,
 # )
 # from .runners import Runner, RunStart, activated_path, pytest_style
 # from .warm_client import Launcher, WarmProcess
@@ -4464,6 +4668,7 @@ class RunResult:
     saved: str = ""
     hint: str = ""
     forked_failed: bool = False  # a forked run failed, so this cold one ran to confirm it
+    unwritable: tuple[str, ...] = ()  # where autotest could not write the run's output, and why
 
     @property
     def failed(self) -> bool:
@@ -4535,26 +4740,33 @@ def read_output(out: IO[bytes]) -> Output:
     )  # fmt: skip
 
 
-def output_dir(root: Path) -> Path:
-    """Where the whole output of failing runs is kept: outside the repository, one directory
-    per repository and user."""
+def output_dir(root: Path) -> Path | None:
+    """Where the whole output of failing runs is kept: outside the repository, in the private
+    state directory, one directory per repository; None when there is no such directory."""
     import hashlib
 
     digest = hashlib.sha1(str(root).encode("utf-8", "surrogateescape")).hexdigest()[:8]
-    name = f"autotest-output{user_suffix()}"
-    return Path(tempfile.gettempdir()) / name / f"{root.name}-{digest}"
+    return state_path("output", f"{root.name}-{digest}")
 
 
 def save_output(out: IO[bytes], path: Path | None) -> str:
-    """Copy the run's output file to ``path``; the path, or empty when it cannot be written."""
-    if path is None:
+    """Copy the run's output file to ``path``, in a 0700 directory: written to a fresh 0600
+    file renamed into place, so that nothing planted at ``path`` (a link) is ever followed.
+    The path, or empty when it cannot be written."""
+    if path is None or not private_subdir(path.parent):
         return ""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        out.seek(0)
-        with open(path, "wb") as f:
-            shutil.copyfileobj(out, f)
+        fd, temp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=path.parent)
     except OSError:
+        return ""
+    try:
+        out.seek(0)
+        with open(fd, "wb") as f:
+            shutil.copyfileobj(out, f)
+        os.replace(temp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
         return ""
     return str(path)
 
@@ -4570,12 +4782,16 @@ class Needs:
     hint: Callable[[], str] = lambda: ""
 
 
-def pycache_dir() -> str:
-    """One bytecode cache for every repository (the prefix mirrors absolute paths), per user."""
-    return os.path.join(tempfile.gettempdir(), f"autotest-pycache{user_suffix()}")
+def pycache_dir() -> str | None:
+    """One bytecode cache for every repository (the prefix mirrors absolute paths), in the
+    private state directory: bytecode another user could write would run as this one."""
+    path = state_path("pycache")
+    return None if path is None else str(path)
 
 
-def run_environment(runner: Runner, pycache: str, python: str = sys.executable) -> dict[str, str]:
+def run_environment(
+    runner: Runner, pycache: str | None, python: str = sys.executable
+) -> dict[str, str]:
     """The test process's environment: ``python``'s environment as if activated (its scripts
     first on PATH, so ``python``, ``pytest`` or any console script in a command resolve there),
     the runner's defaults, and bytecode in a cache outside the tree (so runs write nothing
@@ -4588,7 +4804,7 @@ def run_environment(runner: Runner, pycache: str, python: str = sys.executable) 
         env.pop("PYTHONHOME", None)
     for name, value in runner.env:
         env.setdefault(name, value)
-    if not env.get("PYTHONDONTWRITEBYTECODE"):
+    if pycache is not None and not env.get("PYTHONDONTWRITEBYTECODE"):
         env.setdefault("PYTHONPYCACHEPREFIX", pycache)
     return env
 
@@ -4634,11 +4850,17 @@ class Run:
         self.needs = needs
         self.confirm = confirm
         self.forked_failed = False
-        self.out: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _result)
         self.started = time.monotonic()
         self.proc: subprocess.Popen[bytes] | WarmProcess | None = None
         self.handle: int | None = None  # a cold process's pidfd, where there are pidfds
         self.error = ""
+        self.unwritable: tuple[str, ...] = ()  # autotest's own I/O failed: no verdict of the tests
+        try:
+            self.out: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _result)
+        except OSError as exc:
+            self.out = io.BytesIO()  # never given to a process: the run does not start
+            self.unwritable = (tempfile.gettempdir(), exc.strerror or str(exc))
+            return
         try:
             if launcher is not None:
                 self.proc = launcher.launch(start, self.out)
@@ -4683,6 +4905,8 @@ class Run:
 
     def poll(self) -> RunResult | None:
         """The result once the process has ended (or was killed for its timeout), else None."""
+        if self.unwritable:
+            return self._result(Verdict.COULD_NOT_RUN, "output not written")
         if self.proc is None:
             self._append(self.error)
             return self._result(Verdict.FAILED)
@@ -4701,6 +4925,8 @@ class Run:
             return self._result(Verdict.FAILED, name)
         output = read_output(self.out)
         verdict = self.runner.verdict(code, output.excerpt)
+        if verdict is Verdict.FAILED and self._out_of_room():
+            return self._result(Verdict.COULD_NOT_RUN, "output not written", output)
         if verdict is Verdict.NO_TESTS and self.start.name_filter:
             verdict = Verdict.NO_MATCH
         if verdict is Verdict.FAILED and self._again_cold():
@@ -4715,11 +4941,22 @@ class Run:
         note = "" if code in (0, 1) or verdict is not Verdict.FAILED else f"exit {code}"
         return self._result(verdict, note, output)
 
+    def _out_of_room(self) -> bool:
+        """Whether the file system holding the run's output is (nearly) full: then the run
+        failed for want of room to write what it printed, autotest's own I/O, and its failure
+        says nothing of the tests."""
+        room = free_room(self.out.fileno(), tempfile.gettempdir())
+        if room is None or room >= OUTPUT_ROOM:
+            return False
+        self.unwritable = (tempfile.gettempdir(), os.strerror(errno.ENOSPC))
+        return True
+
     def _append(self, text: str) -> None:
-        """autotest's own word at the end of the run's output."""
-        self.out.seek(0, os.SEEK_END)
-        self.out.write(text.encode())
-        self.out.flush()
+        """autotest's own word at the end of the run's output (lost where there is no room)."""
+        with contextlib.suppress(OSError):
+            self.out.seek(0, os.SEEK_END)
+            self.out.write(text.encode())
+            self.out.flush()
 
     def _show_where_it_hangs(self) -> None:
         """A Python run prints its stacks (see ``show_stacks``) before it is killed."""
@@ -4749,7 +4986,7 @@ class Run:
         hint = self.needs.hint() if self.needs and verdict is Verdict.COULD_NOT_RUN else ""
         return RunResult(
             self.package, verdict, seconds, output.head, note, warm,
-            output.tail, output.omitted, saved, hint, self.forked_failed,
+            output.tail, output.omitted, saved, hint, self.forked_failed, self.unwritable,
         )  # fmt: skip
 
     def kill(self) -> None:
@@ -5158,7 +5395,7 @@ from typing import Callable
 # from .graph import DependencyGraph, users_of, users_reached
 # from .metadata import read_metadata
 # from .order import Step, cycle_order
-# from .platform import user_suffix
+# from .platform import private_subdir, state_path
 # from .run import RunResult
 
 
@@ -5234,7 +5471,7 @@ def plan_json(
     return json.dumps({"version": PLAN_VERSION, "root": str(root), "packages": entries}, indent=2)
 
 
-def write_atomically(path: str, data: bytes) -> None:
+def write_atomically(path: str, data: bytes, mode: int = 0o644) -> None:
     """The file whole or not at all: a CI step may read it at any moment, and an interrupted
     write must not leave a truncated file behind."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -5244,7 +5481,7 @@ def write_atomically(path: str, data: bytes) -> None:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(temp, 0o644)
+        os.chmod(temp, mode)
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -5252,10 +5489,12 @@ def write_atomically(path: str, data: bytes) -> None:
         raise
 
 
-def durations_memory(root: Path) -> str:
-    """Where this machine remembers a repository's run times: per user, per root."""
+def durations_memory(root: Path) -> str | None:
+    """Where this machine remembers a repository's run times: in the private state
+    directory, per root (None when there is none: nothing is remembered)."""
     digest = hashlib.sha256(str(root).encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    return os.path.join(tempfile.gettempdir(), f"autotest{user_suffix()}", digest, "durations.json")
+    path = state_path("durations", digest, "durations.json")
+    return None if path is None else str(path)
 
 
 def read_durations(path: str) -> dict[str, float]:
@@ -5275,10 +5514,15 @@ def read_durations(path: str) -> dict[str, float]:
     return {str(k): float(v) for k, v in data.items()}
 
 
-def write_durations(path: str, durations: Mapping[str, float]) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+def write_durations(path: str, durations: Mapping[str, float], mode: int = 0o644) -> None:
+    """The run times as JSON; ``mode`` 0600 for the machine's own memory of them."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if mode == 0o600:  # a private file, in private folders
+        private_subdir(Path(folder))
+    else:
+        os.makedirs(folder, exist_ok=True)
     rounded = {rel: round(seconds, 3) for rel, seconds in sorted(durations.items())}
-    write_atomically(path, (json.dumps(rounded, indent=2) + "\n").encode())
+    write_atomically(path, (json.dumps(rounded, indent=2) + "\n").encode(), mode)
 
 
 def junit_args(runner_name: str, xml_path: str) -> tuple[str, ...]:
@@ -5465,8 +5709,9 @@ class CiJob:
                 return read_durations(self.durations_file)
             except ValueError as exc:
                 raise UsageError(f"--durations {self.durations_file}: {exc}") from None
-        with contextlib.suppress(ValueError):
-            return read_durations(self.memory)
+        if self.memory is not None:
+            with contextlib.suppress(ValueError):
+                return read_durations(self.memory)
         return {}
 
     def steps(
@@ -5514,7 +5759,8 @@ class CiJob:
                 try:
                     with contextlib.suppress(ValueError):
                         times = {**read_durations(path), **times}
-                    write_durations(path, {r: t for r, t in times.items() if r in keep})
+                    mode = 0o600 if path == self.memory else 0o644
+                    write_durations(path, {r: t for r, t in times.items() if r in keep}, mode)
                 except OSError as exc:
                     if path == self.durations_file:
                         self.on_error(path, exc.strerror or str(exc))
@@ -5548,7 +5794,7 @@ from typing import IO, Callable
 # from .cycle import CycleOutcome
 # from .discovery import Package, owner_of
 # from .order import Step
-# from .platform import notify, terminal_has_colours
+# from .platform import StateDir, notify, terminal_has_colours
 # from .run import RunResult
 # from .runners import Choice
 # from .warm_client import Preloads, is_standard_library
@@ -5773,9 +6019,28 @@ class Notices(Terminal):
         self.warn("--notify: this system has no way to show a notification "
                   "(notify-send on Linux, osascript on macOS); going on without")  # fmt: skip
 
+    def state_elsewhere(self, state: StateDir) -> None:
+        """The usual private place for bytecode and logs could not be used: where they go."""
+        where = (
+            f"keeping them in {shown(str(state.path))} for this session"
+            if state.path is not None
+            else "keeping none"
+        )
+        self.warn(
+            f"cannot keep bytecode, logs and caches in {shown(str(state.usual))} "
+            f"({shown(state.refused)}); {where}"
+        )
+
     def runner_from_config(self, spec: str, where: str) -> None:
         """A repository's config runs a command of its choosing: it is never run unseen."""
         self.note(f"runner from {where}: {shown(spec)}")
+
+    def interpreter_from(self, where: str, python: str) -> None:
+        """An interpreter the repository brings runs the tests: it is never run unseen."""
+        inside = python.startswith(str(self.root) + os.sep)
+        self.note(
+            f"interpreter from {shown(where)}: {self.rel(python) if inside else shown(python)}"
+        )
 
     def watching(self, count: int, how: str) -> None:
         root = shown(str(self.root))
@@ -6012,6 +6277,14 @@ class Reporter(KeyNotices):
             self.failing_output(result)
 
     def could_not_run_hint(self, result: RunResult) -> None:
+        if result.unwritable:
+            where, why = result.unwritable
+            self.say(
+                f"  autotest could not write the run's output in {shown(where)} ({why}), so the "
+                "run says nothing of the tests; free room there, or set TMPDIR to a directory "
+                "with room"
+            )
+            return
         module = result.note.removeprefix("needs ")
         where = f"; its output: {result.saved}" if result.saved else ""
         if result.hint:
@@ -6158,6 +6431,7 @@ class Options:
     ignore: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     poll: bool = False
+    cross_mounts: bool = False
     warm: bool = True
     explain: bool = False
     clear: bool = False
@@ -6170,6 +6444,7 @@ class Options:
     junit_xml: str | None = None
     runner_from: str = ""  # the config file that set the runner, if one did
     runners_from: str = ""  # and the one that set per-package runners
+    venvs_from: str = ""  # and the one that set per-package virtualenvs
 
 
 def non_negative(value: str) -> float:
@@ -6307,6 +6582,8 @@ SETTINGS = (
             "(repeatable)", metavar="GLOB"),
     Setting("exclude", Given.LIST, "never test the packages matching (repeatable)", metavar="GLOB"),
     Setting("poll", Given.FLAG, "poll the tree instead of OS notifications"),
+    Setting("cross-mounts", Given.FLAG, "find packages, read imports and watch in file systems "
+            "mounted below the root too (by default a directory on another device is left out)"),
     Setting("warm", Given.FLAG,
             "start every run cold instead of forking it from a warm interpreter"),
     Setting("explain", Given.FLAG, "say why each package runs where it does, with which runner and "
@@ -6547,6 +6824,11 @@ def parse_options(argv: Sequence[str]) -> Options:
         root = root.resolve()
     except OSError as exc:
         raise UsageError(f"root {shown(repr(str(root)))}: {exc.strerror or exc}") from None
+    if root.parent == root:
+        raise UsageError(
+            f"root {shown(repr(str(root)))} is the root of a file system, which holds every "
+            "package on the machine; give the repository's directory"
+        )
     given = {  # an empty --changed says "nothing changed"; no positional says nothing
         s.name: tuple(value) if isinstance(value, list) else value
         for s in SETTINGS
@@ -6560,7 +6842,7 @@ def parse_options(argv: Sequence[str]) -> Options:
         merged.pop("runners", None)
     if runner_args is not None:
         merged["runner-args"] = runner_args
-    for name in ("runner", "runners"):
+    for name in ("runner", "runners", "venvs"):
         if name not in given and name in origins:
             merged[f"{name}-from"] = origins[name]
     options = Options(**{name.replace("-", "_"): value for name, value in merged.items()})
@@ -6805,7 +7087,7 @@ from typing import Callable
 # from .metadata import is_metadata_file, normalize_name, read_metadata
 # from .options import Options, parse_options
 # from .order import Step, cycle_order
-# from .platform import Signals, can_notify
+# from .platform import Signals, can_notify, state_dir
 # from .report import Progress, Reporter, describe_changes, shown
 # from .run import (
 #     Needs,
@@ -6824,10 +7106,12 @@ from typing import Callable
 #     Runner,
 #     RunStart,
 #     check_choices,
+#     check_venvs,
 #     choose,
 #     install_test_deps_command,
 #     module_installed,
 #     name_filter_args,
+#     repository_interpreter,
 #     stale_choices,
 # )
 # from .toml_files import toml_reader_missing
@@ -6860,7 +7144,7 @@ class PackageSet:
         self.left_out: tuple[tuple[str, str], ...] = ()
         self.dropped: set[str] = set()  # directories skipped as unreadable
         self.graph = DependencyGraph({})
-        self.scan = ImportScan()
+        self.scan = ImportScan(self.rules.device)
         self.scan.load(scan_cache_file(root))
         self.refresh()
         unmatched = [c for c in self.chosen if not self.matching(c)]
@@ -7035,6 +7319,9 @@ def announce_settings(options: Options, reporter: Reporter) -> None:
                 reporter.runner_from_config(f"{glob} = {spec}", options.runners_from)
     if options.notify and not can_notify():
         reporter.cannot_notify()
+    state = state_dir()
+    if state.refused:
+        reporter.state_elsewhere(state)
 
 
 def changes_given(options: Options, tree: PackageSet, reporter: Reporter) -> dict[str, float]:
@@ -7063,9 +7350,14 @@ class RunnerChoices:
     """Which runner and interpreter each package gets, and what follows for its runs: the
     command, the packages that cannot run here, the modules the repository provides."""
 
-    def __init__(self, options: Options, tree: PackageSet) -> None:
+    def __init__(
+        self, options: Options, tree: PackageSet,
+        tell: Callable[[str, str], None] = lambda where, python: None,
+    ) -> None:  # fmt: skip
         self.options = options
         self.tree = tree
+        self.tell = tell  # an interpreter the repository brings, named before it first runs
+        self.told: set[tuple[str, str]] = set()
         self.by_package: dict[Package, Choice] = {}
         self.unrunnable: dict[Package, str] = {}
         self.provided: set[str] | None = None
@@ -7085,14 +7377,26 @@ class RunnerChoices:
         asks a package's own interpreter in a subprocess.  A plan runs nothing, so its machine
         needs no runner."""
         options, packages = self.options, self.tree.packages
+        if strict:
+            check_venvs(packages, options.venvs)
         stale = packages if changed is None else stale_choices(packages, self.by_package, changed)
         fresh = choose(stale, options.root, options.runner, options.runners, options.venvs)
+        self.tell_interpreters(fresh.values())
         kept = {p: c for p, c in self.by_package.items() if p not in fresh}
         self.by_package = {p: fresh.get(p) or kept[p] for p in packages}
         if not options.plan:  # only the choices made again are checked again
             still = {p: fix for p, fix in self.unrunnable.items() if p in kept}
             self.unrunnable = {**still, **check_choices(fresh, strict)}
         self.provided = None
+
+    def tell_interpreters(self, choices: Iterable[Choice]) -> None:
+        """Name each interpreter the repository brings (its config, or a virtualenv committed
+        to git), once, before anything runs it: a clone never runs a program unseen."""
+        for choice in choices:
+            where = repository_interpreter(choice, self.options.root, self.options.venvs_from)
+            if where and (where, choice.python) not in self.told:
+                self.told.add((where, choice.python))
+                self.tell(where, choice.python)
 
     def run_start(self, package: Package, extra: Sequence[str] = ()) -> RunStart:
         """The one answer to how a package's tests run: what --plan shows, and what runs
@@ -7158,7 +7462,7 @@ class CycleRuns:
 
     def __init__(
         self, choices: RunnerChoices, guard: LoopGuard, ci: CiJob, reporter: Reporter,
-        signals: Signals, limits: RunLimits, saved_dir: Path,
+        signals: Signals, limits: RunLimits, saved_dir: Path | None,
     ) -> None:  # fmt: skip
         self.choices = choices
         self.guard = guard
@@ -7203,7 +7507,7 @@ class CycleRuns:
         if package in choices.unrunnable:
             return Unrunnable(package, choice.runner, choices.unrunnable[package])
         start = choices.run_start(package, self.ci.run_args(choice.runner.name, package))
-        saved = self.saved_dir / (package.rel.replace("/", "__") + ".log")
+        saved = self.saved_dir and self.saved_dir / (package.rel.replace("/", "__") + ".log")
         needs = Needs(
             lambda modules: choices.unavailable(modules, choice.python),
             lambda: install_test_deps_command(package, choice.python),
@@ -7273,13 +7577,13 @@ class Session:
         self.signals = signals or Signals()
         announce_settings(options, reporter)
         written = own_outputs(self.root, (options.junit_xml, options.durations))
-        self.rules = IgnoreRules(self.root, (*options.ignore, *written))
+        self.rules = IgnoreRules(self.root, (*options.ignore, *written), options.cross_mounts)
         self.tree = PackageSet(self.root, reporter, self.rules, options.packages, options.exclude)
         if not self.tree.all:
             raise no_packages(self.root)
         if not self.tree.packages:
             raise UsageError(f"--exclude leaves no package of {len(self.tree.all)} to test")
-        self.choices = RunnerChoices(options, self.tree)
+        self.choices = RunnerChoices(options, self.tree, reporter.interpreter_from)
         self.first_changes = changes_given(options, self.tree, reporter)
         self.env = run_environment(Runner("none", ()), pycache_dir())
         self.changes = ChangeSet()

@@ -112,6 +112,9 @@ TAIL_LINES = 100  # ... and this many from its end (the runner's summary)
 LINE_LIMIT = 8192  # longer lines are read (and kept) in pieces of this many bytes
 
 
+OUTPUT_ROOM = 64 * 1024  # a failed run that left less free room for its output ran out of it
+
+
 CREATED_SETTLE = 0.3  # a file new in a burst settles once this old (or gone): a temporary file
 
 
@@ -145,6 +148,11 @@ def run_git(root: str, *args: str, stdin: bytes = b"") -> bytes | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout if done.returncode in (0, 1) else None
+
+
+def git_tracks_any(root: Path, paths: list[str]) -> bool:
+    """Whether git holds any of ``paths`` in the work tree at ``root`` (none outside it)."""
+    return bool(run_git(str(root), "ls-files", "-z", "--", *paths))
 
 
 def is_git_work_tree(root: Path) -> bool:

@@ -24,7 +24,7 @@ from .discovery import Package
 from .graph import DependencyGraph, users_of, users_reached
 from .metadata import read_metadata
 from .order import Step, cycle_order
-from .platform import user_suffix
+from .platform import private_subdir, state_path
 from .run import RunResult
 
 
@@ -100,7 +100,7 @@ def plan_json(
     return json.dumps({"version": PLAN_VERSION, "root": str(root), "packages": entries}, indent=2)
 
 
-def write_atomically(path: str, data: bytes) -> None:
+def write_atomically(path: str, data: bytes, mode: int = 0o644) -> None:
     """The file whole or not at all: a CI step may read it at any moment, and an interrupted
     write must not leave a truncated file behind."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -110,7 +110,7 @@ def write_atomically(path: str, data: bytes) -> None:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(temp, 0o644)
+        os.chmod(temp, mode)
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -118,10 +118,12 @@ def write_atomically(path: str, data: bytes) -> None:
         raise
 
 
-def durations_memory(root: Path) -> str:
-    """Where this machine remembers a repository's run times: per user, per root."""
+def durations_memory(root: Path) -> str | None:
+    """Where this machine remembers a repository's run times: in the private state
+    directory, per root (None when there is none: nothing is remembered)."""
     digest = hashlib.sha256(str(root).encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    return os.path.join(tempfile.gettempdir(), f"autotest{user_suffix()}", digest, "durations.json")
+    path = state_path("durations", digest, "durations.json")
+    return None if path is None else str(path)
 
 
 def read_durations(path: str) -> dict[str, float]:
@@ -141,10 +143,15 @@ def read_durations(path: str) -> dict[str, float]:
     return {str(k): float(v) for k, v in data.items()}
 
 
-def write_durations(path: str, durations: Mapping[str, float]) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+def write_durations(path: str, durations: Mapping[str, float], mode: int = 0o644) -> None:
+    """The run times as JSON; ``mode`` 0600 for the machine's own memory of them."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if mode == 0o600:  # a private file, in private folders
+        private_subdir(Path(folder))
+    else:
+        os.makedirs(folder, exist_ok=True)
     rounded = {rel: round(seconds, 3) for rel, seconds in sorted(durations.items())}
-    write_atomically(path, (json.dumps(rounded, indent=2) + "\n").encode())
+    write_atomically(path, (json.dumps(rounded, indent=2) + "\n").encode(), mode)
 
 
 def junit_args(runner_name: str, xml_path: str) -> tuple[str, ...]:
@@ -331,8 +338,9 @@ class CiJob:
                 return read_durations(self.durations_file)
             except ValueError as exc:
                 raise UsageError(f"--durations {self.durations_file}: {exc}") from None
-        with contextlib.suppress(ValueError):
-            return read_durations(self.memory)
+        if self.memory is not None:
+            with contextlib.suppress(ValueError):
+                return read_durations(self.memory)
         return {}
 
     def steps(
@@ -380,7 +388,8 @@ class CiJob:
                 try:
                     with contextlib.suppress(ValueError):
                         times = {**read_durations(path), **times}
-                    write_durations(path, {r: t for r, t in times.items() if r in keep})
+                    mode = 0o600 if path == self.memory else 0o644
+                    write_durations(path, {r: t for r, t in times.items() if r in keep}, mode)
                 except OSError as exc:
                     if path == self.durations_file:
                         self.on_error(path, exc.strerror or str(exc))

@@ -62,6 +62,23 @@ def holds_no_packages(name: str, path: str) -> bool:
     return name.startswith(".") or is_tool_dir(name, path)
 
 
+def device_of(path: str | Path) -> int | None:
+    """The file system ``path`` lies on; None when it cannot be told."""
+    try:
+        return os.lstat(path).st_dev
+    except OSError:
+        return None
+
+
+def other_device(path: str, device: int | None) -> bool:
+    """Whether the directory ``path`` is on a file system other than ``device`` (a mount:
+    /proc, a network share, a disk); never when ``device`` is None (mounts are crossed)."""
+    if device is None:
+        return False
+    found = device_of(path)
+    return found is not None and found != device
+
+
 def is_leaf_tool_dir(name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, g) for g in LEAF_TOOL_DIR_GLOBS)
 
@@ -91,9 +108,12 @@ class IgnoreRules:
     git costs a subprocess, so the main loop asks it once per burst.
     """
 
-    def __init__(self, root: Path, user_globs: Sequence[str] = ()) -> None:
+    def __init__(
+        self, root: Path, user_globs: Sequence[str] = (), cross_mounts: bool = False
+    ) -> None:
         self.root = str(root)
         self.user_globs = tuple(user_globs)
+        self.device = None if cross_mounts else device_of(root)  # None: mounts are crossed
         self.use_git = is_git_work_tree(root)
         self.git_dirs: frozenset[str] = frozenset()
         self._tool_dirs: set[str] = set()
@@ -123,13 +143,15 @@ class IgnoreRules:
         return False
 
     def excludes_dir(self, name: str, path: str) -> bool:
-        """Whether the watch plan leaves this directory out: a tool directory, one the user's
-        globs name, or one .gitignore excludes whole (as of the last ``refresh_git_dirs``)."""
+        """Whether discovery and the watch plan leave this directory out: a tool directory,
+        one the user's globs name, one .gitignore excludes whole (as of the last
+        ``refresh_git_dirs``), or one on another file system (unless mounts are crossed)."""
         rel = self.relative(path) or ""
         return (
             self.is_tool_dir(name, path)
             or path in self.git_dirs
             or any(glob_matches(rel, g, is_dir=True) for g in self.user_globs)
+            or other_device(path, self.device)
         )
 
     def is_ignored(self, path: str, is_dir: bool = False) -> bool:

@@ -15,8 +15,8 @@ from collections.abc import Container, Iterable
 from pathlib import Path
 
 from .discovery import EXAMPLE_NAME, MAX_SCANNED_BYTES, TEST_DIR_NAMES, Package
-from .ignore import holds_no_packages
-from .platform import user_suffix
+from .ignore import holds_no_packages, other_device
+from .platform import state_path
 
 NAMESPACE_DEPTH = 6  # namespace packages nest this deep at most (``a.b.c.d.e.f``)
 
@@ -99,10 +99,12 @@ SCAN_CACHE_VERSION = 1
 KEEP_SCAN_FROM = 1000  # Python files; a smaller tree is read again faster than a cache is
 
 
-def scan_cache_file(root: Path) -> str:
-    """Where the import scan of ``root`` is kept between runs: per user, outside the tree."""
+def scan_cache_file(root: Path) -> str | None:
+    """Where the import scan of ``root`` is kept between runs: in the private state directory,
+    outside the tree (None when there is none: nothing is kept)."""
     name = f"{zlib.crc32(os.fsencode(root)):08x}-{root.name[:40]}.json"
-    return os.path.join(tempfile.gettempdir(), f"autotest-scan{user_suffix()}", name)
+    path = state_path("scan", name)
+    return None if path is None else str(path)
 
 
 class ImportScan:
@@ -111,7 +113,8 @@ class ImportScan:
     changes.  A change costs reading the changed files and walking the packages that hold
     them; kept in a file between runs, a start costs one ``stat`` per file."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: int | None = None) -> None:
+        self.device = device  # the root's file system: the scan stays on it (None: crosses)
         self.wanted: frozenset[str] | None = None  # None: every module
         self.files: dict[str, tuple[int, int, frozenset[str]]] = {}
         self.packages: dict[Path, dict[str, set[str]]] = {}
@@ -125,9 +128,11 @@ class ImportScan:
             self.files.clear()
             self.packages.clear()
 
-    def load(self, path: str) -> None:
+    def load(self, path: str | None) -> None:
         """Start from what an earlier run read, if anything; a cache that cannot be read is
         no cache."""
+        if path is None:
+            return
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError, AttributeError):
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
@@ -136,9 +141,10 @@ class ImportScan:
                 self.wanted = None if wanted is None else frozenset(wanted)
                 self.files = {p: (m, s, frozenset(n)) for p, (m, s, n) in data["files"].items()}
 
-    def save(self, path: str) -> None:
-        """Keep what was read for the next run, in one atomic write, if anything changed."""
-        if not self.changed:
+    def save(self, path: str | None) -> None:
+        """Keep what was read for the next run, in one atomic write (0600), if anything
+        changed."""
+        if not self.changed or path is None:
             return
         data = {
             "version": SCAN_CACHE_VERSION,
@@ -200,6 +206,7 @@ class ImportScan:
                 d for d in dirnames
                 if not holds_no_packages(d, os.path.join(directory, d))
                 and os.path.join(directory, d) not in skip
+                and not other_device(os.path.join(directory, d), self.device)
             ]  # fmt: skip
             inside_tests = not TEST_DIR_NAMES.isdisjoint(directory[len(top) :].split(os.sep))
             for name in filenames:

@@ -44,6 +44,7 @@ class Options:
     ignore: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     poll: bool = False
+    cross_mounts: bool = False
     warm: bool = True
     explain: bool = False
     clear: bool = False
@@ -56,6 +57,7 @@ class Options:
     junit_xml: str | None = None
     runner_from: str = ""  # the config file that set the runner, if one did
     runners_from: str = ""  # and the one that set per-package runners
+    venvs_from: str = ""  # and the one that set per-package virtualenvs
 
 
 def non_negative(value: str) -> float:
@@ -193,6 +195,8 @@ SETTINGS = (
             "(repeatable)", metavar="GLOB"),
     Setting("exclude", Given.LIST, "never test the packages matching (repeatable)", metavar="GLOB"),
     Setting("poll", Given.FLAG, "poll the tree instead of OS notifications"),
+    Setting("cross-mounts", Given.FLAG, "find packages, read imports and watch in file systems "
+            "mounted below the root too (by default a directory on another device is left out)"),
     Setting("warm", Given.FLAG,
             "start every run cold instead of forking it from a warm interpreter"),
     Setting("explain", Given.FLAG, "say why each package runs where it does, with which runner and "
@@ -433,6 +437,11 @@ def parse_options(argv: Sequence[str]) -> Options:
         root = root.resolve()
     except OSError as exc:
         raise UsageError(f"root {shown(repr(str(root)))}: {exc.strerror or exc}") from None
+    if root.parent == root:
+        raise UsageError(
+            f"root {shown(repr(str(root)))} is the root of a file system, which holds every "
+            "package on the machine; give the repository's directory"
+        )
     given = {  # an empty --changed says "nothing changed"; no positional says nothing
         s.name: tuple(value) if isinstance(value, list) else value
         for s in SETTINGS
@@ -446,7 +455,7 @@ def parse_options(argv: Sequence[str]) -> Options:
         merged.pop("runners", None)
     if runner_args is not None:
         merged["runner-args"] = runner_args
-    for name in ("runner", "runners"):
+    for name in ("runner", "runners", "venvs"):
         if name not in given and name in origins:
             merged[f"{name}-from"] = origins[name]
     options = Options(**{name.replace("-", "_"): value for name, value in merged.items()})

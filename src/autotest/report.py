@@ -21,7 +21,7 @@ from .ci import CiJob
 from .cycle import CycleOutcome
 from .discovery import Package, owner_of
 from .order import Step
-from .platform import notify, terminal_has_colours
+from .platform import StateDir, notify, terminal_has_colours
 from .run import RunResult
 from .runners import Choice
 from .warm_client import Preloads, is_standard_library
@@ -246,9 +246,28 @@ class Notices(Terminal):
         self.warn("--notify: this system has no way to show a notification "
                   "(notify-send on Linux, osascript on macOS); going on without")  # fmt: skip
 
+    def state_elsewhere(self, state: StateDir) -> None:
+        """The usual private place for bytecode and logs could not be used: where they go."""
+        where = (
+            f"keeping them in {shown(str(state.path))} for this session"
+            if state.path is not None
+            else "keeping none"
+        )
+        self.warn(
+            f"cannot keep bytecode, logs and caches in {shown(str(state.usual))} "
+            f"({shown(state.refused)}); {where}"
+        )
+
     def runner_from_config(self, spec: str, where: str) -> None:
         """A repository's config runs a command of its choosing: it is never run unseen."""
         self.note(f"runner from {where}: {shown(spec)}")
+
+    def interpreter_from(self, where: str, python: str) -> None:
+        """An interpreter the repository brings runs the tests: it is never run unseen."""
+        inside = python.startswith(str(self.root) + os.sep)
+        self.note(
+            f"interpreter from {shown(where)}: {self.rel(python) if inside else shown(python)}"
+        )
 
     def watching(self, count: int, how: str) -> None:
         root = shown(str(self.root))
@@ -485,6 +504,14 @@ class Reporter(KeyNotices):
             self.failing_output(result)
 
     def could_not_run_hint(self, result: RunResult) -> None:
+        if result.unwritable:
+            where, why = result.unwritable
+            self.say(
+                f"  autotest could not write the run's output in {shown(where)} ({why}), so the "
+                "run says nothing of the tests; free room there, or set TMPDIR to a directory "
+                "with room"
+            )
+            return
         module = result.note.removeprefix("needs ")
         where = f"; its output: {result.saved}" if result.saved else ""
         if result.hint:

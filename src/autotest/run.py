@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import os
 import re
 import shutil
@@ -16,17 +18,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable
 
-from .basics import DUMP_WAIT, HEAD_LINES, LINE_LIMIT, POLL_INTERVAL, TAIL_LINES, Verdict
+from .basics import (
+    DUMP_WAIT,
+    HEAD_LINES,
+    LINE_LIMIT,
+    OUTPUT_ROOM,
+    POLL_INTERVAL,
+    TAIL_LINES,
+    Verdict,
+)  # fmt: skip
 from .discovery import Package
 from .platform import (
     NOW,
+    free_room,
     kill_leftovers,
     kill_tree,
     own_process_group,
+    private_subdir,
     process_handle,
     scripts_dir,
     show_stacks,
-    user_suffix,
+    state_path,
 )
 from .runners import Runner, RunStart, activated_path, pytest_style
 from .warm_client import Launcher, WarmProcess
@@ -49,6 +61,7 @@ class RunResult:
     saved: str = ""
     hint: str = ""
     forked_failed: bool = False  # a forked run failed, so this cold one ran to confirm it
+    unwritable: tuple[str, ...] = ()  # where autotest could not write the run's output, and why
 
     @property
     def failed(self) -> bool:
@@ -120,26 +133,33 @@ def read_output(out: IO[bytes]) -> Output:
     )  # fmt: skip
 
 
-def output_dir(root: Path) -> Path:
-    """Where the whole output of failing runs is kept: outside the repository, one directory
-    per repository and user."""
+def output_dir(root: Path) -> Path | None:
+    """Where the whole output of failing runs is kept: outside the repository, in the private
+    state directory, one directory per repository; None when there is no such directory."""
     import hashlib
 
     digest = hashlib.sha1(str(root).encode("utf-8", "surrogateescape")).hexdigest()[:8]
-    name = f"autotest-output{user_suffix()}"
-    return Path(tempfile.gettempdir()) / name / f"{root.name}-{digest}"
+    return state_path("output", f"{root.name}-{digest}")
 
 
 def save_output(out: IO[bytes], path: Path | None) -> str:
-    """Copy the run's output file to ``path``; the path, or empty when it cannot be written."""
-    if path is None:
+    """Copy the run's output file to ``path``, in a 0700 directory: written to a fresh 0600
+    file renamed into place, so that nothing planted at ``path`` (a link) is ever followed.
+    The path, or empty when it cannot be written."""
+    if path is None or not private_subdir(path.parent):
         return ""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        out.seek(0)
-        with open(path, "wb") as f:
-            shutil.copyfileobj(out, f)
+        fd, temp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=path.parent)
     except OSError:
+        return ""
+    try:
+        out.seek(0)
+        with open(fd, "wb") as f:
+            shutil.copyfileobj(out, f)
+        os.replace(temp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
         return ""
     return str(path)
 
@@ -155,12 +175,16 @@ class Needs:
     hint: Callable[[], str] = lambda: ""
 
 
-def pycache_dir() -> str:
-    """One bytecode cache for every repository (the prefix mirrors absolute paths), per user."""
-    return os.path.join(tempfile.gettempdir(), f"autotest-pycache{user_suffix()}")
+def pycache_dir() -> str | None:
+    """One bytecode cache for every repository (the prefix mirrors absolute paths), in the
+    private state directory: bytecode another user could write would run as this one."""
+    path = state_path("pycache")
+    return None if path is None else str(path)
 
 
-def run_environment(runner: Runner, pycache: str, python: str = sys.executable) -> dict[str, str]:
+def run_environment(
+    runner: Runner, pycache: str | None, python: str = sys.executable
+) -> dict[str, str]:
     """The test process's environment: ``python``'s environment as if activated (its scripts
     first on PATH, so ``python``, ``pytest`` or any console script in a command resolve there),
     the runner's defaults, and bytecode in a cache outside the tree (so runs write nothing
@@ -173,7 +197,7 @@ def run_environment(runner: Runner, pycache: str, python: str = sys.executable) 
         env.pop("PYTHONHOME", None)
     for name, value in runner.env:
         env.setdefault(name, value)
-    if not env.get("PYTHONDONTWRITEBYTECODE"):
+    if pycache is not None and not env.get("PYTHONDONTWRITEBYTECODE"):
         env.setdefault("PYTHONPYCACHEPREFIX", pycache)
     return env
 
@@ -219,11 +243,17 @@ class Run:
         self.needs = needs
         self.confirm = confirm
         self.forked_failed = False
-        self.out: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _result)
         self.started = time.monotonic()
         self.proc: subprocess.Popen[bytes] | WarmProcess | None = None
         self.handle: int | None = None  # a cold process's pidfd, where there are pidfds
         self.error = ""
+        self.unwritable: tuple[str, ...] = ()  # autotest's own I/O failed: no verdict of the tests
+        try:
+            self.out: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _result)
+        except OSError as exc:
+            self.out = io.BytesIO()  # never given to a process: the run does not start
+            self.unwritable = (tempfile.gettempdir(), exc.strerror or str(exc))
+            return
         try:
             if launcher is not None:
                 self.proc = launcher.launch(start, self.out)
@@ -268,6 +298,8 @@ class Run:
 
     def poll(self) -> RunResult | None:
         """The result once the process has ended (or was killed for its timeout), else None."""
+        if self.unwritable:
+            return self._result(Verdict.COULD_NOT_RUN, "output not written")
         if self.proc is None:
             self._append(self.error)
             return self._result(Verdict.FAILED)
@@ -286,6 +318,8 @@ class Run:
             return self._result(Verdict.FAILED, name)
         output = read_output(self.out)
         verdict = self.runner.verdict(code, output.excerpt)
+        if verdict is Verdict.FAILED and self._out_of_room():
+            return self._result(Verdict.COULD_NOT_RUN, "output not written", output)
         if verdict is Verdict.NO_TESTS and self.start.name_filter:
             verdict = Verdict.NO_MATCH
         if verdict is Verdict.FAILED and self._again_cold():
@@ -300,11 +334,22 @@ class Run:
         note = "" if code in (0, 1) or verdict is not Verdict.FAILED else f"exit {code}"
         return self._result(verdict, note, output)
 
+    def _out_of_room(self) -> bool:
+        """Whether the file system holding the run's output is (nearly) full: then the run
+        failed for want of room to write what it printed, autotest's own I/O, and its failure
+        says nothing of the tests."""
+        room = free_room(self.out.fileno(), tempfile.gettempdir())
+        if room is None or room >= OUTPUT_ROOM:
+            return False
+        self.unwritable = (tempfile.gettempdir(), os.strerror(errno.ENOSPC))
+        return True
+
     def _append(self, text: str) -> None:
-        """autotest's own word at the end of the run's output."""
-        self.out.seek(0, os.SEEK_END)
-        self.out.write(text.encode())
-        self.out.flush()
+        """autotest's own word at the end of the run's output (lost where there is no room)."""
+        with contextlib.suppress(OSError):
+            self.out.seek(0, os.SEEK_END)
+            self.out.write(text.encode())
+            self.out.flush()
 
     def _show_where_it_hangs(self) -> None:
         """A Python run prints its stacks (see ``show_stacks``) before it is killed."""
@@ -334,7 +379,7 @@ class Run:
         hint = self.needs.hint() if self.needs and verdict is Verdict.COULD_NOT_RUN else ""
         return RunResult(
             self.package, verdict, seconds, output.head, note, warm,
-            output.tail, output.omitted, saved, hint, self.forked_failed,
+            output.tail, output.omitted, saved, hint, self.forked_failed, self.unwritable,
         )  # fmt: skip
 
     def kill(self) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .basics import ASK_TIMEOUT, UsageError, Verdict
+from .basics import ASK_TIMEOUT, UsageError, Verdict, git_tracks_any
 from .discovery import PACKAGE_MARKERS, Package, owner_of
 from .ignore import glob_matches, holds_no_packages
 from .platform import scripts_dir, venv_python
@@ -325,17 +325,56 @@ def runner_for(
     return BUILTIN_RUNNERS["nose"], "no pytest configuration, conftest.py or pytest-style test"
 
 
+def named_venv(package: Package, by_glob: Sequence[tuple[str, str]]) -> tuple[Path, str] | None:
+    """The virtualenv the ``venvs`` setting names for ``package`` (the first matching glob),
+    with the reason ``venvs 'GLOB'``; None when no glob matches it."""
+    for glob, venv in by_glob:
+        if glob_matches(package.rel, glob) or package.rel == glob:
+            return package.path / venv, f"venvs {glob!r}"
+    return None
+
+
 def python_for(package: Package, by_glob: Sequence[tuple[str, str]]) -> tuple[str, str]:
     """The interpreter for one package, and why: a virtualenv the ``venvs`` setting names for
     it, else its own ``.venv`` or ``venv``, else the one running autotest."""
-    named = [(g, v) for g, v in by_glob if glob_matches(package.rel, g) or package.rel == g]
-    candidates = [(package.path / v, f"venvs {g!r}") for g, v in named[:1]]
+    named = named_venv(package, by_glob)
+    candidates = [named] if named is not None else []
     candidates += [(package.path / n, f"its own {n}") for n in (".venv", "venv")]
     for venv, reason in candidates:
         python = venv_python(venv)
         if python is not None:
             return str(python), reason
     return sys.executable, ""
+
+
+def check_venvs(packages: Sequence[Package], by_glob: Sequence[tuple[str, str]]) -> None:
+    """A virtualenv the ``venvs`` setting names that is not there, or is no virtualenv, is an
+    error, not a silent run with autotest's own interpreter."""
+    for package in packages:
+        named = named_venv(package, by_glob)
+        if named is None or venv_python(named[0]) is not None:
+            continue
+        venv, reason = named
+        if not venv.is_dir():
+            what = "does not exist"
+        elif not (venv / "pyvenv.cfg").is_file():
+            what = "is not a virtualenv (no pyvenv.cfg)"
+        else:
+            what = "holds no interpreter"
+        raise UsageError(f"{reason}: {venv} (for {package.rel}) {what}")
+
+
+def repository_interpreter(choice: Choice, root: Path, venvs_from: str) -> str:
+    """Where in the repository the interpreter of ``choice`` comes from, when it does: the
+    config whose ``venvs`` names its virtualenv, or git, which holds that virtualenv (a clone
+    brings it).  Empty for autotest's own, and for a virtualenv the user named or made."""
+    if choice.python == sys.executable:
+        return ""
+    if venvs_from and choice.python_reason.startswith("venvs "):
+        return f"{venvs_from} {choice.python_reason}"
+    venv = Path(choice.python).parent.parent
+    held = [os.path.join(venv, name) for name in ("pyvenv.cfg", "bin", "Scripts")]
+    return "a virtualenv committed to git" if git_tracks_any(root, held) else ""
 
 
 def choose(

@@ -28,7 +28,7 @@ from .loop_guard import LoopGuard
 from .metadata import is_metadata_file, normalize_name, read_metadata
 from .options import Options, parse_options
 from .order import Step, cycle_order
-from .platform import Signals, can_notify
+from .platform import Signals, can_notify, state_dir
 from .report import Progress, Reporter, describe_changes, shown
 from .run import (
     Needs,
@@ -47,10 +47,12 @@ from .runners import (
     Runner,
     RunStart,
     check_choices,
+    check_venvs,
     choose,
     install_test_deps_command,
     module_installed,
     name_filter_args,
+    repository_interpreter,
     stale_choices,
 )
 from .toml_files import toml_reader_missing
@@ -83,7 +85,7 @@ class PackageSet:
         self.left_out: tuple[tuple[str, str], ...] = ()
         self.dropped: set[str] = set()  # directories skipped as unreadable
         self.graph = DependencyGraph({})
-        self.scan = ImportScan()
+        self.scan = ImportScan(self.rules.device)
         self.scan.load(scan_cache_file(root))
         self.refresh()
         unmatched = [c for c in self.chosen if not self.matching(c)]
@@ -258,6 +260,9 @@ def announce_settings(options: Options, reporter: Reporter) -> None:
                 reporter.runner_from_config(f"{glob} = {spec}", options.runners_from)
     if options.notify and not can_notify():
         reporter.cannot_notify()
+    state = state_dir()
+    if state.refused:
+        reporter.state_elsewhere(state)
 
 
 def changes_given(options: Options, tree: PackageSet, reporter: Reporter) -> dict[str, float]:
@@ -286,9 +291,14 @@ class RunnerChoices:
     """Which runner and interpreter each package gets, and what follows for its runs: the
     command, the packages that cannot run here, the modules the repository provides."""
 
-    def __init__(self, options: Options, tree: PackageSet) -> None:
+    def __init__(
+        self, options: Options, tree: PackageSet,
+        tell: Callable[[str, str], None] = lambda where, python: None,
+    ) -> None:  # fmt: skip
         self.options = options
         self.tree = tree
+        self.tell = tell  # an interpreter the repository brings, named before it first runs
+        self.told: set[tuple[str, str]] = set()
         self.by_package: dict[Package, Choice] = {}
         self.unrunnable: dict[Package, str] = {}
         self.provided: set[str] | None = None
@@ -308,14 +318,26 @@ class RunnerChoices:
         asks a package's own interpreter in a subprocess.  A plan runs nothing, so its machine
         needs no runner."""
         options, packages = self.options, self.tree.packages
+        if strict:
+            check_venvs(packages, options.venvs)
         stale = packages if changed is None else stale_choices(packages, self.by_package, changed)
         fresh = choose(stale, options.root, options.runner, options.runners, options.venvs)
+        self.tell_interpreters(fresh.values())
         kept = {p: c for p, c in self.by_package.items() if p not in fresh}
         self.by_package = {p: fresh.get(p) or kept[p] for p in packages}
         if not options.plan:  # only the choices made again are checked again
             still = {p: fix for p, fix in self.unrunnable.items() if p in kept}
             self.unrunnable = {**still, **check_choices(fresh, strict)}
         self.provided = None
+
+    def tell_interpreters(self, choices: Iterable[Choice]) -> None:
+        """Name each interpreter the repository brings (its config, or a virtualenv committed
+        to git), once, before anything runs it: a clone never runs a program unseen."""
+        for choice in choices:
+            where = repository_interpreter(choice, self.options.root, self.options.venvs_from)
+            if where and (where, choice.python) not in self.told:
+                self.told.add((where, choice.python))
+                self.tell(where, choice.python)
 
     def run_start(self, package: Package, extra: Sequence[str] = ()) -> RunStart:
         """The one answer to how a package's tests run: what --plan shows, and what runs
@@ -381,7 +403,7 @@ class CycleRuns:
 
     def __init__(
         self, choices: RunnerChoices, guard: LoopGuard, ci: CiJob, reporter: Reporter,
-        signals: Signals, limits: RunLimits, saved_dir: Path,
+        signals: Signals, limits: RunLimits, saved_dir: Path | None,
     ) -> None:  # fmt: skip
         self.choices = choices
         self.guard = guard
@@ -426,7 +448,7 @@ class CycleRuns:
         if package in choices.unrunnable:
             return Unrunnable(package, choice.runner, choices.unrunnable[package])
         start = choices.run_start(package, self.ci.run_args(choice.runner.name, package))
-        saved = self.saved_dir / (package.rel.replace("/", "__") + ".log")
+        saved = self.saved_dir and self.saved_dir / (package.rel.replace("/", "__") + ".log")
         needs = Needs(
             lambda modules: choices.unavailable(modules, choice.python),
             lambda: install_test_deps_command(package, choice.python),
@@ -496,13 +518,13 @@ class Session:
         self.signals = signals or Signals()
         announce_settings(options, reporter)
         written = own_outputs(self.root, (options.junit_xml, options.durations))
-        self.rules = IgnoreRules(self.root, (*options.ignore, *written))
+        self.rules = IgnoreRules(self.root, (*options.ignore, *written), options.cross_mounts)
         self.tree = PackageSet(self.root, reporter, self.rules, options.packages, options.exclude)
         if not self.tree.all:
             raise no_packages(self.root)
         if not self.tree.packages:
             raise UsageError(f"--exclude leaves no package of {len(self.tree.all)} to test")
-        self.choices = RunnerChoices(options, self.tree)
+        self.choices = RunnerChoices(options, self.tree, reporter.interpreter_from)
         self.first_changes = changes_given(options, self.tree, reporter)
         self.env = run_environment(Runner("none", ()), pycache_dir())
         self.changes = ChangeSet()
