@@ -8,14 +8,16 @@ edit that must be seen turns a passing test failing, so the verdict proves the r
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from test_events import cycle, started, verdicts
+from test_events import cycle, needs_git, sentinel, started, verdicts
 
-from conftest import Repo, Watch
+from conftest import Repo, Watch, clean_env, git, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +77,81 @@ def test_a_same_size_save_within_the_second_is_run_under_a_packages_other_python
     lines = cycle(w, 2)
     assert lines[0] == "changed: alpha/alpha/__init__.py", w.output
     assert verdicts(lines)[0] == ("alpha", "FAILED"), w.output
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. A burst of any size is judged in moments, and git's silence is not its answer
+# ---------------------------------------------------------------------------------------------
+
+GIT_SPY = """\
+#!/bin/sh
+# git, with each check-ignore call logged: how many paths it was asked about{fail}
+if [ "$1" = check-ignore ]; then
+    asked=$(mktemp)
+    cat > "$asked"
+    echo "$(tr -cd '\\000' < "$asked" | wc -c)" >> {log}
+    exec {git} "$@" < "$asked"
+fi
+exec {git} "$@"
+"""
+
+FAILS = """
+if [ "$1" = check-ignore ]; then echo "fatal: index file corrupt" >&2; exit 128; fi"""
+
+
+def spied_git(tmp_path: Path, fail: bool = False) -> tuple[dict[str, str], Path]:
+    """An environment whose git logs the paths each check-ignore is asked about (or fails it
+    as a corrupt repository would), and the log: one line per call, its paths less one."""
+    real = shutil.which("git")
+    assert real is not None
+    spy, log = tmp_path / "spy", tmp_path / "check-ignore.log"
+    spy.mkdir()
+    script = GIT_SPY.format(fail=FAILS if fail else "", log=shlex.quote(str(log)), git=real)
+    (spy / "git").write_text(script)
+    (spy / "git").chmod(0o755)
+    return clean_env(PATH=f"{spy}{os.pathsep}{os.environ['PATH']}"), log
+
+
+def asked(log: Path) -> list[int]:
+    """How many paths each check-ignore call was asked about."""
+    return [int(n) + 1 for n in log.read_text().split()] if log.exists() else []
+
+
+@needs_git
+def test_thousands_of_gitignored_files_are_judged_by_asking_git_about_their_directories(
+    repo: Repo, watch: type[Watch], tmp_path: Path
+) -> None:
+    repo.package("alpha")
+    repo.package("beta")
+    repo.write(".gitignore", "out/\n")
+    git(repo.path, "init", "-q")
+    env, log = spied_git(tmp_path)
+    w = started(watch, repo.path, env=env)
+    for d in range(30):
+        folder = repo.path / "alpha" / "out" / f"d{d}"
+        folder.mkdir(parents=True)
+        for f in range(100):
+            (folder / f"f{f}.txt").write_text("x")
+    assert wait_until(lambda: sum(asked(log)) >= 30, 20), w.output
+    sentinel(w, repo, 2, "beta/beta/__init__.py")
+    assert max(asked(log)) <= 40, f"git was asked about the files one by one: {asked(log)}"
+
+
+@needs_git
+def test_when_git_cannot_say_what_it_ignores_the_changes_count_and_autotest_says_so_once(
+    repo: Repo, watch: type[Watch], tmp_path: Path
+) -> None:
+    repo.package("alpha")
+    repo.write(".gitignore", "*.log\n")
+    git(repo.path, "init", "-q")
+    env, _ = spied_git(tmp_path, fail=True)
+    w = started(watch, repo.path, env=env)
+    for n, name in enumerate(["debug.log", "trace.log"], 2):
+        (repo.path / "alpha" / name).write_text("x")
+        assert cycle(w, n)[0] == f"changed: alpha/{name}", w.output
+    said = [line for line in w.lines if "git could not say" in line]
+    assert said == [
+        "autotest: git could not say which of 1 changed paths .gitignore excludes (git "
+        "check-ignore failed or timed out); they count as changes, and so will later ones git "
+        "cannot judge"
+    ], w.output

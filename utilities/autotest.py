@@ -1158,6 +1158,7 @@ class IgnoreRules:
         self.use_git = is_git_work_tree(root)
         self.git_dirs: frozenset[str] = frozenset()
         self._tool_dirs: set[str] = set()
+        self._git_ignored_dirs: set[str] = set()  # as git answered for bursts
 
     def relative(self, path: str) -> str | None:
         if path == self.root:
@@ -1171,6 +1172,7 @@ class IgnoreRules:
         thread its own, so that no state is shared between them."""
         twin = copy.copy(self)
         twin._tool_dirs = set(self._tool_dirs)
+        twin._git_ignored_dirs = set(self._git_ignored_dirs)
         return twin
 
     def is_tool_dir(self, name: str, path: str) -> bool:
@@ -1224,15 +1226,49 @@ class IgnoreRules:
                 return path
         return None
 
-    def git_ignored(self, paths: Iterable[str]) -> set[str]:
-        """Which of ``paths`` the repository's .gitignore files exclude: one call to git."""
+    def git_ignored(self, paths: Iterable[str]) -> set[str] | None:
+        """Which of ``paths`` the repository's .gitignore files exclude; None when git cannot
+        say (missing, failing or hanging), which is never "none of them".  git is asked first
+        about the directories holding them, then about the paths in directories it does not
+        ignore: a burst of any size written into a few ignored directories is judged in one
+        short call, not one line per file."""
         paths = list(paths)
         if not self.use_git or not paths:
+            return set()
+        parents = {d for d in map(os.path.dirname, paths) if self.relative(d)}
+        ignored_dirs = self._check_ignore(sorted(d + os.sep for d in parents))
+        if ignored_dirs is None:
+            return None
+        inside = {d.rstrip(os.sep) for d in ignored_dirs}
+        self._git_ignored_dirs.update(inside)
+        below = {p for p in paths if os.path.dirname(p) in inside}
+        ignored = self._check_ignore([p for p in paths if p not in below])
+        return None if ignored is None else below | ignored
+
+    def known_ignored(self, paths: Iterable[str]) -> set[str]:
+        """Which of ``paths`` lie in directories git has said it ignores (as a whole, or when
+        asked about a burst): the answer when git cannot be asked."""
+        known = self.git_dirs | self._git_ignored_dirs
+        return {p for p in paths if not known.isdisjoint(self.directories_holding(p))}
+
+    def directories_holding(self, path: str) -> list[str]:
+        """``path`` and the directories above it, up to the root's."""
+        held = [path]
+        while self.relative(held[-1]):
+            held.append(os.path.dirname(held[-1]))
+        return held
+
+    def _check_ignore(self, paths: Sequence[str]) -> set[str] | None:
+        """One call to ``git check-ignore``: the paths it names (as given), or None when it
+        gives no answer."""
+        if not paths:
             return set()
         listed = run_git(
             self.root, "check-ignore", "-z", "--stdin", stdin=b"\0".join(map(os.fsencode, paths))
         )  # exit 1 means none is ignored, and lists nothing
-        return {os.fsdecode(p) for p in (listed or b"").split(b"\0") if p}
+        if listed is None:
+            return None
+        return {os.fsdecode(p) for p in listed.split(b"\0") if p}
 
     def refresh_git_dirs(self) -> None:
         """Ask git which directories .gitignore excludes as a whole, so no watch is spent
@@ -2798,6 +2834,7 @@ class Intake:
         debounce: float,
         on_echoes: Callable[[list[str]], None],
         on_judged: Callable[[list[str], list[str]], None] | None = None,
+        on_git_unanswered: Callable[[int], None] = lambda count: None,
     ) -> None:
         self.changes = changes
         self.rules = rules
@@ -2805,6 +2842,7 @@ class Intake:
         self.debounce = debounce
         self.on_echoes = on_echoes
         self.on_judged = on_judged  # -v: what changed during runs, counted and not
+        self.on_git_unanswered = on_git_unanswered
         self._ignored: dict[str, bool] = {}
         self._runs_doing: dict[tuple[str, float], bool] = {}
 
@@ -2814,7 +2852,7 @@ class Intake:
         as one only once its pyvenv.cfg is written, after its first directories."""
         unknown = [p for p in paths if p not in self._ignored]
         if unknown:
-            ignored = self.rules.git_ignored(unknown)
+            ignored = self._git_ignored(unknown)
             self._ignored.update(
                 (p, p in ignored or self.rules.is_ignored(p, os.path.isdir(p))) for p in unknown
             )
@@ -2829,6 +2867,17 @@ class Intake:
             if during or echoes:
                 self.on_judged(during, echoes)
         return counting, echoes
+
+    def _git_ignored(self, paths: list[str]) -> set[str]:
+        """What git ignores of ``paths``.  When git cannot say, what lies in directories it
+        said it ignores, and the rest counts (an edit is never lost to a failed question), and
+        the user is told why."""
+        ignored = self.rules.git_ignored(paths)
+        if ignored is None:
+            ignored = self.rules.known_ignored(paths)
+            if len(ignored) < len(paths):
+                self.on_git_unanswered(len(paths) - len(ignored))
+        return ignored
 
     def say_notices(self) -> None:
         """What the other threads had to tell the user, said now, in the main thread."""
@@ -5252,6 +5301,7 @@ class Terminal:
         self.root = root or Path.cwd()
         self.full_output = False
         self.warned_unreadable: set[str] = set()
+        self.said_git_unanswered = False
         self.live = hasattr(stream, "isatty") and stream.isatty()  # a status line goes here
         self.status = StatusLine(stream)
         self.named_again: dict[Package, float] = {}  # not on a terminal: when to name a run
@@ -5432,6 +5482,16 @@ class Notices(Terminal):
             f"the kernel refused an inotify watch for {self.rel(path)} (out of watches); "
             f"polling from now on. To watch natively, raise the limit: {RAISE_WATCHES}"
         )
+
+    def git_unanswered(self, count: int) -> None:
+        """git could not say which changed paths it ignores: said once a session."""
+        if not self.said_git_unanswered:
+            self.said_git_unanswered = True
+            self.warn(
+                f"git could not say which of {count} changed paths .gitignore excludes "
+                "(git check-ignore failed or timed out); they count as changes, and so will "
+                "later ones git cannot judge"
+            )
 
     def gitignore_not_applied(self, path: str) -> None:
         self.note(
@@ -6526,8 +6586,9 @@ class Session:
         self.guard = LoopGuard(self.tree.owner_dir)
         judged = reporter.judged_during_runs if options.explain else None
         self.intake = Intake(
-            self.changes, self.rules, self.guard, options.debounce, reporter.echoes, judged
-        )
+            self.changes, self.rules, self.guard, options.debounce, reporter.echoes, judged,
+            reporter.git_unanswered,
+        )  # fmt: skip
         self.warm_policy = WarmPolicy()
         self.pool: WarmPool | None = None
         self.failed: set[Package] = set()

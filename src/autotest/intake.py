@@ -57,6 +57,7 @@ class Intake:
         debounce: float,
         on_echoes: Callable[[list[str]], None],
         on_judged: Callable[[list[str], list[str]], None] | None = None,
+        on_git_unanswered: Callable[[int], None] = lambda count: None,
     ) -> None:
         self.changes = changes
         self.rules = rules
@@ -64,6 +65,7 @@ class Intake:
         self.debounce = debounce
         self.on_echoes = on_echoes
         self.on_judged = on_judged  # -v: what changed during runs, counted and not
+        self.on_git_unanswered = on_git_unanswered
         self._ignored: dict[str, bool] = {}
         self._runs_doing: dict[tuple[str, float], bool] = {}
 
@@ -73,7 +75,7 @@ class Intake:
         as one only once its pyvenv.cfg is written, after its first directories."""
         unknown = [p for p in paths if p not in self._ignored]
         if unknown:
-            ignored = self.rules.git_ignored(unknown)
+            ignored = self._git_ignored(unknown)
             self._ignored.update(
                 (p, p in ignored or self.rules.is_ignored(p, os.path.isdir(p))) for p in unknown
             )
@@ -88,6 +90,17 @@ class Intake:
             if during or echoes:
                 self.on_judged(during, echoes)
         return counting, echoes
+
+    def _git_ignored(self, paths: list[str]) -> set[str]:
+        """What git ignores of ``paths``.  When git cannot say, what lies in directories it
+        said it ignores, and the rest counts (an edit is never lost to a failed question), and
+        the user is told why."""
+        ignored = self.rules.git_ignored(paths)
+        if ignored is None:
+            ignored = self.rules.known_ignored(paths)
+            if len(ignored) < len(paths):
+                self.on_git_unanswered(len(paths) - len(ignored))
+        return ignored
 
     def say_notices(self) -> None:
         """What the other threads had to tell the user, said now, in the main thread."""

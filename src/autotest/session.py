@@ -453,8 +453,9 @@ class Session:
         self.guard = LoopGuard(self.tree.owner_dir)
         judged = reporter.judged_during_runs if options.explain else None
         self.intake = Intake(
-            self.changes, self.rules, self.guard, options.debounce, reporter.echoes, judged
-        )
+            self.changes, self.rules, self.guard, options.debounce, reporter.echoes, judged,
+            reporter.git_unanswered,
+        )  # fmt: skip
         self.warm_policy = WarmPolicy()
         self.pool: WarmPool | None = None
         self.failed: set[Package] = set()
