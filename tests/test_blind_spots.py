@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_events import cycle, needs_git, sentinel, started, verdicts
+from test_events import TARGET, cycle, needs_git, sentinel, started, verdicts
 
-from conftest import Repo, Watch, clean_env, git, wait_until
+from conftest import FAILING_TEST, PASSING_TEST, Repo, Watch, clean_env, git, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +155,57 @@ def test_when_git_cannot_say_what_it_ignores_the_changes_count_and_autotest_says
         "check-ignore failed or timed out); they count as changes, and so will later ones git "
         "cannot judge"
     ], w.output
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. A root replaced under autotest is watched anew
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_root_removed_and_copied_back_at_once_is_watched_anew(
+    repo: Repo, watch: type[Watch], tmp_path: Path
+) -> None:
+    repo.package("alpha")
+    repo.package("beta")
+    backup = tmp_path / "backup"
+    subprocess.run(["cp", "-a", str(repo.path), str(backup)], check=True)
+    w = started(watch, repo.path)
+    replace = 'rm -rf "$1" && cp -a "$2" "$1"'
+    subprocess.run(["sh", "-c", replace, "sh", str(repo.path), str(backup)], check=True)
+    said = w.wait_for(r"^autotest: .* is another directory now \(replaced while watched\)")
+    assert cycle(w, 2)[0] == "testing all 2 packages", w.output
+    assert "changed: " not in "\n".join(w.lines[said:]), "the old tree's removal was tested"
+    repo.write(TARGET, FAILING_TEST)  # an edit in the new tree
+    lines = cycle(w, 3)
+    assert lines[0] == f"changed: {TARGET}", w.output
+    assert verdicts(lines)[0] == ("alpha", "FAILED"), w.output
+
+
+def test_a_root_swapped_for_another_by_two_renames_is_watched_anew(
+    repo: Repo, watch: type[Watch], tmp_path: Path
+) -> None:
+    repo.package("alpha")
+    repo.package("beta")
+    new = tmp_path / "new"
+    subprocess.run(["cp", "-a", str(repo.path), str(new)], check=True)
+    (new / TARGET).write_text(FAILING_TEST)  # the tree swapped in fails
+    w = started(watch, repo.path)
+    os.rename(repo.path, tmp_path / "old")
+    os.rename(new, repo.path)
+    lines = cycle(w, 2)
+    assert lines[0] == "testing all 2 packages", w.output
+    assert verdicts(lines)[0] == ("alpha", "FAILED"), w.output
+    repo.write(TARGET, PASSING_TEST)
+    lines = cycle(w, 3)
+    assert lines[0] == f"changed: {TARGET}", w.output
+    assert verdicts(lines)[0] == ("alpha", "ok"), w.output
+
+
+def test_a_root_renamed_away_ends_autotest_with_one_line(
+    repo: Repo, watch: type[Watch], tmp_path: Path
+) -> None:
+    repo.package("alpha")
+    w = started(watch, repo.path)
+    os.rename(repo.path, tmp_path / "elsewhere")
+    w.wait_for(rf"^autotest: error: the root {repo.path} is gone; stopping$")
+    assert w.proc.wait(timeout=10) == 2

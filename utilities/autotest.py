@@ -562,6 +562,9 @@ CYCLE_WAKE = 0.05  # a running cycle looks for changes and keys at least this of
 WAKE_INTERVAL = 1.0  # the longest lock wait, so that Ctrl+C is never held up by one
 
 
+ROOT_CHECK_EVERY = 1.0  # while idle, how often the root is checked to be the directory watched
+
+
 OBSERVER_TIMEOUT = 1.0  # watchdog's event batching; the polling observer's scan interval
 
 
@@ -2322,6 +2325,20 @@ def plan_watches(root: str, excluded: Callable[[str, str], bool]) -> WatchPlan:
     return WatchPlan(tuple(recursive), tuple(flat), watches, tuple(unreadable))
 
 
+def directory_identity(path: str) -> tuple[int, int, float] | None:
+    """Which directory ``path`` names (its device, inode and birth time, where the system
+    records it: a new directory may be given the inode just freed), or None when there is
+    none.  A directory removed and made again, or another renamed into its place, is another
+    one, and the watches on the old one see nothing of it."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    if not os.path.isdir(path):
+        return None
+    return (stat.st_dev, stat.st_ino, birth_time(path) or 0.0)
+
+
 def changed_since(top: str, since: float, excluded: Callable[[str, str], bool]) -> list[str]:
     """Files below ``top`` (outside excluded directories) written, created or renamed at or
     after ``since``, and the directories born since: what a moment without watches may have
@@ -2787,7 +2804,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable
 
-# from .basics import QuitRequested
+# from .basics import ROOT_CHECK_EVERY, QuitRequested
 # from .handoff import ChangeSet
 # from .ignore import IgnoreRules
 # from .loop_guard import LoopGuard
@@ -2800,6 +2817,7 @@ class Ask(enum.Enum):
     ALL = "all"
     FAILED = "failed"
     RESUME = "resume"  # what a cycle cut short did not run
+    REPLACED = "replaced"  # the root is another directory than the one watched
     QUIT = "quit"
 
 
@@ -2835,6 +2853,7 @@ class Intake:
         on_echoes: Callable[[list[str]], None],
         on_judged: Callable[[list[str], list[str]], None] | None = None,
         on_git_unanswered: Callable[[int], None] = lambda count: None,
+        root_replaced: Callable[[], bool] = lambda: False,
     ) -> None:
         self.changes = changes
         self.rules = rules
@@ -2843,6 +2862,7 @@ class Intake:
         self.on_echoes = on_echoes
         self.on_judged = on_judged  # -v: what changed during runs, counted and not
         self.on_git_unanswered = on_git_unanswered
+        self.root_replaced = root_replaced  # watches on a directory no longer at the root
         self._ignored: dict[str, bool] = {}
         self._runs_doing: dict[tuple[str, float], bool] = {}
 
@@ -2898,11 +2918,25 @@ class Intake:
         counting, _ = self._counting(paths)
         return bool(counting)
 
+    def _root_replaced(self) -> bool:
+        """Whether the root is another directory now, or its watch saw it go (where a new one
+        may reuse its inode); if so, what changed in the old one is dropped (its removal,
+        mostly): the new one is planned and tested whole."""
+        if self.rules.root not in self.changes.peek()[0] and not self.root_replaced():
+            return False
+        self.changes.take_paths()
+        self._ignored.clear()
+        self._runs_doing.clear()
+        return True
+
     def next_request(self, resume: bool = False) -> Request:
         """Block until a key or a settled burst of changes that count.  With ``resume`` (a
         cycle was cut short for changes), a burst that turns out to hold none still asks for
-        the packages not run yet."""
+        the packages not run yet.  The root is checked on each wake, every ``ROOT_CHECK_EVERY``
+        while idle: once it is another directory, a new plan is asked for."""
         while True:
+            if self._root_replaced():
+                return Request(Ask.REPLACED)
             key = self.changes.take_key()
             if key in QUIT_KEYS:
                 return Request(Ask.QUIT)
@@ -2912,10 +2946,12 @@ class Intake:
                 continue
             if resume and not self.changes.pending():
                 return Request(Ask.RESUME)
-            self.changes.wait_settled(self.debounce)
+            self.changes.wait_settled(self.debounce, ROOT_CHECK_EVERY)
             self.say_notices()
             if self.changes.peek()[1] or not self.changes.settled(self.debounce):
-                continue  # a key, or woken for a notice
+                continue  # a key, woken for a notice, or time to check the root again
+            if self._root_replaced():
+                return Request(Ask.REPLACED)
             paths = self.changes.take_paths()
             counting, echoes = self._counting(paths)
             self._ignored.clear()
@@ -5370,6 +5406,12 @@ class Notices(Terminal):
         root = shown(str(self.root))
         self.note(f"watching {counted(count, 'package')} in {root} ({how}); Ctrl+C to stop")
 
+    def root_replaced(self) -> None:
+        self.warn(
+            f"{shown(str(self.root))} is another directory now (replaced while watched); "
+            "watching the new one"
+        )
+
     def packages_changed(self, added: Iterable[str], removed: Iterable[str]) -> None:
         words = [f"+{shown(r)}" for r in sorted(added)] + [f"-{shown(r)}" for r in sorted(removed)]
         self.say(self.paint(f"packages: {' '.join(words)}", "dim"))
@@ -6148,7 +6190,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-# from .basics import QuitRequested, UsageError, changed_since_ref
+# from .basics import ROOT_CHECK_EVERY, QuitRequested, UsageError, changed_since_ref, is_git_work_tree
 # from .ci import CiJob, Command, own_outputs, plan_json
 # from .cycle import CycleOutcome, Startable, run_cycle, wait_for_runs
 # from .discovery import PACKAGE_MARKERS, Package, discover, owner_of
@@ -6186,7 +6228,7 @@ from typing import Callable
 #     stale_choices,
 # )
 # from .warm_policy import WarmPolicy, WarmPool
-# from .watching import WATCHDOG_ERROR, Watcher
+# from .watching import WATCHDOG_ERROR, Watcher, directory_identity
 
 
 class PackageSet:
@@ -6331,6 +6373,21 @@ def path_named(arg: str, root: Path, packages: Sequence[Package]) -> str | None:
     ]
     existing = [p for p in owned if os.path.lexists(p)]
     return (existing or owned)[0] if owned else None
+
+
+def root_gone(root: Path) -> UsageError:
+    return UsageError(f"the root {shown(str(root))} is gone; stopping")
+
+
+def root_is_back(root: Path) -> bool:
+    """Whether a directory is at ``root``, waiting up to ``ROOT_CHECK_EVERY`` for one (between
+    ``mv R R.old`` and ``mv R.new R`` there is none)."""
+    deadline = time.monotonic() + ROOT_CHECK_EVERY
+    while not root.is_dir():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(ROOT_CHECK_EVERY / 20)
+    return True
 
 
 def no_packages(root: Path) -> UsageError:
@@ -6560,6 +6617,47 @@ def started_watcher(
         raise UsageError(f"cannot watch {rules.root}: {exc.strerror or exc}") from None
 
 
+class WatchedRoot:
+    """The root and its watcher, and which directory the root was when watching started: one
+    replaced under autotest is another, and the old one's watches see nothing of it."""
+
+    def __init__(
+        self, rules: IgnoreRules, changes: ChangeSet, poll: bool, reporter: Reporter
+    ) -> None:
+        self.rules = rules
+        self.changes = changes
+        self.poll = poll
+        self.reporter = reporter
+        self.identity = directory_identity(rules.root)
+        self.watcher: Watcher | None = None
+
+    def start(self) -> str:
+        """Watch the root as it is now; how it is watched."""
+        self.identity = directory_identity(self.rules.root)
+        self.watcher, how = started_watcher(self.rules, self.changes, self.poll, self.reporter)
+        return how
+
+    def replaced(self) -> bool:
+        """Whether the root is no longer the directory watched (gone, or another one)."""
+        return directory_identity(self.rules.root) != self.identity
+
+    def restart(self) -> str:
+        """Watch the directory at the root now (removed and copied back, or another renamed
+        into its place); a root gone for good ends autotest."""
+        self.stop()
+        root = Path(self.rules.root)
+        if not root_is_back(root):
+            raise root_gone(root)
+        self.reporter.root_replaced()
+        self.rules.use_git = is_git_work_tree(root)
+        return self.start()
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
+
+
 class Session:
     """The main loop, and the only place tests run: fed by the Intake, it orders each cycle,
     runs it and reports it."""
@@ -6585,10 +6683,10 @@ class Session:
         self.changes = ChangeSet()
         self.guard = LoopGuard(self.tree.owner_dir)
         judged = reporter.judged_during_runs if options.explain else None
-        self.intake = Intake(
-            self.changes, self.rules, self.guard, options.debounce, reporter.echoes, judged,
-            reporter.git_unanswered,
-        )  # fmt: skip
+        self.watched = WatchedRoot(self.rules, self.changes, options.poll, reporter)
+        self.intake = Intake(self.changes, self.rules, self.guard, options.debounce,
+                             reporter.echoes, judged, reporter.git_unanswered,
+                             self.watched.replaced)  # fmt: skip
         self.warm_policy = WarmPolicy()
         self.pool: WarmPool | None = None
         self.failed: set[Package] = set()
@@ -6698,7 +6796,7 @@ class Session:
         return 0 if self.first_cycle().all_ran else 1
 
     def watch(self, interactive: bool) -> int:
-        watcher, how = started_watcher(self.rules, self.changes, self.options.poll, self.reporter)
+        how = self.watched.start()
         self.reporter.watching(len(self.packages), how)
         self.tell_packages()
         folders = [str(self.root), *(str(p.path) for p in self.packages)]
@@ -6722,8 +6820,15 @@ class Session:
         except QuitRequested:
             pass  # q during a run: run_cycle has killed the runs on the way out
         finally:
-            watcher.stop()
+            self.watched.stop()
         return self.last_status
+
+    def replant(self) -> CycleOutcome:
+        """The root is another directory now: watch it, find its packages, test them all."""
+        self.watched.restart()
+        self.tree.refresh()  # the cycle chooses every package's runner again
+        self.failed &= set(self.packages)
+        return self.run_all()
 
     def respond(self, request: Request) -> CycleOutcome:
         if request.kind is Ask.ALL:
@@ -6732,9 +6837,11 @@ class Session:
             return self.run_failed()
         if request.kind is Ask.RESUME:
             return self.run_unfinished()
+        if request.kind is Ask.REPLACED:
+            return self.replant()
         batch = request.paths
         if not self.root.is_dir():
-            raise UsageError(f"the root {shown(str(self.root))} is gone; stopping")
+            raise root_gone(self.root)
         looping = self.guard.observe(batch)
         if looping:
             self.reporter.loop_found(looping)

@@ -62,6 +62,9 @@ CYCLE_WAKE = 0.05  # a running cycle looks for changes and keys at least this of
 WAKE_INTERVAL = 1.0  # the longest lock wait, so that Ctrl+C is never held up by one
 
 
+ROOT_CHECK_EVERY = 1.0  # while idle, how often the root is checked to be the directory watched
+
+
 OBSERVER_TIMEOUT = 1.0  # watchdog's event batching; the polling observer's scan interval
 
 

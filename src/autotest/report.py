@@ -242,6 +242,12 @@ class Notices(Terminal):
         root = shown(str(self.root))
         self.note(f"watching {counted(count, 'package')} in {root} ({how}); Ctrl+C to stop")
 
+    def root_replaced(self) -> None:
+        self.warn(
+            f"{shown(str(self.root))} is another directory now (replaced while watched); "
+            "watching the new one"
+        )
+
     def packages_changed(self, added: Iterable[str], removed: Iterable[str]) -> None:
         words = [f"+{shown(r)}" for r in sorted(added)] + [f"-{shown(r)}" for r in sorted(removed)]
         self.say(self.paint(f"packages: {' '.join(words)}", "dim"))

@@ -160,6 +160,20 @@ def plan_watches(root: str, excluded: Callable[[str, str], bool]) -> WatchPlan:
     return WatchPlan(tuple(recursive), tuple(flat), watches, tuple(unreadable))
 
 
+def directory_identity(path: str) -> tuple[int, int, float] | None:
+    """Which directory ``path`` names (its device, inode and birth time, where the system
+    records it: a new directory may be given the inode just freed), or None when there is
+    none.  A directory removed and made again, or another renamed into its place, is another
+    one, and the watches on the old one see nothing of it."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    if not os.path.isdir(path):
+        return None
+    return (stat.st_dev, stat.st_ino, birth_time(path) or 0.0)
+
+
 def changed_since(top: str, since: float, excluded: Callable[[str, str], bool]) -> list[str]:
     """Files below ``top`` (outside excluded directories) written, created or renamed at or
     after ``since``, and the directories born since: what a moment without watches may have
