@@ -17,7 +17,16 @@ from pathlib import Path
 import pytest
 from test_events import TARGET, cycle, needs_git, sentinel, started, verdicts
 
-from conftest import FAILING_TEST, PASSING_TEST, Repo, Watch, clean_env, git, wait_until
+from conftest import (
+    FAILING_TEST,
+    PASSING_TEST,
+    Repo,
+    Watch,
+    clean_env,
+    git,
+    load_autotest,
+    wait_until,
+)
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +218,44 @@ def test_a_root_renamed_away_ends_autotest_with_one_line(
     os.rename(repo.path, tmp_path / "elsewhere")
     w.wait_for(rf"^autotest: error: the root {repo.path} is gone; stopping$")
     assert w.proc.wait(timeout=10) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. A file moved between packages is one change
+# ---------------------------------------------------------------------------------------------
+
+
+@needs_git
+def test_a_file_moved_from_one_package_to_another_runs_one_cycle(
+    repo: Repo, watch: type[Watch]
+) -> None:
+    repo.package("alpha")
+    repo.package("beta")
+    repo.package("gamma")
+    repo.write("alpha/alpha/helpers.py", "X = 1\n")
+    git(repo.path, "init", "-q")  # .git at the root: each package gets a watch of its own
+    w = started(watch, repo.path)
+    os.rename(repo.path / "alpha/alpha/helpers.py", repo.path / "beta/beta/helpers.py")
+    lines = cycle(w, 2)
+    assert lines[0] == "changed: 2 files in 2 packages", w.output
+    sentinel(w, repo, 3, "gamma/gamma/__init__.py")
+
+
+def test_an_entry_renamed_in_from_elsewhere_holds_its_burst_until_its_old_path_is_reported(
+    tmp_path: Path,
+) -> None:
+    at = load_autotest()
+    now = [0.0]
+    changes = at.ChangeSet(clock=lambda: now[0])
+    changes.add(["/r/beta/x.py"], created=True, fresh=True, moved_in=True)
+    now[0] = at.CREATED_SETTLE + 0.01
+    assert not changes.settled(0.05), "the old path may still be on its way"
+    now[0] = 0.55
+    changes.remove("/r/alpha/x.py")  # watchdog's late report of the source
+    now[0] = at.MOVE_PAIR_WAIT + 0.01
+    assert changes.settled(0.05)
+    assert sorted(changes.take_paths()) == ["/r/alpha/x.py", "/r/beta/x.py"]
+    new = tmp_path / "new.py"
+    new.write_text("")
+    if at.birth_time(str(new)) is not None:
+        assert not at.renamed_into_place(str(new)), "a file just created is no move"

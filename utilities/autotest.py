@@ -615,6 +615,12 @@ LINE_LIMIT = 8192  # longer lines are read (and kept) in pieces of this many byt
 CREATED_SETTLE = 0.3  # a file new in a burst settles once this old (or gone): a temporary file
 
 
+MOVE_PAIR_WAIT = 0.8  # watchdog reports a move's source 0.5 s late when another watch saw it go
+
+
+MOVED_IN_AGE = 0.5  # a "created" entry born this long before is one renamed into place
+
+
 FILE_TICK_WAIT = 0.02  # the longest wait for the coarse file clock to tick on (a tick is 1-10 ms)
 
 
@@ -2042,7 +2048,7 @@ import time
 from collections.abc import Iterable
 from typing import Callable
 
-# from .basics import CREATED_SETTLE, WAKE_INTERVAL
+# from .basics import CREATED_SETTLE, MOVE_PAIR_WAIT, WAKE_INTERVAL
 
 
 class ChangeSet:
@@ -2060,14 +2066,19 @@ class ChangeSet:
         self._paths: dict[str, float] = {}
         self._created: set[str] = set()
         self._fresh: dict[str, float] = {}  # created in place (not renamed there), and when
+        self._moved_in: dict[str, float] = {}  # renamed here from another watch, and when
         self._keys: list[str] = []
         self._notices: list[Callable[[], None]] = []
         self._last = 0.0
 
-    def add(self, paths: Iterable[str], created: bool = False, fresh: bool = False) -> None:
+    def add(
+        self, paths: Iterable[str], created: bool = False, fresh: bool = False,
+        moved_in: bool = False,
+    ) -> None:  # fmt: skip
         """Paths changed now; ``created`` ones are new since the main loop last took the paths,
-        and ``fresh`` ones were created where they are (a writer's temporary file may be one,
-        until it is renamed into place)."""
+        ``fresh`` ones were created where they are (a writer's temporary file may be one,
+        until it is renamed into place), and ``moved_in`` ones may have been renamed here from
+        another watch, whose report of their old path comes later."""
         now = self._clock()
         with self._cond:
             for path in paths:
@@ -2075,6 +2086,8 @@ class ChangeSet:
                     self._created.add(path)
                 if fresh:
                     self._fresh.setdefault(path, now)
+                if moved_in:
+                    self._moved_in.setdefault(path, now)
                 self._paths[path] = now
             self._last = now
             self._cond.notify_all()
@@ -2090,6 +2103,7 @@ class ChangeSet:
                 for gone in [path, *inside]:
                     self._created.discard(gone)
                     self._fresh.pop(gone, None)
+                    self._moved_in.pop(gone, None)
                     self._paths.pop(gone, None)
             else:
                 self._paths[path] = now
@@ -2127,7 +2141,8 @@ class ChangeSet:
 
     def take_paths(self) -> dict[str, float]:
         with self._cond:
-            paths, self._paths, self._created, self._fresh = self._paths, {}, set(), {}
+            paths, self._paths, self._created = self._paths, {}, set()
+            self._fresh, self._moved_in = {}, {}
             return paths
 
     def wait_settled(self, debounce: float, timeout: float | None = None) -> None:
@@ -2153,12 +2168,16 @@ class ChangeSet:
             return bool(self._paths) and self._unsettled_for(self._clock(), debounce) <= 0
 
     def _unsettled_for(self, now: float, debounce: float) -> float:
-        """How long until the burst settles: quiet for ``debounce``, and every file created in
-        it either gone again or ``CREATED_SETTLE`` old, so that a temporary file written
-        slowly and then renamed into place is one change, not two."""
+        """How long until the burst settles: quiet for ``debounce``, every file created in it
+        either gone again or ``CREATED_SETTLE`` old, so that a temporary file written slowly
+        and then renamed into place is one change, not two; and every entry renamed here from
+        elsewhere ``MOVE_PAIR_WAIT`` old, so that a move between two packages' watches, whose
+        source watchdog reports half a second late, is one change too."""
         wait = debounce - (now - self._last)
         if self._fresh:
             wait = max(wait, CREATED_SETTLE - (now - max(self._fresh.values())))
+        if self._moved_in:
+            wait = max(wait, MOVE_PAIR_WAIT - (now - max(self._moved_in.values())))
         return wait
 
 
@@ -2181,10 +2200,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-# from .basics import GRANT_RECHECK, GRANT_RETRIES, OBSERVER_TIMEOUT, RESCAN_FALLBACK, STAMP_SLACK
+# from .basics import (
+#     GRANT_RECHECK,
+#     GRANT_RETRIES,
+#     MOVED_IN_AGE,
+#     OBSERVER_TIMEOUT,
+#     RESCAN_FALLBACK,
+#     STAMP_SLACK,
+# )
 # from .handoff import ChangeSet
 # from .ignore import IgnoreRules, is_leaf_tool_dir
-# from .platform import birth_time, inotify_watch_limit, inotify_watched_inodes
+# from .platform import birth_time, file_clock, inotify_watch_limit, inotify_watched_inodes
 
 try:
     from watchdog import events as _events
@@ -2209,6 +2235,14 @@ except ImportError as _exc:  # --help and --once work without it; watching says 
     FileSystemEventHandler = object  # type: ignore[misc,assignment]
     WATCHED_EVENTS = []
     WATCHDOG_ERROR = str(_exc)
+
+
+def renamed_into_place(path: str) -> bool:
+    """Whether an entry reported created was born a while before: renamed here, from another
+    watch (another package: watchdog reports the old path half a second later) or from outside
+    the tree.  Where the system keeps no birth time, it may have been."""
+    born = birth_time(path)
+    return born is None or born < file_clock() - MOVED_IN_AGE
 
 
 class ChangeHandler(FileSystemEventHandler):
@@ -2248,9 +2282,9 @@ class ChangeHandler(FileSystemEventHandler):
             self.changes.remove(paths[0])
             relevant = relevant[1:]
         if relevant:
-            self.changes.add(
-                relevant, created=kind in ("created", "moved"), fresh=kind == "created"
-            )
+            fresh = kind == "created"
+            moved_in = fresh and renamed_into_place(paths[0])
+            self.changes.add(relevant, kind in ("created", "moved"), fresh, moved_in)
 
 
 @dataclass(frozen=True)

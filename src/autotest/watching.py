@@ -16,10 +16,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from .basics import GRANT_RECHECK, GRANT_RETRIES, OBSERVER_TIMEOUT, RESCAN_FALLBACK, STAMP_SLACK
+from .basics import (
+    GRANT_RECHECK,
+    GRANT_RETRIES,
+    MOVED_IN_AGE,
+    OBSERVER_TIMEOUT,
+    RESCAN_FALLBACK,
+    STAMP_SLACK,
+)
 from .handoff import ChangeSet
 from .ignore import IgnoreRules, is_leaf_tool_dir
-from .platform import birth_time, inotify_watch_limit, inotify_watched_inodes
+from .platform import birth_time, file_clock, inotify_watch_limit, inotify_watched_inodes
 
 try:
     from watchdog import events as _events
@@ -44,6 +51,14 @@ except ImportError as _exc:  # --help and --once work without it; watching says 
     FileSystemEventHandler = object  # type: ignore[misc,assignment]
     WATCHED_EVENTS = []
     WATCHDOG_ERROR = str(_exc)
+
+
+def renamed_into_place(path: str) -> bool:
+    """Whether an entry reported created was born a while before: renamed here, from another
+    watch (another package: watchdog reports the old path half a second later) or from outside
+    the tree.  Where the system keeps no birth time, it may have been."""
+    born = birth_time(path)
+    return born is None or born < file_clock() - MOVED_IN_AGE
 
 
 class ChangeHandler(FileSystemEventHandler):
@@ -83,9 +98,9 @@ class ChangeHandler(FileSystemEventHandler):
             self.changes.remove(paths[0])
             relevant = relevant[1:]
         if relevant:
-            self.changes.add(
-                relevant, created=kind in ("created", "moved"), fresh=kind == "created"
-            )
+            fresh = kind == "created"
+            moved_in = fresh and renamed_into_place(paths[0])
+            self.changes.add(relevant, kind in ("created", "moved"), fresh, moved_in)
 
 
 @dataclass(frozen=True)
