@@ -255,7 +255,9 @@ def test_an_entry_renamed_in_from_elsewhere_holds_its_burst_until_its_old_path_i
     now[0] = at.MOVE_PAIR_WAIT + 0.01
     assert changes.settled(0.05)
     assert sorted(changes.take_paths()) == ["/r/alpha/x.py", "/r/beta/x.py"]
-    new = tmp_path / "new.py"
+    new, old = tmp_path / "new.py", tmp_path / "old.py"
     new.write_text("")
-    if at.birth_time(str(new)) is not None:
-        assert not at.renamed_into_place(str(new)), "a file just created is no move"
+    assert not at.renamed_into_place(str(new)), "a file just written is no move"
+    old.write_text("")
+    os.utime(old, (1e9, 1e9))
+    assert at.renamed_into_place(str(old))

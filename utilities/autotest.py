@@ -618,7 +618,7 @@ CREATED_SETTLE = 0.3  # a file new in a burst settles once this old (or gone): a
 MOVE_PAIR_WAIT = 0.8  # watchdog reports a move's source 0.5 s late when another watch saw it go
 
 
-MOVED_IN_AGE = 0.5  # a "created" entry born this long before is one renamed into place
+MOVED_IN_AGE = 0.5  # a "created" entry last written this long before was renamed into place
 
 
 FILE_TICK_WAIT = 0.02  # the longest wait for the coarse file clock to tick on (a tick is 1-10 ms)
@@ -2238,11 +2238,14 @@ except ImportError as _exc:  # --help and --once work without it; watching says 
 
 
 def renamed_into_place(path: str) -> bool:
-    """Whether an entry reported created was born a while before: renamed here, from another
-    watch (another package: watchdog reports the old path half a second later) or from outside
-    the tree.  Where the system keeps no birth time, it may have been."""
-    born = birth_time(path)
-    return born is None or born < file_clock() - MOVED_IN_AGE
+    """Whether an entry reported created holds content older than its arrival: renamed here
+    from another watch (another package: watchdog reports the old path half a second later) or
+    from outside the tree, or copied with its times.  One stat: cheap in a burst of thousands,
+    and the same on every system."""
+    try:
+        return os.stat(path, follow_symlinks=False).st_mtime < file_clock() - MOVED_IN_AGE
+    except OSError:
+        return False
 
 
 class ChangeHandler(FileSystemEventHandler):

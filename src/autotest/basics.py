@@ -118,7 +118,7 @@ CREATED_SETTLE = 0.3  # a file new in a burst settles once this old (or gone): a
 MOVE_PAIR_WAIT = 0.8  # watchdog reports a move's source 0.5 s late when another watch saw it go
 
 
-MOVED_IN_AGE = 0.5  # a "created" entry born this long before is one renamed into place
+MOVED_IN_AGE = 0.5  # a "created" entry last written this long before was renamed into place
 
 
 FILE_TICK_WAIT = 0.02  # the longest wait for the coarse file clock to tick on (a tick is 1-10 ms)
