@@ -2130,6 +2130,11 @@ class ChangeSet:
         with self._cond:
             return bool(self._paths or self._keys)
 
+    def holds(self, path: str) -> bool:
+        """Whether ``path`` changed in the burst held (without copying a burst of thousands)."""
+        with self._cond:
+            return path in self._paths
+
     def peek(self) -> tuple[dict[str, float], list[str]]:
         with self._cond:
             return dict(self._paths), list(self._keys)
@@ -2959,7 +2964,7 @@ class Intake:
         """Whether the root is another directory now, or its watch saw it go (where a new one
         may reuse its inode); if so, what changed in the old one is dropped (its removal,
         mostly): the new one is planned and tested whole."""
-        if self.rules.root not in self.changes.peek()[0] and not self.root_replaced():
+        if not self.changes.holds(self.rules.root) and not self.root_replaced():
             return False
         self.changes.take_paths()
         self._ignored.clear()

@@ -92,6 +92,11 @@ class ChangeSet:
         with self._cond:
             return bool(self._paths or self._keys)
 
+    def holds(self, path: str) -> bool:
+        """Whether ``path`` changed in the burst held (without copying a burst of thousands)."""
+        with self._cond:
+            return path in self._paths
+
     def peek(self) -> tuple[dict[str, float], list[str]]:
         with self._cond:
             return dict(self._paths), list(self._keys)

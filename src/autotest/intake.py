@@ -128,7 +128,7 @@ class Intake:
         """Whether the root is another directory now, or its watch saw it go (where a new one
         may reuse its inode); if so, what changed in the old one is dropped (its removal,
         mostly): the new one is planned and tested whole."""
-        if self.rules.root not in self.changes.peek()[0] and not self.root_replaced():
+        if not self.changes.holds(self.rules.root) and not self.root_replaced():
             return False
         self.changes.take_paths()
         self._ignored.clear()
