@@ -584,6 +584,9 @@ KEY_POLL = 0.1  # how often the key reader looks whether it may read (the debugg
 WAKE_INTERVAL = 1.0  # the longest lock wait, so that Ctrl+C is never held up by one
 
 
+ROOT_CHECK_EVERY = 1.0  # while idle, how often the root is checked to be the directory watched
+
+
 OBSERVER_TIMEOUT = 1.0  # watchdog's event batching; the polling observer's scan interval
 
 
@@ -636,6 +639,12 @@ OUTPUT_ROOM = 64 * 1024  # a failed run that left less free room for its output 
 
 
 CREATED_SETTLE = 0.3  # a file new in a burst settles once this old (or gone): a temporary file
+
+
+MOVE_PAIR_WAIT = 0.8  # watchdog reports a move's source 0.5 s late when another watch saw it go
+
+
+MOVED_IN_AGE = 0.5  # a "created" entry last written this long before was renamed into place
 
 
 FILE_TICK_WAIT = 0.02  # the longest wait for the coarse file clock to tick on (a tick is 1-10 ms)
@@ -1433,6 +1442,7 @@ class IgnoreRules:
         self.use_git = is_git_work_tree(root)
         self.git_dirs: frozenset[str] = frozenset()
         self._tool_dirs: set[str] = set()
+        self._git_ignored_dirs: set[str] = set()  # as git answered for bursts
 
     def relative(self, path: str) -> str | None:
         if path == self.root:
@@ -1446,6 +1456,7 @@ class IgnoreRules:
         thread its own, so that no state is shared between them."""
         twin = copy.copy(self)
         twin._tool_dirs = set(self._tool_dirs)
+        twin._git_ignored_dirs = set(self._git_ignored_dirs)
         return twin
 
     def is_tool_dir(self, name: str, path: str) -> bool:
@@ -1501,15 +1512,49 @@ class IgnoreRules:
                 return path
         return None
 
-    def git_ignored(self, paths: Iterable[str]) -> set[str]:
-        """Which of ``paths`` the repository's .gitignore files exclude: one call to git."""
+    def git_ignored(self, paths: Iterable[str]) -> set[str] | None:
+        """Which of ``paths`` the repository's .gitignore files exclude; None when git cannot
+        say (missing, failing or hanging), which is never "none of them".  git is asked first
+        about the directories holding them, then about the paths in directories it does not
+        ignore: a burst of any size written into a few ignored directories is judged in one
+        short call, not one line per file."""
         paths = list(paths)
         if not self.use_git or not paths:
+            return set()
+        parents = {d for d in map(os.path.dirname, paths) if self.relative(d)}
+        ignored_dirs = self._check_ignore(sorted(d + os.sep for d in parents))
+        if ignored_dirs is None:
+            return None
+        inside = {d.rstrip(os.sep) for d in ignored_dirs}
+        self._git_ignored_dirs.update(inside)
+        below = {p for p in paths if os.path.dirname(p) in inside}
+        ignored = self._check_ignore([p for p in paths if p not in below])
+        return None if ignored is None else below | ignored
+
+    def known_ignored(self, paths: Iterable[str]) -> set[str]:
+        """Which of ``paths`` lie in directories git has said it ignores (as a whole, or when
+        asked about a burst): the answer when git cannot be asked."""
+        known = self.git_dirs | self._git_ignored_dirs
+        return {p for p in paths if not known.isdisjoint(self.directories_holding(p))}
+
+    def directories_holding(self, path: str) -> list[str]:
+        """``path`` and the directories above it, up to the root's."""
+        held = [path]
+        while self.relative(held[-1]):
+            held.append(os.path.dirname(held[-1]))
+        return held
+
+    def _check_ignore(self, paths: Sequence[str]) -> set[str] | None:
+        """One call to ``git check-ignore``: the paths it names (as given), or None when it
+        gives no answer."""
+        if not paths:
             return set()
         listed = run_git(
             self.root, "check-ignore", "-z", "--stdin", stdin=b"\0".join(map(os.fsencode, paths))
         )  # exit 1 means none is ignored, and lists nothing
-        return {os.fsdecode(p) for p in (listed or b"").split(b"\0") if p}
+        if listed is None:
+            return None
+        return {os.fsdecode(p) for p in listed.split(b"\0") if p}
 
     def git_tracked(self, paths: Iterable[str]) -> set[str]:
         """Which of ``paths`` git tracks (a removed one too, until the removal is staged): a
@@ -2438,7 +2483,7 @@ import time
 from collections.abc import Iterable
 from typing import Callable
 
-# from .basics import CREATED_SETTLE, WAKE_INTERVAL
+# from .basics import CREATED_SETTLE, MOVE_PAIR_WAIT, WAKE_INTERVAL
 
 
 class ChangeSet:
@@ -2456,15 +2501,20 @@ class ChangeSet:
         self._paths: dict[str, float] = {}
         self._created: set[str] = set()
         self._fresh: dict[str, float] = {}  # created in place (not renamed there), and when
+        self._moved_in: dict[str, float] = {}  # renamed here from another watch, and when
         self._keys: list[str] = []
         self._notices: list[Callable[[], None]] = []
         self._held = False
         self._last = 0.0
 
-    def add(self, paths: Iterable[str], created: bool = False, fresh: bool = False) -> None:
+    def add(
+        self, paths: Iterable[str], created: bool = False, fresh: bool = False,
+        moved_in: bool = False,
+    ) -> None:  # fmt: skip
         """Paths changed now; ``created`` ones are new since the main loop last took the paths,
-        and ``fresh`` ones were created where they are (a writer's temporary file may be one,
-        until it is renamed into place)."""
+        ``fresh`` ones were created where they are (a writer's temporary file may be one,
+        until it is renamed into place), and ``moved_in`` ones may have been renamed here from
+        another watch, whose report of their old path comes later."""
         now = self._clock()
         with self._cond:
             for path in paths:
@@ -2472,6 +2522,8 @@ class ChangeSet:
                     self._created.add(path)
                 if fresh:
                     self._fresh.setdefault(path, now)
+                if moved_in:
+                    self._moved_in.setdefault(path, now)
                 self._paths[path] = now
             self._last = now
             self._cond.notify_all()
@@ -2487,6 +2539,7 @@ class ChangeSet:
                 for gone in [path, *inside]:
                     self._created.discard(gone)
                     self._fresh.pop(gone, None)
+                    self._moved_in.pop(gone, None)
                     self._paths.pop(gone, None)
             else:
                 self._paths[path] = now
@@ -2512,6 +2565,11 @@ class ChangeSet:
     def pending(self) -> bool:
         with self._cond:
             return bool(self._paths or self._keys)
+
+    def holds(self, path: str) -> bool:
+        """Whether ``path`` changed in the burst held (without copying a burst of thousands)."""
+        with self._cond:
+            return path in self._paths
 
     def peek(self) -> tuple[dict[str, float], list[str]]:
         with self._cond:
@@ -2540,7 +2598,8 @@ class ChangeSet:
 
     def take_paths(self) -> dict[str, float]:
         with self._cond:
-            paths, self._paths, self._created, self._fresh = self._paths, {}, set(), {}
+            paths, self._paths, self._created = self._paths, {}, set()
+            self._fresh, self._moved_in = {}, {}
             return paths
 
     def wait_settled(self, debounce: float, timeout: float | None = None) -> None:
@@ -2566,12 +2625,16 @@ class ChangeSet:
             return bool(self._paths) and self._unsettled_for(self._clock(), debounce) <= 0
 
     def _unsettled_for(self, now: float, debounce: float) -> float:
-        """How long until the burst settles: quiet for ``debounce``, and every file created in
-        it either gone again or ``CREATED_SETTLE`` old, so that a temporary file written
-        slowly and then renamed into place is one change, not two."""
+        """How long until the burst settles: quiet for ``debounce``, every file created in it
+        either gone again or ``CREATED_SETTLE`` old, so that a temporary file written slowly
+        and then renamed into place is one change, not two; and every entry renamed here from
+        elsewhere ``MOVE_PAIR_WAIT`` old, so that a move between two packages' watches, whose
+        source watchdog reports half a second late, is one change too."""
         wait = debounce - (now - self._last)
         if self._fresh:
             wait = max(wait, CREATED_SETTLE - (now - max(self._fresh.values())))
+        if self._moved_in:
+            wait = max(wait, MOVE_PAIR_WAIT - (now - max(self._moved_in.values())))
         return wait
 
 
@@ -2598,13 +2661,14 @@ from typing import Any, Callable, Protocol
 #     GRANT_PATIENCE,
 #     GRANT_RECHECK,
 #     GRANT_STALL,
+#     MOVED_IN_AGE,
 #     OBSERVER_TIMEOUT,
 #     RESCAN_FALLBACK,
 #     STAMP_SLACK,
 # )
 # from .handoff import ChangeSet
 # from .ignore import IgnoreRules, is_leaf_tool_dir
-# from .platform import birth_time, inotify_watch_limit, inotify_watched_inodes
+# from .platform import birth_time, file_clock, inotify_watch_limit, inotify_watched_inodes
 
 try:
     from watchdog import events as _events
@@ -2629,6 +2693,17 @@ except ImportError as _exc:  # --help and --once work without it; watching says 
     FileSystemEventHandler = object  # type: ignore[misc,assignment]
     WATCHED_EVENTS = []
     WATCHDOG_ERROR = str(_exc)
+
+
+def renamed_into_place(path: str) -> bool:
+    """Whether an entry reported created holds content older than its arrival: renamed here
+    from another watch (another package: watchdog reports the old path half a second later) or
+    from outside the tree, or copied with its times.  One stat: cheap in a burst of thousands,
+    and the same on every system."""
+    try:
+        return os.stat(path, follow_symlinks=False).st_mtime < file_clock() - MOVED_IN_AGE
+    except OSError:
+        return False
 
 
 class ChangeHandler(FileSystemEventHandler):
@@ -2668,9 +2743,9 @@ class ChangeHandler(FileSystemEventHandler):
             self.changes.remove(paths[0])
             relevant = relevant[1:]
         if relevant:
-            self.changes.add(
-                relevant, created=kind in ("created", "moved"), fresh=kind == "created"
-            )
+            fresh = kind == "created"
+            moved_in = fresh and renamed_into_place(paths[0])
+            self.changes.add(relevant, kind in ("created", "moved"), fresh, moved_in)
 
 
 @dataclass(frozen=True)
@@ -2743,6 +2818,20 @@ def plan_watches(root: str, excluded: Callable[[str, str], bool]) -> WatchPlan:
     top = scan(root)
     watches = place(top) if top is not None else 0
     return WatchPlan(tuple(recursive), tuple(flat), watches, tuple(unreadable))
+
+
+def directory_identity(path: str) -> tuple[int, int, float] | None:
+    """Which directory ``path`` names (its device, inode and birth time, where the system
+    records it: a new directory may be given the inode just freed), or None when there is
+    none.  A directory removed and made again, or another renamed into its place, is another
+    one, and the watches on the old one see nothing of it."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    if not os.path.isdir(path):
+        return None
+    return (stat.st_dev, stat.st_ino, birth_time(path) or 0.0)
 
 
 def changed_since(top: str, since: float, excluded: Callable[[str, str], bool]) -> list[str]:
@@ -3270,7 +3359,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable
 
-# from .basics import QuitRequested
+# from .basics import ROOT_CHECK_EVERY, QuitRequested
 # from .handoff import ChangeSet
 # from .ignore import IgnoreRules
 # from .loop_guard import LoopGuard
@@ -3288,6 +3377,7 @@ class Ask(enum.Enum):
     CLEAR = "clear"  # clear both filters
     DEBUG = "debug"  # the last failing package again, in the debugger
     KEYS = "keys"  # list the keys
+    REPLACED = "replaced"  # the root is another directory than the one watched
     QUIT = "quit"
 
 
@@ -3323,6 +3413,8 @@ class Intake:
         debounce: float,
         on_echoes: Callable[[list[str]], None],
         on_judged: Callable[[list[str], list[str]], None] | None = None,
+        on_git_unanswered: Callable[[int], None] = lambda count: None,
+        root_replaced: Callable[[], bool] = lambda: False,
     ) -> None:
         self.changes = changes
         self.rules = rules
@@ -3330,6 +3422,8 @@ class Intake:
         self.debounce = debounce
         self.on_echoes = on_echoes
         self.on_judged = on_judged  # -v: what changed during runs, counted and not
+        self.on_git_unanswered = on_git_unanswered
+        self.root_replaced = root_replaced  # watches on a directory no longer at the root
         self._ignored: dict[str, bool] = {}
         self._runs_doing: dict[tuple[str, float], bool] = {}
 
@@ -3339,7 +3433,7 @@ class Intake:
         as one only once its pyvenv.cfg is written, after its first directories."""
         unknown = [p for p in paths if p not in self._ignored]
         if unknown:
-            ignored = self.rules.git_ignored(unknown)
+            ignored = self._git_ignored(unknown)
             self._ignored.update(
                 (p, p in ignored or self.rules.is_ignored(p, os.path.isdir(p))) for p in unknown
             )
@@ -3362,6 +3456,17 @@ class Intake:
         for p, t in fresh.items():
             self._runs_doing[p, t] = self.guard.is_runs_doing(p, t, p in tracked)
 
+    def _git_ignored(self, paths: list[str]) -> set[str]:
+        """What git ignores of ``paths``.  When git cannot say, what lies in directories it
+        said it ignores, and the rest counts (an edit is never lost to a failed question), and
+        the user is told why."""
+        ignored = self.rules.git_ignored(paths)
+        if ignored is None:
+            ignored = self.rules.known_ignored(paths)
+            if len(ignored) < len(paths):
+                self.on_git_unanswered(len(paths) - len(ignored))
+        return ignored
+
     def say_notices(self) -> None:
         """What the other threads had to tell the user, said now, in the main thread."""
         for notice in self.changes.take_notices():
@@ -3381,11 +3486,25 @@ class Intake:
         counting, _ = self._counting(paths)
         return bool(counting)
 
+    def _root_replaced(self) -> bool:
+        """Whether the root is another directory now, or its watch saw it go (where a new one
+        may reuse its inode); if so, what changed in the old one is dropped (its removal,
+        mostly): the new one is planned and tested whole."""
+        if not self.changes.holds(self.rules.root) and not self.root_replaced():
+            return False
+        self.changes.take_paths()
+        self._ignored.clear()
+        self._runs_doing.clear()
+        return True
+
     def next_request(self, resume: bool = False) -> Request:
         """Block until a key or a settled burst of changes that count.  With ``resume`` (a
         cycle was cut short for changes), a burst that turns out to hold none still asks for
-        the packages not run yet."""
+        the packages not run yet.  The root is checked on each wake, every ``ROOT_CHECK_EVERY``
+        while idle: once it is another directory, a new plan is asked for."""
         while True:
+            if self._root_replaced():
+                return Request(Ask.REPLACED)
             key = self.changes.take_key()
             if key in QUIT_KEYS:
                 return Request(Ask.QUIT)
@@ -3395,10 +3514,12 @@ class Intake:
                 continue
             if resume and not self.changes.pending():
                 return Request(Ask.RESUME)
-            self.changes.wait_settled(self.debounce)
+            self.changes.wait_settled(self.debounce, ROOT_CHECK_EVERY)
             self.say_notices()
             if self.changes.peek()[1] or not self.changes.settled(self.debounce):
-                continue  # a key, or woken for a notice
+                continue  # a key, woken for a notice, or time to check the root again
+            if self._root_replaced():
+                return Request(Ask.REPLACED)
             paths = self.changes.take_paths()
             counting, echoes = self._counting(paths)
             self._ignored.clear()
@@ -4809,23 +4930,33 @@ def run_environment(
     return env
 
 
+def cached_bytecode(place: str, stem: str) -> list[str]:
+    """The bytecode of module ``stem`` that any Python cached in ``place``: one file per
+    version tag and optimization level (``stem.cpython-39.pyc``, ``stem.pypy310.opt-1.pyc``)."""
+    pattern = re.compile(re.escape(stem) + r"\.[^.]+(?:\.opt-\d+)?\.pyc")
+    try:
+        names = os.listdir(place)
+    except OSError:
+        return []
+    return [os.path.join(place, n) for n in names if pattern.fullmatch(n)]
+
+
 def forget_bytecode(paths: Iterable[str], prefix: str | None) -> None:
-    """Delete the cached bytecode of changed sources.  Python trusts a cache whose recorded
-    mtime (whole seconds) and size match, so a second save of the same size within a second
-    would otherwise run the old code."""
-    tag = sys.implementation.cache_tag
+    """Delete the cached bytecode of changed sources, whichever Python wrote it (a package's
+    own virtualenv may be another version than autotest's).  Python trusts a cache whose
+    recorded mtime (whole seconds) and size match, so a second save of the same size within a
+    second would otherwise run the old code."""
     for path in paths:
-        if not path.endswith(".py") or tag is None:
+        if not path.endswith(".py"):
             continue
         folder, name = os.path.split(path)
-        stem = name[:-3]
         places = [os.path.join(folder, "__pycache__")]
         if prefix:
             places.append(os.path.join(prefix, os.path.splitdrive(folder)[1].lstrip(os.sep)))
         for place in places:
-            for suffix in (".pyc", ".opt-1.pyc", ".opt-2.pyc"):
+            for cached in cached_bytecode(place, name[:-3]):
                 with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(place, f"{stem}.{tag}{suffix}"))
+                    os.unlink(cached)
 
 
 class Run:
@@ -5959,6 +6090,7 @@ class Terminal:
         self.root = root or Path.cwd()
         self.full_output = False
         self.warned_unreadable: set[str] = set()
+        self.said_git_unanswered = False
         self.live = hasattr(stream, "isatty") and stream.isatty()  # a status line goes here
         self.status = StatusLine(stream)
         self.named_again: dict[Package, float] = {}  # not on a terminal: when to name a run
@@ -6045,6 +6177,12 @@ class Notices(Terminal):
     def watching(self, count: int, how: str) -> None:
         root = shown(str(self.root))
         self.note(f"watching {counted(count, 'package')} in {root} ({how}); Ctrl+C to stop")
+
+    def root_replaced(self) -> None:
+        self.warn(
+            f"{shown(str(self.root))} is another directory now (replaced while watched); "
+            "watching the new one"
+        )
 
     def packages_changed(self, added: Iterable[str], removed: Iterable[str]) -> None:
         words = [f"+{shown(r)}" for r in sorted(added)] + [f"-{shown(r)}" for r in sorted(removed)]
@@ -6158,6 +6296,16 @@ class Notices(Terminal):
             f"the kernel refused an inotify watch for {self.rel(path)} (out of watches); "
             f"polling from now on. To watch natively, raise the limit: {RAISE_WATCHES}"
         )
+
+    def git_unanswered(self, count: int) -> None:
+        """git could not say which changed paths it ignores: said once a session."""
+        if not self.said_git_unanswered:
+            self.said_git_unanswered = True
+            self.warn(
+                f"git could not say which of {count} changed paths .gitignore excludes "
+                "(git check-ignore failed or timed out); they count as changes, and so will "
+                "later ones git cannot judge"
+            )
 
     def gitignore_not_applied(self, path: str) -> None:
         self.note(
@@ -6941,6 +7089,7 @@ class Cycles(Protocol):
     def run_failed(self) -> CycleOutcome: ...
     def run_unfinished(self) -> CycleOutcome: ...
     def run_changed(self, changed: Mapping[str, float]) -> CycleOutcome: ...
+    def replant(self) -> CycleOutcome: ...
 
 
 class Narrowing(Protocol):
@@ -6997,6 +7146,8 @@ class WatchMode:
             return cycles.run_failed()
         if kind is Ask.RESUME:
             return cycles.run_unfinished()
+        if kind is Ask.REPLACED:
+            return cycles.replant()
         if kind in (Ask.PACKAGES, Ask.TESTS, Ask.CLEAR):
             return cycles.run_all() if self.refiltered(kind) else CycleOutcome([])
         if kind is Ask.DEBUG:
@@ -7074,7 +7225,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-# from .basics import QuitRequested, UsageError, changed_since_ref
+# from .basics import ROOT_CHECK_EVERY, QuitRequested, UsageError, changed_since_ref, is_git_work_tree
 # from .ci import CiJob, Command, affected, own_outputs, plan_json
 # from .cycle import CycleOutcome, Startable, run_cycle, wait_for_runs
 # from .discovery import PACKAGE_MARKERS, Package, discover, owner_of
@@ -7117,7 +7268,7 @@ from typing import Callable
 # from .toml_files import toml_reader_missing
 # from .warm_policy import WarmPolicy, WarmPool
 # from .watch_mode import WatchMode
-# from .watching import WATCHDOG_ERROR, Watcher
+# from .watching import WATCHDOG_ERROR, Watcher, directory_identity
 
 
 class PackageSet:
@@ -7299,6 +7450,21 @@ def path_named(arg: str, root: Path, packages: Sequence[Package]) -> str | None:
     ]
     existing = [p for p in owned if os.path.lexists(p)]
     return (existing or owned)[0] if owned else None
+
+
+def root_gone(root: Path) -> UsageError:
+    return UsageError(f"the root {shown(str(root))} is gone; stopping")
+
+
+def root_is_back(root: Path) -> bool:
+    """Whether a directory is at ``root``, waiting up to ``ROOT_CHECK_EVERY`` for one (between
+    ``mv R R.old`` and ``mv R.new R`` there is none)."""
+    deadline = time.monotonic() + ROOT_CHECK_EVERY
+    while not root.is_dir():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(ROOT_CHECK_EVERY / 20)
+    return True
 
 
 def no_packages(root: Path) -> UsageError:
@@ -7564,6 +7730,47 @@ def started_watcher(
         raise UsageError(f"cannot watch {rules.root}: {exc.strerror or exc}") from None
 
 
+class WatchedRoot:
+    """The root and its watcher, and which directory the root was when watching started: one
+    replaced under autotest is another, and the old one's watches see nothing of it."""
+
+    def __init__(
+        self, rules: IgnoreRules, changes: ChangeSet, poll: bool, reporter: Reporter
+    ) -> None:
+        self.rules = rules
+        self.changes = changes
+        self.poll = poll
+        self.reporter = reporter
+        self.identity = directory_identity(rules.root)
+        self.watcher: Watcher | None = None
+
+    def start(self) -> str:
+        """Watch the root as it is now; how it is watched."""
+        self.identity = directory_identity(self.rules.root)
+        self.watcher, how = started_watcher(self.rules, self.changes, self.poll, self.reporter)
+        return how
+
+    def replaced(self) -> bool:
+        """Whether the root is no longer the directory watched (gone, or another one)."""
+        return directory_identity(self.rules.root) != self.identity
+
+    def restart(self) -> str:
+        """Watch the directory at the root now (removed and copied back, or another renamed
+        into its place); a root gone for good ends autotest."""
+        self.stop()
+        root = Path(self.rules.root)
+        if not root_is_back(root):
+            raise root_gone(root)
+        self.reporter.root_replaced()
+        self.rules.use_git = is_git_work_tree(root)
+        return self.start()
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
+
+
 class Session:
     """The main loop, and the only place tests run: fed by the Intake, it orders each cycle,
     runs it and reports it."""
@@ -7589,9 +7796,10 @@ class Session:
         self.changes = ChangeSet()
         self.guard = LoopGuard(self.tree.owner_dir)
         judged = reporter.judged_during_runs if options.explain else None
-        self.intake = Intake(
-            self.changes, self.rules, self.guard, options.debounce, reporter.echoes, judged
-        )
+        self.watched = WatchedRoot(self.rules, self.changes, options.poll, reporter)
+        self.intake = Intake(self.changes, self.rules, self.guard, options.debounce,
+                             reporter.echoes, judged, reporter.git_unanswered,
+                             self.watched.replaced)  # fmt: skip
         self.warm_policy = WarmPolicy()
         self.pool: WarmPool | None = None
         self.failed: set[Package] = set()
@@ -7708,7 +7916,7 @@ class Session:
         return 0 if self.first_cycle().all_ran else 1
 
     def watch(self, interactive: bool) -> int:
-        watcher, how = started_watcher(self.rules, self.changes, self.options.poll, self.reporter)
+        how = self.watched.start()
         self.reporter.watching(len(self.packages), how)
         self.tell_packages()
         folders = [str(self.root), *(str(p.path) for p in self.packages)]
@@ -7724,13 +7932,20 @@ class Session:
         except QuitRequested:
             pass  # q during a run: run_cycle has killed the runs on the way out
         finally:
-            watcher.stop()
+            self.watched.stop()
         return self.last_status
+
+    def replant(self) -> CycleOutcome:
+        """The root is another directory now: watch it, find its packages, test them all."""
+        self.watched.restart()
+        self.tree.refresh()  # the cycle chooses every package's runner again
+        self.failed &= set(self.packages)
+        return self.run_all()
 
     def run_changed(self, changed: Mapping[str, float]) -> CycleOutcome:
         """A cycle for a settled burst of changes that count."""
         if not self.root.is_dir():
-            raise UsageError(f"the root {shown(str(self.root))} is gone; stopping")
+            raise root_gone(self.root)
         looping = self.guard.observe(changed)
         if looping:
             self.reporter.loop_found(looping)

@@ -64,6 +64,9 @@ KEY_POLL = 0.1  # how often the key reader looks whether it may read (the debugg
 WAKE_INTERVAL = 1.0  # the longest lock wait, so that Ctrl+C is never held up by one
 
 
+ROOT_CHECK_EVERY = 1.0  # while idle, how often the root is checked to be the directory watched
+
+
 OBSERVER_TIMEOUT = 1.0  # watchdog's event batching; the polling observer's scan interval
 
 
@@ -116,6 +119,12 @@ OUTPUT_ROOM = 64 * 1024  # a failed run that left less free room for its output 
 
 
 CREATED_SETTLE = 0.3  # a file new in a burst settles once this old (or gone): a temporary file
+
+
+MOVE_PAIR_WAIT = 0.8  # watchdog reports a move's source 0.5 s late when another watch saw it go
+
+
+MOVED_IN_AGE = 0.5  # a "created" entry last written this long before was renamed into place
 
 
 FILE_TICK_WAIT = 0.02  # the longest wait for the coarse file clock to tick on (a tick is 1-10 ms)

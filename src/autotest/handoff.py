@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable
 from typing import Callable
 
-from .basics import CREATED_SETTLE, WAKE_INTERVAL
+from .basics import CREATED_SETTLE, MOVE_PAIR_WAIT, WAKE_INTERVAL
 
 
 class ChangeSet:
@@ -28,15 +28,20 @@ class ChangeSet:
         self._paths: dict[str, float] = {}
         self._created: set[str] = set()
         self._fresh: dict[str, float] = {}  # created in place (not renamed there), and when
+        self._moved_in: dict[str, float] = {}  # renamed here from another watch, and when
         self._keys: list[str] = []
         self._notices: list[Callable[[], None]] = []
         self._held = False
         self._last = 0.0
 
-    def add(self, paths: Iterable[str], created: bool = False, fresh: bool = False) -> None:
+    def add(
+        self, paths: Iterable[str], created: bool = False, fresh: bool = False,
+        moved_in: bool = False,
+    ) -> None:  # fmt: skip
         """Paths changed now; ``created`` ones are new since the main loop last took the paths,
-        and ``fresh`` ones were created where they are (a writer's temporary file may be one,
-        until it is renamed into place)."""
+        ``fresh`` ones were created where they are (a writer's temporary file may be one,
+        until it is renamed into place), and ``moved_in`` ones may have been renamed here from
+        another watch, whose report of their old path comes later."""
         now = self._clock()
         with self._cond:
             for path in paths:
@@ -44,6 +49,8 @@ class ChangeSet:
                     self._created.add(path)
                 if fresh:
                     self._fresh.setdefault(path, now)
+                if moved_in:
+                    self._moved_in.setdefault(path, now)
                 self._paths[path] = now
             self._last = now
             self._cond.notify_all()
@@ -59,6 +66,7 @@ class ChangeSet:
                 for gone in [path, *inside]:
                     self._created.discard(gone)
                     self._fresh.pop(gone, None)
+                    self._moved_in.pop(gone, None)
                     self._paths.pop(gone, None)
             else:
                 self._paths[path] = now
@@ -84,6 +92,11 @@ class ChangeSet:
     def pending(self) -> bool:
         with self._cond:
             return bool(self._paths or self._keys)
+
+    def holds(self, path: str) -> bool:
+        """Whether ``path`` changed in the burst held (without copying a burst of thousands)."""
+        with self._cond:
+            return path in self._paths
 
     def peek(self) -> tuple[dict[str, float], list[str]]:
         with self._cond:
@@ -112,7 +125,8 @@ class ChangeSet:
 
     def take_paths(self) -> dict[str, float]:
         with self._cond:
-            paths, self._paths, self._created, self._fresh = self._paths, {}, set(), {}
+            paths, self._paths, self._created = self._paths, {}, set()
+            self._fresh, self._moved_in = {}, {}
             return paths
 
     def wait_settled(self, debounce: float, timeout: float | None = None) -> None:
@@ -138,10 +152,14 @@ class ChangeSet:
             return bool(self._paths) and self._unsettled_for(self._clock(), debounce) <= 0
 
     def _unsettled_for(self, now: float, debounce: float) -> float:
-        """How long until the burst settles: quiet for ``debounce``, and every file created in
-        it either gone again or ``CREATED_SETTLE`` old, so that a temporary file written
-        slowly and then renamed into place is one change, not two."""
+        """How long until the burst settles: quiet for ``debounce``, every file created in it
+        either gone again or ``CREATED_SETTLE`` old, so that a temporary file written slowly
+        and then renamed into place is one change, not two; and every entry renamed here from
+        elsewhere ``MOVE_PAIR_WAIT`` old, so that a move between two packages' watches, whose
+        source watchdog reports half a second late, is one change too."""
         wait = debounce - (now - self._last)
         if self._fresh:
             wait = max(wait, CREATED_SETTLE - (now - max(self._fresh.values())))
+        if self._moved_in:
+            wait = max(wait, MOVE_PAIR_WAIT - (now - max(self._moved_in.values())))
         return wait

@@ -117,6 +117,7 @@ class IgnoreRules:
         self.use_git = is_git_work_tree(root)
         self.git_dirs: frozenset[str] = frozenset()
         self._tool_dirs: set[str] = set()
+        self._git_ignored_dirs: set[str] = set()  # as git answered for bursts
 
     def relative(self, path: str) -> str | None:
         if path == self.root:
@@ -130,6 +131,7 @@ class IgnoreRules:
         thread its own, so that no state is shared between them."""
         twin = copy.copy(self)
         twin._tool_dirs = set(self._tool_dirs)
+        twin._git_ignored_dirs = set(self._git_ignored_dirs)
         return twin
 
     def is_tool_dir(self, name: str, path: str) -> bool:
@@ -185,15 +187,49 @@ class IgnoreRules:
                 return path
         return None
 
-    def git_ignored(self, paths: Iterable[str]) -> set[str]:
-        """Which of ``paths`` the repository's .gitignore files exclude: one call to git."""
+    def git_ignored(self, paths: Iterable[str]) -> set[str] | None:
+        """Which of ``paths`` the repository's .gitignore files exclude; None when git cannot
+        say (missing, failing or hanging), which is never "none of them".  git is asked first
+        about the directories holding them, then about the paths in directories it does not
+        ignore: a burst of any size written into a few ignored directories is judged in one
+        short call, not one line per file."""
         paths = list(paths)
         if not self.use_git or not paths:
+            return set()
+        parents = {d for d in map(os.path.dirname, paths) if self.relative(d)}
+        ignored_dirs = self._check_ignore(sorted(d + os.sep for d in parents))
+        if ignored_dirs is None:
+            return None
+        inside = {d.rstrip(os.sep) for d in ignored_dirs}
+        self._git_ignored_dirs.update(inside)
+        below = {p for p in paths if os.path.dirname(p) in inside}
+        ignored = self._check_ignore([p for p in paths if p not in below])
+        return None if ignored is None else below | ignored
+
+    def known_ignored(self, paths: Iterable[str]) -> set[str]:
+        """Which of ``paths`` lie in directories git has said it ignores (as a whole, or when
+        asked about a burst): the answer when git cannot be asked."""
+        known = self.git_dirs | self._git_ignored_dirs
+        return {p for p in paths if not known.isdisjoint(self.directories_holding(p))}
+
+    def directories_holding(self, path: str) -> list[str]:
+        """``path`` and the directories above it, up to the root's."""
+        held = [path]
+        while self.relative(held[-1]):
+            held.append(os.path.dirname(held[-1]))
+        return held
+
+    def _check_ignore(self, paths: Sequence[str]) -> set[str] | None:
+        """One call to ``git check-ignore``: the paths it names (as given), or None when it
+        gives no answer."""
+        if not paths:
             return set()
         listed = run_git(
             self.root, "check-ignore", "-z", "--stdin", stdin=b"\0".join(map(os.fsencode, paths))
         )  # exit 1 means none is ignored, and lists nothing
-        return {os.fsdecode(p) for p in (listed or b"").split(b"\0") if p}
+        if listed is None:
+            return None
+        return {os.fsdecode(p) for p in listed.split(b"\0") if p}
 
     def git_tracked(self, paths: Iterable[str]) -> set[str]:
         """Which of ``paths`` git tracks (a removed one too, until the removal is staged): a

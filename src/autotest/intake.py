@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .basics import QuitRequested
+from .basics import ROOT_CHECK_EVERY, QuitRequested
 from .handoff import ChangeSet
 from .ignore import IgnoreRules
 from .loop_guard import LoopGuard
@@ -28,6 +28,7 @@ class Ask(enum.Enum):
     CLEAR = "clear"  # clear both filters
     DEBUG = "debug"  # the last failing package again, in the debugger
     KEYS = "keys"  # list the keys
+    REPLACED = "replaced"  # the root is another directory than the one watched
     QUIT = "quit"
 
 
@@ -63,6 +64,8 @@ class Intake:
         debounce: float,
         on_echoes: Callable[[list[str]], None],
         on_judged: Callable[[list[str], list[str]], None] | None = None,
+        on_git_unanswered: Callable[[int], None] = lambda count: None,
+        root_replaced: Callable[[], bool] = lambda: False,
     ) -> None:
         self.changes = changes
         self.rules = rules
@@ -70,6 +73,8 @@ class Intake:
         self.debounce = debounce
         self.on_echoes = on_echoes
         self.on_judged = on_judged  # -v: what changed during runs, counted and not
+        self.on_git_unanswered = on_git_unanswered
+        self.root_replaced = root_replaced  # watches on a directory no longer at the root
         self._ignored: dict[str, bool] = {}
         self._runs_doing: dict[tuple[str, float], bool] = {}
 
@@ -79,7 +84,7 @@ class Intake:
         as one only once its pyvenv.cfg is written, after its first directories."""
         unknown = [p for p in paths if p not in self._ignored]
         if unknown:
-            ignored = self.rules.git_ignored(unknown)
+            ignored = self._git_ignored(unknown)
             self._ignored.update(
                 (p, p in ignored or self.rules.is_ignored(p, os.path.isdir(p))) for p in unknown
             )
@@ -102,6 +107,17 @@ class Intake:
         for p, t in fresh.items():
             self._runs_doing[p, t] = self.guard.is_runs_doing(p, t, p in tracked)
 
+    def _git_ignored(self, paths: list[str]) -> set[str]:
+        """What git ignores of ``paths``.  When git cannot say, what lies in directories it
+        said it ignores, and the rest counts (an edit is never lost to a failed question), and
+        the user is told why."""
+        ignored = self.rules.git_ignored(paths)
+        if ignored is None:
+            ignored = self.rules.known_ignored(paths)
+            if len(ignored) < len(paths):
+                self.on_git_unanswered(len(paths) - len(ignored))
+        return ignored
+
     def say_notices(self) -> None:
         """What the other threads had to tell the user, said now, in the main thread."""
         for notice in self.changes.take_notices():
@@ -121,11 +137,25 @@ class Intake:
         counting, _ = self._counting(paths)
         return bool(counting)
 
+    def _root_replaced(self) -> bool:
+        """Whether the root is another directory now, or its watch saw it go (where a new one
+        may reuse its inode); if so, what changed in the old one is dropped (its removal,
+        mostly): the new one is planned and tested whole."""
+        if not self.changes.holds(self.rules.root) and not self.root_replaced():
+            return False
+        self.changes.take_paths()
+        self._ignored.clear()
+        self._runs_doing.clear()
+        return True
+
     def next_request(self, resume: bool = False) -> Request:
         """Block until a key or a settled burst of changes that count.  With ``resume`` (a
         cycle was cut short for changes), a burst that turns out to hold none still asks for
-        the packages not run yet."""
+        the packages not run yet.  The root is checked on each wake, every ``ROOT_CHECK_EVERY``
+        while idle: once it is another directory, a new plan is asked for."""
         while True:
+            if self._root_replaced():
+                return Request(Ask.REPLACED)
             key = self.changes.take_key()
             if key in QUIT_KEYS:
                 return Request(Ask.QUIT)
@@ -135,10 +165,12 @@ class Intake:
                 continue
             if resume and not self.changes.pending():
                 return Request(Ask.RESUME)
-            self.changes.wait_settled(self.debounce)
+            self.changes.wait_settled(self.debounce, ROOT_CHECK_EVERY)
             self.say_notices()
             if self.changes.peek()[1] or not self.changes.settled(self.debounce):
-                continue  # a key, or woken for a notice
+                continue  # a key, woken for a notice, or time to check the root again
+            if self._root_replaced():
+                return Request(Ask.REPLACED)
             paths = self.changes.take_paths()
             counting, echoes = self._counting(paths)
             self._ignored.clear()

@@ -186,6 +186,7 @@ class Terminal:
         self.root = root or Path.cwd()
         self.full_output = False
         self.warned_unreadable: set[str] = set()
+        self.said_git_unanswered = False
         self.live = hasattr(stream, "isatty") and stream.isatty()  # a status line goes here
         self.status = StatusLine(stream)
         self.named_again: dict[Package, float] = {}  # not on a terminal: when to name a run
@@ -272,6 +273,12 @@ class Notices(Terminal):
     def watching(self, count: int, how: str) -> None:
         root = shown(str(self.root))
         self.note(f"watching {counted(count, 'package')} in {root} ({how}); Ctrl+C to stop")
+
+    def root_replaced(self) -> None:
+        self.warn(
+            f"{shown(str(self.root))} is another directory now (replaced while watched); "
+            "watching the new one"
+        )
 
     def packages_changed(self, added: Iterable[str], removed: Iterable[str]) -> None:
         words = [f"+{shown(r)}" for r in sorted(added)] + [f"-{shown(r)}" for r in sorted(removed)]
@@ -385,6 +392,16 @@ class Notices(Terminal):
             f"the kernel refused an inotify watch for {self.rel(path)} (out of watches); "
             f"polling from now on. To watch natively, raise the limit: {RAISE_WATCHES}"
         )
+
+    def git_unanswered(self, count: int) -> None:
+        """git could not say which changed paths it ignores: said once a session."""
+        if not self.said_git_unanswered:
+            self.said_git_unanswered = True
+            self.warn(
+                f"git could not say which of {count} changed paths .gitignore excludes "
+                "(git check-ignore failed or timed out); they count as changes, and so will "
+                "later ones git cannot judge"
+            )
 
     def gitignore_not_applied(self, path: str) -> None:
         self.note(

@@ -202,23 +202,33 @@ def run_environment(
     return env
 
 
+def cached_bytecode(place: str, stem: str) -> list[str]:
+    """The bytecode of module ``stem`` that any Python cached in ``place``: one file per
+    version tag and optimization level (``stem.cpython-39.pyc``, ``stem.pypy310.opt-1.pyc``)."""
+    pattern = re.compile(re.escape(stem) + r"\.[^.]+(?:\.opt-\d+)?\.pyc")
+    try:
+        names = os.listdir(place)
+    except OSError:
+        return []
+    return [os.path.join(place, n) for n in names if pattern.fullmatch(n)]
+
+
 def forget_bytecode(paths: Iterable[str], prefix: str | None) -> None:
-    """Delete the cached bytecode of changed sources.  Python trusts a cache whose recorded
-    mtime (whole seconds) and size match, so a second save of the same size within a second
-    would otherwise run the old code."""
-    tag = sys.implementation.cache_tag
+    """Delete the cached bytecode of changed sources, whichever Python wrote it (a package's
+    own virtualenv may be another version than autotest's).  Python trusts a cache whose
+    recorded mtime (whole seconds) and size match, so a second save of the same size within a
+    second would otherwise run the old code."""
     for path in paths:
-        if not path.endswith(".py") or tag is None:
+        if not path.endswith(".py"):
             continue
         folder, name = os.path.split(path)
-        stem = name[:-3]
         places = [os.path.join(folder, "__pycache__")]
         if prefix:
             places.append(os.path.join(prefix, os.path.splitdrive(folder)[1].lstrip(os.sep)))
         for place in places:
-            for suffix in (".pyc", ".opt-1.pyc", ".opt-2.pyc"):
+            for cached in cached_bytecode(place, name[:-3]):
                 with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(place, f"{stem}.{tag}{suffix}"))
+                    os.unlink(cached)
 
 
 class Run:

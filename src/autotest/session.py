@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .basics import QuitRequested, UsageError, changed_since_ref
+from .basics import ROOT_CHECK_EVERY, QuitRequested, UsageError, changed_since_ref, is_git_work_tree
 from .ci import CiJob, Command, affected, own_outputs, plan_json
 from .cycle import CycleOutcome, Startable, run_cycle, wait_for_runs
 from .discovery import PACKAGE_MARKERS, Package, discover, owner_of
@@ -58,7 +58,7 @@ from .runners import (
 from .toml_files import toml_reader_missing
 from .warm_policy import WarmPolicy, WarmPool
 from .watch_mode import WatchMode
-from .watching import WATCHDOG_ERROR, Watcher
+from .watching import WATCHDOG_ERROR, Watcher, directory_identity
 
 
 class PackageSet:
@@ -240,6 +240,21 @@ def path_named(arg: str, root: Path, packages: Sequence[Package]) -> str | None:
     ]
     existing = [p for p in owned if os.path.lexists(p)]
     return (existing or owned)[0] if owned else None
+
+
+def root_gone(root: Path) -> UsageError:
+    return UsageError(f"the root {shown(str(root))} is gone; stopping")
+
+
+def root_is_back(root: Path) -> bool:
+    """Whether a directory is at ``root``, waiting up to ``ROOT_CHECK_EVERY`` for one (between
+    ``mv R R.old`` and ``mv R.new R`` there is none)."""
+    deadline = time.monotonic() + ROOT_CHECK_EVERY
+    while not root.is_dir():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(ROOT_CHECK_EVERY / 20)
+    return True
 
 
 def no_packages(root: Path) -> UsageError:
@@ -505,6 +520,47 @@ def started_watcher(
         raise UsageError(f"cannot watch {rules.root}: {exc.strerror or exc}") from None
 
 
+class WatchedRoot:
+    """The root and its watcher, and which directory the root was when watching started: one
+    replaced under autotest is another, and the old one's watches see nothing of it."""
+
+    def __init__(
+        self, rules: IgnoreRules, changes: ChangeSet, poll: bool, reporter: Reporter
+    ) -> None:
+        self.rules = rules
+        self.changes = changes
+        self.poll = poll
+        self.reporter = reporter
+        self.identity = directory_identity(rules.root)
+        self.watcher: Watcher | None = None
+
+    def start(self) -> str:
+        """Watch the root as it is now; how it is watched."""
+        self.identity = directory_identity(self.rules.root)
+        self.watcher, how = started_watcher(self.rules, self.changes, self.poll, self.reporter)
+        return how
+
+    def replaced(self) -> bool:
+        """Whether the root is no longer the directory watched (gone, or another one)."""
+        return directory_identity(self.rules.root) != self.identity
+
+    def restart(self) -> str:
+        """Watch the directory at the root now (removed and copied back, or another renamed
+        into its place); a root gone for good ends autotest."""
+        self.stop()
+        root = Path(self.rules.root)
+        if not root_is_back(root):
+            raise root_gone(root)
+        self.reporter.root_replaced()
+        self.rules.use_git = is_git_work_tree(root)
+        return self.start()
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
+
+
 class Session:
     """The main loop, and the only place tests run: fed by the Intake, it orders each cycle,
     runs it and reports it."""
@@ -530,9 +586,10 @@ class Session:
         self.changes = ChangeSet()
         self.guard = LoopGuard(self.tree.owner_dir)
         judged = reporter.judged_during_runs if options.explain else None
-        self.intake = Intake(
-            self.changes, self.rules, self.guard, options.debounce, reporter.echoes, judged
-        )
+        self.watched = WatchedRoot(self.rules, self.changes, options.poll, reporter)
+        self.intake = Intake(self.changes, self.rules, self.guard, options.debounce,
+                             reporter.echoes, judged, reporter.git_unanswered,
+                             self.watched.replaced)  # fmt: skip
         self.warm_policy = WarmPolicy()
         self.pool: WarmPool | None = None
         self.failed: set[Package] = set()
@@ -649,7 +706,7 @@ class Session:
         return 0 if self.first_cycle().all_ran else 1
 
     def watch(self, interactive: bool) -> int:
-        watcher, how = started_watcher(self.rules, self.changes, self.options.poll, self.reporter)
+        how = self.watched.start()
         self.reporter.watching(len(self.packages), how)
         self.tell_packages()
         folders = [str(self.root), *(str(p.path) for p in self.packages)]
@@ -665,13 +722,20 @@ class Session:
         except QuitRequested:
             pass  # q during a run: run_cycle has killed the runs on the way out
         finally:
-            watcher.stop()
+            self.watched.stop()
         return self.last_status
+
+    def replant(self) -> CycleOutcome:
+        """The root is another directory now: watch it, find its packages, test them all."""
+        self.watched.restart()
+        self.tree.refresh()  # the cycle chooses every package's runner again
+        self.failed &= set(self.packages)
+        return self.run_all()
 
     def run_changed(self, changed: Mapping[str, float]) -> CycleOutcome:
         """A cycle for a settled burst of changes that count."""
         if not self.root.is_dir():
-            raise UsageError(f"the root {shown(str(self.root))} is gone; stopping")
+            raise root_gone(self.root)
         looping = self.guard.observe(changed)
         if looping:
             self.reporter.loop_found(looping)

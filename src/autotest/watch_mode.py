@@ -78,6 +78,7 @@ class Cycles(Protocol):
     def run_failed(self) -> CycleOutcome: ...
     def run_unfinished(self) -> CycleOutcome: ...
     def run_changed(self, changed: Mapping[str, float]) -> CycleOutcome: ...
+    def replant(self) -> CycleOutcome: ...
 
 
 class Narrowing(Protocol):
@@ -134,6 +135,8 @@ class WatchMode:
             return cycles.run_failed()
         if kind is Ask.RESUME:
             return cycles.run_unfinished()
+        if kind is Ask.REPLACED:
+            return cycles.replant()
         if kind in (Ask.PACKAGES, Ask.TESTS, Ask.CLEAR):
             return cycles.run_all() if self.refiltered(kind) else CycleOutcome([])
         if kind is Ask.DEBUG:
