@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,41 @@ def test_the_warm_interpreter_never_outlives_autotest_killed_outright(repo: Repo
         assert wait_until(lambda: not marked(mark), timeout=5), marked(mark)
     finally:
         kill_marked(mark)
+
+
+def closing(fd: int) -> Callable[[], None]:
+    """A preexec_fn that starts autotest with descriptor ``fd`` closed, as ``>&-`` does."""
+
+    def close() -> None:
+        default_signals()
+        os.close(fd)
+
+    return close
+
+
+def test_once_with_stdout_closed_from_the_start_ends_quietly_with_status_1(repo: Repo) -> None:
+    repo.package("libs/core")
+    done = subprocess.run(
+        [sys.executable, str(AUTOTEST), "--root", str(repo.path), "--once"],
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=clean_env(),
+        preexec_fn=closing(1),
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr == b""
+
+
+def test_bad_input_with_stderr_closed_still_exits_2(repo: Repo) -> None:
+    repo.package("libs/core")
+    done = subprocess.run(
+        [sys.executable, str(AUTOTEST), "--root", str(repo.path), "--bogus"],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=clean_env(),
+        preexec_fn=closing(2),
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stdout == b""

@@ -981,6 +981,26 @@ def flush_or_quiet() -> None:
             os.close(devnull)
 
 
+def closed_at_start(name: str) -> bool:
+    """Whether ``sys.stdout`` or ``sys.stderr`` was closed when autotest started (``>&-``):
+    Python then sets it to None."""
+    return getattr(sys, name) is None
+
+
+def quiet_closed_stderr() -> None:
+    """A stderr closed at start (``2>&-``) becomes /dev/null: an error still says nothing and
+    exits 2, and no file autotest opens later takes descriptor 2 by chance (a run's output
+    file would receive the errors of everything then)."""
+    if not closed_at_start("stderr"):
+        return
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        if devnull != 2:
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        sys.stderr = open(2, "w", errors="backslashreplace", closefd=False)  # noqa: SIM115
+
+
 def silence_watchdog() -> None:
     """watchdog's own warnings (a callback registered twice when watches are rescheduled, as
     while a split watch's old and new watches overlap) and log lines (an emitter stopped while
@@ -6747,14 +6767,25 @@ import sys
 from collections.abc import Sequence
 
 # from .basics import Terminated
-# from .platform import SIGHUP_NUMBER, Signals, flush_or_quiet, silence_watchdog
+# from .platform import (
+#     SIGHUP_NUMBER,
+#     Signals,
+#     closed_at_start,
+#     flush_or_quiet,
+#     quiet_closed_stderr,
+#     silence_watchdog,
+# )
 # from .report import Reporter, use_color
 # from .session import Session, run_session
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Every way out ends here: a signal exits 128 + its number, a closed stdout quietly, and
-    whatever was started is killed first."""
+    whatever was started is killed first.  A stdout closed from the start (``>&-``) is as
+    one closed at the first line: nothing could be read, so nothing runs, status 1."""
+    quiet_closed_stderr()
+    if closed_at_start("stdout"):
+        return 1
     with contextlib.suppress(AttributeError, ValueError):  # a name that is not UTF-8 is no crash
         sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     reporter = Reporter(sys.stdout, use_color(sys.stdout))

@@ -314,6 +314,26 @@ def flush_or_quiet() -> None:
             os.close(devnull)
 
 
+def closed_at_start(name: str) -> bool:
+    """Whether ``sys.stdout`` or ``sys.stderr`` was closed when autotest started (``>&-``):
+    Python then sets it to None."""
+    return getattr(sys, name) is None
+
+
+def quiet_closed_stderr() -> None:
+    """A stderr closed at start (``2>&-``) becomes /dev/null: an error still says nothing and
+    exits 2, and no file autotest opens later takes descriptor 2 by chance (a run's output
+    file would receive the errors of everything then)."""
+    if not closed_at_start("stderr"):
+        return
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        if devnull != 2:
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        sys.stderr = open(2, "w", errors="backslashreplace", closefd=False)  # noqa: SIM115
+
+
 def silence_watchdog() -> None:
     """watchdog's own warnings (a callback registered twice when watches are rescheduled, as
     while a split watch's old and new watches overlap) and log lines (an emitter stopped while
