@@ -286,6 +286,14 @@ class Run:
             return self._result(Verdict.FAILED, name)
         output = read_output(self.out)
         verdict = self.runner.verdict(code, output.excerpt)
+        cut_short = verdict is Verdict.OK and self.runner.summary_missing(
+            output.excerpt, self.start.args
+        )
+        if cut_short and self._again_cold():
+            return None
+        if cut_short:
+            self._append(CUT_SHORT.format(runner=self.runner.name))
+            return self._result(Verdict.FAILED, "cut short")
         if verdict is Verdict.FAILED and self._again_cold():
             return None
         if verdict is Verdict.FAILED and not output.tests_failed and self.needs is not None:
@@ -367,6 +375,12 @@ class Unrunnable:
 
     def kill(self) -> None:
         pass
+
+
+CUT_SHORT = (
+    "\nautotest: {runner} exited 0 but never printed its summary: the process ended before "
+    "every test had run (a test called os._exit or the like), which is not a pass\n"
+)
 
 
 NOSE_CANNOT_RUN = (
