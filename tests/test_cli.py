@@ -991,6 +991,7 @@ def test_warm_run_sees_what_a_cold_run_sees(repo: Repo, watch: type[Watch], tmp_
         run_env = info["env"]
         assert isinstance(run_env, dict)
         run_env.pop("PROBE_OUT")
+        assert re.fullmatch(r"\d+-[0-9a-f]{12}", run_env.pop("AUTOTEST_RUN"))  # each its own
         assert run_env["NOSE_CAPTURE"] == "1"  # so prints are captured, as in classic nose
     for key in cold:
         assert warm[key] == cold[key], key

@@ -245,3 +245,100 @@ def test_bad_input_with_stderr_closed_still_exits_2(repo: Repo) -> None:
     )
     assert done.returncode == 2
     assert done.stdout == b""
+
+
+DAEMON_TEST = """\
+import os
+import time
+
+
+def test_starts_a_daemon():
+    child = os.fork()
+    if child == 0:
+        os.setsid()
+        if os.fork() == 0:
+            with open({pidfile!r} + ".tmp", "w") as f:
+                f.write(str(os.getpid()))
+            os.replace({pidfile!r} + ".tmp", {pidfile!r})
+            time.sleep(120)
+        os._exit(0)
+    os.waitpid(child, 0)
+    while not os.path.exists({pidfile!r}):
+        time.sleep(0.01)
+    if os.path.exists({hold!r}):
+        time.sleep(120)
+"""
+
+
+def lives(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not ended (a zombie has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rpartition(")")[2].split()[1])
+    except OSError:
+        return None
+
+
+def daemon_repo(repo: Repo, tmp_path: Path, hold: bool) -> Path:
+    """A package whose test leaves a daemon behind (fork, setsid, fork), and the file the
+    daemon writes its pid to; with ``hold`` the test then waits, so the run is still going."""
+    pidfile = tmp_path / "daemon.pid"
+    if hold:
+        (tmp_path / "hold").touch()
+    tests = DAEMON_TEST.format(pidfile=str(pidfile), hold=str(tmp_path / "hold"))
+    repo.package("libs/core", tests=tests)
+    return pidfile
+
+
+def daemon_pid(pidfile: Path) -> int:
+    assert wait_until(pidfile.exists, timeout=30), "the daemon never started"
+    return int(pidfile.read_text())
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["forked", "cold"])
+def test_a_daemon_a_run_leaves_behind_ends_with_the_run(
+    repo: Repo, tmp_path: Path, warm: bool
+) -> None:
+    pidfile = daemon_repo(repo, tmp_path, hold=False)
+    w = Watch(
+        repo.path, *(() if warm else ("--no-warm",)), env=clean_env(PYTHONDONTWRITEBYTECODE="1")
+    )
+    pid = 0
+    try:
+        w.wait_cycles(1)
+        pid = daemon_pid(pidfile)
+        assert wait_until(lambda: not lives(pid), timeout=10), "the daemon outlived its run"
+        assert wait_until(lambda: parent_of(pid) != w.proc.pid, timeout=10), "left a zombie"
+        assert w.proc.poll() is None, "autotest still watches"
+    finally:
+        w.stop(signal.SIGKILL)
+        if pid and lives(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("warm", [True, False], ids=["forked", "cold"])
+def test_a_daemon_of_a_run_still_going_ends_with_autotest_however_it_is_stopped(
+    repo: Repo, tmp_path: Path, warm: bool, signum: int
+) -> None:
+    pidfile = daemon_repo(repo, tmp_path, hold=True)
+    w = Watch(
+        repo.path, *(() if warm else ("--no-warm",)), env=clean_env(PYTHONDONTWRITEBYTECODE="1")
+    )
+    pid = 0
+    try:
+        pid = daemon_pid(pidfile)
+        assert w.stop(signum, timeout=20) == 128 + signum
+        assert wait_until(lambda: not lives(pid), timeout=10), "the daemon outlived autotest"
+    finally:
+        w.stop(signal.SIGKILL)
+        if pid and lives(pid):
+            os.kill(pid, signal.SIGKILL)

@@ -85,6 +85,61 @@ def set_parent_death_signal(signum: int) -> bool:  # pragma: no cover (runs in t
         return False
 
 
+def become_child_subreaper() -> bool:  # pragma: no cover (runs in the warm server too)
+    """Ask Linux to make this process the parent of every orphan among its descendants (a
+    test's daemon: fork, setsid, fork), instead of init, so that what a run leaves behind can
+    be found and ended; False where there is no prctl."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(36, 1, 0, 0, 0)) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def child_pids() -> list[int]:  # pragma: no cover (runs in the warm server too)
+    """This process's children, from /proc (Linux); none where there is no such /proc."""
+    import os
+
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/children") as f:
+                found.extend(int(pid) for pid in f.read().split())
+    return found
+
+
+def kill_with_group(pid: int) -> None:  # pragma: no cover (runs in the warm server too)
+    """SIGKILL to ``pid`` and to its process group, unless that group is this process's."""
+    import os
+    import signal
+
+    with contextlib.suppress(OSError):
+        group = os.getpgid(pid)
+        if group != os.getpgrp():
+            os.killpg(group, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def end_leftovers(run: int, others: Collection[int]) -> None:  # pragma: no cover
+    """In the warm server, once forked run ``run`` ended: its process group goes with it, and,
+    when no ``others`` run could own them, every child of the server, with its group: what
+    runs left behind that escaped their group (a daemon: fork, setsid, fork), orphaned to
+    this subreaper."""
+    import os
+    import signal
+
+    with contextlib.suppress(OSError):
+        os.killpg(run, signal.SIGKILL)
+    for pid in () if others else child_pids():
+        kill_with_group(pid)
+
+
 def plugin_modules(group: str) -> frozenset[str]:
     """The top-level modules of every installed distribution with an entry point in ``group``
     (all of them: pytest marks a plugin's whole distribution for assertion rewriting)."""
@@ -358,14 +413,13 @@ def serve_warm(  # pragma: no cover
     children: set[int] = set()
 
     def shutdown(*_: object) -> NoReturn:
-        for pid in list(children):
-            for kill in (os.kill, os.killpg):
-                with contextlib.suppress(OSError):
-                    kill(pid, signal.SIGKILL)
+        for pid in {*children, *child_pids()}:  # the runs, and what they left orphaned here
+            kill_with_group(pid)
         os._exit(0)
 
     signal.signal(signal.SIGTERM, shutdown)
     set_parent_death_signal(signal.SIGTERM)
+    become_child_subreaper()
     if os.getppid() != parent:  # autotest died before it could be told
         shutdown()
     sock = socket.socket(fileno=fd)
@@ -384,9 +438,10 @@ def serve_warm(  # pragma: no cover
                 return
             if pid == 0:
                 return
+            if pid not in children:  # left behind by a run, orphaned to this server: reaped
+                continue
             children.discard(pid)
-            with contextlib.suppress(OSError):  # what the run started goes with it
-                os.killpg(pid, signal.SIGKILL)
+            end_leftovers(pid, children)  # what the run started goes with it
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
             send(f"exit {pid} {code}")
 
@@ -475,7 +530,8 @@ def exit_unless_importable(module: str) -> NoReturn:  # pragma: no cover (runs e
 # line.  So it is linted and type-checked with the rest, nothing is generated, and ``ps`` shows
 # a short line.  The functions use only the standard library and one another.
 SENT_FUNCTIONS = (
-    set_parent_death_signal, plugin_modules, run_forked, report_imports, is_installed_code,
+    set_parent_death_signal, become_child_subreaper, child_pids, kill_with_group, end_leftovers,
+    plugin_modules, run_forked, report_imports, is_installed_code,
     interpreter_state, state_change, checked_import, probe_learned, import_learned, warm_up,
     serve_warm, fork_run, site_directories, print_interpreter_facts, exit_unless_importable,
 )  # fmt: skip
@@ -584,6 +640,7 @@ STILL_RUNNING_EVERY = 60.0  # ...and again after each further minute
 
 
 TASKKILL_TIMEOUT = 5.0  # how long Windows' taskkill may take to end a run's tree
+LEFTOVER_WAIT = 2.0  # how long ending what a run left behind (and reaping it) may take
 
 
 GIT_TIMEOUT = 30.0  # a git call that hangs longer counts as no answer
@@ -689,7 +746,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Callable
 
-# from .basics import TASKKILL_TIMEOUT, Terminated
+# from .basics import LEFTOVER_WAIT, POLL_INTERVAL, TASKKILL_TIMEOUT, Terminated
+# from .warm_server import child_pids, kill_with_group
 
 POSIX = os.name == "posix"
 
@@ -727,11 +785,74 @@ def kill_tree(pid: int) -> None:
         os.kill(pid, signal.SIGTERM)
 
 
-def kill_leftovers(pid: int) -> None:
+def kill_leftovers(pid: int, mark: str = "") -> None:
     """What an ended run's tests started and left behind goes with them: on POSIX its process
-    group outlives it; elsewhere nothing is left to find."""
+    group; on Linux also what escaped the group (a daemon: fork, setsid, fork), which became
+    autotest's child (see ``become_child_subreaper``) and carries the run's ``mark``.  Elsewhere
+    nothing is left to find."""
     if POSIX:
         kill_tree(pid)
+        if mark:
+            end_marked_children(lambda found: found == mark)
+
+
+RUN_MARK = "AUTOTEST_RUN"  # in each cold run's environment: which run a process comes from
+
+
+def run_mark() -> str:
+    """A new run's mark: this autotest's pid, then a part of its own."""
+    import uuid
+
+    return f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def is_own_mark(mark: str) -> bool:
+    """Whether ``mark`` is one of this autotest's runs'."""
+    return mark.startswith(f"{os.getpid()}-")
+
+
+def mark_of(pid: int) -> str | None:
+    """The run mark in process ``pid``'s environment (None without one, or once it ended)."""
+    prefix = f"{RUN_MARK}=".encode()
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            entries = f.read().split(b"\0")
+    except OSError:
+        return None
+    found = [e[len(prefix) :] for e in entries if e.startswith(prefix)]
+    return found[0].decode("ascii", "replace") if found else None
+
+
+def end_marked_children(matches: Callable[[str], bool]) -> None:
+    """Kill, with their process groups, this process's children whose run mark ``matches``,
+    and reap them; again for what their end orphans in turn, until none is left."""
+    deadline = time.monotonic() + LEFTOVER_WAIT
+    while time.monotonic() < deadline:
+        found = [pid for pid in child_pids() if matches(mark_of(pid) or "")]
+        if not found:
+            return
+        for pid in found:
+            kill_with_group(pid)
+        for pid in found:
+            reap(pid, deadline)
+
+
+def reap(pid: int, deadline: float) -> None:
+    """Wait for child ``pid`` killed a moment ago, so that it leaves no zombie."""
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done or time.monotonic() >= deadline:
+            return
+        time.sleep(POLL_INTERVAL)
+
+
+def end_every_leftover() -> None:
+    """autotest is ending: whatever any of its runs left behind ends too."""
+    if POSIX:
+        end_marked_children(is_own_mark)
 
 
 def terminal_has_colours() -> bool:
@@ -4005,6 +4126,7 @@ class Launcher(Protocol):
 # from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -4022,10 +4144,12 @@ from typing import IO, Callable
 # from .discovery import Package
 # from .platform import (
 #     NOW,
+#     RUN_MARK,
 #     kill_leftovers,
 #     kill_tree,
 #     own_process_group,
 #     process_handle,
+#     run_mark,
 #     scripts_dir,
 #     show_stacks,
 #     user_suffix,
@@ -4212,6 +4336,8 @@ class Run:
         self, start: RunStart, timeout: float | None, launcher: Launcher | None = None,
         saved: Path | None = None, needs: Needs | None = None, confirm: bool = False,
     ) -> None:  # fmt: skip
+        self.mark = run_mark()  # in its environment, cold or forked: what it leaves is found
+        start = dataclasses.replace(start, env={**start.env, RUN_MARK: self.mark})
         self.start = start
         self.package = start.package
         self.command = start.argv
@@ -4281,7 +4407,7 @@ class Run:
                 self._append(f"\nautotest: timed out after {self.timeout:g}s; killed\n")
                 return self._result(Verdict.FAILED, "timed out")
             return None
-        kill_leftovers(self.proc.pid)
+        kill_leftovers(self.proc.pid, self.mark)
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
             self._append(f"\nautotest: killed by {name}\n")
@@ -4350,6 +4476,7 @@ class Run:
             kill_tree(self.proc.pid)
             with contextlib.suppress(Exception):
                 self.proc.wait()
+            kill_leftovers(self.proc.pid, self.mark)
         self._close_handle()
 
     def _close_handle(self) -> None:
@@ -6246,7 +6373,7 @@ from typing import Callable
 # from .metadata import is_metadata_file, normalize_name, read_metadata, toml_reader_missing
 # from .options import Options, parse_options
 # from .order import Step, cycle_order
-# from .platform import KeyReader, Signals, can_notify
+# from .platform import KeyReader, Signals, can_notify, end_every_leftover
 # from .report import Progress, Reporter, describe_changes, shown
 # from .run import (
 #     Needs,
@@ -6833,6 +6960,7 @@ class Session:
         """Kill whatever still runs; safe to call again (a signal may cut a first call short)."""
         self.runs.end_runs()
         self.warm_policy.close()
+        end_every_leftover()
         self.ci.close()
         self.tree.save()
 
@@ -6912,6 +7040,7 @@ from collections.abc import Sequence
 # )
 # from .report import Reporter, use_color
 # from .session import Session, run_session
+# from .warm_server import become_child_subreaper
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -6921,6 +7050,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_closed_stderr()
     if closed_at_start("stdout"):
         return 1
+    become_child_subreaper()  # Linux: a run's daemon, orphaned, stays within reach
     with contextlib.suppress(AttributeError, ValueError):  # a name that is not UTF-8 is no crash
         sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     reporter = Reporter(sys.stdout, use_color(sys.stdout))

@@ -20,6 +20,7 @@ from .platform import (
 )
 from .report import Reporter, use_color
 from .session import Session, run_session
+from .warm_server import become_child_subreaper
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,6 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_closed_stderr()
     if closed_at_start("stdout"):
         return 1
+    become_child_subreaper()  # Linux: a run's daemon, orphaned, stays within reach
     with contextlib.suppress(AttributeError, ValueError):  # a name that is not UTF-8 is no crash
         sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     reporter = Reporter(sys.stdout, use_color(sys.stdout))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -20,10 +21,12 @@ from .basics import DUMP_WAIT, HEAD_LINES, LINE_LIMIT, POLL_INTERVAL, TAIL_LINES
 from .discovery import Package
 from .platform import (
     NOW,
+    RUN_MARK,
     kill_leftovers,
     kill_tree,
     own_process_group,
     process_handle,
+    run_mark,
     scripts_dir,
     show_stacks,
     user_suffix,
@@ -210,6 +213,8 @@ class Run:
         self, start: RunStart, timeout: float | None, launcher: Launcher | None = None,
         saved: Path | None = None, needs: Needs | None = None, confirm: bool = False,
     ) -> None:  # fmt: skip
+        self.mark = run_mark()  # in its environment, cold or forked: what it leaves is found
+        start = dataclasses.replace(start, env={**start.env, RUN_MARK: self.mark})
         self.start = start
         self.package = start.package
         self.command = start.argv
@@ -279,7 +284,7 @@ class Run:
                 self._append(f"\nautotest: timed out after {self.timeout:g}s; killed\n")
                 return self._result(Verdict.FAILED, "timed out")
             return None
-        kill_leftovers(self.proc.pid)
+        kill_leftovers(self.proc.pid, self.mark)
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
             self._append(f"\nautotest: killed by {name}\n")
@@ -348,6 +353,7 @@ class Run:
             kill_tree(self.proc.pid)
             with contextlib.suppress(Exception):
                 self.proc.wait()
+            kill_leftovers(self.proc.pid, self.mark)
         self._close_handle()
 
     def _close_handle(self) -> None:
