@@ -247,25 +247,45 @@ def test_bad_input_with_stderr_closed_still_exits_2(repo: Repo) -> None:
     assert done.stdout == b""
 
 
-DAEMON_TEST = """\
+LEAVES_BEHIND = """\
 import os
 import time
 
+GO, PIDFILE = {go!r}, {pidfile!r}
 
-def test_starts_a_daemon():
+
+def write(path, text):
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def is_zombie(pid):
+    with open(f"/proc/{{pid}}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0] == "Z"
+
+
+def test_leaves_a_process_behind():
+    if not os.path.exists(GO):
+        return
+    write(PIDFILE + ".run-parent", str(os.getppid()))
+    mode = open(GO).read()
     child = os.fork()
     if child == 0:
-        os.setsid()
+        if mode != "orphan":
+            os.setsid()
         if os.fork() == 0:
-            with open({pidfile!r} + ".tmp", "w") as f:
-                f.write(str(os.getpid()))
-            os.replace({pidfile!r} + ".tmp", {pidfile!r})
-            time.sleep(120)
+            write(PIDFILE, str(os.getpid()))
+            if mode != "orphan":
+                time.sleep(120)
         os._exit(0)
     os.waitpid(child, 0)
-    while not os.path.exists({pidfile!r}):
+    while not os.path.exists(PIDFILE):
         time.sleep(0.01)
-    if os.path.exists({hold!r}):
+    pid = int(open(PIDFILE).read())
+    while mode == "orphan" and os.path.exists(f"/proc/{{pid}}") and not is_zombie(pid):
+        time.sleep(0.01)
+    if mode == "hold":
         time.sleep(120)
 """
 
@@ -279,6 +299,15 @@ def lives(pid: int) -> bool:
         return False
 
 
+def zombie(pid: int) -> bool:
+    """Whether ``pid`` ended and was never reaped (a pid used again since is no zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return False
+
+
 def parent_of(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -287,58 +316,75 @@ def parent_of(pid: int) -> int | None:
         return None
 
 
-def daemon_repo(repo: Repo, tmp_path: Path, hold: bool) -> Path:
-    """A package whose test leaves a daemon behind (fork, setsid, fork), and the file the
-    daemon writes its pid to; with ``hold`` the test then waits, so the run is still going."""
-    pidfile = tmp_path / "daemon.pid"
-    if hold:
-        (tmp_path / "hold").touch()
-    tests = DAEMON_TEST.format(pidfile=str(pidfile), hold=str(tmp_path / "hold"))
-    repo.package("libs/core", tests=tests)
-    return pidfile
+class LeftBehind:
+    """autotest watching a package whose test, from the second cycle on (cold, or forked from
+    the warm interpreter: the first cycle always runs cold), leaves a process behind: with
+    ``mode`` "daemon" a daemon (fork, setsid, fork) that sleeps, "hold" the same while the
+    test then waits (the run still going), "orphan" a grandchild that ends on its own."""
+
+    def __init__(self, repo: Repo, tmp_path: Path, warm: bool, mode: str) -> None:
+        self.pidfile = tmp_path / "left.pid"
+        go = tmp_path / "go"
+        tests = LEAVES_BEHIND.format(go=str(go), pidfile=str(self.pidfile))
+        repo.package("libs/core", tests=tests)
+        args = () if warm else ("--no-warm",)
+        self.watch = Watch(repo.path, *args, env=clean_env(PYTHONDONTWRITEBYTECODE="1"))
+        self.watch.wait_cycles(1)
+        go.write_text(mode)
+        repo.write("libs/core/core/__init__.py", "VALUE = 2\n")
+        assert wait_until(self.pidfile.exists, timeout=30), self.watch.output
+        self.pid = int(self.pidfile.read_text())
+        run_parent = int(Path(f"{self.pidfile}.run-parent").read_text())
+        assert (run_parent != self.watch.proc.pid) == warm, "forked, or cold, as asked"
+
+    def close(self) -> None:
+        self.watch.stop(signal.SIGKILL)
+        if lives(self.pid):
+            os.kill(self.pid, signal.SIGKILL)
 
 
-def daemon_pid(pidfile: Path) -> int:
-    assert wait_until(pidfile.exists, timeout=30), "the daemon never started"
-    return int(pidfile.read_text())
+WARM_OR_COLD = pytest.mark.parametrize("warm", [True, False], ids=["forked", "cold"])
 
 
-@pytest.mark.parametrize("warm", [True, False], ids=["forked", "cold"])
+@WARM_OR_COLD
 def test_a_daemon_a_run_leaves_behind_ends_with_the_run(
     repo: Repo, tmp_path: Path, warm: bool
 ) -> None:
-    pidfile = daemon_repo(repo, tmp_path, hold=False)
-    w = Watch(
-        repo.path, *(() if warm else ("--no-warm",)), env=clean_env(PYTHONDONTWRITEBYTECODE="1")
-    )
-    pid = 0
+    left = LeftBehind(repo, tmp_path, warm, "daemon")
     try:
-        w.wait_cycles(1)
-        pid = daemon_pid(pidfile)
-        assert wait_until(lambda: not lives(pid), timeout=10), "the daemon outlived its run"
-        assert wait_until(lambda: parent_of(pid) != w.proc.pid, timeout=10), "left a zombie"
-        assert w.proc.poll() is None, "autotest still watches"
+        left.watch.wait_cycles(2)
+        assert wait_until(lambda: not lives(left.pid), timeout=10), "the daemon outlived its run"
+        assert wait_until(lambda: not zombie(left.pid), timeout=10), (
+            f"a zombie of {parent_of(left.pid)}"
+        )
+        assert left.watch.proc.poll() is None, "autotest still watches"
     finally:
-        w.stop(signal.SIGKILL)
-        if pid and lives(pid):
-            os.kill(pid, signal.SIGKILL)
+        left.close()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-@pytest.mark.parametrize("warm", [True, False], ids=["forked", "cold"])
+@WARM_OR_COLD
 def test_a_daemon_of_a_run_still_going_ends_with_autotest_however_it_is_stopped(
     repo: Repo, tmp_path: Path, warm: bool, signum: int
 ) -> None:
-    pidfile = daemon_repo(repo, tmp_path, hold=True)
-    w = Watch(
-        repo.path, *(() if warm else ("--no-warm",)), env=clean_env(PYTHONDONTWRITEBYTECODE="1")
-    )
-    pid = 0
+    left = LeftBehind(repo, tmp_path, warm, "hold")
     try:
-        pid = daemon_pid(pidfile)
-        assert w.stop(signum, timeout=20) == 128 + signum
-        assert wait_until(lambda: not lives(pid), timeout=10), "the daemon outlived autotest"
+        assert left.watch.stop(signum, timeout=20) == 128 + signum
+        assert wait_until(lambda: not lives(left.pid), timeout=10), "the daemon outlived autotest"
     finally:
-        w.stop(signal.SIGKILL)
-        if pid and lives(pid):
-            os.kill(pid, signal.SIGKILL)
+        left.close()
+
+
+@WARM_OR_COLD
+def test_an_orphan_that_ends_on_its_own_leaves_no_zombie_while_autotest_watches(
+    repo: Repo, tmp_path: Path, warm: bool
+) -> None:
+    left = LeftBehind(repo, tmp_path, warm, "orphan")
+    try:
+        left.watch.wait_cycles(2)
+        assert wait_until(lambda: not zombie(left.pid), timeout=10), (
+            f"a zombie of {parent_of(left.pid)}"
+        )
+        assert left.watch.proc.poll() is None, "autotest still watches"
+    finally:
+        left.close()

@@ -794,6 +794,7 @@ def kill_leftovers(pid: int, mark: str = "") -> None:
         kill_tree(pid)
         if mark:
             end_marked_children(lambda found: found == mark)
+        reap_adopted_zombies()
 
 
 RUN_MARK = "AUTOTEST_RUN"  # in each cold run's environment: which run a process comes from
@@ -847,6 +848,22 @@ def reap(pid: int, deadline: float) -> None:
         if done or time.monotonic() >= deadline:
             return
         time.sleep(POLL_INTERVAL)
+
+
+def reap_adopted_zombies() -> None:
+    """Reap the children that ended on their own after a run's process left them orphaned to
+    autotest (``sh -c 'sleep 1 &'``), so that none stays a zombie while autotest watches.  Such
+    a child is in another session than autotest's and does not lead its own; autotest's own
+    children (runs, warm interpreters) lead theirs, and notifications share autotest's, so no
+    process a Popen waits for is ever reaped here."""
+    with contextlib.suppress(OSError):
+        ours = os.getsid(0)
+        for pid in child_pids():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rpartition(")")[2].split()
+                if fields[0] == "Z" and int(fields[3]) not in (pid, ours):
+                    os.waitpid(pid, os.WNOHANG)
 
 
 def end_every_leftover() -> None:
