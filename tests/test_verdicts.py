@@ -341,3 +341,18 @@ def test_a_command_runner_is_judged_by_its_exit_status_alone(repo: Repo) -> None
     repo.package("alpha")
     done = once(repo.path, "--runner", "true {package}")
     assert verdicts(done.stdout) == [("alpha", "ok")], done.stdout
+
+
+def test_a_summary_followed_by_a_long_report_still_passes(repo: Repo) -> None:
+    """A report printed after the summary (as nose2's coverage plugin does) may push it out of
+    the tail autotest keeps: the whole output is searched for it."""
+    repo.package("alpha", tests=ENDS_THE_PROCESS_EARLY.replace(
+        "os._exit(0)", "os.write(2, b'test output\\n' * 150)"
+    ).replace("assert False", "pass"))  # fmt: skip
+    repo.write(
+        "alpha/tests/conftest_report.py",
+        "import atexit\n\natexit.register(lambda: print('report line\\n' * 300))\n",
+    )
+    repo.write("alpha/tests/__init__.py", "from . import conftest_report  # noqa: F401\n")
+    done = once(repo.path, "--runner", "unittest")
+    assert verdicts(done.stdout) == [("alpha", "ok")], done.stdout

@@ -3180,9 +3180,9 @@ class Runner:
     the runner says it found no tests when it exits 0 anyway; ``plugins`` the entry-point group
     of its plugins, whose distributions a warm interpreter must never import ahead (pytest
     rewrites their asserts on import, and warns about a module imported before it could);
-    ``summary`` what the runner prints once every test has run: an exit 0 without it is a
-    process a test ended early (``os._exit(0)``), not a pass.  A command has none, and is
-    judged by its exit status alone.
+    ``summary`` the lines the runner prints, in this order, once every test has run: an exit 0
+    without them is a process a test ended early (``os._exit(0)``), not a pass.  A command
+    has none, and is judged by its exit status alone.
     """
 
     name: str
@@ -3194,7 +3194,7 @@ class Runner:
     preload: tuple[str, ...] = ()
     ran_none: str = ""
     plugins: str = ""
-    summary: str = ""
+    summary: tuple[str, ...] = ()
 
     def command(
         self, package: Package, extra: Sequence[str], python: str | None = None
@@ -3217,12 +3217,12 @@ class Runner:
             return Verdict.NO_TESTS if ran_none else Verdict.OK
         return Verdict.FAILED
 
-    def summary_missing(self, output: str, args: Sequence[str]) -> bool:
-        """Whether a run that exited 0 never printed the runner's summary, where the runner
-        prints one (pytest's terminal turned off by ``-p no:terminal`` prints nothing)."""
-        if not self.summary or (self.name == "pytest" and "no:terminal" in " ".join(args)):
+    def expects_summary(self, args: Sequence[str]) -> bool:
+        """Whether a run that exited 0 must have printed ``summary`` to pass (pytest's terminal
+        turned off by ``-p no:terminal`` prints nothing)."""
+        if self.name == "pytest" and "no:terminal" in " ".join(args):
             return False
-        return not re.search(self.summary, output, re.M)
+        return bool(self.summary)
 
 
 @dataclass(frozen=True)
@@ -3250,12 +3250,12 @@ PACKAGE_ENV = "AUTOTEST_PACKAGE"  # every run finds the package's path here too
 UNITTEST_RAN_NONE = r"^Ran 0 tests? in"  # unittest's report, which nose and nose2 share
 
 
-UNITTEST_SUMMARY = r"^Ran \d+ tests? in \S+\s+(OK|FAILED)\b"  # the count, then the outcome
+UNITTEST_SUMMARY = (r"^Ran \d+ tests? in ", r"^(OK|FAILED)\b")  # the count, then the outcome
 
 
 # pytest's last line (between "=" signs, or alone with -q), or with -qq, which drops it, the
 # progress reaching 100% after the last test.
-PYTEST_SUMMARY = r"^=* ?(\d+ \w+|no tests ran)\b.* in \d+(\.\d+)?s\b|\[100%\]\s*$"
+PYTEST_SUMMARY = (r"^=* ?(\d+ \w+|no tests ran)\b.* in \d+(\.\d+)?s\b|\[100%\]\s*$",)
 
 
 BUILTIN_RUNNERS = {
@@ -4228,14 +4228,17 @@ class Output:
     tests_failed: bool = False
     fixtures_skipped: bool = False
     skipped: bool = False
+    summary_seen: bool = True  # the runner's summary lines came, in order
 
     @property
     def excerpt(self) -> str:
         return self.head + self.tail
 
 
-def read_output(out: IO[bytes]) -> Output:
-    """The head and the tail of a run's output file, and what it says, read line by line."""
+def read_output(out: IO[bytes], summary: Sequence[str] = ()) -> Output:
+    """The head and the tail of a run's output file, and what it says, read line by line: the
+    ``summary`` lines are looked for in all of it, since a report after them (coverage) may
+    push them out of the tail."""
     import collections
 
     out.seek(0)
@@ -4244,6 +4247,7 @@ def read_output(out: IO[bytes]) -> Output:
     count = 0
     missing: dict[str, None] = {}
     found = {"failed": False, "fixtures": False, "skipped": False}
+    awaited = [re.compile(pattern) for pattern in summary]
     for raw in iter(lambda: out.readline(LINE_LIMIT), b""):
         line = raw.decode("utf-8", "replace")
         count += 1
@@ -4256,10 +4260,12 @@ def read_output(out: IO[bytes]) -> Output:
         found["failed"] = found["failed"] or bool(TESTS_FAILED.search(line))
         found["fixtures"] = found["fixtures"] or bool(NOSE_FIXTURES.search(line))
         found["skipped"] = found["skipped"] or bool(SKIPPED.match(line))
+        if awaited and awaited[0].search(line):
+            awaited.pop(0)
     omitted = max(0, count - HEAD_LINES - TAIL_LINES)
     return Output(
         "".join(head), "".join(tail), omitted, tuple(missing),
-        found["failed"], found["fixtures"], found["skipped"],
+        found["failed"], found["fixtures"], found["skipped"], not awaited,
     )  # fmt: skip
 
 
@@ -4429,11 +4435,10 @@ class Run:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
             self._append(f"\nautotest: killed by {name}\n")
             return self._result(Verdict.FAILED, name)
-        output = read_output(self.out)
+        output = read_output(self.out, self.runner.summary)
         verdict = self.runner.verdict(code, output.excerpt)
-        cut_short = verdict is Verdict.OK and self.runner.summary_missing(
-            output.excerpt, self.start.args
-        )
+        expected = self.runner.expects_summary(self.start.args)
+        cut_short = verdict is Verdict.OK and expected and not output.summary_seen
         if cut_short and self._again_cold():
             return None
         if cut_short:

@@ -88,14 +88,17 @@ class Output:
     tests_failed: bool = False
     fixtures_skipped: bool = False
     skipped: bool = False
+    summary_seen: bool = True  # the runner's summary lines came, in order
 
     @property
     def excerpt(self) -> str:
         return self.head + self.tail
 
 
-def read_output(out: IO[bytes]) -> Output:
-    """The head and the tail of a run's output file, and what it says, read line by line."""
+def read_output(out: IO[bytes], summary: Sequence[str] = ()) -> Output:
+    """The head and the tail of a run's output file, and what it says, read line by line: the
+    ``summary`` lines are looked for in all of it, since a report after them (coverage) may
+    push them out of the tail."""
     import collections
 
     out.seek(0)
@@ -104,6 +107,7 @@ def read_output(out: IO[bytes]) -> Output:
     count = 0
     missing: dict[str, None] = {}
     found = {"failed": False, "fixtures": False, "skipped": False}
+    awaited = [re.compile(pattern) for pattern in summary]
     for raw in iter(lambda: out.readline(LINE_LIMIT), b""):
         line = raw.decode("utf-8", "replace")
         count += 1
@@ -116,10 +120,12 @@ def read_output(out: IO[bytes]) -> Output:
         found["failed"] = found["failed"] or bool(TESTS_FAILED.search(line))
         found["fixtures"] = found["fixtures"] or bool(NOSE_FIXTURES.search(line))
         found["skipped"] = found["skipped"] or bool(SKIPPED.match(line))
+        if awaited and awaited[0].search(line):
+            awaited.pop(0)
     omitted = max(0, count - HEAD_LINES - TAIL_LINES)
     return Output(
         "".join(head), "".join(tail), omitted, tuple(missing),
-        found["failed"], found["fixtures"], found["skipped"],
+        found["failed"], found["fixtures"], found["skipped"], not awaited,
     )  # fmt: skip
 
 
@@ -289,11 +295,10 @@ class Run:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
             self._append(f"\nautotest: killed by {name}\n")
             return self._result(Verdict.FAILED, name)
-        output = read_output(self.out)
+        output = read_output(self.out, self.runner.summary)
         verdict = self.runner.verdict(code, output.excerpt)
-        cut_short = verdict is Verdict.OK and self.runner.summary_missing(
-            output.excerpt, self.start.args
-        )
+        expected = self.runner.expects_summary(self.start.args)
+        cut_short = verdict is Verdict.OK and expected and not output.summary_seen
         if cut_short and self._again_cold():
             return None
         if cut_short:
