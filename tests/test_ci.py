@@ -916,3 +916,42 @@ def test_readme_documents_every_exit_status() -> None:
     section = (ROOT / "README.md").read_text().split("## Use it in CI", 1)[1]
     for status in ("**0**", "**1**", "**2**", "**130**", "**143**"):
         assert status in section
+
+
+def exact_bytes(entry: dict[str, Any], key: str) -> Any:
+    """The README's rule for reading a plan's paths back: ``KEY_bytes`` (base64) where it is
+    present, else the string's UTF-8."""
+    import base64
+
+    if f"{key}_bytes" not in entry:
+        value = entry[key]
+        return value.encode() if isinstance(value, str) else [v.encode() for v in value]
+    found = entry[f"{key}_bytes"]
+    if isinstance(found, str):
+        return base64.b64decode(found)
+    return [base64.b64decode(v) for v in found]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a name that is not UTF-8 needs Linux")
+def test_a_plan_maps_a_name_that_is_not_utf8_back_to_its_bytes(repo: Repo, tmp_path: Path) -> None:
+    bad = os.fsdecode(b"bad\xffname")
+    repo.package(bad, name="bad-name")
+    repo.package("libs/app", deps=["bad-name"])
+    repo.package("libs/plain")
+    done = subprocess.run(
+        [sys.executable, str(AUTOTEST), "--root", str(repo.path), "--plan", "--runner",
+         "make -C {package} test"],
+        capture_output=True, timeout=120, env=ci_env(tmp_path), stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout.decode("utf-8"))  # strict: valid UTF-8, no lone surrogates
+    json.dumps(data, ensure_ascii=False).encode("utf-8")
+    by_name = {entry["name"]: entry for entry in data["packages"]}
+    entry, app, plain = by_name["bad-name"], by_name["app"], by_name["plain"]
+    assert exact_bytes(entry, "path") == b"bad\xffname"
+    assert entry["path"] == "bad\\xffname"  # readable as it stands
+    package_dir = os.fsencode(repo.path.resolve() / bad)
+    assert exact_bytes(entry, "argv") == [b"make", b"-C", package_dir, b"test"]
+    assert exact_bytes(app, "dependencies") == [b"bad\xffname"]
+    assert "path_bytes" not in plain and "argv_bytes" not in plain  # UTF-8 names stay as they are
+    assert exact_bytes(data, "root") == os.fsencode(repo.path.resolve())

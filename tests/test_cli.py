@@ -610,6 +610,11 @@ def test_without_a_toml_reader_it_names_the_install_and_exits_2(repo: Repo) -> N
         ("setup.cfg", "[autotest]\ntimeout = 0\n", ["setup.cfg [autotest]", "timeout"]),
         ("setup.cfg", "[autotest]\nshout = yes\n", ["unknown setting", "shout"]),
         ("setup.cfg", "[autotest]\nrunner = nosey\n", ["nosey"]),
+        ("pyproject.toml", '[tool.autotest]\ntimeout = "10"\n', ["timeout", "a number", "'10'"]),
+        ("pyproject.toml", '[tool.autotest]\ndebounce = "0.1"\n', ["debounce", "'0.1'"]),
+        ("pyproject.toml", '[tool.autotest]\njobs = "4"\n', ["jobs", "'auto'", "'4'"]),
+        ("pyproject.toml", '[tool.autotest]\nkeep-going = "yes"\n', ["keep-going", "'yes'"]),
+        ("pyproject.toml", "[tool.autotest]\nwarm = 1\n", ["warm", "true or false"]),
     ],
 )
 def test_bad_configuration_is_one_error_line(
@@ -618,6 +623,24 @@ def test_bad_configuration_is_one_error_line(
     repo.package("alpha")
     repo.write(where, text)
     assert_usage_error(once(repo.path), *words)
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "-0.5"])
+def test_a_timeout_of_no_time_is_refused_in_one_wording_whatever_the_number(
+    repo: Repo, seconds: str
+) -> None:
+    repo.package("alpha")
+    line = assert_usage_error(once(repo.path, "--timeout", seconds))
+    assert line.endswith(f"expected more than zero seconds, got '{seconds}' (see --help)"), line
+
+
+def test_a_config_value_of_the_type_the_readme_names_is_taken(repo: Repo) -> None:
+    repo.package("alpha")
+    repo.write(
+        "pyproject.toml", '[tool.autotest]\njobs = "auto"\ntimeout = 30\nkeep-going = true\n'
+    )
+    done = once(repo.path)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_help(repo: Repo) -> None:
@@ -968,6 +991,7 @@ def test_warm_run_sees_what_a_cold_run_sees(repo: Repo, watch: type[Watch], tmp_
         run_env = info["env"]
         assert isinstance(run_env, dict)
         run_env.pop("PROBE_OUT")
+        assert re.fullmatch(r"\d+-[0-9a-f]{12}", run_env.pop("AUTOTEST_RUN"))  # each its own
         assert run_env["NOSE_CAPTURE"] == "1"  # so prints are captured, as in classic nose
     for key in cold:
         assert warm[key] == cold[key], key

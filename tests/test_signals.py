@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,184 @@ def test_the_warm_interpreter_never_outlives_autotest_killed_outright(repo: Repo
         assert wait_until(lambda: not marked(mark), timeout=5), marked(mark)
     finally:
         kill_marked(mark)
+
+
+def closing(fd: int) -> Callable[[], None]:
+    """A preexec_fn that starts autotest with descriptor ``fd`` closed, as ``>&-`` does."""
+
+    def close() -> None:
+        default_signals()
+        os.close(fd)
+
+    return close
+
+
+def test_once_with_stdout_closed_from_the_start_ends_quietly_with_status_1(repo: Repo) -> None:
+    repo.package("libs/core")
+    done = subprocess.run(
+        [sys.executable, str(AUTOTEST), "--root", str(repo.path), "--once"],
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=clean_env(),
+        preexec_fn=closing(1),
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr == b""
+
+
+def test_bad_input_with_stderr_closed_still_exits_2(repo: Repo) -> None:
+    repo.package("libs/core")
+    done = subprocess.run(
+        [sys.executable, str(AUTOTEST), "--root", str(repo.path), "--bogus"],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=clean_env(),
+        preexec_fn=closing(2),
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stdout == b""
+
+
+LEAVES_BEHIND = """\
+import os
+import time
+
+GO, PIDFILE = {go!r}, {pidfile!r}
+
+
+def write(path, text):
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def is_zombie(pid):
+    with open(f"/proc/{{pid}}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0] == "Z"
+
+
+def test_leaves_a_process_behind():
+    if not os.path.exists(GO):
+        return
+    write(PIDFILE + ".run-parent", str(os.getppid()))
+    mode = open(GO).read()
+    child = os.fork()
+    if child == 0:
+        if mode != "orphan":
+            os.setsid()
+        if os.fork() == 0:
+            write(PIDFILE, str(os.getpid()))
+            if mode != "orphan":
+                time.sleep(120)
+        os._exit(0)
+    os.waitpid(child, 0)
+    while not os.path.exists(PIDFILE):
+        time.sleep(0.01)
+    pid = int(open(PIDFILE).read())
+    while mode == "orphan" and os.path.exists(f"/proc/{{pid}}") and not is_zombie(pid):
+        time.sleep(0.01)
+    if mode == "hold":
+        time.sleep(120)
+"""
+
+
+def lives(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not ended (a zombie has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def zombie(pid: int) -> bool:
+    """Whether ``pid`` ended and was never reaped (a pid used again since is no zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rpartition(")")[2].split()[1])
+    except OSError:
+        return None
+
+
+class LeftBehind:
+    """autotest watching a package whose test, from the second cycle on (cold, or forked from
+    the warm interpreter: the first cycle always runs cold), leaves a process behind: with
+    ``mode`` "daemon" a daemon (fork, setsid, fork) that sleeps, "hold" the same while the
+    test then waits (the run still going), "orphan" a grandchild that ends on its own."""
+
+    def __init__(self, repo: Repo, tmp_path: Path, warm: bool, mode: str) -> None:
+        self.pidfile = tmp_path / "left.pid"
+        go = tmp_path / "go"
+        tests = LEAVES_BEHIND.format(go=str(go), pidfile=str(self.pidfile))
+        repo.package("libs/core", tests=tests)
+        args = () if warm else ("--no-warm",)
+        self.watch = Watch(repo.path, *args, env=clean_env(PYTHONDONTWRITEBYTECODE="1"))
+        self.watch.wait_cycles(1)
+        go.write_text(mode)
+        repo.write("libs/core/core/__init__.py", "VALUE = 2\n")
+        assert wait_until(self.pidfile.exists, timeout=30), self.watch.output
+        self.pid = int(self.pidfile.read_text())
+        run_parent = int(Path(f"{self.pidfile}.run-parent").read_text())
+        assert (run_parent != self.watch.proc.pid) == warm, "forked, or cold, as asked"
+
+    def close(self) -> None:
+        self.watch.stop(signal.SIGKILL)
+        if lives(self.pid):
+            os.kill(self.pid, signal.SIGKILL)
+
+
+WARM_OR_COLD = pytest.mark.parametrize("warm", [True, False], ids=["forked", "cold"])
+
+
+@WARM_OR_COLD
+def test_a_daemon_a_run_leaves_behind_ends_with_the_run(
+    repo: Repo, tmp_path: Path, warm: bool
+) -> None:
+    left = LeftBehind(repo, tmp_path, warm, "daemon")
+    try:
+        left.watch.wait_cycles(2)
+        assert wait_until(lambda: not lives(left.pid), timeout=10), "the daemon outlived its run"
+        assert wait_until(lambda: not zombie(left.pid), timeout=10), (
+            f"a zombie of {parent_of(left.pid)}"
+        )
+        assert left.watch.proc.poll() is None, "autotest still watches"
+    finally:
+        left.close()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+@WARM_OR_COLD
+def test_a_daemon_of_a_run_still_going_ends_with_autotest_however_it_is_stopped(
+    repo: Repo, tmp_path: Path, warm: bool, signum: int
+) -> None:
+    left = LeftBehind(repo, tmp_path, warm, "hold")
+    try:
+        assert left.watch.stop(signum, timeout=20) == 128 + signum
+        assert wait_until(lambda: not lives(left.pid), timeout=10), "the daemon outlived autotest"
+    finally:
+        left.close()
+
+
+@WARM_OR_COLD
+def test_an_orphan_that_ends_on_its_own_leaves_no_zombie_while_autotest_watches(
+    repo: Repo, tmp_path: Path, warm: bool
+) -> None:
+    left = LeftBehind(repo, tmp_path, warm, "orphan")
+    try:
+        left.watch.wait_cycles(2)
+        assert wait_until(lambda: not zombie(left.pid), timeout=10), (
+            f"a zombie of {parent_of(left.pid)}"
+        )
+        assert left.watch.proc.poll() is None, "autotest still watches"
+    finally:
+        left.close()

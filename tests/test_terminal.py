@@ -435,3 +435,34 @@ def test_d_hands_the_terminal_to_the_debugger_at_the_first_failure(
     t.read_until(r"no failing package to debug")
     t.press("q")
     assert t.wait() == 0 and t.mode_restored()
+
+
+TAKES_OVER_THE_TERMINAL = r"""
+def test_takes_over_the_terminal():
+    print("\x1b[2J\x1b[?1049h\x1b]0;pwned\x07\x1b[5;5Hmoved \x1b[31mred\x1b[0m hidden\rshown\x08")
+    assert False
+"""
+
+
+def test_a_failing_runs_output_keeps_its_colours_and_nothing_else_that_drives_the_terminal(
+    repo: Repo, terminal: Opener
+) -> None:
+    repo.package("alpha", tests=TAKES_OVER_THE_TERMINAL)
+    t = terminal("--once", "--runner", "pytest")
+    t.read_until(r"0 passed, 0 not run")
+    assert t.wait() == 1
+    screen = t.text
+    assert "\033[31mred\033[0m" in screen, "the test's colours are kept"
+    for raw in ("\033[2J", "\033[?1049h", "\033]0;", "\033[5;5H", "hidden\rshown", "\x08"):
+        assert raw not in screen, f"{raw!r} reached the terminal"
+    escaped = r"\x1b[2J\x1b[?1049h\x1b]0;pwned\x07\x1b[5;5Hmoved "
+    assert escaped + "\033[31mred\033[0m" + r" hidden\rshown\x08" in screen, "the rest escaped"
+
+
+def test_with_no_color_a_failing_runs_colours_are_dropped_too(repo: Repo, terminal: Opener) -> None:
+    repo.package("alpha", tests=TAKES_OVER_THE_TERMINAL)
+    t = terminal("--once", "--runner", "pytest", NO_COLOR="1")
+    t.read_until(r"0 passed, 0 not run")
+    assert t.wait() == 1
+    assert "\033" not in t.text
+    assert r"\x1b[5;5Hmoved red hidden\rshown\x08" in t.text

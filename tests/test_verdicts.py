@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import Repo, Watch, clean_env, load_autotest, run_autotest
 
 at = load_autotest()
@@ -295,3 +297,62 @@ def test_a_bad_runners_entry_is_one_error_line(repo: Repo) -> None:
     done = once(repo.path)
     assert done.returncode == 2 and done.stderr.startswith("autotest: error: "), done.stderr
     assert "nosey" in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+ENDS_THE_PROCESS_EARLY = """\
+import os
+import unittest
+
+
+class T(unittest.TestCase):
+    def test_a_first(self):
+        pass
+
+    def test_b_ends_the_process(self):
+        os._exit(0)
+
+    def test_c_never_runs(self):
+        assert False
+"""
+
+
+@pytest.mark.parametrize("runner", ["nose", "nose2", "pytest", "unittest"])
+def test_a_run_that_exits_0_before_its_runner_summary_is_not_a_pass(
+    repo: Repo, runner: str
+) -> None:
+    repo.package("alpha", tests=ENDS_THE_PROCESS_EARLY)
+    repo.package("beta", tests=ENDS_THE_PROCESS_EARLY.replace("os._exit(0)", "pass").replace(
+        "assert False", "pass"
+    ))  # fmt: skip
+    done = once(repo.path, "--runner", runner, "--keep-going")
+    assert done.returncode == 1, done.stdout
+    assert verdicts(done.stdout) == [("alpha", "FAILED (cut short)"), ("beta", "ok")], done.stdout
+    assert f"{runner} exited 0 but never printed its summary" in done.stdout
+
+
+def test_a_quiet_pytest_run_that_ends_normally_still_passes(repo: Repo) -> None:
+    """``-qq`` drops pytest's last line; its progress reaching 100% is the summary then."""
+    repo.package("alpha")
+    done = once(repo.path, "--runner", "pytest", "--", "-qq")
+    assert verdicts(done.stdout) == [("alpha", "ok")], done.stdout
+
+
+def test_a_command_runner_is_judged_by_its_exit_status_alone(repo: Repo) -> None:
+    repo.package("alpha")
+    done = once(repo.path, "--runner", "true {package}")
+    assert verdicts(done.stdout) == [("alpha", "ok")], done.stdout
+
+
+def test_a_summary_followed_by_a_long_report_still_passes(repo: Repo) -> None:
+    """A report printed after the summary (as nose2's coverage plugin does) may push it out of
+    the tail autotest keeps: the whole output is searched for it."""
+    repo.package("alpha", tests=ENDS_THE_PROCESS_EARLY.replace(
+        "os._exit(0)", "os.write(2, b'test output\\n' * 150)"
+    ).replace("assert False", "pass"))  # fmt: skip
+    repo.write(
+        "alpha/tests/conftest_report.py",
+        "import atexit\n\natexit.register(lambda: print('report line\\n' * 300))\n",
+    )
+    repo.write("alpha/tests/__init__.py", "from . import conftest_report  # noqa: F401\n")
+    done = once(repo.path, "--runner", "unittest")
+    assert verdicts(done.stdout) == [("alpha", "ok")], done.stdout

@@ -85,6 +85,61 @@ def set_parent_death_signal(signum: int) -> bool:  # pragma: no cover (runs in t
         return False
 
 
+def become_child_subreaper() -> bool:  # pragma: no cover (runs in the warm server too)
+    """Ask Linux to make this process the parent of every orphan among its descendants (a
+    test's daemon: fork, setsid, fork), instead of init, so that what a run leaves behind can
+    be found and ended; False where there is no prctl."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(36, 1, 0, 0, 0)) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def child_pids() -> list[int]:  # pragma: no cover (runs in the warm server too)
+    """This process's children, from /proc (Linux); none where there is no such /proc."""
+    import os
+
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/children") as f:
+                found.extend(int(pid) for pid in f.read().split())
+    return found
+
+
+def kill_with_group(pid: int) -> None:  # pragma: no cover (runs in the warm server too)
+    """SIGKILL to ``pid`` and to its process group, unless that group is this process's."""
+    import os
+    import signal
+
+    with contextlib.suppress(OSError):
+        group = os.getpgid(pid)
+        if group != os.getpgrp():
+            os.killpg(group, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def end_leftovers(run: int, others: Collection[int]) -> None:  # pragma: no cover
+    """In the warm server, once forked run ``run`` ended: its process group goes with it, and,
+    when no ``others`` run could own them, every child of the server, with its group: what
+    runs left behind that escaped their group (a daemon: fork, setsid, fork), orphaned to
+    this subreaper."""
+    import os
+    import signal
+
+    with contextlib.suppress(OSError):
+        os.killpg(run, signal.SIGKILL)
+    for pid in () if others else child_pids():
+        kill_with_group(pid)
+
+
 def plugin_modules(group: str) -> frozenset[str]:
     """The top-level modules of every installed distribution with an entry point in ``group``
     (all of them: pytest marks a plugin's whole distribution for assertion rewriting)."""
@@ -377,14 +432,13 @@ def serve_warm(  # pragma: no cover
     children: set[int] = set()
 
     def shutdown(*_: object) -> NoReturn:
-        for pid in list(children):
-            for kill in (os.kill, os.killpg):
-                with contextlib.suppress(OSError):
-                    kill(pid, signal.SIGKILL)
+        for pid in {*children, *child_pids()}:  # the runs, and what they left orphaned here
+            kill_with_group(pid)
         os._exit(0)
 
     signal.signal(signal.SIGTERM, shutdown)
     set_parent_death_signal(signal.SIGTERM)
+    become_child_subreaper()
     if os.getppid() != parent:  # autotest died before it could be told
         shutdown()
     sock = socket.socket(fileno=fd)
@@ -403,9 +457,10 @@ def serve_warm(  # pragma: no cover
                 return
             if pid == 0:
                 return
+            if pid not in children:  # left behind by a run, orphaned to this server: reaped
+                continue
             children.discard(pid)
-            with contextlib.suppress(OSError):  # what the run started goes with it
-                os.killpg(pid, signal.SIGKILL)
+            end_leftovers(pid, children)  # what the run started goes with it
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
             send(f"exit {pid} {code}")
 
@@ -494,8 +549,8 @@ def exit_unless_importable(module: str) -> NoReturn:  # pragma: no cover (runs e
 # line.  So it is linted and type-checked with the rest, nothing is generated, and ``ps`` shows
 # a short line.  The functions use only the standard library and one another.
 SENT_FUNCTIONS = (
-    set_parent_death_signal, plugin_modules, run_forked, hide_modules, report_imports,
-    is_installed_code,
+    set_parent_death_signal, become_child_subreaper, child_pids, kill_with_group, end_leftovers,
+    plugin_modules, run_forked, hide_modules, report_imports, is_installed_code,
     interpreter_state, state_change, checked_import, probe_learned, import_learned, warm_up,
     serve_warm, fork_run, site_directories, print_interpreter_facts, exit_unless_importable,
 )  # fmt: skip
@@ -609,6 +664,7 @@ STILL_RUNNING_EVERY = 60.0  # ...and again after each further minute
 
 
 TASKKILL_TIMEOUT = 5.0  # how long Windows' taskkill may take to end a run's tree
+LEFTOVER_WAIT = 2.0  # how long ending what a run left behind (and reaping it) may take
 
 
 GIT_TIMEOUT = 30.0  # a git call that hangs longer counts as no answer
@@ -783,7 +839,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-# from .basics import KEY_POLL, TASKKILL_TIMEOUT, Terminated
+# from .basics import KEY_POLL, LEFTOVER_WAIT, POLL_INTERVAL, TASKKILL_TIMEOUT, Terminated
+# from .warm_server import child_pids, kill_with_group
 
 POSIX = os.name == "posix"
 
@@ -821,11 +878,91 @@ def kill_tree(pid: int) -> None:
         os.kill(pid, signal.SIGTERM)
 
 
-def kill_leftovers(pid: int) -> None:
+def kill_leftovers(pid: int, mark: str = "") -> None:
     """What an ended run's tests started and left behind goes with them: on POSIX its process
-    group outlives it; elsewhere nothing is left to find."""
+    group; on Linux also what escaped the group (a daemon: fork, setsid, fork), which became
+    autotest's child (see ``become_child_subreaper``) and carries the run's ``mark``.  Elsewhere
+    nothing is left to find."""
     if POSIX:
         kill_tree(pid)
+        if mark:
+            end_marked_children(lambda found: found == mark)
+        reap_adopted_zombies()
+
+
+RUN_MARK = "AUTOTEST_RUN"  # in each cold run's environment: which run a process comes from
+
+
+def run_mark() -> str:
+    """A new run's mark: this autotest's pid, then a part of its own."""
+    import uuid
+
+    return f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def is_own_mark(mark: str) -> bool:
+    """Whether ``mark`` is one of this autotest's runs'."""
+    return mark.startswith(f"{os.getpid()}-")
+
+
+def mark_of(pid: int) -> str | None:
+    """The run mark in process ``pid``'s environment (None without one, or once it ended)."""
+    prefix = f"{RUN_MARK}=".encode()
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            entries = f.read().split(b"\0")
+    except OSError:
+        return None
+    found = [e[len(prefix) :] for e in entries if e.startswith(prefix)]
+    return found[0].decode("ascii", "replace") if found else None
+
+
+def end_marked_children(matches: Callable[[str], bool]) -> None:
+    """Kill, with their process groups, this process's children whose run mark ``matches``,
+    and reap them; again for what their end orphans in turn, until none is left."""
+    deadline = time.monotonic() + LEFTOVER_WAIT
+    while time.monotonic() < deadline:
+        found = [pid for pid in child_pids() if matches(mark_of(pid) or "")]
+        if not found:
+            return
+        for pid in found:
+            kill_with_group(pid)
+        for pid in found:
+            reap(pid, deadline)
+
+
+def reap(pid: int, deadline: float) -> None:
+    """Wait for child ``pid`` killed a moment ago, so that it leaves no zombie."""
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done or time.monotonic() >= deadline:
+            return
+        time.sleep(POLL_INTERVAL)
+
+
+def reap_adopted_zombies() -> None:
+    """Reap the children that ended on their own after a run's process left them orphaned to
+    autotest (``sh -c 'sleep 1 &'``), so that none stays a zombie while autotest watches.  Such
+    a child is in another session than autotest's and does not lead its own; autotest's own
+    children (runs, warm interpreters) lead theirs, and notifications share autotest's, so no
+    process a Popen waits for is ever reaped here."""
+    with contextlib.suppress(OSError):
+        ours = os.getsid(0)
+        for pid in child_pids():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rpartition(")")[2].split()
+                if fields[0] == "Z" and int(fields[3]) not in (pid, ours):
+                    os.waitpid(pid, os.WNOHANG)
+
+
+def end_every_leftover() -> None:
+    """autotest is ending: whatever any of its runs left behind ends too."""
+    if POSIX:
+        end_marked_children(is_own_mark)
 
 
 def terminal_has_colours() -> bool:
@@ -1186,6 +1323,26 @@ def flush_or_quiet() -> None:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
+
+
+def closed_at_start(name: str) -> bool:
+    """Whether ``sys.stdout`` or ``sys.stderr`` was closed when autotest started (``>&-``):
+    Python then sets it to None."""
+    return getattr(sys, name) is None
+
+
+def quiet_closed_stderr() -> None:
+    """A stderr closed at start (``2>&-``) becomes /dev/null: an error still says nothing and
+    exits 2, and no file autotest opens later takes descriptor 2 by chance (a run's output
+    file would receive the errors of everything then)."""
+    if not closed_at_start("stderr"):
+        return
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        if devnull != 2:
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        sys.stderr = open(2, "w", errors="backslashreplace", closefd=False)  # noqa: SIM115
 
 
 def silence_watchdog() -> None:
@@ -3711,7 +3868,10 @@ class Runner:
     the modules a warm interpreter imports ahead of the runs; ``ran_none`` the line by which
     the runner says it found no tests when it exits 0 anyway; ``plugins`` the entry-point group
     of its plugins, whose distributions a warm interpreter must never import ahead (pytest
-    rewrites their asserts on import, and warns about a module imported before it could).
+    rewrites their asserts on import, and warns about a module imported before it could);
+    ``summary`` the lines the runner prints, in this order, once every test has run: an exit 0
+    without them is a process a test ended early (``os._exit(0)``), not a pass.  A command
+    has none, and is judged by its exit status alone.
     """
 
     name: str
@@ -3723,6 +3883,7 @@ class Runner:
     preload: tuple[str, ...] = ()
     ran_none: str = ""
     plugins: str = ""
+    summary: tuple[str, ...] = ()
 
     def command(
         self, package: Package, extra: Sequence[str], python: str | None = None
@@ -3744,6 +3905,13 @@ class Runner:
             ran_none = self.ran_none and re.search(self.ran_none, output, re.M)
             return Verdict.NO_TESTS if ran_none else Verdict.OK
         return Verdict.FAILED
+
+    def expects_summary(self, args: Sequence[str]) -> bool:
+        """Whether a run that exited 0 must have printed ``summary`` to pass (pytest's terminal
+        turned off by ``-p no:terminal`` prints nothing)."""
+        if self.name == "pytest" and "no:terminal" in " ".join(args):
+            return False
+        return bool(self.summary)
 
 
 @dataclass(frozen=True)
@@ -3788,17 +3956,25 @@ PACKAGE_ENV = "AUTOTEST_PACKAGE"  # every run finds the package's path here too
 UNITTEST_RAN_NONE = r"^Ran 0 tests? in"  # unittest's report, which nose and nose2 share
 
 
+UNITTEST_SUMMARY = (r"^Ran \d+ tests? in ", r"^(OK|FAILED)\b")  # the count, then the outcome
+
+
+# pytest's last line (between "=" signs, or alone with -q), or with -qq, which drops it, the
+# progress reaching 100% after the last test.
+PYTEST_SUMMARY = (r"^=* ?(\d+ \w+|no tests ran)\b.* in \d+(\.\d+)?s\b|\[100%\]\s*$",)
+
+
 BUILTIN_RUNNERS = {
     "nose": Runner(
         "nose", (sys.executable, "-m", "nose"), "nose", "pynose",
         env=(("NOSE_CAPTURE", "1"),),  # capture prints as classic nose did
         preload=("nose.core", "nose.loader", "nose.plugins.manager", "nose.plugins.builtin"),
-        ran_none=UNITTEST_RAN_NONE,
+        ran_none=UNITTEST_RAN_NONE, summary=UNITTEST_SUMMARY,
     ),
     "nose2": Runner(
         "nose2", (sys.executable, "-m", "nose2"), "nose2", "nose2", frozenset({5}),
         preload=("nose2.main", "nose2.plugins.loader.discovery", "nose2.plugins.result"),
-        ran_none=UNITTEST_RAN_NONE,
+        ran_none=UNITTEST_RAN_NONE, summary=UNITTEST_SUMMARY,
     ),
     "pytest": Runner(
         "pytest", (sys.executable, "-m", "pytest"), "pytest", "pytest", frozenset({5}),
@@ -3806,11 +3982,11 @@ BUILTIN_RUNNERS = {
             "_pytest.config", "_pytest.main", "_pytest.python", "_pytest.runner",
             "_pytest.terminal", "_pytest.assertion", "_pytest.fixtures",
         ),
-        plugins="pytest11",
+        plugins="pytest11", summary=PYTEST_SUMMARY,
     ),
     "unittest": Runner(
         "unittest", (sys.executable, "-m", "unittest", "discover", "-t", "."), "unittest", "",
-        frozenset({5}), ran_none=UNITTEST_RAN_NONE,
+        frozenset({5}), ran_none=UNITTEST_RAN_NONE, summary=UNITTEST_SUMMARY,
     ),
 }  # fmt: skip
 
@@ -4731,6 +4907,7 @@ class Launcher(Protocol):
 # from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import io
 import os
@@ -4758,12 +4935,14 @@ from typing import IO, Callable
 # from .discovery import Package
 # from .platform import (
 #     NOW,
+#     RUN_MARK,
 #     free_room,
 #     kill_leftovers,
 #     kill_tree,
 #     own_process_group,
 #     private_subdir,
 #     process_handle,
+#     run_mark,
 #     scripts_dir,
 #     show_stacks,
 #     state_path,
@@ -4826,14 +5005,17 @@ class Output:
     tests_failed: bool = False
     fixtures_skipped: bool = False
     skipped: bool = False
+    summary_seen: bool = True  # the runner's summary lines came, in order
 
     @property
     def excerpt(self) -> str:
         return self.head + self.tail
 
 
-def read_output(out: IO[bytes]) -> Output:
-    """The head and the tail of a run's output file, and what it says, read line by line."""
+def read_output(out: IO[bytes], summary: Sequence[str] = ()) -> Output:
+    """The head and the tail of a run's output file, and what it says, read line by line: the
+    ``summary`` lines are looked for in all of it, since a report after them (coverage) may
+    push them out of the tail."""
     import collections
 
     out.seek(0)
@@ -4842,6 +5024,7 @@ def read_output(out: IO[bytes]) -> Output:
     count = 0
     missing: dict[str, None] = {}
     found = {"failed": False, "fixtures": False, "skipped": False}
+    awaited = [re.compile(pattern) for pattern in summary]
     for raw in iter(lambda: out.readline(LINE_LIMIT), b""):
         line = raw.decode("utf-8", "replace")
         count += 1
@@ -4854,10 +5037,12 @@ def read_output(out: IO[bytes]) -> Output:
         found["failed"] = found["failed"] or bool(TESTS_FAILED.search(line))
         found["fixtures"] = found["fixtures"] or bool(NOSE_FIXTURES.search(line))
         found["skipped"] = found["skipped"] or bool(SKIPPED.match(line))
+        if awaited and awaited[0].search(line):
+            awaited.pop(0)
     omitted = max(0, count - HEAD_LINES - TAIL_LINES)
     return Output(
         "".join(head), "".join(tail), omitted, tuple(missing),
-        found["failed"], found["fixtures"], found["skipped"],
+        found["failed"], found["fixtures"], found["skipped"], not awaited,
     )  # fmt: skip
 
 
@@ -4972,6 +5157,8 @@ class Run:
         self, start: RunStart, timeout: float | None, launcher: Launcher | None = None,
         saved: Path | None = None, needs: Needs | None = None, confirm: bool = False,
     ) -> None:  # fmt: skip
+        self.mark = run_mark()  # in its environment, cold or forked: what it leaves is found
+        start = dataclasses.replace(start, env={**start.env, RUN_MARK: self.mark})
         self.start = start
         self.package = start.package
         self.command = start.argv
@@ -5049,17 +5236,24 @@ class Run:
                 self._append(f"\nautotest: timed out after {self.timeout:g}s; killed\n")
                 return self._result(Verdict.FAILED, "timed out")
             return None
-        kill_leftovers(self.proc.pid)
+        kill_leftovers(self.proc.pid, self.mark)
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
             self._append(f"\nautotest: killed by {name}\n")
             return self._result(Verdict.FAILED, name)
-        output = read_output(self.out)
+        output = read_output(self.out, self.runner.summary)
         verdict = self.runner.verdict(code, output.excerpt)
         if verdict is Verdict.FAILED and self._out_of_room():
             return self._result(Verdict.COULD_NOT_RUN, "output not written", output)
         if verdict is Verdict.NO_TESTS and self.start.name_filter:
             verdict = Verdict.NO_MATCH
+        expected = self.runner.expects_summary(self.start.args)
+        cut_short = verdict is Verdict.OK and expected and not output.summary_seen
+        if cut_short and self._again_cold():
+            return None
+        if cut_short:
+            self._append(CUT_SHORT.format(runner=self.runner.name))
+            return self._result(Verdict.FAILED, "cut short")
         if verdict is Verdict.FAILED and self._again_cold():
             return None
         if verdict is Verdict.FAILED and not output.tests_failed and self.needs is not None:
@@ -5125,6 +5319,7 @@ class Run:
             kill_tree(self.proc.pid)
             with contextlib.suppress(Exception):
                 self.proc.wait()
+            kill_leftovers(self.proc.pid, self.mark)
         self._close_handle()
 
     def _close_handle(self) -> None:
@@ -5152,6 +5347,12 @@ class Unrunnable:
 
     def kill(self) -> None:
         pass
+
+
+CUT_SHORT = (
+    "\nautotest: {runner} exited 0 but never printed its summary: the process ended before "
+    "every test had run (a test called os._exit or the like), which is not a pass\n"
+)
 
 
 NOSE_CANNOT_RUN = (
@@ -5584,22 +5785,54 @@ def plan_json(
     uses: Mapping[Package, set[Package]],
     name_of: Callable[[Package], str] = lambda p: read_metadata(p).name,
 ) -> str:
-    """The cycle as JSON, for a CI job that builds its matrix from it (schema in the README)."""
+    """The cycle as JSON, for a CI job that builds its matrix from it (schema in the README).
+    Paths are as ``exact`` writes them: the JSON stays valid UTF-8 whatever the names."""
     entries = []
     for step in steps:
         command = command_for(step.package)
         entries.append(
             {
-                "path": step.package.rel,
+                **exact("path", step.package.rel),
                 "name": name_of(step.package),
-                "reason": step.reason,
+                "reason": readable(step.reason),
                 "runner": command.runner,
-                "interpreter": command.interpreter,
-                "argv": list(command.argv),
-                "dependencies": sorted(p.rel for p in uses.get(step.package, ())),
+                **exact("interpreter", command.interpreter),
+                **exact("argv", list(command.argv)),
+                **exact("dependencies", sorted(p.rel for p in uses.get(step.package, ()))),
             }
         )
-    return json.dumps({"version": PLAN_VERSION, "root": str(root), "packages": entries}, indent=2)
+    plan = {"version": PLAN_VERSION, **exact("root", str(root)), "packages": entries}
+    return json.dumps(plan, indent=2)
+
+
+def readable(text: str) -> str:
+    """``text`` with each byte of a name that is not UTF-8 (a surrogate escape, as the file
+    system's names decode) written as ``\\xNN``."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def is_utf8(text: str) -> bool:
+    return readable(text) == text
+
+
+def exact(key: str, value: str | list[str] | None) -> dict[str, object]:
+    """``key``'s value readable, and beside it, when a name in it is not UTF-8, ``KEY_bytes``:
+    the exact bytes, base64 (a list of them for a list), which a reader takes instead."""
+    if value is None:
+        return {key: None}
+    if isinstance(value, str):
+        if is_utf8(value):
+            return {key: value}
+        return {key: readable(value), f"{key}_bytes": base64_of(value)}
+    if all(map(is_utf8, value)):
+        return {key: value}
+    return {key: [readable(v) for v in value], f"{key}_bytes": [base64_of(v) for v in value]}
+
+
+def base64_of(text: str) -> str:
+    import base64
+
+    return base64.b64encode(os.fsencode(text)).decode("ascii")
 
 
 def write_atomically(path: str, data: bytes, mode: int = 0o644) -> None:
@@ -5911,6 +6144,7 @@ output and summary).
 
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -5984,7 +6218,34 @@ def every(count: int) -> str:
 def shown(path: str) -> str:
     """A path as one printable line: newlines, other control characters and bytes that are
     not UTF-8 (surrogate escapes) are escaped."""
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in path)
+    return "".join(c if c.isprintable() else escaped(c) for c in path)
+
+
+def escaped(char: str) -> str:
+    """A character that must not reach the terminal as itself, as Python writes it: ``\\x1b``."""
+    return ascii(char)[1:-1]
+
+
+# What a run's output may hold that drives the terminal: a colour (SGR, ESC [ ... m), a line
+# end written \r\n, or any other control character (C0 but tab and newline, DEL, C1), which
+# starts every other sequence: clear screen, alternate screen, window title, cursor moves.
+TERMINAL_CONTROL = re.compile(
+    r"(?P<sgr>\x1b\[[0-9;:]*m)|(?P<crlf>\r\n)|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
+
+
+def neutralised(output: str, colours: bool) -> str:
+    """A run's output as the terminal may show it: its colours kept (dropped without
+    ``colours``), every other control character escaped, so that a test cannot clear the
+    screen, switch to the alternate screen, set the window title, move the cursor or hide a
+    line behind a carriage return."""
+
+    def replace(found: re.Match[str]) -> str:
+        if found["sgr"]:
+            return found["sgr"] if colours else ""
+        return "\n" if found["crlf"] else escaped(found[0])
+
+    return TERMINAL_CONTROL.sub(replace, output)
 
 
 def describe_changes(paths: Iterable[str], root: Path, packages: Sequence[Package]) -> str:
@@ -6442,20 +6703,32 @@ class Reporter(KeyNotices):
 
     def failing_output(self, result: RunResult) -> None:
         """The run's output: head, a line for what is left out, tail; or, with --full-output,
-        all of it, copied from the saved file in pieces."""
+        all of it, copied from the saved file line by line.  Only its colours reach the
+        terminal as they are (see ``neutralised``), and they are reset after it."""
         if self.full_output and result.saved and result.omitted:
             with contextlib.suppress(OSError), open(result.saved, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 16), b""):
-                    self.stream.write(chunk.decode("utf-8", "replace"))
-                self.stream.flush()
+                line = ""
+                for raw in iter(lambda: f.readline(1 << 16), b""):
+                    line = raw.decode("utf-8", "replace")
+                    self.stream.write(self.run_output(line))
+                self.end_run_output(line)
                 return
-        self.stream.write(result.output)
+        self.stream.write(self.run_output(result.output))
         if result.omitted:
             where = f"; full output: {result.saved}" if result.saved else ""
             lines = counted(result.omitted, "line")
             self.stream.write(self.paint(f"... {lines} omitted{where}", "dim") + "\n")
-        self.stream.write(result.tail)
-        if not (result.tail or result.output).endswith("\n"):
+        self.stream.write(self.run_output(result.tail))
+        self.end_run_output(result.tail or result.output)
+
+    def run_output(self, text: str) -> str:
+        return neutralised(text, self.color)
+
+    def end_run_output(self, last: str) -> None:
+        """A colour the run left on is reset, and its last line ended."""
+        if self.color:
+            self.stream.write("\033[0m")
+        if not last.endswith("\n"):
             self.stream.write("\n")
         self.stream.flush()
 
@@ -6595,19 +6868,28 @@ class Options:
     venvs_from: str = ""  # and the one that set per-package virtualenvs
 
 
-def non_negative(value: str) -> float:
+def seconds(value: str) -> float:
+    """A finite number of seconds; each setting of seconds says which it takes (one wording
+    per bound, whichever way the bound is missed)."""
     try:
         number = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
-    if not number >= 0 or number == float("inf"):
+    if number != number or number in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}")
+    return number
+
+
+def non_negative(value: str) -> float:
+    number = seconds(value)
+    if number < 0:
         raise argparse.ArgumentTypeError(f"expected zero or more seconds, got {value!r}")
     return number
 
 
 def positive(value: str) -> float:
-    number = non_negative(value)
-    if number == 0:
+    number = seconds(value)
+    if number <= 0:
         raise argparse.ArgumentTypeError(f"expected more than zero seconds, got {value!r}")
     return number
 
@@ -6687,6 +6969,7 @@ class Setting:
     short: str = ""
     in_config: bool = True
     takes: tuple[type, ...] = (int, float, str)  # a ``value``'s types in pyproject.toml
+    words: tuple[str, ...] = ()  # the strings a setting of numbers also takes there
 
     @property
     def field(self) -> str:
@@ -6717,15 +7000,15 @@ SETTINGS = (
             "GLOB (repeatable); by default a package's own .venv or venv", metavar="GLOB=DIR"),
     Setting("runner-args", Given.ARGS, "arguments for the runner (on the command line: after --)"),
     Setting("jobs", Given.VALUE, "packages run at once; auto: one per core", job_count, "N|auto",
-            short="j"),
+            short="j", takes=(int,), words=("auto",)),
     Setting("timeout", Given.VALUE, "kill and fail a package run that takes longer", positive,
-            "SECONDS"),
+            "SECONDS", takes=(int, float)),
     Setting("restart", Given.FLAG, "a change during a run kills that run at once"),
     Setting("keep-going", Given.FLAG, "run every package even after a failure, and show each one"),
     Setting("full-output", Given.FLAG,
             "show the whole output of a failing run, not its head and tail"),
     Setting("debounce", Given.VALUE, "quiet time that closes a burst of changes", non_negative,
-            "SECONDS"),
+            "SECONDS", takes=(int, float)),
     Setting("ignore", Given.LIST, "never react to matching paths, nor find packages there "
             "(repeatable)", metavar="GLOB"),
     Setting("exclude", Given.LIST, "never test the packages matching (repeatable)", metavar="GLOB"),
@@ -6833,8 +7116,12 @@ def version_line() -> str:
 TYPE_NAMES = {str: "a string", int: "a number", float: "a number"}
 
 
-def expected(types: Sequence[type]) -> str:
-    return " or ".join(dict.fromkeys(TYPE_NAMES[t] for t in types))
+def expected(types: Sequence[type], words: Sequence[str] = ()) -> str:
+    return " or ".join(dict.fromkeys([*(TYPE_NAMES[t] for t in types), *map(repr, words)]))
+
+
+def is_word(value: Any, words: Sequence[str]) -> bool:
+    return isinstance(value, str) and value.strip().lower() in words
 
 
 def is_one_of(value: Any, types: Sequence[type]) -> bool:
@@ -6857,10 +7144,13 @@ def shown_value(value: Any) -> str:
     return "a table" if isinstance(value, dict) else shown(repr(value))
 
 
-def setting_from_config(setting: Setting, value: Any) -> Any:
-    """A config file's value, checked against what the setting takes."""
+def setting_from_config(setting: Setting, value: Any, typed: bool = True) -> Any:
+    """A config file's value, checked against what the setting takes.  pyproject.toml is
+    ``typed``: a flag is a TOML boolean and a number a TOML number, never a string that reads
+    as one (``timeout = "10"``, ``keep-going = "yes"``); setup.cfg's values are all text, read
+    as configparser reads them (a flag may be yes/no, on/off, 1/0 there)."""
     if setting.kind is Given.FLAG:
-        if isinstance(value, (dict, list)):
+        if isinstance(value, (dict, list)) or (typed and not isinstance(value, bool)):
             raise argparse.ArgumentTypeError(f"expected true or false, got {shown_value(value)}")
         return config_bool(value)
     if setting.kind in (Given.LIST, Given.POSITIONAL):
@@ -6871,9 +7161,9 @@ def setting_from_config(setting: Setting, value: Any) -> Any:
         return tuple(pair(p) for p in strings(value, str.splitlines) if p.strip())
     if setting.kind is Given.ARGS:
         return strings(value, shlex.split, (str, int, float))
-    if not is_one_of(value, setting.takes):
+    if typed and not (is_one_of(value, setting.takes) or is_word(value, setting.words)):
         raise argparse.ArgumentTypeError(
-            f"expected {expected(setting.takes)}, got {shown_value(value)}"
+            f"expected {expected(setting.takes, setting.words)}, got {shown_value(value)}"
         )
     return setting.read(str(value))
 
@@ -6905,9 +7195,19 @@ def tool_table(data: dict[str, Any], pyproject: Path) -> Any:
     return section
 
 
-def config_sections(root: Path) -> list[tuple[str, Any]]:
+@dataclass(frozen=True)
+class ConfigSection:
+    """One config file's autotest section: where it is, its values, and whether they are
+    ``typed`` (TOML's strings, numbers and booleans) or all text (setup.cfg)."""
+
+    where: str
+    values: Any
+    typed: bool
+
+
+def config_sections(root: Path) -> list[ConfigSection]:
     """``[autotest]`` of setup.cfg, then ``[tool.autotest]`` of pyproject.toml, as found."""
-    found: list[tuple[str, Any]] = []
+    found: list[ConfigSection] = []
     setup_cfg = root / "setup.cfg"
     if setup_cfg.is_file():
         parser = configparser.ConfigParser(interpolation=None)
@@ -6916,7 +7216,9 @@ def config_sections(root: Path) -> list[tuple[str, Any]]:
         except (configparser.Error, UnicodeDecodeError) as exc:
             raise config_error(setup_cfg, exc) from None
         if parser.has_section("autotest"):
-            found.append(("setup.cfg [autotest]", dict(parser.items("autotest"))))
+            found.append(
+                ConfigSection("setup.cfg [autotest]", dict(parser.items("autotest")), False)
+            )
     pyproject = root / "pyproject.toml"
     if pyproject.is_file():
         try:
@@ -6924,7 +7226,7 @@ def config_sections(root: Path) -> list[tuple[str, Any]]:
         except (OSError, ValueError, UnicodeDecodeError, RecursionError, MemoryError) as exc:
             raise config_error(pyproject, exc) from None
         if (section := tool_table(data, pyproject)) is not None:
-            found.append(("pyproject.toml [tool.autotest]", section))
+            found.append(ConfigSection("pyproject.toml [tool.autotest]", section, True))
     return found
 
 
@@ -6933,15 +7235,16 @@ def read_config(root: Path, origins: dict[str, str] | None = None) -> dict[str, 
     is told where each was found."""
     by_name = {s.name: s for s in SETTINGS if s.in_config}
     settings: dict[str, Any] = {}
-    for where, section in config_sections(root):
-        for key, value in section.items():
+    for section in config_sections(root):
+        where = section.where
+        for key, value in section.values.items():
             name = key.replace("_", "-")
             if name not in by_name:
                 raise UsageError(
                     f"{where}: unknown setting {shown(repr(key))} (known: {', '.join(by_name)})"
                 )
             try:
-                settings[name] = setting_from_config(by_name[name], value)
+                settings[name] = setting_from_config(by_name[name], value, section.typed)
             except (argparse.ArgumentTypeError, ValueError) as exc:
                 raise UsageError(f"{where}: {shown(key)}: {exc}") from None
             if origins is not None:
@@ -7238,7 +7541,7 @@ from typing import Callable
 # from .metadata import is_metadata_file, normalize_name, read_metadata
 # from .options import Options, parse_options
 # from .order import Step, cycle_order
-# from .platform import Signals, can_notify, state_dir
+# from .platform import Signals, can_notify, end_every_leftover, state_dir
 # from .report import Progress, Reporter, describe_changes, shown
 # from .run import (
 #     Needs,
@@ -7960,6 +8263,7 @@ class Session:
         """Kill whatever still runs; safe to call again (a signal may cut a first call short)."""
         self.runs.end_runs()
         self.warm_policy.close()
+        end_every_leftover()
         self.ci.close()
         self.tree.save()
 
@@ -8029,14 +8333,27 @@ import sys
 from collections.abc import Sequence
 
 # from .basics import Terminated
-# from .platform import SIGHUP_NUMBER, Signals, flush_or_quiet, silence_watchdog
+# from .platform import (
+#     SIGHUP_NUMBER,
+#     Signals,
+#     closed_at_start,
+#     flush_or_quiet,
+#     quiet_closed_stderr,
+#     silence_watchdog,
+# )
 # from .report import Reporter, use_color
 # from .session import Session, run_session
+# from .warm_server import become_child_subreaper
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Every way out ends here: a signal exits 128 + its number, a closed stdout quietly, and
-    whatever was started is killed first."""
+    whatever was started is killed first.  A stdout closed from the start (``>&-``) is as
+    one closed at the first line: nothing could be read, so nothing runs, status 1."""
+    quiet_closed_stderr()
+    if closed_at_start("stdout"):
+        return 1
+    become_child_subreaper()  # Linux: a run's daemon, orphaned, stays within reach
     with contextlib.suppress(AttributeError, ValueError):  # a name that is not UTF-8 is no crash
         sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     reporter = Reporter(sys.stdout, use_color(sys.stdout))

@@ -89,6 +89,7 @@ STILL_RUNNING_EVERY = 60.0  # ...and again after each further minute
 
 
 TASKKILL_TIMEOUT = 5.0  # how long Windows' taskkill may take to end a run's tree
+LEFTOVER_WAIT = 2.0  # how long ending what a run left behind (and reaping it) may take
 
 
 GIT_TIMEOUT = 30.0  # a git call that hangs longer counts as no answer

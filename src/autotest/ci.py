@@ -82,22 +82,54 @@ def plan_json(
     uses: Mapping[Package, set[Package]],
     name_of: Callable[[Package], str] = lambda p: read_metadata(p).name,
 ) -> str:
-    """The cycle as JSON, for a CI job that builds its matrix from it (schema in the README)."""
+    """The cycle as JSON, for a CI job that builds its matrix from it (schema in the README).
+    Paths are as ``exact`` writes them: the JSON stays valid UTF-8 whatever the names."""
     entries = []
     for step in steps:
         command = command_for(step.package)
         entries.append(
             {
-                "path": step.package.rel,
+                **exact("path", step.package.rel),
                 "name": name_of(step.package),
-                "reason": step.reason,
+                "reason": readable(step.reason),
                 "runner": command.runner,
-                "interpreter": command.interpreter,
-                "argv": list(command.argv),
-                "dependencies": sorted(p.rel for p in uses.get(step.package, ())),
+                **exact("interpreter", command.interpreter),
+                **exact("argv", list(command.argv)),
+                **exact("dependencies", sorted(p.rel for p in uses.get(step.package, ()))),
             }
         )
-    return json.dumps({"version": PLAN_VERSION, "root": str(root), "packages": entries}, indent=2)
+    plan = {"version": PLAN_VERSION, **exact("root", str(root)), "packages": entries}
+    return json.dumps(plan, indent=2)
+
+
+def readable(text: str) -> str:
+    """``text`` with each byte of a name that is not UTF-8 (a surrogate escape, as the file
+    system's names decode) written as ``\\xNN``."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def is_utf8(text: str) -> bool:
+    return readable(text) == text
+
+
+def exact(key: str, value: str | list[str] | None) -> dict[str, object]:
+    """``key``'s value readable, and beside it, when a name in it is not UTF-8, ``KEY_bytes``:
+    the exact bytes, base64 (a list of them for a list), which a reader takes instead."""
+    if value is None:
+        return {key: None}
+    if isinstance(value, str):
+        if is_utf8(value):
+            return {key: value}
+        return {key: readable(value), f"{key}_bytes": base64_of(value)}
+    if all(map(is_utf8, value)):
+        return {key: value}
+    return {key: [readable(v) for v in value], f"{key}_bytes": [base64_of(v) for v in value]}
+
+
+def base64_of(text: str) -> str:
+    import base64
+
+    return base64.b64encode(os.fsencode(text)).decode("ascii")
 
 
 def write_atomically(path: str, data: bytes, mode: int = 0o644) -> None:

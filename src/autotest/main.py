@@ -10,14 +10,27 @@ import sys
 from collections.abc import Sequence
 
 from .basics import Terminated
-from .platform import SIGHUP_NUMBER, Signals, flush_or_quiet, silence_watchdog
+from .platform import (
+    SIGHUP_NUMBER,
+    Signals,
+    closed_at_start,
+    flush_or_quiet,
+    quiet_closed_stderr,
+    silence_watchdog,
+)
 from .report import Reporter, use_color
 from .session import Session, run_session
+from .warm_server import become_child_subreaper
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Every way out ends here: a signal exits 128 + its number, a closed stdout quietly, and
-    whatever was started is killed first."""
+    whatever was started is killed first.  A stdout closed from the start (``>&-``) is as
+    one closed at the first line: nothing could be read, so nothing runs, status 1."""
+    quiet_closed_stderr()
+    if closed_at_start("stdout"):
+        return 1
+    become_child_subreaper()  # Linux: a run's daemon, orphaned, stays within reach
     with contextlib.suppress(AttributeError, ValueError):  # a name that is not UTF-8 is no crash
         sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     reporter = Reporter(sys.stdout, use_color(sys.stdout))

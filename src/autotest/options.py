@@ -60,19 +60,28 @@ class Options:
     venvs_from: str = ""  # and the one that set per-package virtualenvs
 
 
-def non_negative(value: str) -> float:
+def seconds(value: str) -> float:
+    """A finite number of seconds; each setting of seconds says which it takes (one wording
+    per bound, whichever way the bound is missed)."""
     try:
         number = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
-    if not number >= 0 or number == float("inf"):
+    if number != number or number in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}")
+    return number
+
+
+def non_negative(value: str) -> float:
+    number = seconds(value)
+    if number < 0:
         raise argparse.ArgumentTypeError(f"expected zero or more seconds, got {value!r}")
     return number
 
 
 def positive(value: str) -> float:
-    number = non_negative(value)
-    if number == 0:
+    number = seconds(value)
+    if number <= 0:
         raise argparse.ArgumentTypeError(f"expected more than zero seconds, got {value!r}")
     return number
 
@@ -152,6 +161,7 @@ class Setting:
     short: str = ""
     in_config: bool = True
     takes: tuple[type, ...] = (int, float, str)  # a ``value``'s types in pyproject.toml
+    words: tuple[str, ...] = ()  # the strings a setting of numbers also takes there
 
     @property
     def field(self) -> str:
@@ -182,15 +192,15 @@ SETTINGS = (
             "GLOB (repeatable); by default a package's own .venv or venv", metavar="GLOB=DIR"),
     Setting("runner-args", Given.ARGS, "arguments for the runner (on the command line: after --)"),
     Setting("jobs", Given.VALUE, "packages run at once; auto: one per core", job_count, "N|auto",
-            short="j"),
+            short="j", takes=(int,), words=("auto",)),
     Setting("timeout", Given.VALUE, "kill and fail a package run that takes longer", positive,
-            "SECONDS"),
+            "SECONDS", takes=(int, float)),
     Setting("restart", Given.FLAG, "a change during a run kills that run at once"),
     Setting("keep-going", Given.FLAG, "run every package even after a failure, and show each one"),
     Setting("full-output", Given.FLAG,
             "show the whole output of a failing run, not its head and tail"),
     Setting("debounce", Given.VALUE, "quiet time that closes a burst of changes", non_negative,
-            "SECONDS"),
+            "SECONDS", takes=(int, float)),
     Setting("ignore", Given.LIST, "never react to matching paths, nor find packages there "
             "(repeatable)", metavar="GLOB"),
     Setting("exclude", Given.LIST, "never test the packages matching (repeatable)", metavar="GLOB"),
@@ -298,8 +308,12 @@ def version_line() -> str:
 TYPE_NAMES = {str: "a string", int: "a number", float: "a number"}
 
 
-def expected(types: Sequence[type]) -> str:
-    return " or ".join(dict.fromkeys(TYPE_NAMES[t] for t in types))
+def expected(types: Sequence[type], words: Sequence[str] = ()) -> str:
+    return " or ".join(dict.fromkeys([*(TYPE_NAMES[t] for t in types), *map(repr, words)]))
+
+
+def is_word(value: Any, words: Sequence[str]) -> bool:
+    return isinstance(value, str) and value.strip().lower() in words
 
 
 def is_one_of(value: Any, types: Sequence[type]) -> bool:
@@ -322,10 +336,13 @@ def shown_value(value: Any) -> str:
     return "a table" if isinstance(value, dict) else shown(repr(value))
 
 
-def setting_from_config(setting: Setting, value: Any) -> Any:
-    """A config file's value, checked against what the setting takes."""
+def setting_from_config(setting: Setting, value: Any, typed: bool = True) -> Any:
+    """A config file's value, checked against what the setting takes.  pyproject.toml is
+    ``typed``: a flag is a TOML boolean and a number a TOML number, never a string that reads
+    as one (``timeout = "10"``, ``keep-going = "yes"``); setup.cfg's values are all text, read
+    as configparser reads them (a flag may be yes/no, on/off, 1/0 there)."""
     if setting.kind is Given.FLAG:
-        if isinstance(value, (dict, list)):
+        if isinstance(value, (dict, list)) or (typed and not isinstance(value, bool)):
             raise argparse.ArgumentTypeError(f"expected true or false, got {shown_value(value)}")
         return config_bool(value)
     if setting.kind in (Given.LIST, Given.POSITIONAL):
@@ -336,9 +353,9 @@ def setting_from_config(setting: Setting, value: Any) -> Any:
         return tuple(pair(p) for p in strings(value, str.splitlines) if p.strip())
     if setting.kind is Given.ARGS:
         return strings(value, shlex.split, (str, int, float))
-    if not is_one_of(value, setting.takes):
+    if typed and not (is_one_of(value, setting.takes) or is_word(value, setting.words)):
         raise argparse.ArgumentTypeError(
-            f"expected {expected(setting.takes)}, got {shown_value(value)}"
+            f"expected {expected(setting.takes, setting.words)}, got {shown_value(value)}"
         )
     return setting.read(str(value))
 
@@ -370,9 +387,19 @@ def tool_table(data: dict[str, Any], pyproject: Path) -> Any:
     return section
 
 
-def config_sections(root: Path) -> list[tuple[str, Any]]:
+@dataclass(frozen=True)
+class ConfigSection:
+    """One config file's autotest section: where it is, its values, and whether they are
+    ``typed`` (TOML's strings, numbers and booleans) or all text (setup.cfg)."""
+
+    where: str
+    values: Any
+    typed: bool
+
+
+def config_sections(root: Path) -> list[ConfigSection]:
     """``[autotest]`` of setup.cfg, then ``[tool.autotest]`` of pyproject.toml, as found."""
-    found: list[tuple[str, Any]] = []
+    found: list[ConfigSection] = []
     setup_cfg = root / "setup.cfg"
     if setup_cfg.is_file():
         parser = configparser.ConfigParser(interpolation=None)
@@ -381,7 +408,9 @@ def config_sections(root: Path) -> list[tuple[str, Any]]:
         except (configparser.Error, UnicodeDecodeError) as exc:
             raise config_error(setup_cfg, exc) from None
         if parser.has_section("autotest"):
-            found.append(("setup.cfg [autotest]", dict(parser.items("autotest"))))
+            found.append(
+                ConfigSection("setup.cfg [autotest]", dict(parser.items("autotest")), False)
+            )
     pyproject = root / "pyproject.toml"
     if pyproject.is_file():
         try:
@@ -389,7 +418,7 @@ def config_sections(root: Path) -> list[tuple[str, Any]]:
         except (OSError, ValueError, UnicodeDecodeError, RecursionError, MemoryError) as exc:
             raise config_error(pyproject, exc) from None
         if (section := tool_table(data, pyproject)) is not None:
-            found.append(("pyproject.toml [tool.autotest]", section))
+            found.append(ConfigSection("pyproject.toml [tool.autotest]", section, True))
     return found
 
 
@@ -398,15 +427,16 @@ def read_config(root: Path, origins: dict[str, str] | None = None) -> dict[str, 
     is told where each was found."""
     by_name = {s.name: s for s in SETTINGS if s.in_config}
     settings: dict[str, Any] = {}
-    for where, section in config_sections(root):
-        for key, value in section.items():
+    for section in config_sections(root):
+        where = section.where
+        for key, value in section.values.items():
             name = key.replace("_", "-")
             if name not in by_name:
                 raise UsageError(
                     f"{where}: unknown setting {shown(repr(key))} (known: {', '.join(by_name)})"
                 )
             try:
-                settings[name] = setting_from_config(by_name[name], value)
+                settings[name] = setting_from_config(by_name[name], value, section.typed)
             except (argparse.ArgumentTypeError, ValueError) as exc:
                 raise UsageError(f"{where}: {shown(key)}: {exc}") from None
             if origins is not None:

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .basics import KEY_POLL, TASKKILL_TIMEOUT, Terminated
+from .basics import KEY_POLL, LEFTOVER_WAIT, POLL_INTERVAL, TASKKILL_TIMEOUT, Terminated
+from .warm_server import child_pids, kill_with_group
 
 POSIX = os.name == "posix"
 
@@ -64,11 +65,91 @@ def kill_tree(pid: int) -> None:
         os.kill(pid, signal.SIGTERM)
 
 
-def kill_leftovers(pid: int) -> None:
+def kill_leftovers(pid: int, mark: str = "") -> None:
     """What an ended run's tests started and left behind goes with them: on POSIX its process
-    group outlives it; elsewhere nothing is left to find."""
+    group; on Linux also what escaped the group (a daemon: fork, setsid, fork), which became
+    autotest's child (see ``become_child_subreaper``) and carries the run's ``mark``.  Elsewhere
+    nothing is left to find."""
     if POSIX:
         kill_tree(pid)
+        if mark:
+            end_marked_children(lambda found: found == mark)
+        reap_adopted_zombies()
+
+
+RUN_MARK = "AUTOTEST_RUN"  # in each cold run's environment: which run a process comes from
+
+
+def run_mark() -> str:
+    """A new run's mark: this autotest's pid, then a part of its own."""
+    import uuid
+
+    return f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def is_own_mark(mark: str) -> bool:
+    """Whether ``mark`` is one of this autotest's runs'."""
+    return mark.startswith(f"{os.getpid()}-")
+
+
+def mark_of(pid: int) -> str | None:
+    """The run mark in process ``pid``'s environment (None without one, or once it ended)."""
+    prefix = f"{RUN_MARK}=".encode()
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            entries = f.read().split(b"\0")
+    except OSError:
+        return None
+    found = [e[len(prefix) :] for e in entries if e.startswith(prefix)]
+    return found[0].decode("ascii", "replace") if found else None
+
+
+def end_marked_children(matches: Callable[[str], bool]) -> None:
+    """Kill, with their process groups, this process's children whose run mark ``matches``,
+    and reap them; again for what their end orphans in turn, until none is left."""
+    deadline = time.monotonic() + LEFTOVER_WAIT
+    while time.monotonic() < deadline:
+        found = [pid for pid in child_pids() if matches(mark_of(pid) or "")]
+        if not found:
+            return
+        for pid in found:
+            kill_with_group(pid)
+        for pid in found:
+            reap(pid, deadline)
+
+
+def reap(pid: int, deadline: float) -> None:
+    """Wait for child ``pid`` killed a moment ago, so that it leaves no zombie."""
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done or time.monotonic() >= deadline:
+            return
+        time.sleep(POLL_INTERVAL)
+
+
+def reap_adopted_zombies() -> None:
+    """Reap the children that ended on their own after a run's process left them orphaned to
+    autotest (``sh -c 'sleep 1 &'``), so that none stays a zombie while autotest watches.  Such
+    a child is in another session than autotest's and does not lead its own; autotest's own
+    children (runs, warm interpreters) lead theirs, and notifications share autotest's, so no
+    process a Popen waits for is ever reaped here."""
+    with contextlib.suppress(OSError):
+        ours = os.getsid(0)
+        for pid in child_pids():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rpartition(")")[2].split()
+                if fields[0] == "Z" and int(fields[3]) not in (pid, ours):
+                    os.waitpid(pid, os.WNOHANG)
+
+
+def end_every_leftover() -> None:
+    """autotest is ending: whatever any of its runs left behind ends too."""
+    if POSIX:
+        end_marked_children(is_own_mark)
 
 
 def terminal_has_colours() -> bool:
@@ -429,6 +510,26 @@ def flush_or_quiet() -> None:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
+
+
+def closed_at_start(name: str) -> bool:
+    """Whether ``sys.stdout`` or ``sys.stderr`` was closed when autotest started (``>&-``):
+    Python then sets it to None."""
+    return getattr(sys, name) is None
+
+
+def quiet_closed_stderr() -> None:
+    """A stderr closed at start (``2>&-``) becomes /dev/null: an error still says nothing and
+    exits 2, and no file autotest opens later takes descriptor 2 by chance (a run's output
+    file would receive the errors of everything then)."""
+    if not closed_at_start("stderr"):
+        return
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        if devnull != 2:
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        sys.stderr = open(2, "w", errors="backslashreplace", closefd=False)  # noqa: SIM115
 
 
 def silence_watchdog() -> None:

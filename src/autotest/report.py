@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -80,7 +81,34 @@ def every(count: int) -> str:
 def shown(path: str) -> str:
     """A path as one printable line: newlines, other control characters and bytes that are
     not UTF-8 (surrogate escapes) are escaped."""
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in path)
+    return "".join(c if c.isprintable() else escaped(c) for c in path)
+
+
+def escaped(char: str) -> str:
+    """A character that must not reach the terminal as itself, as Python writes it: ``\\x1b``."""
+    return ascii(char)[1:-1]
+
+
+# What a run's output may hold that drives the terminal: a colour (SGR, ESC [ ... m), a line
+# end written \r\n, or any other control character (C0 but tab and newline, DEL, C1), which
+# starts every other sequence: clear screen, alternate screen, window title, cursor moves.
+TERMINAL_CONTROL = re.compile(
+    r"(?P<sgr>\x1b\[[0-9;:]*m)|(?P<crlf>\r\n)|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
+
+
+def neutralised(output: str, colours: bool) -> str:
+    """A run's output as the terminal may show it: its colours kept (dropped without
+    ``colours``), every other control character escaped, so that a test cannot clear the
+    screen, switch to the alternate screen, set the window title, move the cursor or hide a
+    line behind a carriage return."""
+
+    def replace(found: re.Match[str]) -> str:
+        if found["sgr"]:
+            return found["sgr"] if colours else ""
+        return "\n" if found["crlf"] else escaped(found[0])
+
+    return TERMINAL_CONTROL.sub(replace, output)
 
 
 def describe_changes(paths: Iterable[str], root: Path, packages: Sequence[Package]) -> str:
@@ -538,20 +566,32 @@ class Reporter(KeyNotices):
 
     def failing_output(self, result: RunResult) -> None:
         """The run's output: head, a line for what is left out, tail; or, with --full-output,
-        all of it, copied from the saved file in pieces."""
+        all of it, copied from the saved file line by line.  Only its colours reach the
+        terminal as they are (see ``neutralised``), and they are reset after it."""
         if self.full_output and result.saved and result.omitted:
             with contextlib.suppress(OSError), open(result.saved, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 16), b""):
-                    self.stream.write(chunk.decode("utf-8", "replace"))
-                self.stream.flush()
+                line = ""
+                for raw in iter(lambda: f.readline(1 << 16), b""):
+                    line = raw.decode("utf-8", "replace")
+                    self.stream.write(self.run_output(line))
+                self.end_run_output(line)
                 return
-        self.stream.write(result.output)
+        self.stream.write(self.run_output(result.output))
         if result.omitted:
             where = f"; full output: {result.saved}" if result.saved else ""
             lines = counted(result.omitted, "line")
             self.stream.write(self.paint(f"... {lines} omitted{where}", "dim") + "\n")
-        self.stream.write(result.tail)
-        if not (result.tail or result.output).endswith("\n"):
+        self.stream.write(self.run_output(result.tail))
+        self.end_run_output(result.tail or result.output)
+
+    def run_output(self, text: str) -> str:
+        return neutralised(text, self.color)
+
+    def end_run_output(self, last: str) -> None:
+        """A colour the run left on is reset, and its last line ended."""
+        if self.color:
+            self.stream.write("\033[0m")
+        if not last.endswith("\n"):
             self.stream.write("\n")
         self.stream.flush()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import io
 import os
@@ -30,12 +31,14 @@ from .basics import (
 from .discovery import Package
 from .platform import (
     NOW,
+    RUN_MARK,
     free_room,
     kill_leftovers,
     kill_tree,
     own_process_group,
     private_subdir,
     process_handle,
+    run_mark,
     scripts_dir,
     show_stacks,
     state_path,
@@ -98,14 +101,17 @@ class Output:
     tests_failed: bool = False
     fixtures_skipped: bool = False
     skipped: bool = False
+    summary_seen: bool = True  # the runner's summary lines came, in order
 
     @property
     def excerpt(self) -> str:
         return self.head + self.tail
 
 
-def read_output(out: IO[bytes]) -> Output:
-    """The head and the tail of a run's output file, and what it says, read line by line."""
+def read_output(out: IO[bytes], summary: Sequence[str] = ()) -> Output:
+    """The head and the tail of a run's output file, and what it says, read line by line: the
+    ``summary`` lines are looked for in all of it, since a report after them (coverage) may
+    push them out of the tail."""
     import collections
 
     out.seek(0)
@@ -114,6 +120,7 @@ def read_output(out: IO[bytes]) -> Output:
     count = 0
     missing: dict[str, None] = {}
     found = {"failed": False, "fixtures": False, "skipped": False}
+    awaited = [re.compile(pattern) for pattern in summary]
     for raw in iter(lambda: out.readline(LINE_LIMIT), b""):
         line = raw.decode("utf-8", "replace")
         count += 1
@@ -126,10 +133,12 @@ def read_output(out: IO[bytes]) -> Output:
         found["failed"] = found["failed"] or bool(TESTS_FAILED.search(line))
         found["fixtures"] = found["fixtures"] or bool(NOSE_FIXTURES.search(line))
         found["skipped"] = found["skipped"] or bool(SKIPPED.match(line))
+        if awaited and awaited[0].search(line):
+            awaited.pop(0)
     omitted = max(0, count - HEAD_LINES - TAIL_LINES)
     return Output(
         "".join(head), "".join(tail), omitted, tuple(missing),
-        found["failed"], found["fixtures"], found["skipped"],
+        found["failed"], found["fixtures"], found["skipped"], not awaited,
     )  # fmt: skip
 
 
@@ -244,6 +253,8 @@ class Run:
         self, start: RunStart, timeout: float | None, launcher: Launcher | None = None,
         saved: Path | None = None, needs: Needs | None = None, confirm: bool = False,
     ) -> None:  # fmt: skip
+        self.mark = run_mark()  # in its environment, cold or forked: what it leaves is found
+        start = dataclasses.replace(start, env={**start.env, RUN_MARK: self.mark})
         self.start = start
         self.package = start.package
         self.command = start.argv
@@ -321,17 +332,24 @@ class Run:
                 self._append(f"\nautotest: timed out after {self.timeout:g}s; killed\n")
                 return self._result(Verdict.FAILED, "timed out")
             return None
-        kill_leftovers(self.proc.pid)
+        kill_leftovers(self.proc.pid, self.mark)
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
             self._append(f"\nautotest: killed by {name}\n")
             return self._result(Verdict.FAILED, name)
-        output = read_output(self.out)
+        output = read_output(self.out, self.runner.summary)
         verdict = self.runner.verdict(code, output.excerpt)
         if verdict is Verdict.FAILED and self._out_of_room():
             return self._result(Verdict.COULD_NOT_RUN, "output not written", output)
         if verdict is Verdict.NO_TESTS and self.start.name_filter:
             verdict = Verdict.NO_MATCH
+        expected = self.runner.expects_summary(self.start.args)
+        cut_short = verdict is Verdict.OK and expected and not output.summary_seen
+        if cut_short and self._again_cold():
+            return None
+        if cut_short:
+            self._append(CUT_SHORT.format(runner=self.runner.name))
+            return self._result(Verdict.FAILED, "cut short")
         if verdict is Verdict.FAILED and self._again_cold():
             return None
         if verdict is Verdict.FAILED and not output.tests_failed and self.needs is not None:
@@ -397,6 +415,7 @@ class Run:
             kill_tree(self.proc.pid)
             with contextlib.suppress(Exception):
                 self.proc.wait()
+            kill_leftovers(self.proc.pid, self.mark)
         self._close_handle()
 
     def _close_handle(self) -> None:
@@ -424,6 +443,12 @@ class Unrunnable:
 
     def kill(self) -> None:
         pass
+
+
+CUT_SHORT = (
+    "\nautotest: {runner} exited 0 but never printed its summary: the process ended before "
+    "every test had run (a test called os._exit or the like), which is not a pass\n"
+)
 
 
 NOSE_CANNOT_RUN = (

@@ -35,7 +35,10 @@ class Runner:
     the modules a warm interpreter imports ahead of the runs; ``ran_none`` the line by which
     the runner says it found no tests when it exits 0 anyway; ``plugins`` the entry-point group
     of its plugins, whose distributions a warm interpreter must never import ahead (pytest
-    rewrites their asserts on import, and warns about a module imported before it could).
+    rewrites their asserts on import, and warns about a module imported before it could);
+    ``summary`` the lines the runner prints, in this order, once every test has run: an exit 0
+    without them is a process a test ended early (``os._exit(0)``), not a pass.  A command
+    has none, and is judged by its exit status alone.
     """
 
     name: str
@@ -47,6 +50,7 @@ class Runner:
     preload: tuple[str, ...] = ()
     ran_none: str = ""
     plugins: str = ""
+    summary: tuple[str, ...] = ()
 
     def command(
         self, package: Package, extra: Sequence[str], python: str | None = None
@@ -68,6 +72,13 @@ class Runner:
             ran_none = self.ran_none and re.search(self.ran_none, output, re.M)
             return Verdict.NO_TESTS if ran_none else Verdict.OK
         return Verdict.FAILED
+
+    def expects_summary(self, args: Sequence[str]) -> bool:
+        """Whether a run that exited 0 must have printed ``summary`` to pass (pytest's terminal
+        turned off by ``-p no:terminal`` prints nothing)."""
+        if self.name == "pytest" and "no:terminal" in " ".join(args):
+            return False
+        return bool(self.summary)
 
 
 @dataclass(frozen=True)
@@ -112,17 +123,25 @@ PACKAGE_ENV = "AUTOTEST_PACKAGE"  # every run finds the package's path here too
 UNITTEST_RAN_NONE = r"^Ran 0 tests? in"  # unittest's report, which nose and nose2 share
 
 
+UNITTEST_SUMMARY = (r"^Ran \d+ tests? in ", r"^(OK|FAILED)\b")  # the count, then the outcome
+
+
+# pytest's last line (between "=" signs, or alone with -q), or with -qq, which drops it, the
+# progress reaching 100% after the last test.
+PYTEST_SUMMARY = (r"^=* ?(\d+ \w+|no tests ran)\b.* in \d+(\.\d+)?s\b|\[100%\]\s*$",)
+
+
 BUILTIN_RUNNERS = {
     "nose": Runner(
         "nose", (sys.executable, "-m", "nose"), "nose", "pynose",
         env=(("NOSE_CAPTURE", "1"),),  # capture prints as classic nose did
         preload=("nose.core", "nose.loader", "nose.plugins.manager", "nose.plugins.builtin"),
-        ran_none=UNITTEST_RAN_NONE,
+        ran_none=UNITTEST_RAN_NONE, summary=UNITTEST_SUMMARY,
     ),
     "nose2": Runner(
         "nose2", (sys.executable, "-m", "nose2"), "nose2", "nose2", frozenset({5}),
         preload=("nose2.main", "nose2.plugins.loader.discovery", "nose2.plugins.result"),
-        ran_none=UNITTEST_RAN_NONE,
+        ran_none=UNITTEST_RAN_NONE, summary=UNITTEST_SUMMARY,
     ),
     "pytest": Runner(
         "pytest", (sys.executable, "-m", "pytest"), "pytest", "pytest", frozenset({5}),
@@ -130,11 +149,11 @@ BUILTIN_RUNNERS = {
             "_pytest.config", "_pytest.main", "_pytest.python", "_pytest.runner",
             "_pytest.terminal", "_pytest.assertion", "_pytest.fixtures",
         ),
-        plugins="pytest11",
+        plugins="pytest11", summary=PYTEST_SUMMARY,
     ),
     "unittest": Runner(
         "unittest", (sys.executable, "-m", "unittest", "discover", "-t", "."), "unittest", "",
-        frozenset({5}), ran_none=UNITTEST_RAN_NONE,
+        frozenset({5}), ran_none=UNITTEST_RAN_NONE, summary=UNITTEST_SUMMARY,
     ),
 }  # fmt: skip
 

@@ -28,7 +28,7 @@ from .loop_guard import LoopGuard
 from .metadata import is_metadata_file, normalize_name, read_metadata
 from .options import Options, parse_options
 from .order import Step, cycle_order
-from .platform import Signals, can_notify, state_dir
+from .platform import Signals, can_notify, end_every_leftover, state_dir
 from .report import Progress, Reporter, describe_changes, shown
 from .run import (
     Needs,
@@ -750,6 +750,7 @@ class Session:
         """Kill whatever still runs; safe to call again (a signal may cut a first call short)."""
         self.runs.end_runs()
         self.warm_policy.close()
+        end_every_leftover()
         self.ci.close()
         self.tree.save()
 

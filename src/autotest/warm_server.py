@@ -47,6 +47,61 @@ def set_parent_death_signal(signum: int) -> bool:  # pragma: no cover (runs in t
         return False
 
 
+def become_child_subreaper() -> bool:  # pragma: no cover (runs in the warm server too)
+    """Ask Linux to make this process the parent of every orphan among its descendants (a
+    test's daemon: fork, setsid, fork), instead of init, so that what a run leaves behind can
+    be found and ended; False where there is no prctl."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(36, 1, 0, 0, 0)) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def child_pids() -> list[int]:  # pragma: no cover (runs in the warm server too)
+    """This process's children, from /proc (Linux); none where there is no such /proc."""
+    import os
+
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/children") as f:
+                found.extend(int(pid) for pid in f.read().split())
+    return found
+
+
+def kill_with_group(pid: int) -> None:  # pragma: no cover (runs in the warm server too)
+    """SIGKILL to ``pid`` and to its process group, unless that group is this process's."""
+    import os
+    import signal
+
+    with contextlib.suppress(OSError):
+        group = os.getpgid(pid)
+        if group != os.getpgrp():
+            os.killpg(group, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def end_leftovers(run: int, others: Collection[int]) -> None:  # pragma: no cover
+    """In the warm server, once forked run ``run`` ended: its process group goes with it, and,
+    when no ``others`` run could own them, every child of the server, with its group: what
+    runs left behind that escaped their group (a daemon: fork, setsid, fork), orphaned to
+    this subreaper."""
+    import os
+    import signal
+
+    with contextlib.suppress(OSError):
+        os.killpg(run, signal.SIGKILL)
+    for pid in () if others else child_pids():
+        kill_with_group(pid)
+
+
 def plugin_modules(group: str) -> frozenset[str]:
     """The top-level modules of every installed distribution with an entry point in ``group``
     (all of them: pytest marks a plugin's whole distribution for assertion rewriting)."""
@@ -339,14 +394,13 @@ def serve_warm(  # pragma: no cover
     children: set[int] = set()
 
     def shutdown(*_: object) -> NoReturn:
-        for pid in list(children):
-            for kill in (os.kill, os.killpg):
-                with contextlib.suppress(OSError):
-                    kill(pid, signal.SIGKILL)
+        for pid in {*children, *child_pids()}:  # the runs, and what they left orphaned here
+            kill_with_group(pid)
         os._exit(0)
 
     signal.signal(signal.SIGTERM, shutdown)
     set_parent_death_signal(signal.SIGTERM)
+    become_child_subreaper()
     if os.getppid() != parent:  # autotest died before it could be told
         shutdown()
     sock = socket.socket(fileno=fd)
@@ -365,9 +419,10 @@ def serve_warm(  # pragma: no cover
                 return
             if pid == 0:
                 return
+            if pid not in children:  # left behind by a run, orphaned to this server: reaped
+                continue
             children.discard(pid)
-            with contextlib.suppress(OSError):  # what the run started goes with it
-                os.killpg(pid, signal.SIGKILL)
+            end_leftovers(pid, children)  # what the run started goes with it
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
             send(f"exit {pid} {code}")
 
@@ -456,8 +511,8 @@ def exit_unless_importable(module: str) -> NoReturn:  # pragma: no cover (runs e
 # line.  So it is linted and type-checked with the rest, nothing is generated, and ``ps`` shows
 # a short line.  The functions use only the standard library and one another.
 SENT_FUNCTIONS = (
-    set_parent_death_signal, plugin_modules, run_forked, hide_modules, report_imports,
-    is_installed_code,
+    set_parent_death_signal, become_child_subreaper, child_pids, kill_with_group, end_leftovers,
+    plugin_modules, run_forked, hide_modules, report_imports, is_installed_code,
     interpreter_state, state_change, checked_import, probe_learned, import_learned, warm_up,
     serve_warm, fork_run, site_directories, print_interpreter_facts, exit_unless_importable,
 )  # fmt: skip
