@@ -757,3 +757,34 @@ def test_a_module_imported_ahead_for_another_package_is_hidden_from_a_forked_run
     assert any("imports ahead:" in line and "standard-library" in line for line in w.lines), (
         w.output
     )
+
+
+UNITTEST_STYLE = """\
+import unittest
+
+
+class DoubleTests(unittest.TestCase):
+    def test_double(self):
+        self.assertEqual(2 * 2, 4)
+"""
+
+
+def test_what_the_runner_imported_itself_is_never_hidden_from_a_forked_run(
+    repo: Repo, watch: Callable[..., Watch]
+) -> None:
+    """alpha runs under pytest, which imports unittest only when it meets a TestCase: its
+    runs teach unittest.  nose imports unittest itself; hiding it from beta's forked run
+    would give beta a second unittest whose TestCase nose's loader does not know: no tests."""
+    repo.write("pyproject.toml", '[tool.autotest.runners]\n"alpha" = "pytest"\n')
+    repo.package("alpha", tests=UNITTEST_STYLE)
+    repo.package("beta", tests=UNITTEST_STYLE)
+    w = watch(repo.path, "-v", env=clean_env(PYTHONDONTWRITEBYTECODE="1"))
+    end = w.wait_cycles(1)
+    for number in (2, 3, 4, 5):
+        repo.write("alpha/alpha/__init__.py", f"VALUE = 1  # save {number}\n")
+        start, end = end, w.wait_cycles(number)
+        cycle = w.lines[start:end]
+        assert any(line.split()[:2] == ["beta", "ok"] for line in cycle), w.output
+    assert any("imports ahead:" in line and "standard-library" in line for line in w.lines), (
+        w.output
+    )

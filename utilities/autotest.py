@@ -187,7 +187,7 @@ def run_forked(
     os.environ.update(request["env"])
     sys.argv = [module, *request["args"]]
     sys.path[0] = request["cwd"]
-    hide_modules(request.get("hide", ()))
+    hide_modules(request.get("hide", ()), request.get("runner_modules", frozenset()))
     before = set(sys.modules)
     faulthandler.enable()  # as -X faulthandler does cold: SIGABRT prints where it hangs
     code = 0
@@ -213,15 +213,22 @@ def run_forked(
     os._exit(code)
 
 
-def hide_modules(names: Sequence[str]) -> None:  # pragma: no cover (runs in a forked run)
+def hide_modules(  # pragma: no cover (runs in a forked run)
+    names: Sequence[str], runner_modules: Collection[str]
+) -> None:
     """In the forked child: forget the modules imported ahead for other packages, with their
     submodules, and unbind each from its parent package, so that this run sees what a cold
     one would (``import logging`` alone gives no ``logging.handlers``).  What it imports
-    again is imported afresh, and reported as its own."""
+    again is imported afresh, and reported as its own.  Never what the runner itself had
+    imported (``runner_modules``): a cold run has those too, and the runner holds on to them
+    (nose's loader keeps unittest's TestCase: a second unittest would make it find no test)."""
     import sys
 
     hidden = tuple(names)
-    doomed = [m for m in sys.modules if any(m == h or m.startswith(h + ".") for h in hidden)]
+    doomed = [
+        m for m in sys.modules
+        if m not in runner_modules and any(m == h or m.startswith(h + ".") for h in hidden)
+    ]  # fmt: skip
     for name in sorted(doomed, key=lambda n: -n.count(".")):
         module = sys.modules.pop(name, None)
         parent, _, child = name.rpartition(".")
@@ -398,23 +405,27 @@ def import_learned(  # pragma: no cover (runs in the warm interpreter)
 def warm_up(  # pragma: no cover (runs in the warm server)
     module: str, preload: Sequence[str], learned: Sequence[str], proven: Collection[str],
     root: str, site_dirs: Sequence[str], send: Callable[[str], None],
-) -> None:  # fmt: skip
+) -> frozenset[str]:  # fmt: skip
     """Import the runner and the learned modules, and do once what every run would do again:
     list the site directories, and freeze what is imported so that no forked run's garbage
-    collection walks it."""
+    collection walks it.  What the runner imported, before the learned modules: a forked
+    run never hides those."""
     import gc
     import importlib
     import importlib.metadata
+    import sys
 
     importlib.import_module(module)
     for name in preload:
         with contextlib.suppress(Exception):
             importlib.import_module(name)
+    runner_modules = frozenset(sys.modules)
     import_learned(learned, proven, root, site_dirs, send)
     with contextlib.suppress(Exception):  # (importlib.metadata caches it per directory mtime)
         for _ in importlib.metadata.distributions():
             pass
     gc.freeze()
+    return runner_modules
 
 
 def serve_warm(  # pragma: no cover
@@ -464,7 +475,7 @@ def serve_warm(  # pragma: no cover
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
             send(f"exit {pid} {code}")
 
-    warm_up(module, preload, learned, proven, root, site_dirs, send)
+    runner_modules = warm_up(module, preload, learned, proven, root, site_dirs, send)
     send("ready")
     signal.signal(signal.SIGCHLD, reap)
     buffer, fds = b"", []
@@ -481,7 +492,7 @@ def serve_warm(  # pragma: no cover
         fds += more_fds
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
-            request = json.loads(line)
+            request = {**json.loads(line), "runner_modules": runner_modules}
             out = fds.pop(0)
             report = fds.pop(0) if request.get("report") else None
             send(f"pid {fork_run(module, request, out, report, sock, children)}")
