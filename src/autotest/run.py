@@ -18,6 +18,7 @@ from typing import IO, Callable
 
 from .basics import DUMP_WAIT, HEAD_LINES, LINE_LIMIT, POLL_INTERVAL, TAIL_LINES, Verdict
 from .discovery import Package
+from .junit import FailingTest, RunnerReport, failing_tests, take_report
 from .platform import (
     NOW,
     kill_leftovers,
@@ -28,8 +29,25 @@ from .platform import (
     show_stacks,
     user_suffix,
 )
-from .runners import Runner, RunStart, activated_path, pytest_style
+from .runners import InstallCommand, Runner, RunStart, activated_path, pytest_style
 from .warm_client import Launcher, WarmProcess
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A module a run could not import that cannot be had here; ``provider`` is the package of
+    the repository that provides it (relative path) when that package is not installed for
+    the run's interpreter, whose environment is ``venv`` (relative path)."""
+
+    module: str
+    provider: str = ""
+    venv: str = ""
+
+    @property
+    def note(self) -> str:
+        """``needs mocket``, ``needs langgraph (libs/lg, not installed in libs/sdk/.venv)``."""
+        where = f" ({self.provider}, not installed in {self.venv})" if self.provider else ""
+        return f"needs {self.module}{where}"
 
 
 @dataclass(frozen=True)
@@ -47,8 +65,11 @@ class RunResult:
     tail: str = ""
     omitted: int = 0
     saved: str = ""
-    hint: str = ""
+    hint: InstallCommand | None = None
     forked_failed: bool = False  # a forked run failed, so this cold one ran to confirm it
+    runner_xml: bytes = b""  # the runner's own JUnit XML report, when it wrote one
+    failing_tests: tuple[FailingTest, ...] = ()  # a failed run's, from that report
+    missing: Missing | None = None  # what a run that could not run needs
 
     @property
     def failed(self) -> bool:
@@ -91,8 +112,10 @@ class Output:
         return self.head + self.tail
 
 
-def read_output(out: IO[bytes]) -> Output:
-    """The head and the tail of a run's output file, and what it says, read line by line."""
+def read_output(out: IO[bytes], hidden: str = "") -> Output:
+    """The head and the tail of a run's output file, and what it says, read line by line.
+    Lines holding ``hidden`` are left out: pytest names the private report autotest asked
+    for ("generated xml file"), a file the user never asked for and that is gone by then."""
     import collections
 
     out.seek(0)
@@ -103,6 +126,8 @@ def read_output(out: IO[bytes]) -> Output:
     found = {"failed": False, "fixtures": False, "skipped": False}
     for raw in iter(lambda: out.readline(LINE_LIMIT), b""):
         line = raw.decode("utf-8", "replace")
+        if hidden and hidden in line:
+            continue
         count += 1
         if count <= HEAD_LINES:
             head.append(line)
@@ -151,8 +176,9 @@ class Needs:
     package's interpreter nor provided by a package of the repository; ``hint`` the package's
     way to install its test dependencies (read from its files only when a run needs it)."""
 
-    missing: Callable[[Sequence[str]], str | None]
-    hint: Callable[[], str] = lambda: ""
+    missing: Callable[[Sequence[str]], Missing | None]
+    hint: Callable[[], InstallCommand | None] = lambda: None
+    install: Callable[[Missing], InstallCommand | None] = lambda missing: None
 
 
 def pycache_dir() -> str:
@@ -209,6 +235,7 @@ class Run:
     def __init__(
         self, start: RunStart, timeout: float | None, launcher: Launcher | None = None,
         saved: Path | None = None, needs: Needs | None = None, confirm: bool = False,
+        report: RunnerReport | None = None,
     ) -> None:  # fmt: skip
         self.start = start
         self.package = start.package
@@ -218,6 +245,7 @@ class Run:
         self.saved = saved
         self.needs = needs
         self.confirm = confirm
+        self.report = report  # where the runner writes its JUnit XML, read and deleted at the end
         self.forked_failed = False
         self.out: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _result)
         self.started = time.monotonic()
@@ -284,14 +312,14 @@ class Run:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
             self._append(f"\nautotest: killed by {name}\n")
             return self._result(Verdict.FAILED, name)
-        output = read_output(self.out)
+        output = self._read_output()
         verdict = self.runner.verdict(code, output.excerpt)
         if verdict is Verdict.FAILED and self._again_cold():
             return None
         if verdict is Verdict.FAILED and not output.tests_failed and self.needs is not None:
             needed = self.needs.missing(output.missing) if output.missing else None
             if needed:
-                return self._result(Verdict.COULD_NOT_RUN, f"needs {needed}", output)
+                return self._result(Verdict.COULD_NOT_RUN, needed.note, output, needed)
         if verdict is not Verdict.FAILED and self._skipped_pytest_tests(output):
             self._append(NOSE_CANNOT_RUN.format(rel=self.package.rel))
             return self._result(Verdict.FAILED, "pytest-style tests")
@@ -320,19 +348,30 @@ class Run:
             return False
         return output.fixtures_skipped or (output.skipped and bool(pytest_style(self.package)))
 
-    def _result(self, verdict: Verdict, note: str = "", output: Output | None = None) -> RunResult:
+    def _read_output(self) -> Output:
+        return read_output(self.out, self.report.path if self.report else "")
+
+    def _result(
+        self, verdict: Verdict, note: str = "", output: Output | None = None,
+        missing: Missing | None = None,
+    ) -> RunResult:  # fmt: skip
         if output is None:
-            output = read_output(self.out)
+            output = self._read_output()
+        runner_xml = take_report(self.report)
+        failing = failing_tests(runner_xml, self.package.path) if verdict is Verdict.FAILED else ()
         failed = verdict in (Verdict.FAILED, Verdict.COULD_NOT_RUN)
         saved = save_output(self.out, self.saved) if failed else ""
         self.out.close()
         self._close_handle()
         seconds = time.monotonic() - self.started
         warm = isinstance(self.proc, WarmProcess)
-        hint = self.needs.hint() if self.needs and verdict is Verdict.COULD_NOT_RUN else ""
+        hint = None
+        if self.needs and missing is not None:
+            hint = self.needs.install(missing) if missing.provider else self.needs.hint()
         return RunResult(
             self.package, verdict, seconds, output.head, note, warm,
-            output.tail, output.omitted, saved, hint, self.forked_failed,
+            output.tail, output.omitted, saved, hint, self.forked_failed, runner_xml, failing,
+            missing,
         )  # fmt: skip
 
     def kill(self) -> None:
@@ -340,6 +379,7 @@ class Run:
             kill_tree(self.proc.pid)
             with contextlib.suppress(Exception):
                 self.proc.wait()
+        take_report(self.report)
         self._close_handle()
 
     def _close_handle(self) -> None:
@@ -353,14 +393,17 @@ class Unrunnable:
     """A package whose own interpreter lacks its runner: it could not run, and says how to
     install what it needs, without a process."""
 
-    def __init__(self, package: Package, runner: Runner, fix: str) -> None:
+    def __init__(self, package: Package, runner: Runner, fix: InstallCommand | None) -> None:
         self.package = package
         self.runner = runner
         self.fix = fix
 
     def poll(self) -> RunResult:
-        needs = f"needs {self.runner.install or self.runner.name}"
-        return RunResult(self.package, Verdict.COULD_NOT_RUN, 0.0, "", needs, hint=self.fix)
+        missing = Missing(self.runner.install or self.runner.argv[0])
+        return RunResult(
+            self.package, Verdict.COULD_NOT_RUN, 0.0, "", missing.note, hint=self.fix,
+            missing=missing,
+        )  # fmt: skip
 
     def wait_handle(self) -> int:
         return NOW
