@@ -398,3 +398,11 @@ def test_testpaths_decide_and_tests_directory_is_the_default(repo: Repo) -> None
     assert re.search(r"^libs/plain\s+ok\s", done.stdout, re.M), done.stdout
     assert re.search(r"^libs/own\s+FAILED\s", done.stdout, re.M), done.stdout
     assert "selection tests (its tests/ directory): libs/plain" in done.stdout
+
+
+def test_package_args_that_do_not_split_are_one_error_line(repo: Repo) -> None:
+    src_package(repo, "libs/core", "core", {"test_core.py": PASSING})
+    done = run_autotest(repo.path, "--once", "--package-args", 'libs/*=-m "not integration')
+    assert done.returncode == 2
+    assert done.stderr.startswith("autotest: error: package-args 'libs/*': "), done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr

@@ -7218,6 +7218,18 @@ def changes_given(options: Options, tree: PackageSet, reporter: Reporter) -> dic
     return changed
 
 
+def package_args(table: Sequence[tuple[str, str]]) -> list[tuple[str, tuple[str, ...]]]:
+    """The ``package-args`` setting's globs with their arguments, split as a shell would; a
+    value that does not split is bad input."""
+    split = []
+    for glob, args in table:
+        try:
+            split.append((glob, tuple(shlex.split(args))))
+        except ValueError as exc:
+            raise UsageError(f"package-args {glob!r}: {args!r}: {exc}") from None
+    return split
+
+
 class RunnerChoices:
     """Which runner and interpreter each package gets, and what follows for its runs: the
     command, the packages that cannot run here, the modules the repository provides."""
@@ -7229,6 +7241,7 @@ class RunnerChoices:
         self.selections: dict[Package, Selection] = {}
         self.unrunnable: dict[Package, InstallCommand | None] = {}
         self.provided: dict[str, Package] | None = None  # importable names to their packages
+        self.package_args = package_args(options.package_args)
         self.choose(None, strict=True)
 
     def __getitem__(self, package: Package) -> Choice:
@@ -7260,9 +7273,9 @@ class RunnerChoices:
     def selection(self, package: Package, choice: Choice) -> Selection:
         """Which of its tests a package runs: the ``package-args`` its glob gives it, else
         (under pytest) the selection its project declares."""
-        for glob, args in self.options.package_args:
+        for glob, args in self.package_args:
             if glob_matches(package.rel, glob) or package.rel == glob:
-                return Selection(tuple(shlex.split(args)), f"package-args {glob!r}")
+                return Selection(args, f"package-args {glob!r}")
         if choice.runner.name != "pytest":
             return Selection()
         return declared_selection(package, self.options.root)
