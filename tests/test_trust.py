@@ -406,3 +406,13 @@ def test_package_args_that_do_not_split_are_one_error_line(repo: Repo) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("autotest: error: package-args 'libs/*': "), done.stderr
     assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_a_test_module_that_cannot_be_collected_is_listed_with_its_error(repo: Repo) -> None:
+    repo.package("libs/client", name="client", tests=PASSING)  # a flat layout: importable
+    repo.write("libs/client/tests/test_a.py", "import pytest\nfrom client import missing_name\n")
+    done = once(repo.path)
+    assert failing_list(done.stdout) == [
+        "  tests/test_a.py:2 tests.test_a: ImportError: cannot import name 'missing_name' from "
+        f"'client' ({repo.path}/libs/client/client/__init__.py)"
+    ], done.stdout

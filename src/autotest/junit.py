@@ -126,9 +126,16 @@ def failure_place(text: str, package_dir: Path) -> str:
     return inside[-1] if inside else ""
 
 
+PYTEST_ERROR_LINE = re.compile(r"^E\s+(\S.*)$", re.M)  # pytest's "E   ImportError: ..."
+
+
 def failure_message(message: str, kind: str, text: str) -> str:
     """The failure's message on one line: the report's message (with the exception's type,
-    when the report keeps it apart), else the traceback's last line."""
+    when the report keeps it apart), else the traceback's last line.  For pytest's bare
+    "collection failure", the error its traceback ends with."""
+    errors = PYTEST_ERROR_LINE.findall(text)
+    if message == "collection failure" and errors:
+        message = errors[-1]
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     if not lines:
         lines = [line.strip() for line in text.splitlines() if line.strip()][-1:]
