@@ -246,7 +246,7 @@ def test_plan_json_lists_each_step_with_its_command_and_dependencies() -> None:
     core, api = at.Package(Path("/r/libs/core"), "libs/core"), at.Package(Path("/r/api"), "api")
     order = [at.Step(core, "changed"), at.Step(api, "uses libs/core")]
     commands = {
-        core: at.Command("nose", "/py", ("/py", "-m", "nose")),
+        core: at.Command("nose", "/py", ("/py", "-m", "nose", "tests"), "its tests/ directory"),
         api: at.Command("command", None, ("make", "test")),
     }
     names = {core: "core", api: "acme-api"}
@@ -256,9 +256,11 @@ def test_plan_json_lists_each_step_with_its_command_and_dependencies() -> None:
         "root": "/r",
         "packages": [
             {"path": "libs/core", "name": "core", "reason": "changed", "runner": "nose",
-             "interpreter": "/py", "argv": ["/py", "-m", "nose"], "dependencies": []},
+             "interpreter": "/py", "argv": ["/py", "-m", "nose", "tests"],
+             "selection": "its tests/ directory", "dependencies": []},
             {"path": "api", "name": "acme-api", "reason": "uses libs/core", "runner": "command",
-             "interpreter": None, "argv": ["make", "test"], "dependencies": ["libs/core"]},
+             "interpreter": None, "argv": ["make", "test"], "selection": "",
+             "dependencies": ["libs/core"]},
         ],
     }  # fmt: skip
 
@@ -600,7 +602,8 @@ def test_plan_prints_the_cycle_as_json_and_runs_nothing(repo: Repo, tmp_path: Pa
         "reason": "changed",
         "runner": "pytest",  # the root configures pytest
         "interpreter": sys.executable,
-        "argv": [sys.executable, "-X", "faulthandler", "-m", "pytest", "-v"],
+        "argv": [sys.executable, "-X", "faulthandler", "-m", "pytest", "tests", "-v"],
+        "selection": "its tests/ directory",  # after it, the runner arguments
         "dependencies": ["libs/core"],
     }
     assert (foo["name"], foo["reason"], foo["dependencies"]) == (

@@ -232,7 +232,12 @@ def test_stops_at_first_failure_and_shows_only_its_output(repo: Repo) -> None:
     assert not any(line.startswith("gamma") for line in lines)
     assert re.match(r"^beta FAILED; 1 passed, 1 not run in \d+\.\d\ds$", lines[-1])
     failed_at = line_index(lines, r"^beta\s+FAILED\s")
-    block = lines[failed_at + 1 : -1]  # everything between the FAILED line and the summary
+    assert lines[failed_at + 1 : failed_at + 4] == [  # from nose's own report
+        "1 failing test:",
+        "  tests/test_beta.py:8 tests.test_beta.test_broken: AssertionError: boom",
+        "output:",
+    ]
+    block = lines[failed_at + 4 : -1]  # the run's output, up to the summary
     text = "\n".join(block)
     assert block[0] == "BETA-RAW-OUTPUT"
     assert "FAIL: tests.test_beta.test_broken" in text
@@ -402,7 +407,8 @@ def test_full_output_shows_a_failing_run_with_megabytes_of_output_whole(repo: Re
     assert len(done.stdout) > 6_000_000
     lines = done.stdout.splitlines()
     first = line_index(lines, r"^00000000x")
-    assert lines[first - 1].startswith("alpha") and "FAILED" in lines[first - 1]
+    assert lines[first - 1] == "output:"  # after the failing tests
+    assert lines[first - 4].startswith("alpha") and "FAILED" in lines[first - 4]
     assert lines[first + 59999].startswith("00059999x")
     assert lines[first + 60000] == "LAST-MARKER"
     assert "omitted" not in done.stdout
@@ -428,7 +434,9 @@ def test_a_failing_run_of_200000_lines_shows_head_and_tail_and_saves_the_rest(
     assert saved.stat().st_size > 200_000 * 100
     with saved.open() as f:
         total = sum(1 for _ in f)
+    listed = 3  # "1 failing test:", the test, "output:"
     shown = line_index(lines, r"^alpha FAILED;") - line_index(lines, r"^alpha\s+FAILED\s") - 2
+    shown -= listed
     assert int(match[1]) + shown == total
     assert "00000000x" in done.stdout  # the head: what failed first
     assert "FAILED (failures=1)" in lines[-2]  # the tail: nose's summary
@@ -975,6 +983,12 @@ def test_probe():
 """
 
 
+def same_report(argv: object) -> list[str]:
+    """A run's argv with its private report file named alike: each run gets a fresh one."""
+    assert isinstance(argv, list)
+    return [re.sub(r"autotest-junit-\w+\.xml$", "autotest-junit-RUN.xml", arg) for arg in argv]
+
+
 def test_warm_run_sees_what_a_cold_run_sees(repo: Repo, watch: type[Watch], tmp_path: Path) -> None:
     repo.package("alpha", tests=PROBE_TEST)
     seen: dict[str, dict[str, object]] = {}
@@ -993,6 +1007,7 @@ def test_warm_run_sees_what_a_cold_run_sees(repo: Repo, watch: type[Watch], tmp_
         run_env.pop("PROBE_OUT")
         assert re.fullmatch(r"\d+-[0-9a-f]{12}", run_env.pop("AUTOTEST_RUN"))  # each its own
         assert run_env["NOSE_CAPTURE"] == "1"  # so prints are captured, as in classic nose
+        info["argv"] = same_report(info["argv"])
     for key in cold:
         assert warm[key] == cold[key], key
     for lines in shown.values():

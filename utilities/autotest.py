@@ -2299,7 +2299,7 @@ import os
 import re
 import tempfile
 import zlib
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Mapping
 from pathlib import Path
 
 # from .discovery import EXAMPLE_NAME, MAX_SCANNED_BYTES, TEST_DIR_NAMES, Package
@@ -2332,6 +2332,23 @@ def provided_modules(package: Package) -> set[str]:
                     elif prefix.count(".") < NAMESPACE_DEPTH:
                         pending.append((entry.path, f"{prefix}{entry.name}."))
     return provided
+
+
+def provider_of(module: str, providers: Mapping[str, Package]) -> Package | None:
+    """The package of the repository whose provided name ``module`` is, lies in, or holds
+    (``providers`` maps provided names to their packages)."""
+    for name, package in providers.items():
+        if module == name or module.startswith(name + ".") or name.startswith(module + "."):
+            return package
+    return None
+
+
+def module_in_sources(package: Package, module: str) -> bool:
+    """Whether the package's sources hold ``module`` (a module file or a package directory):
+    a name a change removed or renamed is not there any more."""
+    base = package.path / "src" if (package.path / "src").is_dir() else package.path
+    path = base.joinpath(*module.split("."))
+    return path.with_name(path.name + ".py").is_file() or path.is_dir()
 
 
 def is_code_directory(entry: os.DirEntry[str]) -> bool:
@@ -3848,6 +3865,7 @@ runner and which interpreter each package gets, and why; a run's start as values
 
 # from __future__ import annotations
 
+import configparser
 import contextlib
 import fnmatch
 import os
@@ -4127,16 +4145,44 @@ def has_table(path: Path, table: str) -> bool:
 
 def pytest_config(package: Package, root: Path) -> str | None:
     """The nearest file from the package directory up to the root that configures pytest."""
+    found = pytest_config_file(package, root)
+    if found is None:
+        return None
+    path, table = found
+    where = path.relative_to(root).as_posix()
+    return f"{where} [{table}]" if table else where
+
+
+def pytest_config_file(package: Package, root: Path) -> tuple[Path, str] | None:
+    """That file, and the table in it that configures pytest (empty: the whole file)."""
     directory = package.path
     while True:
         for name, table in PYTEST_CONFIG:
             path = directory / name
             if path.is_file() and (not table or has_table(path, table)):
-                where = path.relative_to(root).as_posix()
-                return f"{where} [{table}]" if table else where
+                return path, table
         if directory == root or root not in directory.parents:
             return None
         directory = directory.parent
+
+
+def sets_testpaths(config: tuple[Path, str] | None) -> bool:
+    """Whether pytest's config sets ``testpaths``: then pytest itself decides where to look."""
+    if config is None:
+        return False
+    path, table = config
+    if path.suffix == ".toml":
+        data: Any = None
+        with contextlib.suppress(OSError, ValueError):
+            data = load_toml(path)
+        for key in table.split("."):
+            data = data.get(key) if isinstance(data, dict) else None
+        return isinstance(data, dict) and bool(data.get("testpaths"))
+    parser = configparser.RawConfigParser(strict=False)
+    with contextlib.suppress(OSError, configparser.Error, UnicodeDecodeError):
+        parser.read_string(path.read_text(encoding="utf-8"))
+    section = table or "pytest"
+    return parser.has_option(section, "testpaths") and bool(parser.get(section, "testpaths"))
 
 
 def package_python_files(package: Package) -> Iterable[str]:
@@ -4269,7 +4315,9 @@ def stale_choices(
     return [p for p in packages if p not in chosen or p in owners]
 
 
-def check_choices(choices: Mapping[Package, Choice], strict: bool = True) -> dict[Package, str]:
+def check_choices(
+    choices: Mapping[Package, Choice], strict: bool = True
+) -> dict[Package, InstallCommand | None]:
     """The runners missing for autotest's own interpreter (when ``strict``, at start): one
     line naming what is missing, for which packages, and how to install it.  A runner missing
     from a package's own virtualenv (or, later, from autotest's) stops nothing else: those
@@ -4277,16 +4325,16 @@ def check_choices(choices: Mapping[Package, Choice], strict: bool = True) -> dic
     users: dict[tuple[Runner, str], list[Package]] = {}
     for package, choice in sorted(choices.items(), key=lambda item: item[0].rel):
         users.setdefault((choice.runner, choice.python), []).append(package)
-    unrunnable: dict[Package, str] = {}
+    unrunnable: dict[Package, InstallCommand | None] = {}
     for (runner, python), packages in users.items():
         rels = [p.rel for p in packages]
         named = ", ".join(rels[:5]) + (f" and {len(rels) - 5} more" if len(rels) > 5 else "")
         try:
             check_runner(runner, python, f" (needed by {named})" if len(users) > 1 else "")
-        except UsageError as exc:
+        except UsageError:
             if strict and python == sys.executable:
                 raise
-            fix = f"{python} -m pip install {runner.install}" if runner.install else str(exc)
+            fix = install_into(python, [runner.install]) if runner.install else None
             unrunnable.update(dict.fromkeys(packages, fix))
     return unrunnable
 
@@ -4301,14 +4349,81 @@ TEST_REQUIREMENTS = (
 )  # fmt: skip
 
 
-def install_test_deps_command(package: Package, python: str) -> str:
+@dataclass(frozen=True)
+class InstallCommand:
+    """A command that installs something into one interpreter: the installer that works for it
+    (``installer``) and what to install (``args``).  Commands with the same installer combine
+    into one, so many packages' hints read as one line to paste."""
+
+    installer: tuple[str, ...]
+    args: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return shlex.join((*self.installer, *self.args))
+
+
+def combined(commands: Iterable[InstallCommand]) -> list[InstallCommand]:
+    """One command per installer, installing what each of ``commands`` does (each once), in
+    the order they came."""
+    by_installer: dict[tuple[str, ...], dict[tuple[str, ...], None]] = {}
+    for command in commands:
+        by_installer.setdefault(command.installer, {})[command.args] = None
+    return [
+        InstallCommand(into, tuple(arg for args in each for arg in args))
+        for into, each in by_installer.items()
+    ]
+
+
+GROUPS_PIP = (25, 1)  # the first pip whose ``install --group`` exists
+
+
+def pip_version(python: str) -> tuple[int, ...] | None:
+    """The version of pip ``python`` has, or None when it has none (a venv made by uv, or with
+    --without-pip), asked of the interpreter itself when it is not this one."""
+    code = "import importlib.metadata as m; print(m.version('pip'))"
+    try:
+        done = subprocess.run(
+            [python, "-I", "-c", code], capture_output=True, text=True, timeout=ASK_TIMEOUT,
+            cwd=tempfile.gettempdir(),
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    numbers = re.findall(r"\d+", done.stdout.split(".dev")[0])[:3]
+    return tuple(int(n) for n in numbers) if done.returncode == 0 and numbers else None
+
+
+def installer(python: str, pip: tuple[int, ...] | None) -> tuple[str, ...]:
+    """How to install into ``python``'s environment: its own pip where it has one, else uv's
+    pip interface (what made a venv without pip, most likely)."""
+    if pip is not None:
+        return (python, "-m", "pip", "install")
+    return ("uv", "pip", "install", "--python", python)
+
+
+def install_into(python: str, args: Sequence[str]) -> InstallCommand:
+    """``args`` installed into ``python``'s environment, by the installer that works for it."""
+    return InstallCommand(installer(python, pip_version(python)), tuple(args))
+
+
+def command_path(path: Path) -> str:
+    """A path as a command to paste here shows it: relative to the working directory when
+    inside it, else absolute."""
+    rel = os.path.relpath(path)
+    return str(path) if rel.startswith("..") else rel.replace(os.sep, "/")
+
+
+def install_test_deps_command(package: Package, python: str) -> InstallCommand | None:
     """The package's own way to install its test dependencies, as a command to paste here: a
-    test requirements file, a dependency group or a test extra; empty when it declares none."""
-    where = os.path.relpath(package.path)
-    where = str(package.path) if where.startswith("..") else where.replace(os.sep, "/")
+    test requirements file, a dependency group or a test extra; None when it declares none.
+    A group is named with ``--group`` where the installer knows it (uv, pip 25.1+), else its
+    requirements are listed."""
+    where = command_path(package.path)
+    pip = pip_version(python)
+    into = installer(python, pip)
     for name in TEST_REQUIREMENTS:
         if (package.path / name).is_file():
-            return f"{python} -m pip install -r {shlex.quote(f'{where}/{name}')}"
+            return InstallCommand(into, ("-r", f"{where}/{name}"))
     data: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):
         data = load_toml(package.path / "pyproject.toml") or {}
@@ -4316,11 +4431,291 @@ def install_test_deps_command(package: Package, python: str) -> str:
     extras = data.get("project", {}).get("optional-dependencies", {})
     for name in TEST_EXTRAS:
         if isinstance(groups, dict) and name in groups:
-            group = shlex.quote(f"{where}/pyproject.toml:{name}")
-            return f"{python} -m pip install --group {group}"
+            if pip is None or pip >= GROUPS_PIP:
+                return InstallCommand(into, ("--group", f"{where}/pyproject.toml:{name}"))
+            return InstallCommand(into, group_requirements(groups, name))
         if isinstance(extras, dict) and name in extras:
-            return f"{python} -m pip install -e {shlex.quote(f'{where}[{name}]')}"
-    return ""
+            return InstallCommand(into, ("-e", f"{where}[{name}]"))
+    return None
+
+
+def group_requirements(
+    groups: Mapping[str, Any], name: str, seen: frozenset[str] = frozenset()
+) -> tuple[str, ...]:
+    """The requirements of a dependency group (PEP 735), its ``include-group`` entries
+    followed (once each), for a pip that cannot read groups itself."""
+    found: list[str] = []
+    for entry in groups.get(name, ()) if name not in seen else ():
+        if isinstance(entry, str):
+            found.append(entry)
+        elif isinstance(entry, dict) and isinstance(entry.get("include-group"), str):
+            found += group_requirements(groups, entry["include-group"], seen | {name})
+    return tuple(dict.fromkeys(found))
+
+
+# ==================== src/autotest/selection.py ===================================================
+"""Which tests a project runs: pytest's own ``testpaths``, else the selection of the package's
+declared unit-test command (a hatch env script, a tox env's ``commands``), else its top-level
+``tests/`` or ``test/`` directory.  Only the selection is taken (paths, ``-m``, ``-k``,
+``--ignore``, ``-p no:...``), never the environment manager, the interpreter or other options.
+All of it is read from files, never run; every decision is a pure function of their text.
+"""
+
+# from __future__ import annotations
+
+import configparser
+import contextlib
+import os
+import re
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# from .discovery import Package
+# from .runners import pytest_config_file, sets_testpaths
+# from .toml_files import load_toml
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The runner arguments that select a package's tests (none: the runner's default), where
+    they came from, and, when a declared command gave none, why (for -v)."""
+
+    args: tuple[str, ...] = ()
+    source: str = ""
+    why_none: str = ""
+
+
+KEPT_WITH_VALUE = ("-m", "-k", "--ignore", "--ignore-glob", "--deselect")  # and -p no:NAME
+
+
+DROPPED_WITH_VALUE = frozenset(
+    {"-n", "--numprocesses", "--dist", "--cov", "--cov-report", "--cov-config", "-c",
+     "--rootdir", "--basetemp", "-W", "-o", "--override-ini", "--durations", "--tb", "-r",
+     "--maxfail", "--timeout", "--junitxml", "--junit-xml", "--log-level", "--reruns",
+     "--confcutdir", "--import-mode", "--color", "--capture", "--cov-fail-under"}
+)  # fmt: skip
+
+
+class NotUnderstood(ValueError):
+    """A declared command autotest does not read: it gives no selection rather than a guess."""
+
+
+def pytest_arguments(argv: Sequence[str]) -> list[str] | None:
+    """The arguments after pytest in a command line: ``pytest``, ``py.test``, ``python -m
+    pytest``, ``coverage run -m pytest``; None when the command does not run pytest."""
+    for index, arg in enumerate(argv):
+        if os.path.basename(arg) in ("pytest", "py.test") and (
+            index == 0 or argv[index - 1] in ("-m", "run", "exec")
+        ):
+            return list(argv[index + 1 :])
+    return None
+
+
+def selected(args: Sequence[str], cwd: Path, package_dir: Path) -> tuple[str, ...]:
+    """The selecting arguments of pytest's ``args`` (run from ``cwd``), their paths relative to
+    the package directory."""
+    kept: list[str] = []
+    rest = list(args)
+    while rest:
+        arg = rest.pop(0)
+        name, eq, value = arg.partition("=")
+        if arg in KEPT_WITH_VALUE or arg == "-p":
+            if not rest:
+                raise NotUnderstood(f"{arg} without a value")
+            value = rest.pop(0)
+            if arg == "-p" and not value.startswith("no:"):
+                continue
+            kept += [arg, relative(value, cwd, package_dir) if "ignore" in arg else value]
+        elif eq and name in KEPT_WITH_VALUE:
+            kept += [name, relative(value, cwd, package_dir) if "ignore" in name else value]
+        elif arg.startswith("-p") and arg[2:].startswith("no:"):
+            kept += ["-p", arg[2:]]
+        elif arg.startswith(("-m", "-k")) and len(arg) > 2 and not arg.startswith("--"):
+            kept += [arg[:2], arg[2:]]
+        elif arg in DROPPED_WITH_VALUE:
+            rest = rest[1:]
+        elif not arg.startswith("-"):
+            kept.append(relative(arg, cwd, package_dir))
+    return tuple(kept)
+
+
+def relative(path: str, cwd: Path, package_dir: Path) -> str:
+    """A test path (``tests/unit``, ``tests/test_x.py::test_y``) relative to the package
+    directory, where the runs start."""
+    file, sep, node = path.partition("::")
+    rel = os.path.relpath(os.path.normpath(cwd / file), package_dir).replace(os.sep, "/")
+    return rel + sep + node
+
+
+COMMAND_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def substituted(command: str, values: Mapping[str, str], defaults: Iterable[str]) -> str:
+    """The command with its placeholders replaced: ``values`` by name; those named in
+    ``defaults`` (``args``, ``posargs``) by their default (``{args:tests}`` is ``tests``), as
+    no arguments are given.  Any other placeholder is not understood."""
+    defaulted = tuple(defaults)
+
+    def one(match: re.Match[str]) -> str:
+        name, _, default = match[1].partition(":")
+        if name in values and not default:
+            return values[name]
+        if name in defaulted:
+            return default
+        raise NotUnderstood(f"the placeholder {{{match[1]}}}")
+
+    return COMMAND_PLACEHOLDER.sub(one, command)
+
+
+def from_command(
+    command: str, values: Mapping[str, str], defaults: Iterable[str], cwd: Path, package: Path
+) -> tuple[str, ...]:
+    """The selection of one declared command line."""
+    try:
+        argv = shlex.split(substituted(command, values, defaults))
+    except ValueError as exc:
+        raise NotUnderstood(str(exc)) from None
+    args = pytest_arguments(argv)
+    if args is None:
+        raise NotUnderstood(f"{command!r} does not run pytest")
+    return selected(args, cwd, package)
+
+
+HATCH_TEST_ENVS = ("hatch-test", "test", "tests", "unit", "default")
+
+
+HATCH_SCRIPTS = ("unit", "test", "tests", "run")
+
+
+def hatch_envs(package: Path) -> tuple[str, dict[str, Any]]:
+    """The hatch environments the package declares, and where: pyproject.toml's
+    ``[tool.hatch.envs]``, else hatch.toml's ``[envs]``."""
+    for name, keys in (("hatch.toml", ("envs",)), ("pyproject.toml", ("tool", "hatch", "envs"))):
+        data: Any = None
+        with contextlib.suppress(OSError, ValueError):
+            data = load_toml(package / name)
+        for key in keys:
+            data = data.get(key) if isinstance(data, dict) else None
+        if isinstance(data, dict) and data:
+            return name, data
+    return "", {}
+
+
+def hatch_selection(package: Path) -> Selection | None:
+    """The selection of the first unit-test script of a test environment hatch declares."""
+    where, envs = hatch_envs(package)
+    names = [n for n in HATCH_TEST_ENVS if n in envs] + sorted(set(envs) - set(HATCH_TEST_ENVS))
+    for env in names:
+        scripts = envs[env].get("scripts", {}) if isinstance(envs[env], dict) else {}
+        for script in HATCH_SCRIPTS:
+            value = scripts.get(script) if isinstance(scripts, dict) else None
+            commands = [value] if isinstance(value, str) else value
+            if not isinstance(commands, list) or (script == "run" and env != "hatch-test"):
+                continue
+            source = f"{where} hatch env {env} script {script}"
+            return declared(commands, {"root": str(package)}, ("args",), package, package, source)
+    return None
+
+
+def declared(
+    commands: Sequence[Any], values: Mapping[str, str], defaults: Iterable[str], cwd: Path,
+    package: Path, source: str,
+) -> Selection:  # fmt: skip
+    """The selection of the first of ``commands`` that runs pytest, or why there is none."""
+    why = "no command runs pytest"
+    for command in commands:
+        try:
+            return Selection(from_command(str(command), values, defaults, cwd, package), source)
+        except NotUnderstood as exc:
+            why = str(exc)
+    return Selection((), source, why)
+
+
+TOX_FACTORS = re.compile(r"^[\w{},.!-]+:\s+")  # "py3{8,9}-test-foo: pytest ..."
+
+
+def tox_commands(tox_ini: Path) -> list[tuple[str, str]]:
+    """Every ``commands`` line of every testenv of a tox.ini, with its section, factor
+    conditions dropped and continuation lines joined."""
+    parser = configparser.RawConfigParser(strict=False)
+    try:
+        parser.read_string(tox_ini.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, configparser.Error):
+        return []
+    found = []
+    for section in parser.sections():
+        if section.startswith("testenv") and parser.has_option(section, "commands"):
+            text = parser.get(section, "commands").replace("\\\n", " ")
+            for line in text.splitlines():
+                line = TOX_FACTORS.sub("", line.strip())
+                if line and not line.startswith("#"):
+                    found.append((section, line))
+    return found
+
+
+def tox_selection(package: Path, root: Path) -> Selection | None:
+    """The selection of the tox command that runs the package's tests: in the package's own
+    tox.ini, the first that runs pytest; in one above it (up to the root), the first whose
+    test paths lie in the package."""
+    directory = package
+    while True:
+        tox_ini = directory / "tox.ini"
+        if tox_ini.is_file():
+            found = tox_in(tox_ini, package, root, own=directory == package)
+            if found is not None:
+                return found
+        if directory == root or root not in directory.parents:
+            return None
+        directory = directory.parent
+
+
+def tox_in(tox_ini: Path, package: Path, root: Path, own: bool) -> Selection | None:
+    """The selection of a tox.ini for the package (``own``: the package's own tox.ini)."""
+    values = {"toxinidir": str(tox_ini.parent), "tox_root": str(tox_ini.parent),
+              "envpython": "python", "envbindir": "bin"}  # fmt: skip
+    where = tox_ini.relative_to(root).as_posix()
+    why = ""
+    for section, command in tox_commands(tox_ini):
+        try:
+            args = from_command(command, values, ("posargs",), tox_ini.parent, package)
+        except NotUnderstood as exc:
+            why = why or f"{where} [{section}]: {exc}"
+            continue
+        paths = test_paths(args)
+        if own or (paths and not any(p.startswith("..") for p in paths)):
+            return Selection(args, f"{where} [{section}] commands")
+    return Selection((), where, why) if own and why else None
+
+
+def test_paths(args: Sequence[str]) -> list[str]:
+    """The test paths of selecting arguments: not the options, nor their values."""
+    options = (*KEPT_WITH_VALUE, "-p")
+    return [
+        arg for index, arg in enumerate(args)
+        if not arg.startswith("-") and (index == 0 or args[index - 1] not in options)
+    ]  # fmt: skip
+
+
+def declared_selection(package: Package, root: Path) -> Selection:
+    """Which tests the package's project runs under pytest: nothing to add where pytest's
+    ``testpaths`` decide; else its hatch or tox unit-test command's selection; else its
+    top-level ``tests/`` or ``test/`` directory."""
+    config = pytest_config_file(package, root)
+    if config is not None and sets_testpaths(config):
+        return Selection((), f"testpaths in {config[0].relative_to(root).as_posix()}")
+    why = ""
+    for found in (hatch_selection(package.path), tox_selection(package.path, root)):
+        if found is not None and not found.why_none:
+            return found
+        if found is not None:
+            why = why or f"{found.source}: {found.why_none}"
+    for name in ("tests", "test"):
+        if (package.path / name).is_dir():
+            return Selection((name,), f"its {name}/ directory", why)
+    return Selection((), "", why)
 
 
 # ==================== src/autotest/warm_client.py =================================================
@@ -4912,6 +5307,159 @@ class Launcher(Protocol):
     def close(self) -> None: ...
 
 
+# ==================== src/autotest/junit.py =======================================================
+"""The runners' own structured reports: the option that makes nose, pytest or nose2 write JUnit
+XML, a private file per run to write it to, the cases it holds, and the failing tests in it.
+
+Every run asks for one (unittest and commands have no such option), not only --junit-xml's: a
+failing test's name, place and message are what the user needs first, and they can sit
+anywhere in thousands of lines of output, while the report names them whatever was printed.
+"""
+
+# from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+# from .platform import private_subdir, state_path
+
+
+def junit_args(runner_name: str, xml_path: str) -> tuple[str, ...]:
+    """Arguments that make a built-in runner write its own per-test XML to ``xml_path``.
+
+    The path is absolute because runners resolve it against their cwd, the package.  They go
+    last, so they win over a package's own config.  pytest gets no ``junit_family``: its
+    default (xunit2) and the legacy xunit1 have the same cases, and forcing one would override
+    the package's choice.  nose2 ships its junitxml plugin but does not load it."""
+    path = os.path.abspath(xml_path)
+    if runner_name == "nose":
+        return ("--with-xunit", f"--xunit-file={path}")
+    if runner_name == "pytest":
+        return (f"--junitxml={path}",)
+    if runner_name == "nose2":
+        return ("--plugin", "nose2.plugins.junitxml", "--junit-xml", "--junit-xml-path", path)
+    return ()
+
+
+@dataclass(frozen=True)
+class RunnerReport:
+    """Where one run's runner writes its report, and the arguments that make it do so."""
+
+    path: str
+    args: tuple[str, ...]
+
+
+def runner_report(runner_name: str) -> RunnerReport | None:
+    """A fresh private file (mode 0600, in the private state directory when there is one,
+    never in the tree) for one run's report; None for a runner that cannot write one."""
+    if not junit_args(runner_name, "report.xml"):
+        return None
+    reports = state_path("reports")
+    where = str(reports) if reports is not None and private_subdir(reports) else None
+    fd, path = tempfile.mkstemp(prefix="autotest-junit-", suffix=".xml", dir=where)
+    os.close(fd)
+    return RunnerReport(path, junit_args(runner_name, path))
+
+
+def take_report(report: RunnerReport | None) -> bytes:
+    """What the runner wrote (empty when it wrote nothing), and the file is gone."""
+    if report is None:
+        return b""
+    data = b""
+    with contextlib.suppress(OSError), open(report.path, "rb") as f:
+        data = f.read()
+    with contextlib.suppress(OSError):
+        os.unlink(report.path)
+    return data
+
+
+def runner_cases(runner_xml: bytes | None) -> list[ET.Element]:
+    """The runner's per-test cases, or none when it wrote no file or only part of one (a run
+    killed mid-write)."""
+    if not runner_xml:
+        return []
+    try:
+        root = ET.fromstring(runner_xml)
+    except ET.ParseError:
+        return []
+    return list(root.iter("testcase"))
+
+
+@dataclass(frozen=True)
+class FailingTest:
+    """One failing (or erroring) test as its runner reported it: its name, the file and line
+    in the package where it failed (empty when the report does not say), and the message."""
+
+    name: str
+    location: str
+    message: str
+
+
+PYTEST_PLACE = re.compile(r"^([^\s:][^:\n]*\.py):(\d+): ", re.M)  # tests/test_x.py:12: Error
+
+
+TRACEBACK_PLACE = re.compile(r'^\s*File "([^"\n]+\.py)", line (\d+)', re.M)
+
+
+def failing_tests(runner_xml: bytes, package_dir: Path) -> tuple[FailingTest, ...]:
+    """The failing tests of a runner's report, in its order."""
+    found = []
+    for case in runner_cases(runner_xml):
+        problem = case.find("failure")
+        if problem is None:
+            problem = case.find("error")
+        if problem is None:
+            continue
+        classname, name = case.get("classname", ""), case.get("name", "")
+        text = problem.text or ""
+        found.append(
+            FailingTest(
+                f"{classname}.{name}" if classname else name,
+                failure_place(text, package_dir),
+                failure_message(problem.get("message", ""), problem.get("type", ""), text),
+            )
+        )
+    return tuple(found)
+
+
+def failure_place(text: str, package_dir: Path) -> str:
+    """``tests/test_x.py:12``: the last place of a failure's traceback inside the package (a
+    test's own line, not the library's that raised), relative to it."""
+    places = [(m.start(), m[1], m[2]) for m in PYTEST_PLACE.finditer(text)]
+    places += [(m.start(), m[1], m[2]) for m in TRACEBACK_PLACE.finditer(text)]
+    inside = []
+    for _start, path, line in sorted(places):
+        rel = os.path.relpath(os.path.join(package_dir, path), package_dir)
+        if not rel.startswith("..") and "site-packages" not in rel:
+            inside.append(f"{rel.replace(os.sep, '/')}:{line}")
+    return inside[-1] if inside else ""
+
+
+PYTEST_ERROR_LINE = re.compile(r"^E\s+(\S.*)$", re.M)  # pytest's "E   ImportError: ..."
+
+
+def failure_message(message: str, kind: str, text: str) -> str:
+    """The failure's message on one line: the report's message (with the exception's type,
+    when the report keeps it apart), else the traceback's last line.  For pytest's bare
+    "collection failure", the error its traceback ends with."""
+    errors = PYTEST_ERROR_LINE.findall(text)
+    if message == "collection failure" and errors:
+        message = errors[-1]
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        lines = [line.strip() for line in text.splitlines() if line.strip()][-1:]
+    first = lines[0] if lines else ""
+    kind = kind.rsplit(".", 1)[-1]
+    if kind and not first.startswith(kind):
+        first = f"{kind}: {first}" if first else kind
+    return first
+
+
 # ==================== src/autotest/run.py =========================================================
 """One package's test process, cold or forked: its bounded output, its timeout, its RunResult."""
 
@@ -4944,6 +5492,7 @@ from typing import IO, Callable
 #     Verdict,
 # )  # fmt: skip
 # from .discovery import Package
+# from .junit import FailingTest, RunnerReport, failing_tests, take_report
 # from .platform import (
 #     NOW,
 #     RUN_MARK,
@@ -4958,8 +5507,25 @@ from typing import IO, Callable
 #     show_stacks,
 #     state_path,
 # )
-# from .runners import Runner, RunStart, activated_path, pytest_style
+# from .runners import InstallCommand, Runner, RunStart, activated_path, pytest_style
 # from .warm_client import Launcher, WarmProcess
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A module a run could not import that cannot be had here; ``provider`` is the package of
+    the repository that provides it (relative path) when that package is not installed for
+    the run's interpreter, whose environment is ``venv`` (relative path)."""
+
+    module: str
+    provider: str = ""
+    venv: str = ""
+
+    @property
+    def note(self) -> str:
+        """``needs mocket``, ``needs langgraph (libs/lg, not installed in libs/sdk/.venv)``."""
+        where = f" ({self.provider}, not installed in {self.venv})" if self.provider else ""
+        return f"needs {self.module}{where}"
 
 
 @dataclass(frozen=True)
@@ -4977,9 +5543,12 @@ class RunResult:
     tail: str = ""
     omitted: int = 0
     saved: str = ""
-    hint: str = ""
+    hint: InstallCommand | None = None
     forked_failed: bool = False  # a forked run failed, so this cold one ran to confirm it
     unwritable: tuple[str, ...] = ()  # where autotest could not write the run's output, and why
+    runner_xml: bytes = b""  # the runner's own JUnit XML report, when it wrote one
+    failing_tests: tuple[FailingTest, ...] = ()  # a failed run's, from that report
+    missing: Missing | None = None  # what a run that could not run needs
 
     @property
     def failed(self) -> bool:
@@ -5023,10 +5592,12 @@ class Output:
         return self.head + self.tail
 
 
-def read_output(out: IO[bytes], summary: Sequence[str] = ()) -> Output:
+def read_output(out: IO[bytes], summary: Sequence[str] = (), hidden: str = "") -> Output:
     """The head and the tail of a run's output file, and what it says, read line by line: the
     ``summary`` lines are looked for in all of it, since a report after them (coverage) may
-    push them out of the tail."""
+    push them out of the tail.  Lines holding ``hidden`` are left out: pytest names the private
+    report autotest asked for ("generated xml file"), a file the user never asked for and that
+    is gone by then."""
     import collections
 
     out.seek(0)
@@ -5038,6 +5609,8 @@ def read_output(out: IO[bytes], summary: Sequence[str] = ()) -> Output:
     awaited = [re.compile(pattern) for pattern in summary]
     for raw in iter(lambda: out.readline(LINE_LIMIT), b""):
         line = raw.decode("utf-8", "replace")
+        if hidden and hidden in line:
+            continue
         count += 1
         if count <= HEAD_LINES:
             head.append(line)
@@ -5095,8 +5668,9 @@ class Needs:
     package's interpreter nor provided by a package of the repository; ``hint`` the package's
     way to install its test dependencies (read from its files only when a run needs it)."""
 
-    missing: Callable[[Sequence[str]], str | None]
-    hint: Callable[[], str] = lambda: ""
+    missing: Callable[[Sequence[str]], Missing | None]
+    hint: Callable[[], InstallCommand | None] = lambda: None
+    install: Callable[[Missing], InstallCommand | None] = lambda missing: None
 
 
 def pycache_dir() -> str | None:
@@ -5167,6 +5741,7 @@ class Run:
     def __init__(
         self, start: RunStart, timeout: float | None, launcher: Launcher | None = None,
         saved: Path | None = None, needs: Needs | None = None, confirm: bool = False,
+        report: RunnerReport | None = None,
     ) -> None:  # fmt: skip
         self.mark = run_mark()  # in its environment, cold or forked: what it leaves is found
         start = dataclasses.replace(start, env={**start.env, RUN_MARK: self.mark})
@@ -5178,6 +5753,7 @@ class Run:
         self.saved = saved
         self.needs = needs
         self.confirm = confirm
+        self.report = report  # where the runner writes its JUnit XML, read and deleted at the end
         self.forked_failed = False
         self.started = time.monotonic()
         self.proc: subprocess.Popen[bytes] | WarmProcess | None = None
@@ -5252,7 +5828,7 @@ class Run:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
             self._append(f"\nautotest: killed by {name}\n")
             return self._result(Verdict.FAILED, name)
-        output = read_output(self.out, self.runner.summary)
+        output = self._read_output()
         verdict = self.runner.verdict(code, output.excerpt)
         if verdict is Verdict.FAILED and self._out_of_room():
             return self._result(Verdict.COULD_NOT_RUN, "output not written", output)
@@ -5270,7 +5846,7 @@ class Run:
         if verdict is Verdict.FAILED and not output.tests_failed and self.needs is not None:
             needed = self.needs.missing(output.missing) if output.missing else None
             if needed:
-                return self._result(Verdict.COULD_NOT_RUN, f"needs {needed}", output)
+                return self._result(Verdict.COULD_NOT_RUN, needed.note, output, needed)
         if verdict is not Verdict.FAILED and self._skipped_pytest_tests(output):
             self._append(NOSE_CANNOT_RUN.format(rel=self.package.rel))
             return self._result(Verdict.FAILED, "pytest-style tests")
@@ -5310,19 +5886,30 @@ class Run:
             return False
         return output.fixtures_skipped or (output.skipped and bool(pytest_style(self.package)))
 
-    def _result(self, verdict: Verdict, note: str = "", output: Output | None = None) -> RunResult:
+    def _read_output(self) -> Output:
+        return read_output(self.out, self.runner.summary, self.report.path if self.report else "")
+
+    def _result(
+        self, verdict: Verdict, note: str = "", output: Output | None = None,
+        missing: Missing | None = None,
+    ) -> RunResult:  # fmt: skip
         if output is None:
-            output = read_output(self.out)
+            output = self._read_output()
+        runner_xml = take_report(self.report)
+        failing = failing_tests(runner_xml, self.package.path) if verdict is Verdict.FAILED else ()
         failed = verdict in (Verdict.FAILED, Verdict.COULD_NOT_RUN)
         saved = save_output(self.out, self.saved) if failed else ""
         self.out.close()
         self._close_handle()
         seconds = time.monotonic() - self.started
         warm = isinstance(self.proc, WarmProcess)
-        hint = self.needs.hint() if self.needs and verdict is Verdict.COULD_NOT_RUN else ""
+        hint = None
+        if self.needs and missing is not None:
+            hint = self.needs.install(missing) if missing.provider else self.needs.hint()
         return RunResult(
             self.package, verdict, seconds, output.head, note, warm,
             output.tail, output.omitted, saved, hint, self.forked_failed, self.unwritable,
+            runner_xml, failing, missing,
         )  # fmt: skip
 
     def kill(self) -> None:
@@ -5331,6 +5918,7 @@ class Run:
             with contextlib.suppress(Exception):
                 self.proc.wait()
             kill_leftovers(self.proc.pid, self.mark)
+        take_report(self.report)
         self._close_handle()
 
     def _close_handle(self) -> None:
@@ -5344,14 +5932,17 @@ class Unrunnable:
     """A package whose own interpreter lacks its runner: it could not run, and says how to
     install what it needs, without a process."""
 
-    def __init__(self, package: Package, runner: Runner, fix: str) -> None:
+    def __init__(self, package: Package, runner: Runner, fix: InstallCommand | None) -> None:
         self.package = package
         self.runner = runner
         self.fix = fix
 
     def poll(self) -> RunResult:
-        needs = f"needs {self.runner.install or self.runner.name}"
-        return RunResult(self.package, Verdict.COULD_NOT_RUN, 0.0, "", needs, hint=self.fix)
+        missing = Missing(self.runner.install or self.runner.argv[0])
+        return RunResult(
+            self.package, Verdict.COULD_NOT_RUN, 0.0, "", missing.note, hint=self.fix,
+            missing=missing,
+        )  # fmt: skip
 
     def wait_handle(self) -> int:
         return NOW
@@ -5724,7 +6315,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
@@ -5736,6 +6326,7 @@ from typing import Callable
 # from .cycle import CycleOutcome
 # from .discovery import Package
 # from .graph import DependencyGraph, users_of, users_reached
+# from .junit import runner_cases
 # from .metadata import read_metadata
 # from .order import Step, cycle_order
 # from .platform import private_subdir, state_path
@@ -5787,6 +6378,7 @@ class Command:
     runner: str
     interpreter: str | None
     argv: tuple[str, ...]
+    selection: str = ""  # where the argv's selection of tests came from
 
 
 def plan_json(
@@ -5810,6 +6402,7 @@ def plan_json(
                 **exact("interpreter", command.interpreter),
                 **exact("argv", list(command.argv)),
                 **exact("dependencies", sorted(p.rel for p in uses.get(step.package, ()))),
+                "selection": command.selection,
             }
         )
     plan = {"version": PLAN_VERSION, **exact("root", str(root)), "packages": entries}
@@ -5900,23 +6493,6 @@ def write_durations(path: str, durations: Mapping[str, float], mode: int = 0o644
     write_atomically(path, (json.dumps(rounded, indent=2) + "\n").encode(), mode)
 
 
-def junit_args(runner_name: str, xml_path: str) -> tuple[str, ...]:
-    """Arguments that make a built-in runner write its own per-test XML to ``xml_path``.
-
-    The path is absolute because runners resolve it against their cwd, the package.  They go
-    last, so they win over a package's own config.  pytest gets no ``junit_family``: its
-    default (xunit2) and the legacy xunit1 have the same cases, and forcing one would override
-    the package's choice.  nose2 ships its junitxml plugin but does not load it."""
-    path = os.path.abspath(xml_path)
-    if runner_name == "nose":
-        return ("--with-xunit", f"--xunit-file={path}")
-    if runner_name == "pytest":
-        return (f"--junitxml={path}",)
-    if runner_name == "nose2":
-        return ("--plugin", "nose2.plugins.junitxml", "--junit-xml", "--junit-xml-path", path)
-    return ()
-
-
 JUNIT_TAIL_CHARS = 20_000  # of a package's output, kept in its package-level case
 
 
@@ -5960,18 +6536,6 @@ def package_suite(result: RunResult, runner_xml: bytes | None) -> ET.Element:
     return suite
 
 
-def runner_cases(runner_xml: bytes | None) -> list[ET.Element]:
-    """The runner's per-test cases, or none when it wrote no file or only part of one (a run
-    killed mid-write), so the package-level case stands in."""
-    if not runner_xml:
-        return []
-    try:
-        root = ET.fromstring(runner_xml)
-    except ET.ParseError:
-        return []
-    return list(root.iter("testcase"))
-
-
 def package_case(result: RunResult) -> ET.Element:
     """One case for the whole package: an error when the run was cut short (not the tests'
     fault), a failure when its tests failed, skipped when there were none."""
@@ -6007,43 +6571,23 @@ def write_report(path: str, suites: Sequence[ET.Element]) -> None:
 
 
 class JunitReport:
-    """One JUnit XML report per cycle.  Each run writes its runner's XML to a fresh file in a
-    private temporary directory; after every verdict the report is rewritten with the suites so
-    far, so a cycle that stops early or is interrupted leaves what ran."""
+    """One JUnit XML report per cycle, from the runner's report every run gets (``Run``); after
+    every verdict the report is rewritten with the suites so far, so a cycle that stops early
+    or is interrupted leaves what ran."""
 
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
-        self.scratch = tempfile.mkdtemp(prefix="autotest-junit-")
-        self.runs = 0
-        self.pending: dict[Package, str] = {}
         self.suites: list[ET.Element] = []
 
     def start_cycle(self) -> None:
         """A new cycle starts an empty report (written at once, so it exists)."""
         self.suites = []
-        self.pending.clear()
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         write_report(self.path, self.suites)
 
-    def run_args(self, runner_name: str, package: Package) -> tuple[str, ...]:
-        """The runner's arguments for a fresh per-run XML file."""
-        self.runs += 1
-        xml_path = os.path.join(self.scratch, f"{self.runs}.xml")
-        self.pending[package] = xml_path
-        return junit_args(runner_name, xml_path)
-
     def add(self, result: RunResult) -> None:
-        xml_path = self.pending.pop(result.package, "")
-        runner_xml = None
-        with contextlib.suppress(OSError):
-            with open(xml_path, "rb") as f:
-                runner_xml = f.read()
-            os.unlink(xml_path)
-        self.suites.append(package_suite(result, runner_xml))
+        self.suites.append(package_suite(result, result.runner_xml))
         write_report(self.path, self.suites)
-
-    def close(self) -> None:
-        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def own_outputs(root: Path, written: Iterable[str | None]) -> list[str]:
@@ -6073,7 +6617,6 @@ class CiJob:
             try:
                 self.junit.start_cycle()
             except OSError as exc:
-                self.junit.close()
                 raise UsageError(f"--junit-xml {junit_path}: {exc.strerror or exc}") from None
 
     def known_durations(self) -> dict[str, float]:
@@ -6104,9 +6647,6 @@ class CiJob:
         if self.shard is not None:
             steps = shard(steps, *self.shard, self.durations)
         return steps, pool
-
-    def run_args(self, runner_name: str, package: Package) -> tuple[str, ...]:
-        return () if self.junit is None else self.junit.run_args(runner_name, package)
 
     def cycle_started(self) -> None:
         self._write_report(JunitReport.start_cycle)
@@ -6140,10 +6680,6 @@ class CiJob:
                     if path == self.durations_file:
                         self.on_error(path, exc.strerror or str(exc))
 
-    def close(self) -> None:
-        if self.junit is not None:
-            self.junit.close()
-
 
 # ==================== src/autotest/report.py ======================================================
 """Every sentence a user reads during a session is built here: Terminal (the stream, colours,
@@ -6169,10 +6705,12 @@ from typing import IO, Callable
 # from .ci import CiJob
 # from .cycle import CycleOutcome
 # from .discovery import Package, owner_of
+# from .junit import FailingTest
 # from .order import Step
 # from .platform import StateDir, notify, terminal_has_colours
 # from .run import RunResult
-# from .runners import Choice
+# from .runners import Choice, combined
+# from .selection import Selection
 # from .warm_client import Preloads, is_standard_library
 
 
@@ -6286,6 +6824,100 @@ KEYS_HELP = (
 )
 
 
+def selection_line(selection: Selection) -> str:
+    """``selection -m 'not integration' tests (pyproject.toml hatch env test script unit)``;
+    ``selection by testpaths in pytest.ini``; ``selection none (why)``."""
+    if not selection.args and selection.source.startswith("testpaths"):
+        return f"selection by {selection.source}"
+    what = shlex.join(selection.args) if selection.args else "none"
+    why = "; ".join(part for part in (selection.source, selection.why_none) if part)
+    return f"selection {what} ({why})"
+
+
+SUMMARY_NAMES = 5  # packages named in a summary or a hint line before "and N more"
+
+
+def listed(rels: Sequence[str], verbose: bool) -> str:
+    """Package paths: all of them with --explain, else the first SUMMARY_NAMES."""
+    names = [shown(r) for r in rels]
+    if verbose or len(names) <= SUMMARY_NAMES:
+        return ", ".join(names)
+    return f"{', '.join(names[:SUMMARY_NAMES])} and {len(names) - SUMMARY_NAMES} more"
+
+
+def wanted_line(module: str, provider: str, needing: Sequence[RunResult], verbose: bool) -> str:
+    """One missing module's line: the packages that need it, and how to install it."""
+    rels = listed([r.package.rel for r in needing], verbose)
+    commands = "; ".join(c.text for c in combined(r.hint for r in needing if r.hint))
+    if provider:
+        return (
+            f"{shown(module)} is provided by {shown(provider)}, which is not installed for "
+            f"{rels}; install it: {commands}"
+        )
+    if commands:
+        whose = "its" if len(needing) == 1 else "their"
+        return (
+            f"{shown(module)} is not installed for {rels}; "
+            f"install {whose} test dependencies: {commands}"
+        )
+    where = f"; its output: {needing[0].saved}" if len(needing) == 1 and needing[0].saved else ""
+    return f"{shown(module)} is not installed for {rels}, nor provided by a package here{where}"
+
+
+def could_not_run_list(results: Sequence[RunResult], verbose: bool) -> str:
+    """The summary's packages that could not run, each with what it needs; beyond
+    SUMMARY_NAMES (unless --explain) a count of them and of the modules they need."""
+    if verbose or len(results) <= SUMMARY_NAMES:
+        return ", ".join(f"{shown(r.package.rel)} ({r.note})" for r in results)
+    modules = {r.missing.module if r.missing else r.note for r in results}
+    return (
+        f"{counted(len(results), 'package')}, for want of {counted(len(modules), 'module')} "
+        "(listed above; -v names every package)"
+    )
+
+
+def could_not_run_lines(results: Sequence[RunResult], verbose: bool) -> list[str]:
+    """After a cycle's verdicts, what the packages that could not run need: one line per
+    missing module, naming the packages that need it, with one command (per installer) that
+    installs it for all of them; and where autotest itself could not write."""
+    lines = []
+    by_module: dict[tuple[str, str], list[RunResult]] = {}
+    for result in results:
+        if result.unwritable:
+            where, why = result.unwritable
+            lines.append(
+                f"autotest could not write {shown(result.package.rel)}'s output in "
+                f"{shown(where)} ({why}), so the run says nothing of the tests; free room "
+                "there, or set TMPDIR to a directory with room"
+            )
+        elif result.missing is not None:
+            key = (result.missing.module, result.missing.provider)
+            by_module.setdefault(key, []).append(result)
+    lines += [wanted_line(m, p, needing, verbose) for (m, p), needing in by_module.items()]
+    return lines
+
+
+def failing_test_lines(tests: Sequence[FailingTest]) -> list[str]:
+    """At most FAILING_TESTS_SHOWN lines, the last ``... and N more`` when they do not fit."""
+    if len(tests) <= FAILING_TESTS_SHOWN:
+        return [failing_test_line(t) for t in tests]
+    kept = FAILING_TESTS_SHOWN - 1
+    return [*(failing_test_line(t) for t in tests[:kept]), f"... and {len(tests) - kept} more"]
+
+
+FAILING_TESTS_SHOWN = 20  # lines listing a failed run's failing tests, "... and N more" included
+
+
+FAILING_TEST_CHARS = 200  # of a failing test's line: a message may be a whole repr
+
+
+def failing_test_line(test: FailingTest) -> str:
+    """``tests/test_x.py:12 test_x.test_value: AssertionError: value is 2``, on one line."""
+    where = f"{test.location} " if test.location else ""
+    line = shown(f"{where}{test.name}: {test.message}" if test.message else f"{where}{test.name}")
+    return line if len(line) <= FAILING_TEST_CHARS else line[: FAILING_TEST_CHARS - 3] + "..."
+
+
 RAISE_WATCHES = "sudo sysctl fs.inotify.max_user_watches=524288"
 
 
@@ -6361,6 +6993,7 @@ class Terminal:
         self.width = width
         self.root = root or Path.cwd()
         self.full_output = False
+        self.verbose = False  # -v: lists in full
         self.warned_unreadable: set[str] = set()
         self.said_git_unanswered = False
         self.live = hasattr(stream, "isatty") and stream.isatty()  # a status line goes here
@@ -6676,6 +7309,15 @@ class Reporter(KeyNotices):
         for what, rels in groups.items():
             self.say(self.paint(f"      {what}: {', '.join(rels)}", "dim"))
 
+    def explain_selections(self, selections: Mapping[Package, Selection]) -> None:
+        """Which tests each package runs, and where that came from, grouped (-v)."""
+        groups: dict[str, list[str]] = {}
+        for package, selection in sorted(selections.items(), key=lambda item: item[0].rel):
+            if selection.source or selection.why_none:
+                groups.setdefault(selection_line(selection), []).append(package.rel)
+        for what, rels in groups.items():
+            self.say(self.paint(f"      {what}: {', '.join(shown(r) for r in rels)}", "dim"))
+
     def verdict(self, result: RunResult) -> None:
         self.named_again.pop(result.package, None)
         style = VERDICT_STYLES[result.verdict]
@@ -6691,31 +7333,19 @@ class Reporter(KeyNotices):
             f"{self.paint(f'{label:<{VERDICT_COLUMN}}', style)}"
             f"  {self.paint(f'{result.seconds:.2f}s', 'dim')}{self.paint(after, style)}"
         )
-        if result.verdict is Verdict.COULD_NOT_RUN:
-            self.could_not_run_hint(result)
-        elif result.verdict is Verdict.FAILED:
+        if result.verdict is Verdict.FAILED:
             self.failing_output(result)
 
-    def could_not_run_hint(self, result: RunResult) -> None:
-        if result.unwritable:
-            where, why = result.unwritable
-            self.say(
-                f"  autotest could not write the run's output in {shown(where)} ({why}), so the "
-                "run says nothing of the tests; free room there, or set TMPDIR to a directory "
-                "with room"
-            )
-            return
-        module = result.note.removeprefix("needs ")
-        where = f"; its output: {result.saved}" if result.saved else ""
-        if result.hint:
-            self.say(f"  {module} is not installed; install its test dependencies: {result.hint}")
-        else:
-            self.say(f"  {module} is not installed, nor provided by a package here{where}")
+    def could_not_run_hints(self, results: Sequence[RunResult]) -> None:
+        for line in could_not_run_lines(results, self.verbose):
+            self.say(f"  {line}")
 
     def failing_output(self, result: RunResult) -> None:
-        """The run's output: head, a line for what is left out, tail; or, with --full-output,
-        all of it, copied from the saved file line by line.  Only its colours reach the
-        terminal as they are (see ``neutralised``), and they are reset after it."""
+        """The failing tests the runner reported, then the run's output: head, a line for what
+        is left out, tail; or, with --full-output, all of it, copied from the saved file line
+        by line.  Only its colours reach the terminal as they are (see ``neutralised``), and
+        they are reset after it."""
+        self.failing_tests(result.failing_tests)
         if self.full_output and result.saved and result.omitted:
             with contextlib.suppress(OSError), open(result.saved, "rb") as f:
                 line = ""
@@ -6743,11 +7373,20 @@ class Reporter(KeyNotices):
             self.stream.write("\n")
         self.stream.flush()
 
+    def failing_tests(self, tests: Sequence[FailingTest]) -> None:
+        """What failed, where and why, above the output it may be lost in."""
+        if tests:
+            self.say(self.paint(f"{counted(len(tests), 'failing test')}:", "fail"))
+            for line in failing_test_lines(tests):
+                self.say(f"  {line}")
+            self.say(self.paint("output:", "dim"))
+
     def summary(self, outcome: CycleOutcome) -> None:
         took = self.paint(f"in {outcome.seconds:.2f}s", "dim")
         passed = outcome.passed_count
         self.named_again.clear()
-        missing = ", ".join(f"{shown(r.package.rel)} ({r.note})" for r in outcome.could_not_run)
+        self.could_not_run_hints(outcome.could_not_run)
+        missing = could_not_run_list(outcome.could_not_run, self.verbose)
         if outcome.interrupted:
             done = len(outcome.results)
             self.say(self.paint(f"changed during the run: starting over ({done} done)", "warn"))
@@ -6854,6 +7493,7 @@ class Options:
     runners: tuple[tuple[str, str], ...] = ()
     venvs: tuple[tuple[str, str], ...] = ()
     runner_args: tuple[str, ...] = ()
+    package_args: tuple[tuple[str, str], ...] = ()
     jobs: int = 1
     timeout: float | None = None
     restart: bool = False
@@ -7010,6 +7650,8 @@ SETTINGS = (
     Setting("venvs", Given.TABLE, "the virtualenv (relative to the package) for packages matching "
             "GLOB (repeatable); by default a package's own .venv or venv", metavar="GLOB=DIR"),
     Setting("runner-args", Given.ARGS, "arguments for the runner (on the command line: after --)"),
+    Setting("package-args", Given.TABLE, "the runner's selecting arguments for packages matching "
+            "GLOB (repeatable), instead of those their project declares", metavar="GLOB=ARGS"),
     Setting("jobs", Given.VALUE, "packages run at once; auto: one per core", job_count, "N|auto",
             short="j", takes=(int,), words=("auto",)),
     Setting("timeout", Given.VALUE, "kill and fail a package run that takes longer", positive,
@@ -7532,6 +8174,7 @@ import contextlib
 import difflib
 import fnmatch
 import os
+import shlex
 import sys
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -7546,15 +8189,24 @@ from typing import Callable
 # from .graph import DependencyGraph, dependency_graph
 # from .handoff import ChangeSet
 # from .ignore import IgnoreRules, glob_matches
-# from .imports import KEEP_SCAN_FROM, ImportScan, provided_modules, scan_cache_file
+# from .imports import (
+#     KEEP_SCAN_FROM,
+#     ImportScan,
+#     module_in_sources,
+#     provided_modules,
+#     provider_of,
+#     scan_cache_file,
+# )
 # from .intake import Intake
+# from .junit import runner_report
 # from .loop_guard import LoopGuard
 # from .metadata import is_metadata_file, normalize_name, read_metadata
 # from .options import Options, parse_options
 # from .order import Step, cycle_order
-# from .platform import Signals, can_notify, end_every_leftover, state_dir
+# from .platform import Signals, can_notify, end_every_leftover, scripts_dir, state_dir
 # from .report import Progress, Reporter, describe_changes, shown
 # from .run import (
+#     Missing,
 #     Needs,
 #     Run,
 #     RunResult,
@@ -7568,17 +8220,21 @@ from typing import Callable
 #     BUILTIN_RUNNERS,
 #     PACKAGE_ENV,
 #     Choice,
+#     InstallCommand,
 #     Runner,
 #     RunStart,
 #     check_choices,
 #     check_venvs,
 #     choose,
+#     command_path,
+#     install_into,
 #     install_test_deps_command,
 #     module_installed,
 #     name_filter_args,
 #     repository_interpreter,
 #     stale_choices,
 # )
+# from .selection import Selection, declared_selection
 # from .toml_files import toml_reader_missing
 # from .warm_policy import WarmPolicy, WarmPool
 # from .watch_mode import WatchMode
@@ -7826,6 +8482,18 @@ def changes_given(options: Options, tree: PackageSet, reporter: Reporter) -> dic
     return changed
 
 
+def package_args(table: Sequence[tuple[str, str]]) -> list[tuple[str, tuple[str, ...]]]:
+    """The ``package-args`` setting's globs with their arguments, split as a shell would; a
+    value that does not split is bad input."""
+    split = []
+    for glob, args in table:
+        try:
+            split.append((glob, tuple(shlex.split(args))))
+        except ValueError as exc:
+            raise UsageError(f"package-args {glob!r}: {args!r}: {exc}") from None
+    return split
+
+
 class RunnerChoices:
     """Which runner and interpreter each package gets, and what follows for its runs: the
     command, the packages that cannot run here, the modules the repository provides."""
@@ -7839,8 +8507,10 @@ class RunnerChoices:
         self.tell = tell  # an interpreter the repository brings, named before it first runs
         self.told: set[tuple[str, str]] = set()
         self.by_package: dict[Package, Choice] = {}
-        self.unrunnable: dict[Package, str] = {}
-        self.provided: set[str] | None = None
+        self.selections: dict[Package, Selection] = {}
+        self.unrunnable: dict[Package, InstallCommand | None] = {}
+        self.provided: dict[str, Package] | None = None  # importable names to their packages
+        self.package_args = package_args(options.package_args)
         self.name_filter = ""  # the test-name filter (the key t)
         self.choose(None, strict=True)
 
@@ -7864,6 +8534,10 @@ class RunnerChoices:
         self.tell_interpreters(fresh.values())
         kept = {p: c for p, c in self.by_package.items() if p not in fresh}
         self.by_package = {p: fresh.get(p) or kept[p] for p in packages}
+        self.selections = {
+            p: self.selections[p] if p in kept else self.selection(p, self.by_package[p])
+            for p in packages
+        }
         if not options.plan:  # only the choices made again are checked again
             still = {p: fix for p, fix in self.unrunnable.items() if p in kept}
             self.unrunnable = {**still, **check_choices(fresh, strict)}
@@ -7878,12 +8552,22 @@ class RunnerChoices:
                 self.told.add((where, choice.python))
                 self.tell(where, choice.python)
 
+    def selection(self, package: Package, choice: Choice) -> Selection:
+        """Which of its tests a package runs: the ``package-args`` its glob gives it, else
+        (under pytest) the selection its project declares."""
+        for glob, args in self.package_args:
+            if glob_matches(package.rel, glob) or package.rel == glob:
+                return Selection(args, f"package-args {glob!r}")
+        if choice.runner.name != "pytest":
+            return Selection()
+        return declared_selection(package, self.options.root)
+
     def run_start(self, package: Package, extra: Sequence[str] = ()) -> RunStart:
         """The one answer to how a package's tests run: what --plan shows, and what runs
-        (with ``extra`` arguments after the runner arguments: JUnit's)."""
+        (the selection, then the runner arguments, then ``extra`` arguments: JUnit's)."""
         choice = self.by_package[package]
         named = name_filter_args(choice.runner, self.name_filter) if self.name_filter else None
-        args = (*self.options.runner_args, *(named or ()), *extra)
+        args = (*self.selections[package].args, *self.options.runner_args, *(named or ()), *extra)
         env = {
             **run_environment(choice.runner, pycache_dir(), choice.python),
             PACKAGE_ENV: str(package.path),
@@ -7905,23 +8589,36 @@ class RunnerChoices:
         """What --plan shows of a package's run."""
         start = self.run_start(package)
         interpreter = start.python if start.runner.module else None
-        return Command(start.runner.name, interpreter, tuple(start.argv))
+        source = self.selections[package].source
+        return Command(start.runner.name, interpreter, tuple(start.argv), source)
 
-    def unavailable(self, modules: Sequence[str], python: str) -> str | None:
-        """The first module a run missed that cannot be had here: not installed for its
-        interpreter and provided by no package of the repository.  None when any of them is
-        the repository's own (a sibling that no longer provides it is a plain failure)."""
+    def unavailable(self, modules: Sequence[str], python: str) -> Missing | None:
+        """The first module a run missed that cannot be had here: one a package of the
+        repository provides but that is not installed for the run's interpreter (with that
+        package), or one neither installed nor provided by any package.  None when it is the
+        repository's own and importable, or no longer in its sources (removed or renamed by a
+        change): a plain failure."""
         if self.provided is None:
-            packages = self.tree.packages
-            self.provided = {m for p in packages for m in provided_modules(p)}
-            self.provided |= {read_metadata(p).name.replace("-", "_") for p in packages}
+            self.provided = {
+                name: p
+                for p in self.tree.packages
+                for name in (*provided_modules(p), read_metadata(p).name.replace("-", "_"))
+            }
         for module in modules:
-            if any(
-                module == p or module.startswith(p + ".") or p.startswith(module + ".")
-                for p in self.provided
-            ):
+            provider = provider_of(module, self.provided)
+            if provider is None:
+                continue
+            if not module_in_sources(provider, module) or module_installed(python, module):
                 return None
-        return next((m for m in modules if not module_installed(python, m)), None)
+            return Missing(module, provider.rel, self.environment_of(python))
+        missing = next((m for m in modules if not module_installed(python, m)), None)
+        return Missing(missing) if missing else None
+
+    def environment_of(self, python: str) -> str:
+        """The environment of an interpreter, relative to the root when inside it."""
+        prefix = sys.prefix if python == sys.executable else os.path.dirname(scripts_dir(python))
+        rel = os.path.relpath(prefix, self.options.root)
+        return prefix if rel.startswith("..") else rel.replace(os.sep, "/")
 
 
 @dataclass(frozen=True)
@@ -7986,18 +8683,22 @@ class CycleRuns:
         choice = choices[package]
         if package in choices.unrunnable:
             return Unrunnable(package, choice.runner, choices.unrunnable[package])
-        start = choices.run_start(package, self.ci.run_args(choice.runner.name, package))
+        report = runner_report(choice.runner.name)
+        start = choices.run_start(package, report.args if report else ())
         saved = self.saved_dir and self.saved_dir / (package.rel.replace("/", "__") + ".log")
         needs = Needs(
             lambda modules: choices.unavailable(modules, choice.python),
             lambda: install_test_deps_command(package, choice.python),
+            lambda missing: install_into(
+                choice.python, ["-e", command_path(self.choices.options.root / missing.provider)]
+            ),
         )
         launcher = self.warm_policy.forking_launcher(package)
         if launcher is not None:
             launcher.wait_ready(choice.runner, choice.python)
         confirm = package not in self.failed  # a new failure, if forked, is confirmed cold
         with self.signals.deferred():
-            run = Run(start, self.limits.timeout, launcher, saved, needs, confirm)
+            run = Run(start, self.limits.timeout, launcher, saved, needs, confirm, report)
             self.live.append(run)
         self.progress.started(package)
         return run
@@ -8143,6 +8844,8 @@ class Session:
         if self.options.explain:
             self.reporter.explain(steps)
             self.reporter.explain_choices({s.package: self.choices[s.package] for s in steps})
+            selections = self.choices.selections
+            self.reporter.explain_selections({s.package: selections[s.package] for s in steps})
         if self.pool is not None and self.warm_policy.launcher is not None:  # warms up meanwhile
             chosen = [self.choices[s.package] for s in steps]
             changed_first = [self.choices[p].python for p in owners if p in self.choices]
@@ -8275,7 +8978,6 @@ class Session:
         self.runs.end_runs()
         self.warm_policy.close()
         end_every_leftover()
-        self.ci.close()
         self.tree.save()
 
 
@@ -8316,6 +9018,7 @@ def run_session(
             raise UsageError(missing)
         options = parse_options(argv)
         reporter.configure(options.root, options.full_output, notices_to_stderr=options.plan)
+        reporter.verbose = options.explain
         ci = options.plan or options.affected or options.shard
         session = (CiSession if ci else Session)(options, reporter, signals)
         sessions.append(session)

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,6 +21,7 @@ from .basics import UsageError, Verdict
 from .cycle import CycleOutcome
 from .discovery import Package
 from .graph import DependencyGraph, users_of, users_reached
+from .junit import runner_cases
 from .metadata import read_metadata
 from .order import Step, cycle_order
 from .platform import private_subdir, state_path
@@ -73,6 +73,7 @@ class Command:
     runner: str
     interpreter: str | None
     argv: tuple[str, ...]
+    selection: str = ""  # where the argv's selection of tests came from
 
 
 def plan_json(
@@ -96,6 +97,7 @@ def plan_json(
                 **exact("interpreter", command.interpreter),
                 **exact("argv", list(command.argv)),
                 **exact("dependencies", sorted(p.rel for p in uses.get(step.package, ()))),
+                "selection": command.selection,
             }
         )
     plan = {"version": PLAN_VERSION, **exact("root", str(root)), "packages": entries}
@@ -186,23 +188,6 @@ def write_durations(path: str, durations: Mapping[str, float], mode: int = 0o644
     write_atomically(path, (json.dumps(rounded, indent=2) + "\n").encode(), mode)
 
 
-def junit_args(runner_name: str, xml_path: str) -> tuple[str, ...]:
-    """Arguments that make a built-in runner write its own per-test XML to ``xml_path``.
-
-    The path is absolute because runners resolve it against their cwd, the package.  They go
-    last, so they win over a package's own config.  pytest gets no ``junit_family``: its
-    default (xunit2) and the legacy xunit1 have the same cases, and forcing one would override
-    the package's choice.  nose2 ships its junitxml plugin but does not load it."""
-    path = os.path.abspath(xml_path)
-    if runner_name == "nose":
-        return ("--with-xunit", f"--xunit-file={path}")
-    if runner_name == "pytest":
-        return (f"--junitxml={path}",)
-    if runner_name == "nose2":
-        return ("--plugin", "nose2.plugins.junitxml", "--junit-xml", "--junit-xml-path", path)
-    return ()
-
-
 JUNIT_TAIL_CHARS = 20_000  # of a package's output, kept in its package-level case
 
 
@@ -246,18 +231,6 @@ def package_suite(result: RunResult, runner_xml: bytes | None) -> ET.Element:
     return suite
 
 
-def runner_cases(runner_xml: bytes | None) -> list[ET.Element]:
-    """The runner's per-test cases, or none when it wrote no file or only part of one (a run
-    killed mid-write), so the package-level case stands in."""
-    if not runner_xml:
-        return []
-    try:
-        root = ET.fromstring(runner_xml)
-    except ET.ParseError:
-        return []
-    return list(root.iter("testcase"))
-
-
 def package_case(result: RunResult) -> ET.Element:
     """One case for the whole package: an error when the run was cut short (not the tests'
     fault), a failure when its tests failed, skipped when there were none."""
@@ -293,43 +266,23 @@ def write_report(path: str, suites: Sequence[ET.Element]) -> None:
 
 
 class JunitReport:
-    """One JUnit XML report per cycle.  Each run writes its runner's XML to a fresh file in a
-    private temporary directory; after every verdict the report is rewritten with the suites so
-    far, so a cycle that stops early or is interrupted leaves what ran."""
+    """One JUnit XML report per cycle, from the runner's report every run gets (``Run``); after
+    every verdict the report is rewritten with the suites so far, so a cycle that stops early
+    or is interrupted leaves what ran."""
 
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
-        self.scratch = tempfile.mkdtemp(prefix="autotest-junit-")
-        self.runs = 0
-        self.pending: dict[Package, str] = {}
         self.suites: list[ET.Element] = []
 
     def start_cycle(self) -> None:
         """A new cycle starts an empty report (written at once, so it exists)."""
         self.suites = []
-        self.pending.clear()
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         write_report(self.path, self.suites)
 
-    def run_args(self, runner_name: str, package: Package) -> tuple[str, ...]:
-        """The runner's arguments for a fresh per-run XML file."""
-        self.runs += 1
-        xml_path = os.path.join(self.scratch, f"{self.runs}.xml")
-        self.pending[package] = xml_path
-        return junit_args(runner_name, xml_path)
-
     def add(self, result: RunResult) -> None:
-        xml_path = self.pending.pop(result.package, "")
-        runner_xml = None
-        with contextlib.suppress(OSError):
-            with open(xml_path, "rb") as f:
-                runner_xml = f.read()
-            os.unlink(xml_path)
-        self.suites.append(package_suite(result, runner_xml))
+        self.suites.append(package_suite(result, result.runner_xml))
         write_report(self.path, self.suites)
-
-    def close(self) -> None:
-        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def own_outputs(root: Path, written: Iterable[str | None]) -> list[str]:
@@ -359,7 +312,6 @@ class CiJob:
             try:
                 self.junit.start_cycle()
             except OSError as exc:
-                self.junit.close()
                 raise UsageError(f"--junit-xml {junit_path}: {exc.strerror or exc}") from None
 
     def known_durations(self) -> dict[str, float]:
@@ -390,9 +342,6 @@ class CiJob:
         if self.shard is not None:
             steps = shard(steps, *self.shard, self.durations)
         return steps, pool
-
-    def run_args(self, runner_name: str, package: Package) -> tuple[str, ...]:
-        return () if self.junit is None else self.junit.run_args(runner_name, package)
 
     def cycle_started(self) -> None:
         self._write_report(JunitReport.start_cycle)
@@ -425,7 +374,3 @@ class CiJob:
                 except OSError as exc:
                     if path == self.durations_file:
                         self.on_error(path, exc.strerror or str(exc))
-
-    def close(self) -> None:
-        if self.junit is not None:
-            self.junit.close()

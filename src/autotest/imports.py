@@ -11,7 +11,7 @@ import os
 import re
 import tempfile
 import zlib
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Mapping
 from pathlib import Path
 
 from .discovery import EXAMPLE_NAME, MAX_SCANNED_BYTES, TEST_DIR_NAMES, Package
@@ -44,6 +44,23 @@ def provided_modules(package: Package) -> set[str]:
                     elif prefix.count(".") < NAMESPACE_DEPTH:
                         pending.append((entry.path, f"{prefix}{entry.name}."))
     return provided
+
+
+def provider_of(module: str, providers: Mapping[str, Package]) -> Package | None:
+    """The package of the repository whose provided name ``module`` is, lies in, or holds
+    (``providers`` maps provided names to their packages)."""
+    for name, package in providers.items():
+        if module == name or module.startswith(name + ".") or name.startswith(module + "."):
+            return package
+    return None
+
+
+def module_in_sources(package: Package, module: str) -> bool:
+    """Whether the package's sources hold ``module`` (a module file or a package directory):
+    a name a change removed or renamed is not there any more."""
+    base = package.path / "src" if (package.path / "src").is_dir() else package.path
+    path = base.joinpath(*module.split("."))
+    return path.with_name(path.name + ".py").is_file() or path.is_dir()
 
 
 def is_code_directory(entry: os.DirEntry[str]) -> bool:

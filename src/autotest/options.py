@@ -35,6 +35,7 @@ class Options:
     runners: tuple[tuple[str, str], ...] = ()
     venvs: tuple[tuple[str, str], ...] = ()
     runner_args: tuple[str, ...] = ()
+    package_args: tuple[tuple[str, str], ...] = ()
     jobs: int = 1
     timeout: float | None = None
     restart: bool = False
@@ -191,6 +192,8 @@ SETTINGS = (
     Setting("venvs", Given.TABLE, "the virtualenv (relative to the package) for packages matching "
             "GLOB (repeatable); by default a package's own .venv or venv", metavar="GLOB=DIR"),
     Setting("runner-args", Given.ARGS, "arguments for the runner (on the command line: after --)"),
+    Setting("package-args", Given.TABLE, "the runner's selecting arguments for packages matching "
+            "GLOB (repeatable), instead of those their project declares", metavar="GLOB=ARGS"),
     Setting("jobs", Given.VALUE, "packages run at once; auto: one per core", job_count, "N|auto",
             short="j", takes=(int,), words=("auto",)),
     Setting("timeout", Given.VALUE, "kill and fail a package run that takes longer", positive,

@@ -21,10 +21,12 @@ from .basics import STILL_RUNNING_AFTER, STILL_RUNNING_EVERY, Verdict
 from .ci import CiJob
 from .cycle import CycleOutcome
 from .discovery import Package, owner_of
+from .junit import FailingTest
 from .order import Step
 from .platform import StateDir, notify, terminal_has_colours
 from .run import RunResult
-from .runners import Choice
+from .runners import Choice, combined
+from .selection import Selection
 from .warm_client import Preloads, is_standard_library
 
 
@@ -138,6 +140,100 @@ KEYS_HELP = (
 )
 
 
+def selection_line(selection: Selection) -> str:
+    """``selection -m 'not integration' tests (pyproject.toml hatch env test script unit)``;
+    ``selection by testpaths in pytest.ini``; ``selection none (why)``."""
+    if not selection.args and selection.source.startswith("testpaths"):
+        return f"selection by {selection.source}"
+    what = shlex.join(selection.args) if selection.args else "none"
+    why = "; ".join(part for part in (selection.source, selection.why_none) if part)
+    return f"selection {what} ({why})"
+
+
+SUMMARY_NAMES = 5  # packages named in a summary or a hint line before "and N more"
+
+
+def listed(rels: Sequence[str], verbose: bool) -> str:
+    """Package paths: all of them with --explain, else the first SUMMARY_NAMES."""
+    names = [shown(r) for r in rels]
+    if verbose or len(names) <= SUMMARY_NAMES:
+        return ", ".join(names)
+    return f"{', '.join(names[:SUMMARY_NAMES])} and {len(names) - SUMMARY_NAMES} more"
+
+
+def wanted_line(module: str, provider: str, needing: Sequence[RunResult], verbose: bool) -> str:
+    """One missing module's line: the packages that need it, and how to install it."""
+    rels = listed([r.package.rel for r in needing], verbose)
+    commands = "; ".join(c.text for c in combined(r.hint for r in needing if r.hint))
+    if provider:
+        return (
+            f"{shown(module)} is provided by {shown(provider)}, which is not installed for "
+            f"{rels}; install it: {commands}"
+        )
+    if commands:
+        whose = "its" if len(needing) == 1 else "their"
+        return (
+            f"{shown(module)} is not installed for {rels}; "
+            f"install {whose} test dependencies: {commands}"
+        )
+    where = f"; its output: {needing[0].saved}" if len(needing) == 1 and needing[0].saved else ""
+    return f"{shown(module)} is not installed for {rels}, nor provided by a package here{where}"
+
+
+def could_not_run_list(results: Sequence[RunResult], verbose: bool) -> str:
+    """The summary's packages that could not run, each with what it needs; beyond
+    SUMMARY_NAMES (unless --explain) a count of them and of the modules they need."""
+    if verbose or len(results) <= SUMMARY_NAMES:
+        return ", ".join(f"{shown(r.package.rel)} ({r.note})" for r in results)
+    modules = {r.missing.module if r.missing else r.note for r in results}
+    return (
+        f"{counted(len(results), 'package')}, for want of {counted(len(modules), 'module')} "
+        "(listed above; -v names every package)"
+    )
+
+
+def could_not_run_lines(results: Sequence[RunResult], verbose: bool) -> list[str]:
+    """After a cycle's verdicts, what the packages that could not run need: one line per
+    missing module, naming the packages that need it, with one command (per installer) that
+    installs it for all of them; and where autotest itself could not write."""
+    lines = []
+    by_module: dict[tuple[str, str], list[RunResult]] = {}
+    for result in results:
+        if result.unwritable:
+            where, why = result.unwritable
+            lines.append(
+                f"autotest could not write {shown(result.package.rel)}'s output in "
+                f"{shown(where)} ({why}), so the run says nothing of the tests; free room "
+                "there, or set TMPDIR to a directory with room"
+            )
+        elif result.missing is not None:
+            key = (result.missing.module, result.missing.provider)
+            by_module.setdefault(key, []).append(result)
+    lines += [wanted_line(m, p, needing, verbose) for (m, p), needing in by_module.items()]
+    return lines
+
+
+def failing_test_lines(tests: Sequence[FailingTest]) -> list[str]:
+    """At most FAILING_TESTS_SHOWN lines, the last ``... and N more`` when they do not fit."""
+    if len(tests) <= FAILING_TESTS_SHOWN:
+        return [failing_test_line(t) for t in tests]
+    kept = FAILING_TESTS_SHOWN - 1
+    return [*(failing_test_line(t) for t in tests[:kept]), f"... and {len(tests) - kept} more"]
+
+
+FAILING_TESTS_SHOWN = 20  # lines listing a failed run's failing tests, "... and N more" included
+
+
+FAILING_TEST_CHARS = 200  # of a failing test's line: a message may be a whole repr
+
+
+def failing_test_line(test: FailingTest) -> str:
+    """``tests/test_x.py:12 test_x.test_value: AssertionError: value is 2``, on one line."""
+    where = f"{test.location} " if test.location else ""
+    line = shown(f"{where}{test.name}: {test.message}" if test.message else f"{where}{test.name}")
+    return line if len(line) <= FAILING_TEST_CHARS else line[: FAILING_TEST_CHARS - 3] + "..."
+
+
 RAISE_WATCHES = "sudo sysctl fs.inotify.max_user_watches=524288"
 
 
@@ -213,6 +309,7 @@ class Terminal:
         self.width = width
         self.root = root or Path.cwd()
         self.full_output = False
+        self.verbose = False  # -v: lists in full
         self.warned_unreadable: set[str] = set()
         self.said_git_unanswered = False
         self.live = hasattr(stream, "isatty") and stream.isatty()  # a status line goes here
@@ -528,6 +625,15 @@ class Reporter(KeyNotices):
         for what, rels in groups.items():
             self.say(self.paint(f"      {what}: {', '.join(rels)}", "dim"))
 
+    def explain_selections(self, selections: Mapping[Package, Selection]) -> None:
+        """Which tests each package runs, and where that came from, grouped (-v)."""
+        groups: dict[str, list[str]] = {}
+        for package, selection in sorted(selections.items(), key=lambda item: item[0].rel):
+            if selection.source or selection.why_none:
+                groups.setdefault(selection_line(selection), []).append(package.rel)
+        for what, rels in groups.items():
+            self.say(self.paint(f"      {what}: {', '.join(shown(r) for r in rels)}", "dim"))
+
     def verdict(self, result: RunResult) -> None:
         self.named_again.pop(result.package, None)
         style = VERDICT_STYLES[result.verdict]
@@ -543,31 +649,19 @@ class Reporter(KeyNotices):
             f"{self.paint(f'{label:<{VERDICT_COLUMN}}', style)}"
             f"  {self.paint(f'{result.seconds:.2f}s', 'dim')}{self.paint(after, style)}"
         )
-        if result.verdict is Verdict.COULD_NOT_RUN:
-            self.could_not_run_hint(result)
-        elif result.verdict is Verdict.FAILED:
+        if result.verdict is Verdict.FAILED:
             self.failing_output(result)
 
-    def could_not_run_hint(self, result: RunResult) -> None:
-        if result.unwritable:
-            where, why = result.unwritable
-            self.say(
-                f"  autotest could not write the run's output in {shown(where)} ({why}), so the "
-                "run says nothing of the tests; free room there, or set TMPDIR to a directory "
-                "with room"
-            )
-            return
-        module = result.note.removeprefix("needs ")
-        where = f"; its output: {result.saved}" if result.saved else ""
-        if result.hint:
-            self.say(f"  {module} is not installed; install its test dependencies: {result.hint}")
-        else:
-            self.say(f"  {module} is not installed, nor provided by a package here{where}")
+    def could_not_run_hints(self, results: Sequence[RunResult]) -> None:
+        for line in could_not_run_lines(results, self.verbose):
+            self.say(f"  {line}")
 
     def failing_output(self, result: RunResult) -> None:
-        """The run's output: head, a line for what is left out, tail; or, with --full-output,
-        all of it, copied from the saved file line by line.  Only its colours reach the
-        terminal as they are (see ``neutralised``), and they are reset after it."""
+        """The failing tests the runner reported, then the run's output: head, a line for what
+        is left out, tail; or, with --full-output, all of it, copied from the saved file line
+        by line.  Only its colours reach the terminal as they are (see ``neutralised``), and
+        they are reset after it."""
+        self.failing_tests(result.failing_tests)
         if self.full_output and result.saved and result.omitted:
             with contextlib.suppress(OSError), open(result.saved, "rb") as f:
                 line = ""
@@ -595,11 +689,20 @@ class Reporter(KeyNotices):
             self.stream.write("\n")
         self.stream.flush()
 
+    def failing_tests(self, tests: Sequence[FailingTest]) -> None:
+        """What failed, where and why, above the output it may be lost in."""
+        if tests:
+            self.say(self.paint(f"{counted(len(tests), 'failing test')}:", "fail"))
+            for line in failing_test_lines(tests):
+                self.say(f"  {line}")
+            self.say(self.paint("output:", "dim"))
+
     def summary(self, outcome: CycleOutcome) -> None:
         took = self.paint(f"in {outcome.seconds:.2f}s", "dim")
         passed = outcome.passed_count
         self.named_again.clear()
-        missing = ", ".join(f"{shown(r.package.rel)} ({r.note})" for r in outcome.could_not_run)
+        self.could_not_run_hints(outcome.could_not_run)
+        missing = could_not_run_list(outcome.could_not_run, self.verbose)
         if outcome.interrupted:
             done = len(outcome.results)
             self.say(self.paint(f"changed during the run: starting over ({done} done)", "warn"))

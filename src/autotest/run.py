@@ -29,6 +29,7 @@ from .basics import (
     Verdict,
 )  # fmt: skip
 from .discovery import Package
+from .junit import FailingTest, RunnerReport, failing_tests, take_report
 from .platform import (
     NOW,
     RUN_MARK,
@@ -43,8 +44,25 @@ from .platform import (
     show_stacks,
     state_path,
 )
-from .runners import Runner, RunStart, activated_path, pytest_style
+from .runners import InstallCommand, Runner, RunStart, activated_path, pytest_style
 from .warm_client import Launcher, WarmProcess
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A module a run could not import that cannot be had here; ``provider`` is the package of
+    the repository that provides it (relative path) when that package is not installed for
+    the run's interpreter, whose environment is ``venv`` (relative path)."""
+
+    module: str
+    provider: str = ""
+    venv: str = ""
+
+    @property
+    def note(self) -> str:
+        """``needs mocket``, ``needs langgraph (libs/lg, not installed in libs/sdk/.venv)``."""
+        where = f" ({self.provider}, not installed in {self.venv})" if self.provider else ""
+        return f"needs {self.module}{where}"
 
 
 @dataclass(frozen=True)
@@ -62,9 +80,12 @@ class RunResult:
     tail: str = ""
     omitted: int = 0
     saved: str = ""
-    hint: str = ""
+    hint: InstallCommand | None = None
     forked_failed: bool = False  # a forked run failed, so this cold one ran to confirm it
     unwritable: tuple[str, ...] = ()  # where autotest could not write the run's output, and why
+    runner_xml: bytes = b""  # the runner's own JUnit XML report, when it wrote one
+    failing_tests: tuple[FailingTest, ...] = ()  # a failed run's, from that report
+    missing: Missing | None = None  # what a run that could not run needs
 
     @property
     def failed(self) -> bool:
@@ -108,10 +129,12 @@ class Output:
         return self.head + self.tail
 
 
-def read_output(out: IO[bytes], summary: Sequence[str] = ()) -> Output:
+def read_output(out: IO[bytes], summary: Sequence[str] = (), hidden: str = "") -> Output:
     """The head and the tail of a run's output file, and what it says, read line by line: the
     ``summary`` lines are looked for in all of it, since a report after them (coverage) may
-    push them out of the tail."""
+    push them out of the tail.  Lines holding ``hidden`` are left out: pytest names the private
+    report autotest asked for ("generated xml file"), a file the user never asked for and that
+    is gone by then."""
     import collections
 
     out.seek(0)
@@ -123,6 +146,8 @@ def read_output(out: IO[bytes], summary: Sequence[str] = ()) -> Output:
     awaited = [re.compile(pattern) for pattern in summary]
     for raw in iter(lambda: out.readline(LINE_LIMIT), b""):
         line = raw.decode("utf-8", "replace")
+        if hidden and hidden in line:
+            continue
         count += 1
         if count <= HEAD_LINES:
             head.append(line)
@@ -180,8 +205,9 @@ class Needs:
     package's interpreter nor provided by a package of the repository; ``hint`` the package's
     way to install its test dependencies (read from its files only when a run needs it)."""
 
-    missing: Callable[[Sequence[str]], str | None]
-    hint: Callable[[], str] = lambda: ""
+    missing: Callable[[Sequence[str]], Missing | None]
+    hint: Callable[[], InstallCommand | None] = lambda: None
+    install: Callable[[Missing], InstallCommand | None] = lambda missing: None
 
 
 def pycache_dir() -> str | None:
@@ -252,6 +278,7 @@ class Run:
     def __init__(
         self, start: RunStart, timeout: float | None, launcher: Launcher | None = None,
         saved: Path | None = None, needs: Needs | None = None, confirm: bool = False,
+        report: RunnerReport | None = None,
     ) -> None:  # fmt: skip
         self.mark = run_mark()  # in its environment, cold or forked: what it leaves is found
         start = dataclasses.replace(start, env={**start.env, RUN_MARK: self.mark})
@@ -263,6 +290,7 @@ class Run:
         self.saved = saved
         self.needs = needs
         self.confirm = confirm
+        self.report = report  # where the runner writes its JUnit XML, read and deleted at the end
         self.forked_failed = False
         self.started = time.monotonic()
         self.proc: subprocess.Popen[bytes] | WarmProcess | None = None
@@ -337,7 +365,7 @@ class Run:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
             self._append(f"\nautotest: killed by {name}\n")
             return self._result(Verdict.FAILED, name)
-        output = read_output(self.out, self.runner.summary)
+        output = self._read_output()
         verdict = self.runner.verdict(code, output.excerpt)
         if verdict is Verdict.FAILED and self._out_of_room():
             return self._result(Verdict.COULD_NOT_RUN, "output not written", output)
@@ -355,7 +383,7 @@ class Run:
         if verdict is Verdict.FAILED and not output.tests_failed and self.needs is not None:
             needed = self.needs.missing(output.missing) if output.missing else None
             if needed:
-                return self._result(Verdict.COULD_NOT_RUN, f"needs {needed}", output)
+                return self._result(Verdict.COULD_NOT_RUN, needed.note, output, needed)
         if verdict is not Verdict.FAILED and self._skipped_pytest_tests(output):
             self._append(NOSE_CANNOT_RUN.format(rel=self.package.rel))
             return self._result(Verdict.FAILED, "pytest-style tests")
@@ -395,19 +423,30 @@ class Run:
             return False
         return output.fixtures_skipped or (output.skipped and bool(pytest_style(self.package)))
 
-    def _result(self, verdict: Verdict, note: str = "", output: Output | None = None) -> RunResult:
+    def _read_output(self) -> Output:
+        return read_output(self.out, self.runner.summary, self.report.path if self.report else "")
+
+    def _result(
+        self, verdict: Verdict, note: str = "", output: Output | None = None,
+        missing: Missing | None = None,
+    ) -> RunResult:  # fmt: skip
         if output is None:
-            output = read_output(self.out)
+            output = self._read_output()
+        runner_xml = take_report(self.report)
+        failing = failing_tests(runner_xml, self.package.path) if verdict is Verdict.FAILED else ()
         failed = verdict in (Verdict.FAILED, Verdict.COULD_NOT_RUN)
         saved = save_output(self.out, self.saved) if failed else ""
         self.out.close()
         self._close_handle()
         seconds = time.monotonic() - self.started
         warm = isinstance(self.proc, WarmProcess)
-        hint = self.needs.hint() if self.needs and verdict is Verdict.COULD_NOT_RUN else ""
+        hint = None
+        if self.needs and missing is not None:
+            hint = self.needs.install(missing) if missing.provider else self.needs.hint()
         return RunResult(
             self.package, verdict, seconds, output.head, note, warm,
             output.tail, output.omitted, saved, hint, self.forked_failed, self.unwritable,
+            runner_xml, failing, missing,
         )  # fmt: skip
 
     def kill(self) -> None:
@@ -416,6 +455,7 @@ class Run:
             with contextlib.suppress(Exception):
                 self.proc.wait()
             kill_leftovers(self.proc.pid, self.mark)
+        take_report(self.report)
         self._close_handle()
 
     def _close_handle(self) -> None:
@@ -429,14 +469,17 @@ class Unrunnable:
     """A package whose own interpreter lacks its runner: it could not run, and says how to
     install what it needs, without a process."""
 
-    def __init__(self, package: Package, runner: Runner, fix: str) -> None:
+    def __init__(self, package: Package, runner: Runner, fix: InstallCommand | None) -> None:
         self.package = package
         self.runner = runner
         self.fix = fix
 
     def poll(self) -> RunResult:
-        needs = f"needs {self.runner.install or self.runner.name}"
-        return RunResult(self.package, Verdict.COULD_NOT_RUN, 0.0, "", needs, hint=self.fix)
+        missing = Missing(self.runner.install or self.runner.argv[0])
+        return RunResult(
+            self.package, Verdict.COULD_NOT_RUN, 0.0, "", missing.note, hint=self.fix,
+            missing=missing,
+        )  # fmt: skip
 
     def wait_handle(self) -> int:
         return NOW

@@ -4,6 +4,7 @@ runner and which interpreter each package gets, and why; a run's start as values
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import fnmatch
 import os
@@ -283,16 +284,44 @@ def has_table(path: Path, table: str) -> bool:
 
 def pytest_config(package: Package, root: Path) -> str | None:
     """The nearest file from the package directory up to the root that configures pytest."""
+    found = pytest_config_file(package, root)
+    if found is None:
+        return None
+    path, table = found
+    where = path.relative_to(root).as_posix()
+    return f"{where} [{table}]" if table else where
+
+
+def pytest_config_file(package: Package, root: Path) -> tuple[Path, str] | None:
+    """That file, and the table in it that configures pytest (empty: the whole file)."""
     directory = package.path
     while True:
         for name, table in PYTEST_CONFIG:
             path = directory / name
             if path.is_file() and (not table or has_table(path, table)):
-                where = path.relative_to(root).as_posix()
-                return f"{where} [{table}]" if table else where
+                return path, table
         if directory == root or root not in directory.parents:
             return None
         directory = directory.parent
+
+
+def sets_testpaths(config: tuple[Path, str] | None) -> bool:
+    """Whether pytest's config sets ``testpaths``: then pytest itself decides where to look."""
+    if config is None:
+        return False
+    path, table = config
+    if path.suffix == ".toml":
+        data: Any = None
+        with contextlib.suppress(OSError, ValueError):
+            data = load_toml(path)
+        for key in table.split("."):
+            data = data.get(key) if isinstance(data, dict) else None
+        return isinstance(data, dict) and bool(data.get("testpaths"))
+    parser = configparser.RawConfigParser(strict=False)
+    with contextlib.suppress(OSError, configparser.Error, UnicodeDecodeError):
+        parser.read_string(path.read_text(encoding="utf-8"))
+    section = table or "pytest"
+    return parser.has_option(section, "testpaths") and bool(parser.get(section, "testpaths"))
 
 
 def package_python_files(package: Package) -> Iterable[str]:
@@ -425,7 +454,9 @@ def stale_choices(
     return [p for p in packages if p not in chosen or p in owners]
 
 
-def check_choices(choices: Mapping[Package, Choice], strict: bool = True) -> dict[Package, str]:
+def check_choices(
+    choices: Mapping[Package, Choice], strict: bool = True
+) -> dict[Package, InstallCommand | None]:
     """The runners missing for autotest's own interpreter (when ``strict``, at start): one
     line naming what is missing, for which packages, and how to install it.  A runner missing
     from a package's own virtualenv (or, later, from autotest's) stops nothing else: those
@@ -433,16 +464,16 @@ def check_choices(choices: Mapping[Package, Choice], strict: bool = True) -> dic
     users: dict[tuple[Runner, str], list[Package]] = {}
     for package, choice in sorted(choices.items(), key=lambda item: item[0].rel):
         users.setdefault((choice.runner, choice.python), []).append(package)
-    unrunnable: dict[Package, str] = {}
+    unrunnable: dict[Package, InstallCommand | None] = {}
     for (runner, python), packages in users.items():
         rels = [p.rel for p in packages]
         named = ", ".join(rels[:5]) + (f" and {len(rels) - 5} more" if len(rels) > 5 else "")
         try:
             check_runner(runner, python, f" (needed by {named})" if len(users) > 1 else "")
-        except UsageError as exc:
+        except UsageError:
             if strict and python == sys.executable:
                 raise
-            fix = f"{python} -m pip install {runner.install}" if runner.install else str(exc)
+            fix = install_into(python, [runner.install]) if runner.install else None
             unrunnable.update(dict.fromkeys(packages, fix))
     return unrunnable
 
@@ -457,14 +488,81 @@ TEST_REQUIREMENTS = (
 )  # fmt: skip
 
 
-def install_test_deps_command(package: Package, python: str) -> str:
+@dataclass(frozen=True)
+class InstallCommand:
+    """A command that installs something into one interpreter: the installer that works for it
+    (``installer``) and what to install (``args``).  Commands with the same installer combine
+    into one, so many packages' hints read as one line to paste."""
+
+    installer: tuple[str, ...]
+    args: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return shlex.join((*self.installer, *self.args))
+
+
+def combined(commands: Iterable[InstallCommand]) -> list[InstallCommand]:
+    """One command per installer, installing what each of ``commands`` does (each once), in
+    the order they came."""
+    by_installer: dict[tuple[str, ...], dict[tuple[str, ...], None]] = {}
+    for command in commands:
+        by_installer.setdefault(command.installer, {})[command.args] = None
+    return [
+        InstallCommand(into, tuple(arg for args in each for arg in args))
+        for into, each in by_installer.items()
+    ]
+
+
+GROUPS_PIP = (25, 1)  # the first pip whose ``install --group`` exists
+
+
+def pip_version(python: str) -> tuple[int, ...] | None:
+    """The version of pip ``python`` has, or None when it has none (a venv made by uv, or with
+    --without-pip), asked of the interpreter itself when it is not this one."""
+    code = "import importlib.metadata as m; print(m.version('pip'))"
+    try:
+        done = subprocess.run(
+            [python, "-I", "-c", code], capture_output=True, text=True, timeout=ASK_TIMEOUT,
+            cwd=tempfile.gettempdir(),
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    numbers = re.findall(r"\d+", done.stdout.split(".dev")[0])[:3]
+    return tuple(int(n) for n in numbers) if done.returncode == 0 and numbers else None
+
+
+def installer(python: str, pip: tuple[int, ...] | None) -> tuple[str, ...]:
+    """How to install into ``python``'s environment: its own pip where it has one, else uv's
+    pip interface (what made a venv without pip, most likely)."""
+    if pip is not None:
+        return (python, "-m", "pip", "install")
+    return ("uv", "pip", "install", "--python", python)
+
+
+def install_into(python: str, args: Sequence[str]) -> InstallCommand:
+    """``args`` installed into ``python``'s environment, by the installer that works for it."""
+    return InstallCommand(installer(python, pip_version(python)), tuple(args))
+
+
+def command_path(path: Path) -> str:
+    """A path as a command to paste here shows it: relative to the working directory when
+    inside it, else absolute."""
+    rel = os.path.relpath(path)
+    return str(path) if rel.startswith("..") else rel.replace(os.sep, "/")
+
+
+def install_test_deps_command(package: Package, python: str) -> InstallCommand | None:
     """The package's own way to install its test dependencies, as a command to paste here: a
-    test requirements file, a dependency group or a test extra; empty when it declares none."""
-    where = os.path.relpath(package.path)
-    where = str(package.path) if where.startswith("..") else where.replace(os.sep, "/")
+    test requirements file, a dependency group or a test extra; None when it declares none.
+    A group is named with ``--group`` where the installer knows it (uv, pip 25.1+), else its
+    requirements are listed."""
+    where = command_path(package.path)
+    pip = pip_version(python)
+    into = installer(python, pip)
     for name in TEST_REQUIREMENTS:
         if (package.path / name).is_file():
-            return f"{python} -m pip install -r {shlex.quote(f'{where}/{name}')}"
+            return InstallCommand(into, ("-r", f"{where}/{name}"))
     data: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):
         data = load_toml(package.path / "pyproject.toml") or {}
@@ -472,8 +570,23 @@ def install_test_deps_command(package: Package, python: str) -> str:
     extras = data.get("project", {}).get("optional-dependencies", {})
     for name in TEST_EXTRAS:
         if isinstance(groups, dict) and name in groups:
-            group = shlex.quote(f"{where}/pyproject.toml:{name}")
-            return f"{python} -m pip install --group {group}"
+            if pip is None or pip >= GROUPS_PIP:
+                return InstallCommand(into, ("--group", f"{where}/pyproject.toml:{name}"))
+            return InstallCommand(into, group_requirements(groups, name))
         if isinstance(extras, dict) and name in extras:
-            return f"{python} -m pip install -e {shlex.quote(f'{where}[{name}]')}"
-    return ""
+            return InstallCommand(into, ("-e", f"{where}[{name}]"))
+    return None
+
+
+def group_requirements(
+    groups: Mapping[str, Any], name: str, seen: frozenset[str] = frozenset()
+) -> tuple[str, ...]:
+    """The requirements of a dependency group (PEP 735), its ``include-group`` entries
+    followed (once each), for a pip that cannot read groups itself."""
+    found: list[str] = []
+    for entry in groups.get(name, ()) if name not in seen else ():
+        if isinstance(entry, str):
+            found.append(entry)
+        elif isinstance(entry, dict) and isinstance(entry.get("include-group"), str):
+            found += group_requirements(groups, entry["include-group"], seen | {name})
+    return tuple(dict.fromkeys(found))

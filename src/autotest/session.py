@@ -8,6 +8,7 @@ import contextlib
 import difflib
 import fnmatch
 import os
+import shlex
 import sys
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -22,15 +23,24 @@ from .discovery import PACKAGE_MARKERS, Package, discover, owner_of
 from .graph import DependencyGraph, dependency_graph
 from .handoff import ChangeSet
 from .ignore import IgnoreRules, glob_matches
-from .imports import KEEP_SCAN_FROM, ImportScan, provided_modules, scan_cache_file
+from .imports import (
+    KEEP_SCAN_FROM,
+    ImportScan,
+    module_in_sources,
+    provided_modules,
+    provider_of,
+    scan_cache_file,
+)
 from .intake import Intake
+from .junit import runner_report
 from .loop_guard import LoopGuard
 from .metadata import is_metadata_file, normalize_name, read_metadata
 from .options import Options, parse_options
 from .order import Step, cycle_order
-from .platform import Signals, can_notify, end_every_leftover, state_dir
+from .platform import Signals, can_notify, end_every_leftover, scripts_dir, state_dir
 from .report import Progress, Reporter, describe_changes, shown
 from .run import (
+    Missing,
     Needs,
     Run,
     RunResult,
@@ -44,17 +54,21 @@ from .runners import (
     BUILTIN_RUNNERS,
     PACKAGE_ENV,
     Choice,
+    InstallCommand,
     Runner,
     RunStart,
     check_choices,
     check_venvs,
     choose,
+    command_path,
+    install_into,
     install_test_deps_command,
     module_installed,
     name_filter_args,
     repository_interpreter,
     stale_choices,
 )
+from .selection import Selection, declared_selection
 from .toml_files import toml_reader_missing
 from .warm_policy import WarmPolicy, WarmPool
 from .watch_mode import WatchMode
@@ -302,6 +316,18 @@ def changes_given(options: Options, tree: PackageSet, reporter: Reporter) -> dic
     return changed
 
 
+def package_args(table: Sequence[tuple[str, str]]) -> list[tuple[str, tuple[str, ...]]]:
+    """The ``package-args`` setting's globs with their arguments, split as a shell would; a
+    value that does not split is bad input."""
+    split = []
+    for glob, args in table:
+        try:
+            split.append((glob, tuple(shlex.split(args))))
+        except ValueError as exc:
+            raise UsageError(f"package-args {glob!r}: {args!r}: {exc}") from None
+    return split
+
+
 class RunnerChoices:
     """Which runner and interpreter each package gets, and what follows for its runs: the
     command, the packages that cannot run here, the modules the repository provides."""
@@ -315,8 +341,10 @@ class RunnerChoices:
         self.tell = tell  # an interpreter the repository brings, named before it first runs
         self.told: set[tuple[str, str]] = set()
         self.by_package: dict[Package, Choice] = {}
-        self.unrunnable: dict[Package, str] = {}
-        self.provided: set[str] | None = None
+        self.selections: dict[Package, Selection] = {}
+        self.unrunnable: dict[Package, InstallCommand | None] = {}
+        self.provided: dict[str, Package] | None = None  # importable names to their packages
+        self.package_args = package_args(options.package_args)
         self.name_filter = ""  # the test-name filter (the key t)
         self.choose(None, strict=True)
 
@@ -340,6 +368,10 @@ class RunnerChoices:
         self.tell_interpreters(fresh.values())
         kept = {p: c for p, c in self.by_package.items() if p not in fresh}
         self.by_package = {p: fresh.get(p) or kept[p] for p in packages}
+        self.selections = {
+            p: self.selections[p] if p in kept else self.selection(p, self.by_package[p])
+            for p in packages
+        }
         if not options.plan:  # only the choices made again are checked again
             still = {p: fix for p, fix in self.unrunnable.items() if p in kept}
             self.unrunnable = {**still, **check_choices(fresh, strict)}
@@ -354,12 +386,22 @@ class RunnerChoices:
                 self.told.add((where, choice.python))
                 self.tell(where, choice.python)
 
+    def selection(self, package: Package, choice: Choice) -> Selection:
+        """Which of its tests a package runs: the ``package-args`` its glob gives it, else
+        (under pytest) the selection its project declares."""
+        for glob, args in self.package_args:
+            if glob_matches(package.rel, glob) or package.rel == glob:
+                return Selection(args, f"package-args {glob!r}")
+        if choice.runner.name != "pytest":
+            return Selection()
+        return declared_selection(package, self.options.root)
+
     def run_start(self, package: Package, extra: Sequence[str] = ()) -> RunStart:
         """The one answer to how a package's tests run: what --plan shows, and what runs
-        (with ``extra`` arguments after the runner arguments: JUnit's)."""
+        (the selection, then the runner arguments, then ``extra`` arguments: JUnit's)."""
         choice = self.by_package[package]
         named = name_filter_args(choice.runner, self.name_filter) if self.name_filter else None
-        args = (*self.options.runner_args, *(named or ()), *extra)
+        args = (*self.selections[package].args, *self.options.runner_args, *(named or ()), *extra)
         env = {
             **run_environment(choice.runner, pycache_dir(), choice.python),
             PACKAGE_ENV: str(package.path),
@@ -381,23 +423,36 @@ class RunnerChoices:
         """What --plan shows of a package's run."""
         start = self.run_start(package)
         interpreter = start.python if start.runner.module else None
-        return Command(start.runner.name, interpreter, tuple(start.argv))
+        source = self.selections[package].source
+        return Command(start.runner.name, interpreter, tuple(start.argv), source)
 
-    def unavailable(self, modules: Sequence[str], python: str) -> str | None:
-        """The first module a run missed that cannot be had here: not installed for its
-        interpreter and provided by no package of the repository.  None when any of them is
-        the repository's own (a sibling that no longer provides it is a plain failure)."""
+    def unavailable(self, modules: Sequence[str], python: str) -> Missing | None:
+        """The first module a run missed that cannot be had here: one a package of the
+        repository provides but that is not installed for the run's interpreter (with that
+        package), or one neither installed nor provided by any package.  None when it is the
+        repository's own and importable, or no longer in its sources (removed or renamed by a
+        change): a plain failure."""
         if self.provided is None:
-            packages = self.tree.packages
-            self.provided = {m for p in packages for m in provided_modules(p)}
-            self.provided |= {read_metadata(p).name.replace("-", "_") for p in packages}
+            self.provided = {
+                name: p
+                for p in self.tree.packages
+                for name in (*provided_modules(p), read_metadata(p).name.replace("-", "_"))
+            }
         for module in modules:
-            if any(
-                module == p or module.startswith(p + ".") or p.startswith(module + ".")
-                for p in self.provided
-            ):
+            provider = provider_of(module, self.provided)
+            if provider is None:
+                continue
+            if not module_in_sources(provider, module) or module_installed(python, module):
                 return None
-        return next((m for m in modules if not module_installed(python, m)), None)
+            return Missing(module, provider.rel, self.environment_of(python))
+        missing = next((m for m in modules if not module_installed(python, m)), None)
+        return Missing(missing) if missing else None
+
+    def environment_of(self, python: str) -> str:
+        """The environment of an interpreter, relative to the root when inside it."""
+        prefix = sys.prefix if python == sys.executable else os.path.dirname(scripts_dir(python))
+        rel = os.path.relpath(prefix, self.options.root)
+        return prefix if rel.startswith("..") else rel.replace(os.sep, "/")
 
 
 @dataclass(frozen=True)
@@ -462,18 +517,22 @@ class CycleRuns:
         choice = choices[package]
         if package in choices.unrunnable:
             return Unrunnable(package, choice.runner, choices.unrunnable[package])
-        start = choices.run_start(package, self.ci.run_args(choice.runner.name, package))
+        report = runner_report(choice.runner.name)
+        start = choices.run_start(package, report.args if report else ())
         saved = self.saved_dir and self.saved_dir / (package.rel.replace("/", "__") + ".log")
         needs = Needs(
             lambda modules: choices.unavailable(modules, choice.python),
             lambda: install_test_deps_command(package, choice.python),
+            lambda missing: install_into(
+                choice.python, ["-e", command_path(self.choices.options.root / missing.provider)]
+            ),
         )
         launcher = self.warm_policy.forking_launcher(package)
         if launcher is not None:
             launcher.wait_ready(choice.runner, choice.python)
         confirm = package not in self.failed  # a new failure, if forked, is confirmed cold
         with self.signals.deferred():
-            run = Run(start, self.limits.timeout, launcher, saved, needs, confirm)
+            run = Run(start, self.limits.timeout, launcher, saved, needs, confirm, report)
             self.live.append(run)
         self.progress.started(package)
         return run
@@ -619,6 +678,8 @@ class Session:
         if self.options.explain:
             self.reporter.explain(steps)
             self.reporter.explain_choices({s.package: self.choices[s.package] for s in steps})
+            selections = self.choices.selections
+            self.reporter.explain_selections({s.package: selections[s.package] for s in steps})
         if self.pool is not None and self.warm_policy.launcher is not None:  # warms up meanwhile
             chosen = [self.choices[s.package] for s in steps]
             changed_first = [self.choices[p].python for p in owners if p in self.choices]
@@ -751,7 +812,6 @@ class Session:
         self.runs.end_runs()
         self.warm_policy.close()
         end_every_leftover()
-        self.ci.close()
         self.tree.save()
 
 
@@ -792,6 +852,7 @@ def run_session(
             raise UsageError(missing)
         options = parse_options(argv)
         reporter.configure(options.root, options.full_output, notices_to_stderr=options.plan)
+        reporter.verbose = options.explain
         ci = options.plan or options.affected or options.shard
         session = (CiSession if ci else Session)(options, reporter, signals)
         sessions.append(session)
