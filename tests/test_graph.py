@@ -649,7 +649,7 @@ def test_a_subset_watch_runs_the_watched_users_of_a_change_outside_it_and_nothin
     assert w.lines[second - 1].startswith("the 1 package passed"), w.output
     assert [line.split()[0] for line in w.lines[first:second] if "  ok " in line] == ["apps/web"]
     edit(repo.path / "libs/other/src/acme_other/__init__.py")  # no watched package uses it
-    w.wait_for(r"^changed: libs/other/src/acme_other/__init__\.py: no package watched uses it; "
+    w.wait_for(r"^changed: libs/other/src/acme_other/__init__\.py: no package tested uses it; "
                r"nothing to test$", start=second)  # fmt: skip
     edit(repo.path / "apps/web/src/acme_web/__init__.py")
     third = w.wait_cycles(3)

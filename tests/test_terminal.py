@@ -359,7 +359,7 @@ def test_p_filters_packages_runs_them_at_once_and_c_clears_it(repo: Repo, termin
     t.read_until(r"testing the 1 package[\s\S]*libs/beta [^\n]*ok[\s\S]*\[p\] packages: beta")
     before = t.text.count("libs/alpha ")
     repo.write("libs/alpha/acme_alpha/__init__.py", "VALUE = 2\n")  # outside the filter
-    t.read_until(r"no package watched uses it; nothing to test")
+    t.read_until(r"no package tested uses it; nothing to test")
     repo.write("libs/beta/acme_beta/__init__.py", "VALUE = 2\n")
     t.read_until(r"changed: libs/beta/acme_beta/__init__\.py[\s\S]*the 1 package passed")
     assert t.text.count("libs/alpha ") == before, "the filter holds"

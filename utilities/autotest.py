@@ -7285,7 +7285,7 @@ class Reporter(KeyNotices):
 
     def nothing_watched_uses(self, changes: str) -> None:
         """A change outside the packages watched, which none of them uses."""
-        self.say(self.paint(f"{changes}: no package watched uses it; nothing to test", "dim"))
+        self.say(self.paint(f"{changes}: no package tested uses it; nothing to test", "dim"))
 
     def no_failed(self) -> None:
         self.say("no failed packages")
@@ -7401,7 +7401,9 @@ class Reporter(KeyNotices):
             self.say(f"{self.paint(ran, 'ok')}; {unable} {took}")
         else:
             everything = f"{every(passed)} passed"
-            self.say(f"{self.paint(everything, 'ok')} {took}")
+            unmatched = sum(r.verdict is Verdict.NO_MATCH for r in outcome.results)
+            none = f" ({unmatched} with no test matching the filter)" if unmatched else ""
+            self.say(f"{self.paint(everything, 'ok')}{none} {took}")
 
     # CI: narrowed cycles, the plan, the report.
 
