@@ -197,7 +197,7 @@ def test_a_temporary_directory_too_full_for_a_runs_output_is_said_and_is_no_fail
     assert any(line.startswith("loud   could not run") for line in lines), done.stdout
     assert any(line.startswith("quiet  ok") for line in lines), done.stdout
     assert (
-        f"  autotest could not write the run's output in {tmp} (No space left on device), so "
+        f"  autotest could not write loud's output in {tmp} (No space left on device), so "
         "the run says nothing of the tests; free room there, or set TMPDIR to a directory with "
         "room"
     ) in lines
