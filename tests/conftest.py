@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,6 +49,23 @@ def discovered(root: Path) -> tuple[list[Any], list[str]]:
     """The packages found below ``root``, and the directories that could not be read."""
     found = load_autotest().discover(root)
     return list(found.packages), list(found.unreadable)
+
+
+def bare_venv(venv: Path) -> Path:
+    """A virtualenv with nothing installed, its interpreter returned; below Python 3.11 it gets
+    tomli alone (copied in: pure Python), without which autotest cannot read pyproject.toml."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    if sys.version_info < (3, 11):
+        spec = importlib.util.find_spec("tomli")
+        assert spec is not None and spec.submodule_search_locations, "tomli is installed here"
+        source = Path(next(iter(spec.submodule_search_locations)))
+        site = subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        shutil.copytree(source, Path(site) / "tomli")
+    return python
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -27,6 +27,7 @@ from conftest import (
     ROOT,
     Repo,
     Watch,
+    bare_venv,
     clean_env,
     default_signals,
     load_autotest,
@@ -643,9 +644,7 @@ def test_plan_shows_a_command_runner_without_an_interpreter(repo: Repo, tmp_path
 
 def test_plan_needs_neither_the_runner_nor_watchdog(repo: Repo, tmp_path: Path) -> None:
     """The README's plan job installs nothing but Python."""
-    venv = tmp_path / "bare"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = str(venv / "bin" / "python")
+    python = str(bare_venv(tmp_path / "bare"))
     assert subprocess.run([python, "-c", "import nose"], capture_output=True).returncode
     monorepo(repo)
     done = subprocess.run(

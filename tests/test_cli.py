@@ -24,6 +24,7 @@ from conftest import (
     PASSING_TEST,
     Repo,
     Watch,
+    bare_venv,
     clean_env,
     run_autotest,
     wait_until,
@@ -190,11 +191,7 @@ def second_cycle(
 @pytest.fixture(scope="session")
 def bare_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An interpreter with nothing installed: neither nose nor watchdog."""
-    venv = tmp_path_factory.mktemp("bare") / "venv"
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
-    )
-    python = venv / "bin" / "python"
+    python = bare_venv(tmp_path_factory.mktemp("bare") / "venv")
     for module in ("nose", "watchdog"):
         probe = subprocess.run(
             [str(python), "-c", f"import {module}"], capture_output=True, env=clean_env()
