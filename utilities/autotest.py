@@ -5205,12 +5205,13 @@ class WarmLauncher:
         return self.spare.preloaded if self.spare is not None else ()
 
     def launch(self, start: RunStart, out: IO[bytes]) -> WarmProcess | None:
-        """Fork the run; None when it has to start cold."""
+        """Fork the run; None when it has to start cold.  It never waits for the warm
+        interpreter (the caller did, in ``wait_ready``): it runs while signals are held, so
+        that no run is left behind, and Ctrl+C must not wait on an interpreter's start."""
         if (start.runner, start.python) != (self.runner, self.python):
             return None
-        self.wait_ready()
         server = self.spare
-        if server is None or not server.alive:
+        if server is None or not server.alive or not server.is_ready(0.0):
             return None
         report = tempfile.TemporaryFile() if self.learned is not None else None  # noqa: SIM115
         request = json.dumps(
