@@ -15,7 +15,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_events import TARGET, cycle, needs_git, sentinel, started, verdicts
+from test_events import (  # nose's bytecode in one cache for the module, as there
+    TARGET,
+    compiled_once,  # noqa: F401 (an autouse fixture)
+    cycle,
+    needs_git,
+    sentinel,
+    shared_pycache,  # noqa: F401 (the fixture it uses)
+    started,
+    verdicts,
+)
 
 from conftest import (
     FAILING_TEST,
@@ -27,18 +36,6 @@ from conftest import (
     load_autotest,
     wait_until,
 )
-
-
-@pytest.fixture(scope="module")
-def shared_pycache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("pycache")
-
-
-@pytest.fixture(autouse=True)
-def compiled_once(shared_pycache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """nose's bytecode in one cache for the module, as in test_events."""
-    monkeypatch.setenv("PYTHONPYCACHEPREFIX", str(shared_pycache))
-
 
 # ---------------------------------------------------------------------------------------------
 # 1. No stale code, whatever the interpreter
