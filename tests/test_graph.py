@@ -268,7 +268,8 @@ def test_the_import_scan_reads_a_file_again_only_when_it_changed(tmp_path: Path)
     [
         (b"import a.b as c, d\n", {"a.b", "d"}),
         (b"from a.b import (c,\n    d as e)\n", {"a.b", "a.b.c", "a.b.d"}),
-        (b"from . import x\nfrom .y import z\n", set()),
+        (b"from . import x\nfrom .y import z\n", {".", ".x", ".y", ".y.z"}),
+        (b"m = importlib.import_module('a.b')\n", {"a.b"}),
         (b"def f():\n    from q import r  # late\n", {"q", "q.r"}),
         (b"x = (" * 200_000 + b"\nimport still_found\n", {"still_found"}),
     ],

@@ -2300,6 +2300,7 @@ import re
 import tempfile
 import zlib
 from collections.abc import Container, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 # from .discovery import EXAMPLE_NAME, MAX_SCANNED_BYTES, TEST_DIR_NAMES, Package
@@ -2371,34 +2372,75 @@ IMPORT_STATEMENT = re.compile(
 )
 
 
+# ``importlib.import_module(name)`` or ``__import__(name)`` whose name is not one literal: what
+# it imports cannot be read from the source, so a file holding one may import anything.
+DYNAMIC_IMPORT = re.compile(rb"\b(?:import_module|__import__)\(\s*(?!['\"][\w.]+['\"]\s*[,)])")
+
+
+LITERAL_IMPORT = re.compile(rb"\bimport_module\(\s*['\"]([\w.]+)['\"]\s*\)")
+
+
+def joined(base: str, name: str) -> str:
+    return base + name if base.endswith(".") else f"{base}.{name}"
+
+
 def imports_in(source: bytes, wanted: Container[str] | None = None) -> frozenset[str]:
-    """Every absolute dotted name a source imports (``from a import b`` gives a and a.b) whose
+    """Every dotted name a source imports (``from a import b`` gives a and a.b) whose
     top-level name is ``wanted`` (all when None): most imports are of the standard library or
-    third parties, and dropping them early halves the scan."""
+    third parties, and dropping them early halves the scan.  Relative imports come as they are
+    written (``from .m import f`` gives .m and .m.f): what they name depends on the module."""
     imported: set[str] = set()
     for module, names, plain in IMPORT_STATEMENT.findall(source):
-        if module and not module.startswith(b"."):
+        if module:
             base = module.decode("ascii", "replace")
-            if wanted is not None and base.partition(".")[0] not in wanted:
+            relative = base.startswith(".")
+            if not relative and wanted is not None and base.partition(".")[0] not in wanted:
                 continue
             imported.add(base)
             for item in names.strip(b"()\\ \t").split(b","):
                 word = item.split()[:1]
                 if word and word[0] != b"*":
-                    imported.add(f"{base}.{word[0].decode('ascii', 'replace')}")
+                    imported.add(joined(base, word[0].decode("ascii", "replace")))
         for item in plain.split(b","):
             word = item.split()[:1]
             name = word[0].decode("ascii", "replace") if word else ""
             if name and (wanted is None or name.partition(".")[0] in wanted):
                 imported.add(name)
+    for literal in LITERAL_IMPORT.findall(source):
+        name = literal.decode("ascii", "replace")
+        if wanted is None or name.partition(".")[0] in wanted:
+            imported.add(name)
     return frozenset(imported)
+
+
+def imports_dynamically(source: bytes) -> bool:
+    """Whether a source imports a module whose name it computes: it may import any module."""
+    return DYNAMIC_IMPORT.search(source) is not None
+
+
+def absolute_imports(names: Iterable[str], module: str, is_package: bool) -> set[str]:
+    """The imported names of module ``module`` (an ``__init__.py`` when ``is_package``), with
+    its relative imports resolved: ``.m`` in ``big.sub.x`` is ``big.sub.m``."""
+    here = module.split(".") if is_package else module.split(".")[:-1]
+    found = set()
+    for name in names:
+        if not name.startswith("."):
+            found.add(name)
+            continue
+        rest = name.lstrip(".")
+        up = len(name) - len(rest) - 1
+        if up > len(here) or (up == len(here) and not rest):
+            continue
+        parts = here[: len(here) - up] + ([rest] if rest else [])
+        found.add(".".join(p for p in parts if p))
+    return found
 
 
 def is_test_module(name: str) -> bool:
     return name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py"
 
 
-SCAN_CACHE_VERSION = 1
+SCAN_CACHE_VERSION = 2
 
 
 KEEP_SCAN_FROM = 1000  # Python files; a smaller tree is read again faster than a cache is
@@ -2412,6 +2454,22 @@ def scan_cache_file(root: Path) -> str | None:
     return None if path is None else str(path)
 
 
+@dataclass(frozen=True)
+class ScannedFile:
+    """One Python file as the scan read it: when (mtime, size), what it imports, and whether
+    it imports a module whose name it computes."""
+
+    mtime: int
+    size: int
+    names: frozenset[str]
+    dynamic: bool
+
+
+def absolute_only(names: Iterable[str]) -> set[str]:
+    """A package's imports of other packages are absolute; its relative ones stay inside."""
+    return {name for name in names if not name.startswith(".")}
+
+
 class ImportScan:
     """What each Python file imports of the ``wanted`` top-level modules (the packages'),
     kept by (mtime, size), and what each package imports, kept until a path inside it
@@ -2421,7 +2479,7 @@ class ImportScan:
     def __init__(self, device: int | None = None) -> None:
         self.device = device  # the root's file system: the scan stays on it (None: crosses)
         self.wanted: frozenset[str] | None = None  # None: every module
-        self.files: dict[str, tuple[int, int, frozenset[str]]] = {}
+        self.files: dict[str, ScannedFile] = {}
         self.packages: dict[Path, dict[str, set[str]]] = {}
         self.changed = False
         self.looked_up: set[str] = set()  # only these are kept: the others are gone
@@ -2444,7 +2502,10 @@ class ImportScan:
             if data["version"] == SCAN_CACHE_VERSION:
                 wanted = data["wanted"]
                 self.wanted = None if wanted is None else frozenset(wanted)
-                self.files = {p: (m, s, frozenset(n)) for p, (m, s, n) in data["files"].items()}
+                self.files = {
+                    p: ScannedFile(m, s, frozenset(n), bool(d))
+                    for p, (m, s, n, d) in data["files"].items()
+                }
 
     def save(self, path: str | None) -> None:
         """Keep what was read for the next run, in one atomic write (0600), if anything
@@ -2455,7 +2516,9 @@ class ImportScan:
             "version": SCAN_CACHE_VERSION,
             "wanted": None if self.wanted is None else sorted(self.wanted),
             "files": {
-                p: (m, s, sorted(n)) for p, (m, s, n) in self.files.items() if p in self.looked_up
+                p: (f.mtime, f.size, sorted(f.names), f.dynamic)
+                for p, f in self.files.items()
+                if p in self.looked_up
             },
         }
         with contextlib.suppress(OSError):
@@ -2476,13 +2539,17 @@ class ImportScan:
 
     def imports(self, path: str) -> frozenset[str]:
         """What the file imports: from the cache while its mtime and size are unchanged."""
+        return self.scanned(path).names
+
+    def scanned(self, path: str) -> ScannedFile:
+        """The file as last read (an unreadable one imports nothing)."""
         self.looked_up.add(path)
         known = self.files.get(path)
         try:
             if known is not None:
                 stat = os.stat(path)
-                if known[:2] == (stat.st_mtime_ns, stat.st_size):
-                    return known[2]
+                if (known.mtime, known.size) == (stat.st_mtime_ns, stat.st_size):
+                    return known
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))  # half open()'s cost
             try:
                 stat = os.fstat(fd)
@@ -2490,12 +2557,13 @@ class ImportScan:
                 source = b"" if big else os.read(fd, stat.st_size + 1)
             finally:
                 os.close(fd)
-            imported = imports_in(source, self.wanted) if source else frozenset()
         except OSError:
-            return frozenset()
-        self.files[path] = (stat.st_mtime_ns, stat.st_size, imported)
+            return ScannedFile(0, 0, frozenset(), False)
+        imported = imports_in(source, self.wanted) if source else frozenset()
+        found = ScannedFile(stat.st_mtime_ns, stat.st_size, imported, imports_dynamically(source))
+        self.files[path] = found
         self.changed = True
-        return imported
+        return found
 
     def package_imports(self, package: Package, others: Iterable[str]) -> dict[str, set[str]]:
         """The names the package's code imports (``code``) and its tests import (``tests``),
@@ -2517,7 +2585,7 @@ class ImportScan:
             for name in filenames:
                 if name.endswith(".py"):
                     found = tests if inside_tests or is_test_module(name) else code
-                    found |= self.imports(os.path.join(directory, name))
+                    found |= absolute_only(self.imports(os.path.join(directory, name)))
         self.packages[package.path] = {"code": code, "tests": tests}
         return self.packages[package.path]
 
@@ -4166,23 +4234,31 @@ def pytest_config_file(package: Package, root: Path) -> tuple[Path, str] | None:
         directory = directory.parent
 
 
-def sets_testpaths(config: tuple[Path, str] | None) -> bool:
-    """Whether pytest's config sets ``testpaths``: then pytest itself decides where to look."""
+def pytest_setting(config: tuple[Path, str] | None, key: str) -> tuple[str, ...]:
+    """The words of a pytest setting in its config (none when it is not set)."""
     if config is None:
-        return False
+        return ()
     path, table = config
     if path.suffix == ".toml":
         data: Any = None
         with contextlib.suppress(OSError, ValueError):
             data = load_toml(path)
-        for key in table.split("."):
-            data = data.get(key) if isinstance(data, dict) else None
-        return isinstance(data, dict) and bool(data.get("testpaths"))
+        for name in table.split("."):
+            data = data.get(name) if isinstance(data, dict) else None
+        value = data.get(key) if isinstance(data, dict) else None
+        if isinstance(value, str):
+            return tuple(value.split())
+        return tuple(str(v) for v in value) if isinstance(value, list) else ()
     parser = configparser.RawConfigParser(strict=False)
     with contextlib.suppress(OSError, configparser.Error, UnicodeDecodeError):
         parser.read_string(path.read_text(encoding="utf-8"))
     section = table or "pytest"
-    return parser.has_option(section, "testpaths") and bool(parser.get(section, "testpaths"))
+    return tuple(parser.get(section, key).split()) if parser.has_option(section, key) else ()
+
+
+def sets_testpaths(config: tuple[Path, str] | None) -> bool:
+    """Whether pytest's config sets ``testpaths``: then pytest itself decides where to look."""
+    return bool(pytest_setting(config, "testpaths"))
 
 
 def package_python_files(package: Package) -> Iterable[str]:
@@ -5391,6 +5467,18 @@ def runner_cases(runner_xml: bytes | None) -> list[ET.Element]:
     return list(root.iter("testcase"))
 
 
+def joined_reports(*reports: bytes) -> bytes:
+    """One report of the cases of several (the stages of one run), or the one that holds any."""
+    held = [r for r in reports if runner_cases(r)]
+    if len(held) < 2:
+        return held[0] if held else b""
+    joined = ET.Element("testsuites")
+    for report in held:
+        root = ET.fromstring(report)
+        joined.extend([root] if root.tag == "testsuite" else list(root))
+    return ET.tostring(joined)
+
+
 @dataclass(frozen=True)
 class FailingTest:
     """One failing (or erroring) test as its runner reported it: its name, the file and line
@@ -5965,6 +6053,523 @@ NOSE_CANNOT_RUN = (
 )
 
 
+# ==================== src/autotest/stages.py ======================================================
+"""Inside a package, the tests a save concerns run first.
+
+A run of a package whose modules changed (or the modules of packages it uses) goes in two
+stages: first its test modules that import a changed module, directly or through other modules
+of the repository, and those holding the tests that failed in its last run; then the rest.  A
+failure in the first stage is the package's verdict at once; it is ``ok`` only once both have
+run.  What cannot be traced runs the whole package in one stage: a ``conftest.py``, anything
+that is not Python (configuration, metadata, data), the first run after start, a runner that
+cannot select.  A module that imports by computed name (``importlib.import_module(name)``) may
+import anything, so it counts as importing every change.
+
+The decisions (``stage_plan`` and what it calls) are pure functions of the values gathered by
+``package_tests``; ``StagedRun`` runs the two stages one after the other as one run.
+"""
+
+# from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Protocol
+
+# from .basics import Verdict
+# from .discovery import Package, owner_of
+# from .imports import ImportScan, absolute_imports, is_test_module
+# from .junit import FailingTest, joined_reports
+# from .run import RunResult
+# from .runners import Runner, package_python_files, pytest_config_file, pytest_setting
+# from .selection import Selection
+
+
+@dataclass(frozen=True)
+class Module:
+    """A Python file of the repository as the staging sees it: its dotted name, what it
+    imports (relative imports resolved), whether it imports by computed names."""
+
+    path: str
+    name: str
+    imports: frozenset[str]
+    dynamic: bool
+
+
+@dataclass(frozen=True)
+class PackageTests:
+    """A package's test modules as its runner selects them (paths relative to the package),
+    and where pytest's node ids start; ``untraceable`` says why they cannot be told apart."""
+
+    package: Package
+    tests: tuple[str, ...]
+    rootdir: Path
+    untraceable: str = ""
+
+
+@dataclass(frozen=True)
+class Reach:
+    """What a cycle's change reaches, read once per cycle: each module of the packages it may
+    reach that imports a changed module, with the chain of imports that leads there."""
+
+    chains: Mapping[str, tuple[str, ...]]
+    files: Mapping[Package, tuple[str, ...]]  # the Python files of those packages
+
+
+@dataclass(frozen=True)
+class FirstTest:
+    """One test module of the first stage (relative to the package), and why it is there;
+    ``test`` names the test that failed last run when only it runs first."""
+
+    module: str
+    why: str
+    test: str = ""
+
+    def __str__(self) -> str:
+        return f"{pytest_node_id(self.module, self.test) if self.test else self.module} {self.why}"
+
+
+@dataclass(frozen=True)
+class Stages:
+    """The runner arguments (the selection's, narrowed or widened) of the two stages.  With
+    ``rest_repeats`` the runner cannot leave out what ran first, so the second stage runs every
+    test of the package again."""
+
+    first: tuple[str, ...]
+    rest: tuple[str, ...]
+    tests: tuple[FirstTest, ...]
+    out_of: int  # the package's test modules
+    rest_repeats: bool = False
+
+    @property
+    def summary(self) -> str:
+        """``first stage: 1 of 30 test modules``, as the status line and -v say it."""
+        return f"first stage: {len(self.tests)} of {self.out_of} test modules"
+
+
+@dataclass(frozen=True)
+class OneStage:
+    """The whole package in one run, and why (empty when there is nothing to say: no change,
+    a runner that runs whole packages)."""
+
+    why: str = ""
+
+
+def module_name(path: str, package: Package) -> str:
+    """The dotted name ``path`` is imported by: below ``src/`` in a src layout, else below the
+    package directory (``big.m23``, ``tests.test_m23``; a package's ``__init__.py`` is the
+    package)."""
+    src = package.path / "src"
+    base = src if path.startswith(str(src) + os.sep) else package.path
+    rel = os.path.relpath(path, base)[: -len(".py")]
+    parts = rel.split(os.sep)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def prefixes(name: str) -> list[str]:
+    """``a``, ``a.b``, ``a.b.c`` of ``a.b.c``: every module importing it runs."""
+    parts = name.split(".")
+    return [".".join(parts[:end]) for end in range(1, len(parts) + 1)]
+
+
+def reached_by(changed: Collection[str], modules: Sequence[Module]) -> dict[str, tuple[str, ...]]:
+    """Every module that imports a changed one, directly or through others, each with the chain
+    of names that leads there (empty for a changed module itself; ending in ``*`` through one
+    that imports by computed names, which may import anything)."""
+    importers: dict[str, list[Module]] = {}
+    for module in modules:
+        for prefix in {p for name in module.imports for p in prefixes(name)}:
+            importers.setdefault(prefix, []).append(module)
+    chains: dict[str, tuple[str, ...]] = {m: () for m in changed}
+    if changed:
+        chains.update({m.name: ("*",) for m in modules if m.dynamic and m.name not in chains})
+    pending = list(chains)
+    while pending:
+        reached = pending.pop(0)
+        for module in importers.get(reached, ()):
+            if module.name not in chains:
+                chains[module.name] = (reached, *chains[reached])
+                pending.append(module.name)
+    return chains
+
+
+def chain_text(chain: tuple[str, ...]) -> str:
+    """``imports big.m23``; ``imports big.util, which imports big.m23``."""
+    if not chain:
+        return "changed"
+    if chain == ("*",):
+        return "imports modules by computed names"
+    said = "imports " + ", which imports ".join(n for n in chain if n != "*")
+    return said + (", which imports modules by computed names" if chain[-1] == "*" else "")
+
+
+@dataclass(frozen=True)
+class Change:
+    """What staging knows of a cycle's change: the changed paths, and the dotted names of the
+    changed Python modules of the repository."""
+
+    paths: tuple[str, ...] = ()
+    modules: frozenset[str] = frozenset()
+    untraceable: str = ""  # a changed path that can only be run whole, and why
+
+
+def change_of(paths: Iterable[str], packages: Sequence[Package], root: Path) -> Change:
+    """The change as staging sees it: the modules changed, or the path that runs whole."""
+    paths = tuple(paths)
+    modules = set()
+    for path in paths:
+        rel = os.path.relpath(path, root).replace(os.sep, "/")
+        name = os.path.basename(path)
+        if name == "conftest.py":
+            return Change(paths, frozenset(), f"{rel} changed (a conftest.py)")
+        if not name.endswith(".py") or name == "setup.py":
+            return Change(paths, frozenset(), f"{rel} changed (not a module)")
+        owner = owner_of(path, packages)
+        if owner is not None:
+            modules.add(module_name(path, owner))
+    return Change(paths, frozenset(modules))
+
+
+@dataclass(frozen=True)
+class History:
+    """What staging remembers of a package's last run: the tests that failed in it."""
+
+    failed: tuple[FailingTest, ...] = ()
+
+
+def failed_files(failed: Iterable[FailingTest], tests: Sequence[str]) -> dict[str, str]:
+    """The test modules (of ``tests``) holding the tests that failed, each with one of their
+    ids: a report names a test by its module's dotted name, from wherever the runner's root
+    is (``tests.test_a.TestX.test_y`` or ``libs.pkg.tests.test_a.TestX.test_y``)."""
+    by_name = {t[: -len(".py")].replace("/", "."): t for t in tests}
+    found: dict[str, str] = {}
+    for test in failed:
+        hits = [n for n in by_name if test.name.startswith(n + ".") or f".{n}." in test.name]
+        if hits:
+            name = max(hits, key=len)
+            rest = test.name[test.name.index(name + ".") + len(name) + 1 :]
+            found.setdefault(by_name[name], rest)
+    return found
+
+
+def pytest_node_id(file: str, rest: str) -> str:
+    """``tests/test_a.py::TestX::test_y[a.b]`` from the module's file and the report's rest."""
+    parts: list[str] = []
+    depth, word = 0, ""
+    for char in rest:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "." and depth == 0:
+            parts.append(word)
+            word = ""
+        else:
+            word += char
+    return "::".join([file, *parts, word])
+
+
+def selection_parts(args: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """A pytest selection's positional paths, its options (with their values) and its
+    ``--ignore`` paths."""
+    paths: list[str] = []
+    options: list[str] = []
+    ignored: list[str] = []
+    rest = list(args)
+    while rest:
+        arg = rest.pop(0)
+        if arg in ("-m", "-k", "--ignore", "--ignore-glob", "--deselect", "-p") and rest:
+            value = rest.pop(0)
+            options += [arg, value]
+            if arg == "--ignore":
+                ignored.append(value)
+        elif arg.startswith("-"):
+            options.append(arg)
+            if arg.startswith("--ignore="):
+                ignored.append(arg.partition("=")[2])
+        else:
+            paths.append(arg)
+    return paths, options, ignored
+
+
+NOSE_IGNORED = (r"^\.", r"^_", r"^setup\.py$")  # nose's own, which -I replaces
+
+
+def first_tests(found: PackageTests, reach: Reach, failed: Mapping[str, str]) -> list[FirstTest]:
+    """The first stage's test modules: those holding a test that failed last time (that test
+    alone, unless the module also imports a change), then those that import a changed
+    module."""
+    tests = found.tests
+    chains = reach.chains
+    names = {t: module_name(str(found.package.path / t), found.package) for t in tests}
+    reaching = {t: chains[names[t]] for t in tests if names[t] in chains}
+    first = [
+        FirstTest(t, f"failed last run, {chain_text(reaching[t])}")
+        if t in reaching
+        else FirstTest(t, "failed last run", failed[t])
+        for t in tests
+        if t in failed
+    ]
+    first += [FirstTest(t, chain_text(c)) for t, c in reaching.items() if t not in failed]
+    return first
+
+
+def whole_run(runner: Runner, change: Change, history: History | None) -> OneStage | None:
+    """Why a package runs whole whatever its tests import, if it does: a runner that runs
+    whole packages, no change (a first cycle, a key), a change that cannot be traced, no run
+    yet to learn from (``history`` None)."""
+    if runner.module is None or not change.paths:
+        return OneStage()
+    if change.untraceable:
+        return OneStage(change.untraceable)
+    if history is None:
+        return OneStage("its first run since autotest started")
+    return None
+
+
+def stage_plan(
+    runner: Runner, selection: Selection, found: PackageTests, reach: Reach, history: History
+) -> Stages | OneStage:
+    """How a package's run goes, given what its change reaches: in two stages, or whole, and
+    why."""
+    if found.untraceable:
+        return OneStage(found.untraceable)
+    tests = found.tests
+    if not tests:
+        return OneStage("no test modules to choose from")
+    failed = failed_files(history.failed, tests)
+    first = first_tests(found, reach, failed)
+    if not first:
+        return OneStage("nothing in its tests imports the change")
+    if len(first) == len(tests):
+        return OneStage("every test module imports the change")
+    build = STAGE_ARGS.get(runner.name)
+    if build is None:
+        return OneStage()
+    return build(selection.args, found, first)
+
+
+def pytest_stages(
+    args: Sequence[str], found: PackageTests, first: Sequence[FirstTest]
+) -> Stages | OneStage:
+    """pytest: the first stage names its test modules, and failed tests by id; the second
+    ignores those modules and deselects those ids (whose ids start at pytest's rootdir)."""
+    paths, options, _ = selection_parts(args)
+    prefix = os.path.relpath(found.package.path, found.rootdir).replace(os.sep, "/")
+    named = [pytest_node_id(t.module, t.test) if t.test else t.module for t in first]
+    rest = [*paths, *options]
+    for test, name in zip(first, named):
+        rooted = name if prefix == "." else f"{prefix}/{name}"
+        rest.append(f"--deselect={rooted}" if test.test else f"--ignore={name}")
+    return Stages((*options, *named), tuple(rest), tuple(first), len(found.tests))
+
+
+def nose_stages(
+    args: Sequence[str], found: PackageTests, first: Sequence[FirstTest]
+) -> Stages | OneStage:
+    """nose: the first stage names its test modules; the second leaves them out by name
+    (``-I``, with nose's own patterns, which it replaces), so names must be unique."""
+    if args:
+        return OneStage("its runner arguments select the tests")
+    chosen = [t.module for t in first]
+    basenames = [os.path.basename(t) for t in chosen]
+    others = {os.path.basename(t) for t in found.tests if t not in chosen}
+    if others & set(basenames):
+        return OneStage("a test module of the first stage shares its name with another")
+    ignore = [*NOSE_IGNORED, *(f"^{re.escape(b)}$" for b in basenames)]
+    rest = tuple(arg for pattern in ignore for arg in ("-I", pattern))
+    modules = tuple(replace(t, test="") for t in first)
+    return Stages(tuple(chosen), rest, modules, len(found.tests))
+
+
+def dotted_stages(
+    args: Sequence[str], found: PackageTests, first: Sequence[FirstTest], unittest: bool = False
+) -> Stages | OneStage:
+    """unittest and nose2 take test modules by dotted name (unittest's discovery, by name
+    pattern), but cannot leave any out: the second stage runs the whole package again."""
+    if args:
+        return OneStage("its runner arguments select the tests")
+    names = [t.module[: -len(".py")].replace("/", ".") for t in first]
+    chosen = tuple(a for n in names for a in ("-k", f"{n}.*")) if unittest else tuple(names)
+    modules = tuple(replace(t, test="") for t in first)
+    return Stages(chosen, (), modules, len(found.tests), rest_repeats=True)
+
+
+STAGE_ARGS: dict[str, Callable[..., Stages | OneStage]] = {
+    "pytest": pytest_stages,
+    "nose": nose_stages,
+    "nose2": dotted_stages,
+    "unittest": functools.partial(dotted_stages, unittest=True),
+}
+
+
+def candidate_tests(
+    package: Package, runner: Runner, selection: Selection, root: Path, files: Iterable[str]
+) -> tuple[str, ...]:
+    """The package's test modules its runner runs, relative to it: in pytest's selected paths
+    (or ``testpaths``), outside its ``--ignore`` paths; for other runners, anywhere in it."""
+    top = package.path
+    where: list[Path] = [top]
+    ignored: list[Path] = []
+    if runner.name == "pytest":
+        paths, _, ignore = selection_parts(selection.args)
+        config = pytest_config_file(package, root)
+        declared = pytest_setting(config, "testpaths") if not paths else ()
+        if paths:
+            where = [top / p for p in paths]
+        elif declared and config is not None:
+            where = [config[0].parent / p for p in declared]
+        ignored = [top / p for p in ignore]
+    found = []
+    for path in files:
+        name = os.path.basename(path)
+        if name == "conftest.py" or not is_test_module(name):
+            continue
+        inside = [Path(path) == w or str(w) + os.sep in path for w in where]
+        if any(inside) and not any(path.startswith(str(i)) for i in ignored):
+            found.append(os.path.relpath(path, top).replace(os.sep, "/"))
+    return tuple(sorted(found))
+
+
+def package_modules(package: Package, files: Iterable[str], scan: ImportScan) -> list[Module]:
+    """Each file as a module: its name, and its imports read by the scan."""
+    modules = []
+    for path in files:
+        scanned = scan.scanned(path)
+        name = module_name(path, package)
+        is_package = os.path.basename(path) == "__init__.py"
+        names = frozenset(absolute_imports(scanned.names, name, is_package))
+        modules.append(Module(path, name, names, scanned.dynamic))
+    return modules
+
+
+def reach_of(change: Change, packages: Iterable[Package], scan: ImportScan) -> Reach:
+    """Read the modules of ``packages`` (those the change may reach) and follow their imports
+    from the changed modules."""
+    files = {p: tuple(package_python_files(p)) for p in packages}
+    modules = [m for p, found in files.items() for m in package_modules(p, found, scan)]
+    return Reach(reached_by(change.modules, modules), files)
+
+
+def package_tests(
+    package: Package, runner: Runner, selection: Selection, root: Path, reach: Reach
+) -> PackageTests:
+    """The package's test modules its runner selects, from the files the reach read (a
+    package the change does not reach has none that import it)."""
+    files = reach.files.get(package, ())
+    tests = candidate_tests(package, runner, selection, root, files)
+    config = pytest_config_file(package, root) if runner.name == "pytest" else None
+    rootdir = config[0].parent if config is not None else package.path
+    named = pytest_setting(config, "python_files") if config is not None else ()
+    why = f"its pytest config sets python_files ({' '.join(named)})" if named else ""
+    return PackageTests(package, tests, rootdir, why)
+
+
+class Stage(Protocol):
+    """One stage's run, as a cycle sees a run: ``Run`` is one."""
+
+    def poll(self) -> RunResult | None: ...
+
+    def kill(self) -> None: ...
+
+    def wait_handle(self) -> int | None: ...
+
+
+class StagedRun:
+    """A package's run in two stages, as one run: the second starts once the first passed,
+    and the verdict covers both.  ``start`` starts a run with the given runner arguments in
+    place of the selection's."""
+
+    def __init__(self, stages: Stages, start: Callable[[tuple[str, ...]], Stage]) -> None:
+        self.stages = stages
+        self.start = start
+        self.first: RunResult | None = None
+        self.current = start(stages.first)
+
+    @property
+    def stage(self) -> int:
+        return 1 if self.first is None else 2
+
+    def poll(self) -> RunResult | None:
+        result = self.current.poll()
+        if result is None:
+            return None
+        if self.first is not None:
+            return both_stages(self.first, result)
+        if result.verdict is Verdict.FAILED:
+            return replace(result, note=joined_note(result.note, "first stage"))
+        if result.verdict is Verdict.COULD_NOT_RUN:
+            return result
+        self.first = result
+        self.current = self.start(self.stages.rest)
+        return None
+
+    def wait_handle(self) -> int | None:
+        return self.current.wait_handle()
+
+    def kill(self) -> None:
+        self.current.kill()
+
+
+def joined_note(*notes: str) -> str:
+    return ", ".join(n for n in notes if n)
+
+
+def both_stages(first: RunResult, second: RunResult) -> RunResult:
+    """One verdict for the two stages of a run: the second's when it did not pass; else
+    ``ok`` if either ran tests."""
+    verdict = second.verdict
+    if verdict is Verdict.NO_TESTS and first.verdict is Verdict.OK:
+        verdict = Verdict.OK
+    return replace(
+        second,
+        verdict=verdict,
+        seconds=first.seconds + second.seconds,
+        warm=first.warm and second.warm,
+        runner_xml=joined_reports(first.runner_xml, second.runner_xml),
+        forked_failed=first.forked_failed or second.forked_failed,
+    )
+
+
+class Staging:
+    """What staging keeps: each package's last run (its failed tests), and for the cycle at
+    hand its change and what that reaches, read at the first run that is staged."""
+
+    def __init__(self, root: Path, scan: ImportScan, enabled: bool = True) -> None:
+        self.root = root
+        self.scan = scan
+        self.enabled = enabled
+        self.history: dict[Package, History] = {}
+        self.change = Change()
+        self.scope: tuple[Package, ...] = ()
+        self.reach: Reach | None = None
+
+    def cycle(self, change: Change, scope: Iterable[Package]) -> None:
+        """A new cycle, for ``change``, whose modules the ``scope`` packages may import."""
+        self.change = change if self.enabled else Change()
+        self.scope = tuple(scope)
+        self.reach = None
+
+    def plan(
+        self, package: Package, runner: Runner, selection: Selection, assume_ran: bool = False
+    ) -> Stages | OneStage:
+        """How the package's run goes in this cycle; with ``assume_ran`` (--plan), as it would
+        once the package has run, with no test failing."""
+        history = self.history.get(package, History() if assume_ran else None)
+        whole = whole_run(runner, self.change, history)
+        if whole is not None or history is None:
+            return whole or OneStage()
+        if self.reach is None:
+            self.reach = reach_of(self.change, self.scope, self.scan)
+        found = package_tests(package, runner, selection, self.root, self.reach)
+        return stage_plan(runner, selection, found, self.reach, history)
+
+    def record(self, result: RunResult) -> None:
+        self.history[result.package] = History(result.failing_tests)
+
+
 # ==================== src/autotest/warm_policy.py =================================================
 """When runs are forked: one warm interpreter per runner and interpreter in use, and the judgement
 of forked against cold times that keeps forking only while it pays.
@@ -6380,6 +6985,7 @@ class Command:
     interpreter: str | None
     argv: tuple[str, ...]
     selection: str = ""  # where the argv's selection of tests came from
+    first_stage: tuple[str, ...] = ()  # the tests a watcher would run first, and why
 
 
 def plan_json(
@@ -6404,6 +7010,7 @@ def plan_json(
                 **exact("argv", list(command.argv)),
                 **exact("dependencies", sorted(p.rel for p in uses.get(step.package, ()))),
                 "selection": command.selection,
+                "first_stage": [readable(test) for test in command.first_stage],
             }
         )
     plan = {"version": PLAN_VERSION, **exact("root", str(root)), "packages": entries}
@@ -6712,6 +7319,7 @@ from typing import IO, Callable
 # from .run import RunResult
 # from .runners import Choice, combined
 # from .selection import Selection
+# from .stages import OneStage, Stages
 # from .warm_client import Preloads, is_standard_library
 
 
@@ -6930,6 +7538,19 @@ class Running:
     position: int
     total: int
     seconds: float
+    stage: str = ""  # of a run in two stages, the one running
+
+
+def stage_lines(rel: str, plan: Stages | OneStage) -> list[str]:
+    """How a package's run goes and why (-v): its first stage's test modules, each with why,
+    or why it runs whole (nothing when there is nothing to say)."""
+    if isinstance(plan, OneStage):
+        return [f"      {shown(rel)} runs whole: {shown(plan.why)}"] if plan.why else []
+    then = "then all of its tests again" if plan.rest_repeats else "then the rest"
+    return [
+        f"      {shown(rel)}: {plan.summary}; {then}",
+        *(f"        {shown(str(test))}" for test in plan.tests),
+    ]
 
 
 class Progress:
@@ -6939,6 +7560,7 @@ class Progress:
         self.clock = clock
         self.positions: dict[Package, int] = {}
         self.since: dict[Package, float] = {}
+        self.stages: dict[Package, str] = {}
 
     def cycle(self, steps: Sequence[Step]) -> None:
         self.positions = {step.package: number for number, step in enumerate(steps, 1)}
@@ -6947,13 +7569,20 @@ class Progress:
     def started(self, package: Package) -> None:
         self.since[package] = self.clock()
 
+    def staged(self, package: Package, stage: str) -> None:
+        self.stages[package] = stage
+
     def ended(self, package: Package) -> None:
         self.since.pop(package, None)
+        self.stages.pop(package, None)
 
     def running(self) -> list[Running]:
         now, total = self.clock(), len(self.positions)
         return sorted(
-            (Running(p, self.positions.get(p, 0), total, now - t) for p, t in self.since.items()),
+            (
+                Running(p, self.positions.get(p, 0), total, now - t, self.stages.get(p, ""))
+                for p, t in self.since.items()
+            ),
             key=lambda r: r.position,
         )
 
@@ -7026,7 +7655,11 @@ class Terminal:
         if not self.live:
             self.still_running(runs)
             return
-        parts = [f"{r.position}/{r.total} {shown(r.package.rel)} {int(r.seconds)}s" for r in runs]
+        parts = [
+            f"{r.position}/{r.total} {shown(r.package.rel)}{f' ({r.stage})' if r.stage else ''} "
+            f"{int(r.seconds)}s"
+            for r in runs
+        ]
         columns = shutil.get_terminal_size((80, 24)).columns or 80  # 3.9 says 0 for no size
         text = ("running " + ", ".join(parts))[: max(columns - 1, 10)] if parts else ""
         self.status.show(text, self.paint(text, "dim"))
@@ -7319,6 +7952,10 @@ class Reporter(KeyNotices):
         for what, rels in groups.items():
             self.say(self.paint(f"      {what}: {', '.join(shown(r) for r in rels)}", "dim"))
 
+    def stages(self, rel: str, plan: Stages | OneStage) -> None:
+        for line in stage_lines(rel, plan):
+            self.say(self.paint(line, "dim"))
+
     def verdict(self, result: RunResult) -> None:
         self.named_again.pop(result.package, None)
         style = VERDICT_STYLES[result.verdict]
@@ -7458,6 +8095,204 @@ class Reporter(KeyNotices):
             notify("autotest", "all packages pass again")
 
 
+# ==================== src/autotest/package_set.py =================================================
+"""The package set, kept in step with the tree: the packages found, those chosen to test (less
+those excluded, narrowed by the key p), the graph of which uses which, and the import scan it is
+read from.
+"""
+
+# from __future__ import annotations
+
+import difflib
+import fnmatch
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+# from .basics import UsageError
+# from .ci import affected
+# from .discovery import PACKAGE_MARKERS, Package, discover, owner_of
+# from .graph import DependencyGraph, dependency_graph
+# from .ignore import IgnoreRules, glob_matches
+# from .imports import KEEP_SCAN_FROM, ImportScan, scan_cache_file
+# from .metadata import is_metadata_file, normalize_name
+# from .report import Reporter, shown
+
+
+class PackageSet:
+    """The packages as the tree has them now, those chosen to run, and their graph, kept in
+    step with changes."""
+
+    def __init__(
+        self,
+        root: Path,
+        reporter: Reporter,
+        rules: IgnoreRules | None = None,
+        chosen: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+    ) -> None:
+        self.root = root
+        self.reporter = reporter
+        self.rules = rules or IgnoreRules(root)
+        self.chosen = tuple(chosen)
+        self.exclude = tuple(exclude)
+        self.narrowing = ""  # the package filter (the key p)
+        self.cwd = Path.cwd()
+        self.all: list[Package] = []
+        self.packages: list[Package] = []
+        self.left_out: tuple[tuple[str, str], ...] = ()
+        self.dropped: set[str] = set()  # directories skipped as unreadable
+        self.graph = DependencyGraph({})
+        self.scan = ImportScan(self.rules.device)
+        self.scan.load(scan_cache_file(root))
+        self.refresh()
+        unmatched = [c for c in self.chosen if not self.matching(c)]
+        if unmatched and self.all:
+            raise UsageError(self.names_no_package(unmatched[0]))
+
+    def refresh(self, metadata_changed: bool = True) -> None:
+        """Rediscover the packages; read the graph again when they or their metadata changed."""
+        self.rules.refresh_git_dirs()
+        found = discover(self.root, self.rules.excludes_dir)
+        for path in found.unreadable:
+            self.reporter.unreadable(path)
+        self.dropped = set(found.unreadable)
+        packages = list(found.packages)
+        self.left_out = found.left_out
+        if packages == self.all and not metadata_changed:
+            return
+        if self.all and packages != self.all:
+            self.reporter.packages_changed(
+                (p.rel for p in set(packages) - set(self.all)),
+                (p.rel for p in set(self.all) - set(packages)),
+            )
+        self.all = packages
+        self.read_graph()
+
+    def save(self) -> None:
+        """Keep the import scan for the next start, in a tree big enough for it to matter."""
+        if len(self.scan.looked_up) >= KEEP_SCAN_FROM:
+            self.scan.save(scan_cache_file(self.root))
+
+    def read_graph(self) -> None:
+        """Read the graph; a package that can no longer be read is dropped, with a notice (it
+        comes back when a change below it finds it readable again)."""
+        while True:
+            try:
+                self.graph = dependency_graph(self.all, self.root, self.scan)
+                break
+            except OSError as exc:
+                owner = owner_of(os.fsdecode(exc.filename or ""), self.all)
+                if owner is None:
+                    raise
+                self.reporter.unreadable(str(owner.path))
+                self.dropped.add(str(owner.path))
+                self.all = [p for p in self.all if p != owner]
+        for path, why in self.graph.unreadable:
+            self.reporter.cannot_parse(path, why)
+        self.select()
+
+    def select(self) -> None:
+        """The packages to test: those chosen, less those excluded, narrowed by the package
+        filter (the key p) when one is set."""
+        chosen = {p for c in self.chosen for p in self.matching(c)} if self.chosen else set()
+        narrowed = set(self.filter_matches(self.narrowing)) if self.narrowing else set()
+        self.packages = [
+            p
+            for p in self.all
+            if (not self.chosen or p in chosen)
+            and not any(glob_matches(p.rel, g) for g in self.exclude)
+            and (not self.narrowing or p in narrowed)
+        ]
+        self.reporter.width = max((len(shown(p.rel)) for p in self.packages), default=0)
+
+    def narrow(self, pattern: str) -> bool:
+        """Test only the packages matching ``pattern`` from now on ("" for all chosen); False,
+        and nothing changed, when it leaves none."""
+        previous, self.narrowing = self.narrowing, pattern
+        self.select()
+        if not self.packages:
+            self.narrowing = previous
+            self.select()
+            return False
+        return True
+
+    def filter_matches(self, pattern: str) -> list[Package]:
+        """The packages a filter names: a glob over paths and distribution names, or, without
+        glob characters, a part of one."""
+        glob = any(c in pattern for c in "*?[")
+
+        def hit(text: str) -> bool:
+            return fnmatch.fnmatchcase(text, pattern) if glob else pattern in text
+
+        return [p for p in self.all if hit(p.rel) or hit(self.graph.names.get(p, ""))]
+
+    def follow(self, paths: Iterable[str]) -> None:
+        """Rediscover packages when directories or metadata came or went; read the graph
+        again when code changed (only the changed files are read again)."""
+        paths = list(paths)
+        self.scan.forget(paths)
+        metadata = any(is_metadata_file(p) for p in paths)
+        code = any(p.endswith(".py") and owner_of(p, self.all) for p in paths)
+        dropped = any(p.startswith(d + os.sep) for p in paths for d in self.dropped)
+        if metadata or dropped or any(not os.path.isfile(p) for p in paths):
+            self.refresh(metadata or code or dropped)
+        elif code:
+            self.read_graph()
+
+    def matching(self, chosen: str) -> list[Package]:
+        """The packages an argument names: a directory (the packages in it, or the one holding
+        it) or a file (the package holding it), from the current directory or the root, else a
+        glob over their paths from the root or their distribution names."""
+        for base in (self.cwd, self.root):
+            path = os.path.realpath(base / chosen)
+            if os.path.exists(path):
+                inside = [p for p in self.all if owner_of(str(p.path), [Package(Path(path), "")])]
+                holder = owner_of(path, self.all)
+                return inside or ([holder] if holder else [])
+        pattern = chosen.strip("/")
+        return [
+            p
+            for p in self.all
+            if fnmatch.fnmatchcase(p.rel, pattern)
+            or fnmatch.fnmatchcase(self.graph.names.get(p, ""), normalize_name(pattern))
+        ]
+
+    def names_no_package(self, chosen: str) -> str:
+        close = difflib.get_close_matches(chosen.strip("/"), [p.rel for p in self.all], 3, 0.75)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        return f"{chosen!r} names no package under {self.root}{hint}"
+
+    def owner_dir(self, path: str) -> str | None:
+        owner = owner_of(path, self.packages)
+        return None if owner is None else str(owner.path)
+
+    def owners(self, changed: Mapping[str, float]) -> dict[Package, float]:
+        """The packages holding the changed paths, each with its latest change (chosen or not:
+        their dependents are)."""
+        owners: dict[Package, float] = {}
+        for path, at in changed.items():
+            owner = owner_of(path, self.all)
+            if owner is not None:
+                owners[owner] = max(at, owners.get(owner, at))
+        return owners
+
+    def watched_users(self, changed: Mapping[str, float]) -> set[Package] | None:
+        """When only some packages are watched and the change lies outside them all: the
+        watched packages that use what changed (maybe none).  None otherwise: a whole cycle."""
+        owners = self.owners(changed)
+        if not owners or set(owners) & set(self.packages):
+            return None
+        return affected(self.packages, owners, self.graph.uses)
+
+
+def no_packages(root: Path) -> UsageError:
+    return UsageError(
+        f"no packages under {shown(str(root))} (a package is a directory holding "
+        f"{', '.join(PACKAGE_MARKERS[:-1])} or {PACKAGE_MARKERS[-1]}); pass --root DIR"
+    )
+
+
 # ==================== src/autotest/options.py =====================================================
 """One table of settings makes the command line, the config reading (``[tool.autotest]`` or
 setup.cfg's ``[autotest]``) and the help, so that the three cannot disagree.
@@ -7508,6 +8343,7 @@ class Options:
     poll: bool = False
     cross_mounts: bool = False
     warm: bool = True
+    stages: bool = True
     explain: bool = False
     clear: bool = False
     bell: bool = False
@@ -7673,6 +8509,8 @@ SETTINGS = (
             "mounted below the root too (by default a directory on another device is left out)"),
     Setting("warm", Given.FLAG,
             "start every run cold instead of forking it from a warm interpreter"),
+    Setting("stages", Given.FLAG,
+            "run each package whole, instead of first the test modules a change concerns"),
     Setting("explain", Given.FLAG, "say why each package runs where it does, with which runner and "
             "interpreter, and what warm interpreters import ahead", short="v"),
     Setting("clear", Given.FLAG, "clear the screen before each cycle"),
@@ -8174,8 +9012,7 @@ cycle's runs, and the Session, whose main loop is the only place tests run.
 # from __future__ import annotations
 
 import contextlib
-import difflib
-import fnmatch
+import dataclasses
 import os
 import shlex
 import sys
@@ -8188,24 +9025,21 @@ from typing import Callable
 # from .basics import ROOT_CHECK_EVERY, QuitRequested, UsageError, changed_since_ref, is_git_work_tree
 # from .ci import CiJob, Command, affected, own_outputs, plan_json
 # from .cycle import CycleOutcome, Startable, run_cycle, wait_for_runs
-# from .discovery import PACKAGE_MARKERS, Package, discover, owner_of
-# from .graph import DependencyGraph, dependency_graph
+# from .discovery import Package, owner_of
 # from .handoff import ChangeSet
 # from .ignore import IgnoreRules, glob_matches
 # from .imports import (
-#     KEEP_SCAN_FROM,
-#     ImportScan,
 #     module_in_sources,
 #     provided_modules,
 #     provider_of,
-#     scan_cache_file,
 # )
 # from .intake import Intake
 # from .junit import runner_report
 # from .loop_guard import LoopGuard
-# from .metadata import is_metadata_file, normalize_name, read_metadata
+# from .metadata import read_metadata
 # from .options import Options, parse_options
 # from .order import Step, cycle_order
+# from .package_set import PackageSet, no_packages
 # from .platform import Signals, can_notify, end_every_leftover, scripts_dir, state_dir
 # from .report import Progress, Reporter, describe_changes, shown
 # from .run import (
@@ -8238,177 +9072,11 @@ from typing import Callable
 #     stale_choices,
 # )
 # from .selection import Selection, declared_selection
+# from .stages import OneStage, StagedRun, Stages, Staging, change_of
 # from .toml_files import toml_reader_missing
 # from .warm_policy import WarmPolicy, WarmPool
 # from .watch_mode import WatchMode
 # from .watching import WATCHDOG_ERROR, Watcher, directory_identity
-
-
-class PackageSet:
-    """The packages as the tree has them now, those chosen to run, and their graph, kept in
-    step with changes."""
-
-    def __init__(
-        self,
-        root: Path,
-        reporter: Reporter,
-        rules: IgnoreRules | None = None,
-        chosen: Sequence[str] = (),
-        exclude: Sequence[str] = (),
-    ) -> None:
-        self.root = root
-        self.reporter = reporter
-        self.rules = rules or IgnoreRules(root)
-        self.chosen = tuple(chosen)
-        self.exclude = tuple(exclude)
-        self.narrowing = ""  # the package filter (the key p)
-        self.cwd = Path.cwd()
-        self.all: list[Package] = []
-        self.packages: list[Package] = []
-        self.left_out: tuple[tuple[str, str], ...] = ()
-        self.dropped: set[str] = set()  # directories skipped as unreadable
-        self.graph = DependencyGraph({})
-        self.scan = ImportScan(self.rules.device)
-        self.scan.load(scan_cache_file(root))
-        self.refresh()
-        unmatched = [c for c in self.chosen if not self.matching(c)]
-        if unmatched and self.all:
-            raise UsageError(self.names_no_package(unmatched[0]))
-
-    def refresh(self, metadata_changed: bool = True) -> None:
-        """Rediscover the packages; read the graph again when they or their metadata changed."""
-        self.rules.refresh_git_dirs()
-        found = discover(self.root, self.rules.excludes_dir)
-        for path in found.unreadable:
-            self.reporter.unreadable(path)
-        self.dropped = set(found.unreadable)
-        packages = list(found.packages)
-        self.left_out = found.left_out
-        if packages == self.all and not metadata_changed:
-            return
-        if self.all and packages != self.all:
-            self.reporter.packages_changed(
-                (p.rel for p in set(packages) - set(self.all)),
-                (p.rel for p in set(self.all) - set(packages)),
-            )
-        self.all = packages
-        self.read_graph()
-
-    def save(self) -> None:
-        """Keep the import scan for the next start, in a tree big enough for it to matter."""
-        if len(self.scan.looked_up) >= KEEP_SCAN_FROM:
-            self.scan.save(scan_cache_file(self.root))
-
-    def read_graph(self) -> None:
-        """Read the graph; a package that can no longer be read is dropped, with a notice (it
-        comes back when a change below it finds it readable again)."""
-        while True:
-            try:
-                self.graph = dependency_graph(self.all, self.root, self.scan)
-                break
-            except OSError as exc:
-                owner = owner_of(os.fsdecode(exc.filename or ""), self.all)
-                if owner is None:
-                    raise
-                self.reporter.unreadable(str(owner.path))
-                self.dropped.add(str(owner.path))
-                self.all = [p for p in self.all if p != owner]
-        for path, why in self.graph.unreadable:
-            self.reporter.cannot_parse(path, why)
-        self.select()
-
-    def select(self) -> None:
-        """The packages to test: those chosen, less those excluded, narrowed by the package
-        filter (the key p) when one is set."""
-        chosen = {p for c in self.chosen for p in self.matching(c)} if self.chosen else set()
-        narrowed = set(self.filter_matches(self.narrowing)) if self.narrowing else set()
-        self.packages = [
-            p
-            for p in self.all
-            if (not self.chosen or p in chosen)
-            and not any(glob_matches(p.rel, g) for g in self.exclude)
-            and (not self.narrowing or p in narrowed)
-        ]
-        self.reporter.width = max((len(shown(p.rel)) for p in self.packages), default=0)
-
-    def narrow(self, pattern: str) -> bool:
-        """Test only the packages matching ``pattern`` from now on ("" for all chosen); False,
-        and nothing changed, when it leaves none."""
-        previous, self.narrowing = self.narrowing, pattern
-        self.select()
-        if not self.packages:
-            self.narrowing = previous
-            self.select()
-            return False
-        return True
-
-    def filter_matches(self, pattern: str) -> list[Package]:
-        """The packages a filter names: a glob over paths and distribution names, or, without
-        glob characters, a part of one."""
-        glob = any(c in pattern for c in "*?[")
-
-        def hit(text: str) -> bool:
-            return fnmatch.fnmatchcase(text, pattern) if glob else pattern in text
-
-        return [p for p in self.all if hit(p.rel) or hit(self.graph.names.get(p, ""))]
-
-    def follow(self, paths: Iterable[str]) -> None:
-        """Rediscover packages when directories or metadata came or went; read the graph
-        again when code changed (only the changed files are read again)."""
-        paths = list(paths)
-        self.scan.forget(paths)
-        metadata = any(is_metadata_file(p) for p in paths)
-        code = any(p.endswith(".py") and owner_of(p, self.all) for p in paths)
-        dropped = any(p.startswith(d + os.sep) for p in paths for d in self.dropped)
-        if metadata or dropped or any(not os.path.isfile(p) for p in paths):
-            self.refresh(metadata or code or dropped)
-        elif code:
-            self.read_graph()
-
-    def matching(self, chosen: str) -> list[Package]:
-        """The packages an argument names: a directory (the packages in it, or the one holding
-        it) or a file (the package holding it), from the current directory or the root, else a
-        glob over their paths from the root or their distribution names."""
-        for base in (self.cwd, self.root):
-            path = os.path.realpath(base / chosen)
-            if os.path.exists(path):
-                inside = [p for p in self.all if owner_of(str(p.path), [Package(Path(path), "")])]
-                holder = owner_of(path, self.all)
-                return inside or ([holder] if holder else [])
-        pattern = chosen.strip("/")
-        return [
-            p
-            for p in self.all
-            if fnmatch.fnmatchcase(p.rel, pattern)
-            or fnmatch.fnmatchcase(self.graph.names.get(p, ""), normalize_name(pattern))
-        ]
-
-    def names_no_package(self, chosen: str) -> str:
-        close = difflib.get_close_matches(chosen.strip("/"), [p.rel for p in self.all], 3, 0.75)
-        hint = f"; did you mean {' or '.join(close)}?" if close else ""
-        return f"{chosen!r} names no package under {self.root}{hint}"
-
-    def owner_dir(self, path: str) -> str | None:
-        owner = owner_of(path, self.packages)
-        return None if owner is None else str(owner.path)
-
-    def owners(self, changed: Mapping[str, float]) -> dict[Package, float]:
-        """The packages holding the changed paths, each with its latest change (chosen or not:
-        their dependents are)."""
-        owners: dict[Package, float] = {}
-        for path, at in changed.items():
-            owner = owner_of(path, self.all)
-            if owner is not None:
-                owners[owner] = max(at, owners.get(owner, at))
-        return owners
-
-    def watched_users(self, changed: Mapping[str, float]) -> set[Package] | None:
-        """When only some packages are watched and the change lies outside them all: the
-        watched packages that use what changed (maybe none).  None otherwise: a whole cycle."""
-        owners = self.owners(changed)
-        if not owners or set(owners) & set(self.packages):
-            return None
-        return affected(self.packages, owners, self.graph.uses)
 
 
 def path_named(arg: str, root: Path, packages: Sequence[Package]) -> str | None:
@@ -8438,13 +9106,6 @@ def root_is_back(root: Path) -> bool:
             return False
         time.sleep(ROOT_CHECK_EVERY / 20)
     return True
-
-
-def no_packages(root: Path) -> UsageError:
-    return UsageError(
-        f"no packages under {shown(str(root))} (a package is a directory holding "
-        f"{', '.join(PACKAGE_MARKERS[:-1])} or {PACKAGE_MARKERS[-1]}); pass --root DIR"
-    )
 
 
 def announce_settings(options: Options, reporter: Reporter) -> None:
@@ -8565,12 +9226,16 @@ class RunnerChoices:
             return Selection()
         return declared_selection(package, self.options.root)
 
-    def run_start(self, package: Package, extra: Sequence[str] = ()) -> RunStart:
+    def run_start(
+        self, package: Package, extra: Sequence[str] = (), selected: Sequence[str] | None = None
+    ) -> RunStart:
         """The one answer to how a package's tests run: what --plan shows, and what runs
-        (the selection, then the runner arguments, then ``extra`` arguments: JUnit's)."""
+        (the selection, or a stage's ``selected`` arguments in its place, then the runner
+        arguments, then ``extra`` arguments: JUnit's)."""
         choice = self.by_package[package]
         named = name_filter_args(choice.runner, self.name_filter) if self.name_filter else None
-        args = (*self.selections[package].args, *self.options.runner_args, *(named or ()), *extra)
+        selection = self.selections[package].args if selected is None else selected
+        args = (*selection, *self.options.runner_args, *(named or ()), *extra)
         env = {
             **run_environment(choice.runner, pycache_dir(), choice.python),
             PACKAGE_ENV: str(package.path),
@@ -8642,9 +9307,10 @@ class CycleRuns:
 
     def __init__(
         self, choices: RunnerChoices, guard: LoopGuard, ci: CiJob, reporter: Reporter,
-        signals: Signals, limits: RunLimits, saved_dir: Path | None,
+        signals: Signals, limits: RunLimits, saved_dir: Path | None, staging: Staging,
     ) -> None:  # fmt: skip
         self.choices = choices
+        self.staging = staging
         self.guard = guard
         self.ci = ci
         self.reporter = reporter
@@ -8678,16 +9344,46 @@ class CycleRuns:
         self.ci.cycle_ended(outcome, (p.rel for p in packages))
         return outcome
 
-    def start_run(self, package: Package) -> Run | Unrunnable:
-        """Start a run.  Between a cold process's start and its record, a signal waits: no
-        run can be left behind (a forked one the warm interpreter kills itself)."""
+    def start_run(self, package: Package) -> Run | Unrunnable | StagedRun:
+        """Start a package's run: in two stages when the change allows (see ``stages``)."""
         self.guard.run_started(str(package.path))
         choices = self.choices
         choice = choices[package]
         if package in choices.unrunnable:
             return Unrunnable(package, choice.runner, choices.unrunnable[package])
+        plan = self.stage_plan(package, choice)
+        if choices.options.explain:
+            self.reporter.stages(package.rel, plan)
+        self.progress.started(package)
+        if isinstance(plan, OneStage):
+            return self.start_stage(package, None)
+        self.progress.staged(package, plan.summary)
+        stages = iter(("second stage", ""))
+
+        def start(args: tuple[str, ...]) -> Run:
+            run = self.start_stage(package, args)
+            self.progress.staged(package, next(stages, ""))
+            return run
+
+        return StagedRun(plan, start)
+
+    def stage_plan(self, package: Package, choice: Choice) -> Stages | OneStage:
+        """Whether the run goes in two stages: not while the test-name filter and the first
+        stage's selection would both select by name (unittest's -k)."""
+        if self.choices.name_filter and choice.runner.name == "unittest":
+            return OneStage("the test-name filter selects by name too")
+        if any(not arg.startswith("-") for arg in self.choices.options.runner_args):
+            return OneStage("the runner arguments name tests")
+        return self.staging.plan(package, choice.runner, self.choices.selections[package])
+
+    def start_stage(self, package: Package, selected: tuple[str, ...] | None) -> Run:
+        """Start one run of the package (the whole of it, or the stage ``selected``).  Between
+        a cold process's start and its record, a signal waits: no run can be left behind (a
+        forked one the warm interpreter kills itself)."""
+        choices = self.choices
+        choice = choices[package]
         report = runner_report(choice.runner.name)
-        start = choices.run_start(package, report.args if report else ())
+        start = choices.run_start(package, report.args if report else (), selected)
         saved = self.saved_dir and self.saved_dir / (package.rel.replace("/", "__") + ".log")
         needs = Needs(
             lambda modules: choices.unavailable(modules, choice.python),
@@ -8703,12 +9399,12 @@ class CycleRuns:
         with self.signals.deferred():
             run = Run(start, self.limits.timeout, launcher, saved, needs, confirm, report)
             self.live.append(run)
-        self.progress.started(package)
         return run
 
     def record(self, result: RunResult) -> None:
         self.guard.run_ended(str(result.package.path))
         self.progress.ended(result.package)
+        self.staging.record(result)
         self.reporter.verdict(result)
         if result.failed_only_forked:
             self.reporter.forked_run_differed(result.package.rel)
@@ -8828,8 +9524,9 @@ class Session:
         self.ci = CiJob(self.root, options.affected, options.shard, options.durations, report,
                         reporter.cannot_write)  # fmt: skip
         limits = RunLimits(options.jobs, options.restart, options.keep_going, options.timeout)
+        staging = Staging(self.root, self.tree.scan, options.stages)
         self.runs = CycleRuns(self.choices, self.guard, self.ci, reporter, self.signals, limits,
-                              output_dir(self.root))  # fmt: skip
+                              output_dir(self.root), staging)  # fmt: skip
 
     @property
     def packages(self) -> list[Package]:
@@ -8844,6 +9541,8 @@ class Session:
         if only is not None:
             steps = [s for s in steps if s.package in only]
         self.choices.choose(list(changed) if changed else None)
+        reached = affected(self.tree.all, owners, graph.uses)
+        self.runs.staging.cycle(change_of(changed, self.tree.all, self.root), reached)
         if self.options.explain:
             self.reporter.explain(steps)
             self.reporter.explain_choices({s.package: self.choices[s.package] for s in steps})
@@ -9005,11 +9704,21 @@ class CiSession(Session):
 
     def plan(self) -> int:
         """Print the cycle as JSON and run nothing."""
-        steps, _ = self.narrowed_steps(self.first_changes)
-        self.reporter.plan(
-            plan_json(self.root, steps, self.choices.command_for, self.tree.graph.uses)
-        )
+        changed = self.first_changes
+        steps, _ = self.narrowed_steps(changed)
+        owners = self.tree.owners(changed)
+        reached = affected(self.tree.all, owners, self.tree.graph.uses)
+        self.runs.staging.cycle(change_of(changed, self.tree.all, self.root), reached)
+        self.reporter.plan(plan_json(self.root, steps, self.planned, self.tree.graph.uses))
         return 0
+
+    def planned(self, package: Package) -> Command:
+        """A package's command, and the first stage a watcher would run after its first run."""
+        choice = self.choices[package]
+        selection = self.choices.selections[package]
+        staged = self.runs.staging.plan(package, choice.runner, selection, assume_ran=True)
+        first = tuple(str(t) for t in staged.tests) if isinstance(staged, Stages) else ()
+        return dataclasses.replace(self.choices.command_for(package), first_stage=first)
 
 
 def run_session(

@@ -74,6 +74,7 @@ class Command:
     interpreter: str | None
     argv: tuple[str, ...]
     selection: str = ""  # where the argv's selection of tests came from
+    first_stage: tuple[str, ...] = ()  # the tests a watcher would run first, and why
 
 
 def plan_json(
@@ -98,6 +99,7 @@ def plan_json(
                 **exact("argv", list(command.argv)),
                 **exact("dependencies", sorted(p.rel for p in uses.get(step.package, ()))),
                 "selection": command.selection,
+                "first_stage": [readable(test) for test in command.first_stage],
             }
         )
     plan = {"version": PLAN_VERSION, **exact("root", str(root)), "packages": entries}

@@ -12,6 +12,7 @@ import re
 import tempfile
 import zlib
 from collections.abc import Container, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from .discovery import EXAMPLE_NAME, MAX_SCANNED_BYTES, TEST_DIR_NAMES, Package
@@ -83,34 +84,75 @@ IMPORT_STATEMENT = re.compile(
 )
 
 
+# ``importlib.import_module(name)`` or ``__import__(name)`` whose name is not one literal: what
+# it imports cannot be read from the source, so a file holding one may import anything.
+DYNAMIC_IMPORT = re.compile(rb"\b(?:import_module|__import__)\(\s*(?!['\"][\w.]+['\"]\s*[,)])")
+
+
+LITERAL_IMPORT = re.compile(rb"\bimport_module\(\s*['\"]([\w.]+)['\"]\s*\)")
+
+
+def joined(base: str, name: str) -> str:
+    return base + name if base.endswith(".") else f"{base}.{name}"
+
+
 def imports_in(source: bytes, wanted: Container[str] | None = None) -> frozenset[str]:
-    """Every absolute dotted name a source imports (``from a import b`` gives a and a.b) whose
+    """Every dotted name a source imports (``from a import b`` gives a and a.b) whose
     top-level name is ``wanted`` (all when None): most imports are of the standard library or
-    third parties, and dropping them early halves the scan."""
+    third parties, and dropping them early halves the scan.  Relative imports come as they are
+    written (``from .m import f`` gives .m and .m.f): what they name depends on the module."""
     imported: set[str] = set()
     for module, names, plain in IMPORT_STATEMENT.findall(source):
-        if module and not module.startswith(b"."):
+        if module:
             base = module.decode("ascii", "replace")
-            if wanted is not None and base.partition(".")[0] not in wanted:
+            relative = base.startswith(".")
+            if not relative and wanted is not None and base.partition(".")[0] not in wanted:
                 continue
             imported.add(base)
             for item in names.strip(b"()\\ \t").split(b","):
                 word = item.split()[:1]
                 if word and word[0] != b"*":
-                    imported.add(f"{base}.{word[0].decode('ascii', 'replace')}")
+                    imported.add(joined(base, word[0].decode("ascii", "replace")))
         for item in plain.split(b","):
             word = item.split()[:1]
             name = word[0].decode("ascii", "replace") if word else ""
             if name and (wanted is None or name.partition(".")[0] in wanted):
                 imported.add(name)
+    for literal in LITERAL_IMPORT.findall(source):
+        name = literal.decode("ascii", "replace")
+        if wanted is None or name.partition(".")[0] in wanted:
+            imported.add(name)
     return frozenset(imported)
+
+
+def imports_dynamically(source: bytes) -> bool:
+    """Whether a source imports a module whose name it computes: it may import any module."""
+    return DYNAMIC_IMPORT.search(source) is not None
+
+
+def absolute_imports(names: Iterable[str], module: str, is_package: bool) -> set[str]:
+    """The imported names of module ``module`` (an ``__init__.py`` when ``is_package``), with
+    its relative imports resolved: ``.m`` in ``big.sub.x`` is ``big.sub.m``."""
+    here = module.split(".") if is_package else module.split(".")[:-1]
+    found = set()
+    for name in names:
+        if not name.startswith("."):
+            found.add(name)
+            continue
+        rest = name.lstrip(".")
+        up = len(name) - len(rest) - 1
+        if up > len(here) or (up == len(here) and not rest):
+            continue
+        parts = here[: len(here) - up] + ([rest] if rest else [])
+        found.add(".".join(p for p in parts if p))
+    return found
 
 
 def is_test_module(name: str) -> bool:
     return name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py"
 
 
-SCAN_CACHE_VERSION = 1
+SCAN_CACHE_VERSION = 2
 
 
 KEEP_SCAN_FROM = 1000  # Python files; a smaller tree is read again faster than a cache is
@@ -124,6 +166,22 @@ def scan_cache_file(root: Path) -> str | None:
     return None if path is None else str(path)
 
 
+@dataclass(frozen=True)
+class ScannedFile:
+    """One Python file as the scan read it: when (mtime, size), what it imports, and whether
+    it imports a module whose name it computes."""
+
+    mtime: int
+    size: int
+    names: frozenset[str]
+    dynamic: bool
+
+
+def absolute_only(names: Iterable[str]) -> set[str]:
+    """A package's imports of other packages are absolute; its relative ones stay inside."""
+    return {name for name in names if not name.startswith(".")}
+
+
 class ImportScan:
     """What each Python file imports of the ``wanted`` top-level modules (the packages'),
     kept by (mtime, size), and what each package imports, kept until a path inside it
@@ -133,7 +191,7 @@ class ImportScan:
     def __init__(self, device: int | None = None) -> None:
         self.device = device  # the root's file system: the scan stays on it (None: crosses)
         self.wanted: frozenset[str] | None = None  # None: every module
-        self.files: dict[str, tuple[int, int, frozenset[str]]] = {}
+        self.files: dict[str, ScannedFile] = {}
         self.packages: dict[Path, dict[str, set[str]]] = {}
         self.changed = False
         self.looked_up: set[str] = set()  # only these are kept: the others are gone
@@ -156,7 +214,10 @@ class ImportScan:
             if data["version"] == SCAN_CACHE_VERSION:
                 wanted = data["wanted"]
                 self.wanted = None if wanted is None else frozenset(wanted)
-                self.files = {p: (m, s, frozenset(n)) for p, (m, s, n) in data["files"].items()}
+                self.files = {
+                    p: ScannedFile(m, s, frozenset(n), bool(d))
+                    for p, (m, s, n, d) in data["files"].items()
+                }
 
     def save(self, path: str | None) -> None:
         """Keep what was read for the next run, in one atomic write (0600), if anything
@@ -167,7 +228,9 @@ class ImportScan:
             "version": SCAN_CACHE_VERSION,
             "wanted": None if self.wanted is None else sorted(self.wanted),
             "files": {
-                p: (m, s, sorted(n)) for p, (m, s, n) in self.files.items() if p in self.looked_up
+                p: (f.mtime, f.size, sorted(f.names), f.dynamic)
+                for p, f in self.files.items()
+                if p in self.looked_up
             },
         }
         with contextlib.suppress(OSError):
@@ -188,13 +251,17 @@ class ImportScan:
 
     def imports(self, path: str) -> frozenset[str]:
         """What the file imports: from the cache while its mtime and size are unchanged."""
+        return self.scanned(path).names
+
+    def scanned(self, path: str) -> ScannedFile:
+        """The file as last read (an unreadable one imports nothing)."""
         self.looked_up.add(path)
         known = self.files.get(path)
         try:
             if known is not None:
                 stat = os.stat(path)
-                if known[:2] == (stat.st_mtime_ns, stat.st_size):
-                    return known[2]
+                if (known.mtime, known.size) == (stat.st_mtime_ns, stat.st_size):
+                    return known
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))  # half open()'s cost
             try:
                 stat = os.fstat(fd)
@@ -202,12 +269,13 @@ class ImportScan:
                 source = b"" if big else os.read(fd, stat.st_size + 1)
             finally:
                 os.close(fd)
-            imported = imports_in(source, self.wanted) if source else frozenset()
         except OSError:
-            return frozenset()
-        self.files[path] = (stat.st_mtime_ns, stat.st_size, imported)
+            return ScannedFile(0, 0, frozenset(), False)
+        imported = imports_in(source, self.wanted) if source else frozenset()
+        found = ScannedFile(stat.st_mtime_ns, stat.st_size, imported, imports_dynamically(source))
+        self.files[path] = found
         self.changed = True
-        return imported
+        return found
 
     def package_imports(self, package: Package, others: Iterable[str]) -> dict[str, set[str]]:
         """The names the package's code imports (``code``) and its tests import (``tests``),
@@ -229,6 +297,6 @@ class ImportScan:
             for name in filenames:
                 if name.endswith(".py"):
                     found = tests if inside_tests or is_test_module(name) else code
-                    found |= self.imports(os.path.join(directory, name))
+                    found |= absolute_only(self.imports(os.path.join(directory, name)))
         self.packages[package.path] = {"code": code, "tests": tests}
         return self.packages[package.path]

@@ -80,6 +80,18 @@ def runner_cases(runner_xml: bytes | None) -> list[ET.Element]:
     return list(root.iter("testcase"))
 
 
+def joined_reports(*reports: bytes) -> bytes:
+    """One report of the cases of several (the stages of one run), or the one that holds any."""
+    held = [r for r in reports if runner_cases(r)]
+    if len(held) < 2:
+        return held[0] if held else b""
+    joined = ET.Element("testsuites")
+    for report in held:
+        root = ET.fromstring(report)
+        joined.extend([root] if root.tag == "testsuite" else list(root))
+    return ET.tostring(joined)
+
+
 @dataclass(frozen=True)
 class FailingTest:
     """One failing (or erroring) test as its runner reported it: its name, the file and line

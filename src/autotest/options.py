@@ -47,6 +47,7 @@ class Options:
     poll: bool = False
     cross_mounts: bool = False
     warm: bool = True
+    stages: bool = True
     explain: bool = False
     clear: bool = False
     bell: bool = False
@@ -212,6 +213,8 @@ SETTINGS = (
             "mounted below the root too (by default a directory on another device is left out)"),
     Setting("warm", Given.FLAG,
             "start every run cold instead of forking it from a warm interpreter"),
+    Setting("stages", Given.FLAG,
+            "run each package whole, instead of first the test modules a change concerns"),
     Setting("explain", Given.FLAG, "say why each package runs where it does, with which runner and "
             "interpreter, and what warm interpreters import ahead", short="v"),
     Setting("clear", Given.FLAG, "clear the screen before each cycle"),

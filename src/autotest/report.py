@@ -27,6 +27,7 @@ from .platform import StateDir, notify, terminal_has_colours
 from .run import RunResult
 from .runners import Choice, combined
 from .selection import Selection
+from .stages import OneStage, Stages
 from .warm_client import Preloads, is_standard_library
 
 
@@ -245,6 +246,19 @@ class Running:
     position: int
     total: int
     seconds: float
+    stage: str = ""  # of a run in two stages, the one running
+
+
+def stage_lines(rel: str, plan: Stages | OneStage) -> list[str]:
+    """How a package's run goes and why (-v): its first stage's test modules, each with why,
+    or why it runs whole (nothing when there is nothing to say)."""
+    if isinstance(plan, OneStage):
+        return [f"      {shown(rel)} runs whole: {shown(plan.why)}"] if plan.why else []
+    then = "then all of its tests again" if plan.rest_repeats else "then the rest"
+    return [
+        f"      {shown(rel)}: {plan.summary}; {then}",
+        *(f"        {shown(str(test))}" for test in plan.tests),
+    ]
 
 
 class Progress:
@@ -254,6 +268,7 @@ class Progress:
         self.clock = clock
         self.positions: dict[Package, int] = {}
         self.since: dict[Package, float] = {}
+        self.stages: dict[Package, str] = {}
 
     def cycle(self, steps: Sequence[Step]) -> None:
         self.positions = {step.package: number for number, step in enumerate(steps, 1)}
@@ -262,13 +277,20 @@ class Progress:
     def started(self, package: Package) -> None:
         self.since[package] = self.clock()
 
+    def staged(self, package: Package, stage: str) -> None:
+        self.stages[package] = stage
+
     def ended(self, package: Package) -> None:
         self.since.pop(package, None)
+        self.stages.pop(package, None)
 
     def running(self) -> list[Running]:
         now, total = self.clock(), len(self.positions)
         return sorted(
-            (Running(p, self.positions.get(p, 0), total, now - t) for p, t in self.since.items()),
+            (
+                Running(p, self.positions.get(p, 0), total, now - t, self.stages.get(p, ""))
+                for p, t in self.since.items()
+            ),
             key=lambda r: r.position,
         )
 
@@ -341,7 +363,11 @@ class Terminal:
         if not self.live:
             self.still_running(runs)
             return
-        parts = [f"{r.position}/{r.total} {shown(r.package.rel)} {int(r.seconds)}s" for r in runs]
+        parts = [
+            f"{r.position}/{r.total} {shown(r.package.rel)}{f' ({r.stage})' if r.stage else ''} "
+            f"{int(r.seconds)}s"
+            for r in runs
+        ]
         columns = shutil.get_terminal_size((80, 24)).columns or 80  # 3.9 says 0 for no size
         text = ("running " + ", ".join(parts))[: max(columns - 1, 10)] if parts else ""
         self.status.show(text, self.paint(text, "dim"))
@@ -633,6 +659,10 @@ class Reporter(KeyNotices):
                 groups.setdefault(selection_line(selection), []).append(package.rel)
         for what, rels in groups.items():
             self.say(self.paint(f"      {what}: {', '.join(shown(r) for r in rels)}", "dim"))
+
+    def stages(self, rel: str, plan: Stages | OneStage) -> None:
+        for line in stage_lines(rel, plan):
+            self.say(self.paint(line, "dim"))
 
     def verdict(self, result: RunResult) -> None:
         self.named_again.pop(result.package, None)

@@ -305,23 +305,31 @@ def pytest_config_file(package: Package, root: Path) -> tuple[Path, str] | None:
         directory = directory.parent
 
 
-def sets_testpaths(config: tuple[Path, str] | None) -> bool:
-    """Whether pytest's config sets ``testpaths``: then pytest itself decides where to look."""
+def pytest_setting(config: tuple[Path, str] | None, key: str) -> tuple[str, ...]:
+    """The words of a pytest setting in its config (none when it is not set)."""
     if config is None:
-        return False
+        return ()
     path, table = config
     if path.suffix == ".toml":
         data: Any = None
         with contextlib.suppress(OSError, ValueError):
             data = load_toml(path)
-        for key in table.split("."):
-            data = data.get(key) if isinstance(data, dict) else None
-        return isinstance(data, dict) and bool(data.get("testpaths"))
+        for name in table.split("."):
+            data = data.get(name) if isinstance(data, dict) else None
+        value = data.get(key) if isinstance(data, dict) else None
+        if isinstance(value, str):
+            return tuple(value.split())
+        return tuple(str(v) for v in value) if isinstance(value, list) else ()
     parser = configparser.RawConfigParser(strict=False)
     with contextlib.suppress(OSError, configparser.Error, UnicodeDecodeError):
         parser.read_string(path.read_text(encoding="utf-8"))
     section = table or "pytest"
-    return parser.has_option(section, "testpaths") and bool(parser.get(section, "testpaths"))
+    return tuple(parser.get(section, key).split()) if parser.has_option(section, key) else ()
+
+
+def sets_testpaths(config: tuple[Path, str] | None) -> bool:
+    """Whether pytest's config sets ``testpaths``: then pytest itself decides where to look."""
+    return bool(pytest_setting(config, "testpaths"))
 
 
 def package_python_files(package: Package) -> Iterable[str]:

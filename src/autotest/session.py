@@ -5,8 +5,7 @@ cycle's runs, and the Session, whose main loop is the only place tests run.
 from __future__ import annotations
 
 import contextlib
-import difflib
-import fnmatch
+import dataclasses
 import os
 import shlex
 import sys
@@ -19,24 +18,21 @@ from typing import Callable
 from .basics import ROOT_CHECK_EVERY, QuitRequested, UsageError, changed_since_ref, is_git_work_tree
 from .ci import CiJob, Command, affected, own_outputs, plan_json
 from .cycle import CycleOutcome, Startable, run_cycle, wait_for_runs
-from .discovery import PACKAGE_MARKERS, Package, discover, owner_of
-from .graph import DependencyGraph, dependency_graph
+from .discovery import Package, owner_of
 from .handoff import ChangeSet
 from .ignore import IgnoreRules, glob_matches
 from .imports import (
-    KEEP_SCAN_FROM,
-    ImportScan,
     module_in_sources,
     provided_modules,
     provider_of,
-    scan_cache_file,
 )
 from .intake import Intake
 from .junit import runner_report
 from .loop_guard import LoopGuard
-from .metadata import is_metadata_file, normalize_name, read_metadata
+from .metadata import read_metadata
 from .options import Options, parse_options
 from .order import Step, cycle_order
+from .package_set import PackageSet, no_packages
 from .platform import Signals, can_notify, end_every_leftover, scripts_dir, state_dir
 from .report import Progress, Reporter, describe_changes, shown
 from .run import (
@@ -69,177 +65,11 @@ from .runners import (
     stale_choices,
 )
 from .selection import Selection, declared_selection
+from .stages import OneStage, StagedRun, Stages, Staging, change_of
 from .toml_files import toml_reader_missing
 from .warm_policy import WarmPolicy, WarmPool
 from .watch_mode import WatchMode
 from .watching import WATCHDOG_ERROR, Watcher, directory_identity
-
-
-class PackageSet:
-    """The packages as the tree has them now, those chosen to run, and their graph, kept in
-    step with changes."""
-
-    def __init__(
-        self,
-        root: Path,
-        reporter: Reporter,
-        rules: IgnoreRules | None = None,
-        chosen: Sequence[str] = (),
-        exclude: Sequence[str] = (),
-    ) -> None:
-        self.root = root
-        self.reporter = reporter
-        self.rules = rules or IgnoreRules(root)
-        self.chosen = tuple(chosen)
-        self.exclude = tuple(exclude)
-        self.narrowing = ""  # the package filter (the key p)
-        self.cwd = Path.cwd()
-        self.all: list[Package] = []
-        self.packages: list[Package] = []
-        self.left_out: tuple[tuple[str, str], ...] = ()
-        self.dropped: set[str] = set()  # directories skipped as unreadable
-        self.graph = DependencyGraph({})
-        self.scan = ImportScan(self.rules.device)
-        self.scan.load(scan_cache_file(root))
-        self.refresh()
-        unmatched = [c for c in self.chosen if not self.matching(c)]
-        if unmatched and self.all:
-            raise UsageError(self.names_no_package(unmatched[0]))
-
-    def refresh(self, metadata_changed: bool = True) -> None:
-        """Rediscover the packages; read the graph again when they or their metadata changed."""
-        self.rules.refresh_git_dirs()
-        found = discover(self.root, self.rules.excludes_dir)
-        for path in found.unreadable:
-            self.reporter.unreadable(path)
-        self.dropped = set(found.unreadable)
-        packages = list(found.packages)
-        self.left_out = found.left_out
-        if packages == self.all and not metadata_changed:
-            return
-        if self.all and packages != self.all:
-            self.reporter.packages_changed(
-                (p.rel for p in set(packages) - set(self.all)),
-                (p.rel for p in set(self.all) - set(packages)),
-            )
-        self.all = packages
-        self.read_graph()
-
-    def save(self) -> None:
-        """Keep the import scan for the next start, in a tree big enough for it to matter."""
-        if len(self.scan.looked_up) >= KEEP_SCAN_FROM:
-            self.scan.save(scan_cache_file(self.root))
-
-    def read_graph(self) -> None:
-        """Read the graph; a package that can no longer be read is dropped, with a notice (it
-        comes back when a change below it finds it readable again)."""
-        while True:
-            try:
-                self.graph = dependency_graph(self.all, self.root, self.scan)
-                break
-            except OSError as exc:
-                owner = owner_of(os.fsdecode(exc.filename or ""), self.all)
-                if owner is None:
-                    raise
-                self.reporter.unreadable(str(owner.path))
-                self.dropped.add(str(owner.path))
-                self.all = [p for p in self.all if p != owner]
-        for path, why in self.graph.unreadable:
-            self.reporter.cannot_parse(path, why)
-        self.select()
-
-    def select(self) -> None:
-        """The packages to test: those chosen, less those excluded, narrowed by the package
-        filter (the key p) when one is set."""
-        chosen = {p for c in self.chosen for p in self.matching(c)} if self.chosen else set()
-        narrowed = set(self.filter_matches(self.narrowing)) if self.narrowing else set()
-        self.packages = [
-            p
-            for p in self.all
-            if (not self.chosen or p in chosen)
-            and not any(glob_matches(p.rel, g) for g in self.exclude)
-            and (not self.narrowing or p in narrowed)
-        ]
-        self.reporter.width = max((len(shown(p.rel)) for p in self.packages), default=0)
-
-    def narrow(self, pattern: str) -> bool:
-        """Test only the packages matching ``pattern`` from now on ("" for all chosen); False,
-        and nothing changed, when it leaves none."""
-        previous, self.narrowing = self.narrowing, pattern
-        self.select()
-        if not self.packages:
-            self.narrowing = previous
-            self.select()
-            return False
-        return True
-
-    def filter_matches(self, pattern: str) -> list[Package]:
-        """The packages a filter names: a glob over paths and distribution names, or, without
-        glob characters, a part of one."""
-        glob = any(c in pattern for c in "*?[")
-
-        def hit(text: str) -> bool:
-            return fnmatch.fnmatchcase(text, pattern) if glob else pattern in text
-
-        return [p for p in self.all if hit(p.rel) or hit(self.graph.names.get(p, ""))]
-
-    def follow(self, paths: Iterable[str]) -> None:
-        """Rediscover packages when directories or metadata came or went; read the graph
-        again when code changed (only the changed files are read again)."""
-        paths = list(paths)
-        self.scan.forget(paths)
-        metadata = any(is_metadata_file(p) for p in paths)
-        code = any(p.endswith(".py") and owner_of(p, self.all) for p in paths)
-        dropped = any(p.startswith(d + os.sep) for p in paths for d in self.dropped)
-        if metadata or dropped or any(not os.path.isfile(p) for p in paths):
-            self.refresh(metadata or code or dropped)
-        elif code:
-            self.read_graph()
-
-    def matching(self, chosen: str) -> list[Package]:
-        """The packages an argument names: a directory (the packages in it, or the one holding
-        it) or a file (the package holding it), from the current directory or the root, else a
-        glob over their paths from the root or their distribution names."""
-        for base in (self.cwd, self.root):
-            path = os.path.realpath(base / chosen)
-            if os.path.exists(path):
-                inside = [p for p in self.all if owner_of(str(p.path), [Package(Path(path), "")])]
-                holder = owner_of(path, self.all)
-                return inside or ([holder] if holder else [])
-        pattern = chosen.strip("/")
-        return [
-            p
-            for p in self.all
-            if fnmatch.fnmatchcase(p.rel, pattern)
-            or fnmatch.fnmatchcase(self.graph.names.get(p, ""), normalize_name(pattern))
-        ]
-
-    def names_no_package(self, chosen: str) -> str:
-        close = difflib.get_close_matches(chosen.strip("/"), [p.rel for p in self.all], 3, 0.75)
-        hint = f"; did you mean {' or '.join(close)}?" if close else ""
-        return f"{chosen!r} names no package under {self.root}{hint}"
-
-    def owner_dir(self, path: str) -> str | None:
-        owner = owner_of(path, self.packages)
-        return None if owner is None else str(owner.path)
-
-    def owners(self, changed: Mapping[str, float]) -> dict[Package, float]:
-        """The packages holding the changed paths, each with its latest change (chosen or not:
-        their dependents are)."""
-        owners: dict[Package, float] = {}
-        for path, at in changed.items():
-            owner = owner_of(path, self.all)
-            if owner is not None:
-                owners[owner] = max(at, owners.get(owner, at))
-        return owners
-
-    def watched_users(self, changed: Mapping[str, float]) -> set[Package] | None:
-        """When only some packages are watched and the change lies outside them all: the
-        watched packages that use what changed (maybe none).  None otherwise: a whole cycle."""
-        owners = self.owners(changed)
-        if not owners or set(owners) & set(self.packages):
-            return None
-        return affected(self.packages, owners, self.graph.uses)
 
 
 def path_named(arg: str, root: Path, packages: Sequence[Package]) -> str | None:
@@ -269,13 +99,6 @@ def root_is_back(root: Path) -> bool:
             return False
         time.sleep(ROOT_CHECK_EVERY / 20)
     return True
-
-
-def no_packages(root: Path) -> UsageError:
-    return UsageError(
-        f"no packages under {shown(str(root))} (a package is a directory holding "
-        f"{', '.join(PACKAGE_MARKERS[:-1])} or {PACKAGE_MARKERS[-1]}); pass --root DIR"
-    )
 
 
 def announce_settings(options: Options, reporter: Reporter) -> None:
@@ -396,12 +219,16 @@ class RunnerChoices:
             return Selection()
         return declared_selection(package, self.options.root)
 
-    def run_start(self, package: Package, extra: Sequence[str] = ()) -> RunStart:
+    def run_start(
+        self, package: Package, extra: Sequence[str] = (), selected: Sequence[str] | None = None
+    ) -> RunStart:
         """The one answer to how a package's tests run: what --plan shows, and what runs
-        (the selection, then the runner arguments, then ``extra`` arguments: JUnit's)."""
+        (the selection, or a stage's ``selected`` arguments in its place, then the runner
+        arguments, then ``extra`` arguments: JUnit's)."""
         choice = self.by_package[package]
         named = name_filter_args(choice.runner, self.name_filter) if self.name_filter else None
-        args = (*self.selections[package].args, *self.options.runner_args, *(named or ()), *extra)
+        selection = self.selections[package].args if selected is None else selected
+        args = (*selection, *self.options.runner_args, *(named or ()), *extra)
         env = {
             **run_environment(choice.runner, pycache_dir(), choice.python),
             PACKAGE_ENV: str(package.path),
@@ -473,9 +300,10 @@ class CycleRuns:
 
     def __init__(
         self, choices: RunnerChoices, guard: LoopGuard, ci: CiJob, reporter: Reporter,
-        signals: Signals, limits: RunLimits, saved_dir: Path | None,
+        signals: Signals, limits: RunLimits, saved_dir: Path | None, staging: Staging,
     ) -> None:  # fmt: skip
         self.choices = choices
+        self.staging = staging
         self.guard = guard
         self.ci = ci
         self.reporter = reporter
@@ -509,16 +337,46 @@ class CycleRuns:
         self.ci.cycle_ended(outcome, (p.rel for p in packages))
         return outcome
 
-    def start_run(self, package: Package) -> Run | Unrunnable:
-        """Start a run.  Between a cold process's start and its record, a signal waits: no
-        run can be left behind (a forked one the warm interpreter kills itself)."""
+    def start_run(self, package: Package) -> Run | Unrunnable | StagedRun:
+        """Start a package's run: in two stages when the change allows (see ``stages``)."""
         self.guard.run_started(str(package.path))
         choices = self.choices
         choice = choices[package]
         if package in choices.unrunnable:
             return Unrunnable(package, choice.runner, choices.unrunnable[package])
+        plan = self.stage_plan(package, choice)
+        if choices.options.explain:
+            self.reporter.stages(package.rel, plan)
+        self.progress.started(package)
+        if isinstance(plan, OneStage):
+            return self.start_stage(package, None)
+        self.progress.staged(package, plan.summary)
+        stages = iter(("second stage", ""))
+
+        def start(args: tuple[str, ...]) -> Run:
+            run = self.start_stage(package, args)
+            self.progress.staged(package, next(stages, ""))
+            return run
+
+        return StagedRun(plan, start)
+
+    def stage_plan(self, package: Package, choice: Choice) -> Stages | OneStage:
+        """Whether the run goes in two stages: not while the test-name filter and the first
+        stage's selection would both select by name (unittest's -k)."""
+        if self.choices.name_filter and choice.runner.name == "unittest":
+            return OneStage("the test-name filter selects by name too")
+        if any(not arg.startswith("-") for arg in self.choices.options.runner_args):
+            return OneStage("the runner arguments name tests")
+        return self.staging.plan(package, choice.runner, self.choices.selections[package])
+
+    def start_stage(self, package: Package, selected: tuple[str, ...] | None) -> Run:
+        """Start one run of the package (the whole of it, or the stage ``selected``).  Between
+        a cold process's start and its record, a signal waits: no run can be left behind (a
+        forked one the warm interpreter kills itself)."""
+        choices = self.choices
+        choice = choices[package]
         report = runner_report(choice.runner.name)
-        start = choices.run_start(package, report.args if report else ())
+        start = choices.run_start(package, report.args if report else (), selected)
         saved = self.saved_dir and self.saved_dir / (package.rel.replace("/", "__") + ".log")
         needs = Needs(
             lambda modules: choices.unavailable(modules, choice.python),
@@ -534,12 +392,12 @@ class CycleRuns:
         with self.signals.deferred():
             run = Run(start, self.limits.timeout, launcher, saved, needs, confirm, report)
             self.live.append(run)
-        self.progress.started(package)
         return run
 
     def record(self, result: RunResult) -> None:
         self.guard.run_ended(str(result.package.path))
         self.progress.ended(result.package)
+        self.staging.record(result)
         self.reporter.verdict(result)
         if result.failed_only_forked:
             self.reporter.forked_run_differed(result.package.rel)
@@ -659,8 +517,9 @@ class Session:
         self.ci = CiJob(self.root, options.affected, options.shard, options.durations, report,
                         reporter.cannot_write)  # fmt: skip
         limits = RunLimits(options.jobs, options.restart, options.keep_going, options.timeout)
+        staging = Staging(self.root, self.tree.scan, options.stages)
         self.runs = CycleRuns(self.choices, self.guard, self.ci, reporter, self.signals, limits,
-                              output_dir(self.root))  # fmt: skip
+                              output_dir(self.root), staging)  # fmt: skip
 
     @property
     def packages(self) -> list[Package]:
@@ -675,6 +534,8 @@ class Session:
         if only is not None:
             steps = [s for s in steps if s.package in only]
         self.choices.choose(list(changed) if changed else None)
+        reached = affected(self.tree.all, owners, graph.uses)
+        self.runs.staging.cycle(change_of(changed, self.tree.all, self.root), reached)
         if self.options.explain:
             self.reporter.explain(steps)
             self.reporter.explain_choices({s.package: self.choices[s.package] for s in steps})
@@ -836,11 +697,21 @@ class CiSession(Session):
 
     def plan(self) -> int:
         """Print the cycle as JSON and run nothing."""
-        steps, _ = self.narrowed_steps(self.first_changes)
-        self.reporter.plan(
-            plan_json(self.root, steps, self.choices.command_for, self.tree.graph.uses)
-        )
+        changed = self.first_changes
+        steps, _ = self.narrowed_steps(changed)
+        owners = self.tree.owners(changed)
+        reached = affected(self.tree.all, owners, self.tree.graph.uses)
+        self.runs.staging.cycle(change_of(changed, self.tree.all, self.root), reached)
+        self.reporter.plan(plan_json(self.root, steps, self.planned, self.tree.graph.uses))
         return 0
+
+    def planned(self, package: Package) -> Command:
+        """A package's command, and the first stage a watcher would run after its first run."""
+        choice = self.choices[package]
+        selection = self.choices.selections[package]
+        staged = self.runs.staging.plan(package, choice.runner, selection, assume_ran=True)
+        first = tuple(str(t) for t in staged.tests) if isinstance(staged, Stages) else ()
+        return dataclasses.replace(self.choices.command_for(package), first_stage=first)
 
 
 def run_session(

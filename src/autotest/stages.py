@@ -1,0 +1,514 @@
+"""Inside a package, the tests a save concerns run first.
+
+A run of a package whose modules changed (or the modules of packages it uses) goes in two
+stages: first its test modules that import a changed module, directly or through other modules
+of the repository, and those holding the tests that failed in its last run; then the rest.  A
+failure in the first stage is the package's verdict at once; it is ``ok`` only once both have
+run.  What cannot be traced runs the whole package in one stage: a ``conftest.py``, anything
+that is not Python (configuration, metadata, data), the first run after start, a runner that
+cannot select.  A module that imports by computed name (``importlib.import_module(name)``) may
+import anything, so it counts as importing every change.
+
+The decisions (``stage_plan`` and what it calls) are pure functions of the values gathered by
+``package_tests``; ``StagedRun`` runs the two stages one after the other as one run.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Protocol
+
+from .basics import Verdict
+from .discovery import Package, owner_of
+from .imports import ImportScan, absolute_imports, is_test_module
+from .junit import FailingTest, joined_reports
+from .run import RunResult
+from .runners import Runner, package_python_files, pytest_config_file, pytest_setting
+from .selection import Selection
+
+
+@dataclass(frozen=True)
+class Module:
+    """A Python file of the repository as the staging sees it: its dotted name, what it
+    imports (relative imports resolved), whether it imports by computed names."""
+
+    path: str
+    name: str
+    imports: frozenset[str]
+    dynamic: bool
+
+
+@dataclass(frozen=True)
+class PackageTests:
+    """A package's test modules as its runner selects them (paths relative to the package),
+    and where pytest's node ids start; ``untraceable`` says why they cannot be told apart."""
+
+    package: Package
+    tests: tuple[str, ...]
+    rootdir: Path
+    untraceable: str = ""
+
+
+@dataclass(frozen=True)
+class Reach:
+    """What a cycle's change reaches, read once per cycle: each module of the packages it may
+    reach that imports a changed module, with the chain of imports that leads there."""
+
+    chains: Mapping[str, tuple[str, ...]]
+    files: Mapping[Package, tuple[str, ...]]  # the Python files of those packages
+
+
+@dataclass(frozen=True)
+class FirstTest:
+    """One test module of the first stage (relative to the package), and why it is there;
+    ``test`` names the test that failed last run when only it runs first."""
+
+    module: str
+    why: str
+    test: str = ""
+
+    def __str__(self) -> str:
+        return f"{pytest_node_id(self.module, self.test) if self.test else self.module} {self.why}"
+
+
+@dataclass(frozen=True)
+class Stages:
+    """The runner arguments (the selection's, narrowed or widened) of the two stages.  With
+    ``rest_repeats`` the runner cannot leave out what ran first, so the second stage runs every
+    test of the package again."""
+
+    first: tuple[str, ...]
+    rest: tuple[str, ...]
+    tests: tuple[FirstTest, ...]
+    out_of: int  # the package's test modules
+    rest_repeats: bool = False
+
+    @property
+    def summary(self) -> str:
+        """``first stage: 1 of 30 test modules``, as the status line and -v say it."""
+        return f"first stage: {len(self.tests)} of {self.out_of} test modules"
+
+
+@dataclass(frozen=True)
+class OneStage:
+    """The whole package in one run, and why (empty when there is nothing to say: no change,
+    a runner that runs whole packages)."""
+
+    why: str = ""
+
+
+def module_name(path: str, package: Package) -> str:
+    """The dotted name ``path`` is imported by: below ``src/`` in a src layout, else below the
+    package directory (``big.m23``, ``tests.test_m23``; a package's ``__init__.py`` is the
+    package)."""
+    src = package.path / "src"
+    base = src if path.startswith(str(src) + os.sep) else package.path
+    rel = os.path.relpath(path, base)[: -len(".py")]
+    parts = rel.split(os.sep)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def prefixes(name: str) -> list[str]:
+    """``a``, ``a.b``, ``a.b.c`` of ``a.b.c``: every module importing it runs."""
+    parts = name.split(".")
+    return [".".join(parts[:end]) for end in range(1, len(parts) + 1)]
+
+
+def reached_by(changed: Collection[str], modules: Sequence[Module]) -> dict[str, tuple[str, ...]]:
+    """Every module that imports a changed one, directly or through others, each with the chain
+    of names that leads there (empty for a changed module itself; ending in ``*`` through one
+    that imports by computed names, which may import anything)."""
+    importers: dict[str, list[Module]] = {}
+    for module in modules:
+        for prefix in {p for name in module.imports for p in prefixes(name)}:
+            importers.setdefault(prefix, []).append(module)
+    chains: dict[str, tuple[str, ...]] = {m: () for m in changed}
+    if changed:
+        chains.update({m.name: ("*",) for m in modules if m.dynamic and m.name not in chains})
+    pending = list(chains)
+    while pending:
+        reached = pending.pop(0)
+        for module in importers.get(reached, ()):
+            if module.name not in chains:
+                chains[module.name] = (reached, *chains[reached])
+                pending.append(module.name)
+    return chains
+
+
+def chain_text(chain: tuple[str, ...]) -> str:
+    """``imports big.m23``; ``imports big.util, which imports big.m23``."""
+    if not chain:
+        return "changed"
+    if chain == ("*",):
+        return "imports modules by computed names"
+    said = "imports " + ", which imports ".join(n for n in chain if n != "*")
+    return said + (", which imports modules by computed names" if chain[-1] == "*" else "")
+
+
+@dataclass(frozen=True)
+class Change:
+    """What staging knows of a cycle's change: the changed paths, and the dotted names of the
+    changed Python modules of the repository."""
+
+    paths: tuple[str, ...] = ()
+    modules: frozenset[str] = frozenset()
+    untraceable: str = ""  # a changed path that can only be run whole, and why
+
+
+def change_of(paths: Iterable[str], packages: Sequence[Package], root: Path) -> Change:
+    """The change as staging sees it: the modules changed, or the path that runs whole."""
+    paths = tuple(paths)
+    modules = set()
+    for path in paths:
+        rel = os.path.relpath(path, root).replace(os.sep, "/")
+        name = os.path.basename(path)
+        if name == "conftest.py":
+            return Change(paths, frozenset(), f"{rel} changed (a conftest.py)")
+        if not name.endswith(".py") or name == "setup.py":
+            return Change(paths, frozenset(), f"{rel} changed (not a module)")
+        owner = owner_of(path, packages)
+        if owner is not None:
+            modules.add(module_name(path, owner))
+    return Change(paths, frozenset(modules))
+
+
+@dataclass(frozen=True)
+class History:
+    """What staging remembers of a package's last run: the tests that failed in it."""
+
+    failed: tuple[FailingTest, ...] = ()
+
+
+def failed_files(failed: Iterable[FailingTest], tests: Sequence[str]) -> dict[str, str]:
+    """The test modules (of ``tests``) holding the tests that failed, each with one of their
+    ids: a report names a test by its module's dotted name, from wherever the runner's root
+    is (``tests.test_a.TestX.test_y`` or ``libs.pkg.tests.test_a.TestX.test_y``)."""
+    by_name = {t[: -len(".py")].replace("/", "."): t for t in tests}
+    found: dict[str, str] = {}
+    for test in failed:
+        hits = [n for n in by_name if test.name.startswith(n + ".") or f".{n}." in test.name]
+        if hits:
+            name = max(hits, key=len)
+            rest = test.name[test.name.index(name + ".") + len(name) + 1 :]
+            found.setdefault(by_name[name], rest)
+    return found
+
+
+def pytest_node_id(file: str, rest: str) -> str:
+    """``tests/test_a.py::TestX::test_y[a.b]`` from the module's file and the report's rest."""
+    parts: list[str] = []
+    depth, word = 0, ""
+    for char in rest:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "." and depth == 0:
+            parts.append(word)
+            word = ""
+        else:
+            word += char
+    return "::".join([file, *parts, word])
+
+
+def selection_parts(args: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """A pytest selection's positional paths, its options (with their values) and its
+    ``--ignore`` paths."""
+    paths: list[str] = []
+    options: list[str] = []
+    ignored: list[str] = []
+    rest = list(args)
+    while rest:
+        arg = rest.pop(0)
+        if arg in ("-m", "-k", "--ignore", "--ignore-glob", "--deselect", "-p") and rest:
+            value = rest.pop(0)
+            options += [arg, value]
+            if arg == "--ignore":
+                ignored.append(value)
+        elif arg.startswith("-"):
+            options.append(arg)
+            if arg.startswith("--ignore="):
+                ignored.append(arg.partition("=")[2])
+        else:
+            paths.append(arg)
+    return paths, options, ignored
+
+
+NOSE_IGNORED = (r"^\.", r"^_", r"^setup\.py$")  # nose's own, which -I replaces
+
+
+def first_tests(found: PackageTests, reach: Reach, failed: Mapping[str, str]) -> list[FirstTest]:
+    """The first stage's test modules: those holding a test that failed last time (that test
+    alone, unless the module also imports a change), then those that import a changed
+    module."""
+    tests = found.tests
+    chains = reach.chains
+    names = {t: module_name(str(found.package.path / t), found.package) for t in tests}
+    reaching = {t: chains[names[t]] for t in tests if names[t] in chains}
+    first = [
+        FirstTest(t, f"failed last run, {chain_text(reaching[t])}")
+        if t in reaching
+        else FirstTest(t, "failed last run", failed[t])
+        for t in tests
+        if t in failed
+    ]
+    first += [FirstTest(t, chain_text(c)) for t, c in reaching.items() if t not in failed]
+    return first
+
+
+def whole_run(runner: Runner, change: Change, history: History | None) -> OneStage | None:
+    """Why a package runs whole whatever its tests import, if it does: a runner that runs
+    whole packages, no change (a first cycle, a key), a change that cannot be traced, no run
+    yet to learn from (``history`` None)."""
+    if runner.module is None or not change.paths:
+        return OneStage()
+    if change.untraceable:
+        return OneStage(change.untraceable)
+    if history is None:
+        return OneStage("its first run since autotest started")
+    return None
+
+
+def stage_plan(
+    runner: Runner, selection: Selection, found: PackageTests, reach: Reach, history: History
+) -> Stages | OneStage:
+    """How a package's run goes, given what its change reaches: in two stages, or whole, and
+    why."""
+    if found.untraceable:
+        return OneStage(found.untraceable)
+    tests = found.tests
+    if not tests:
+        return OneStage("no test modules to choose from")
+    failed = failed_files(history.failed, tests)
+    first = first_tests(found, reach, failed)
+    if not first:
+        return OneStage("nothing in its tests imports the change")
+    if len(first) == len(tests):
+        return OneStage("every test module imports the change")
+    build = STAGE_ARGS.get(runner.name)
+    if build is None:
+        return OneStage()
+    return build(selection.args, found, first)
+
+
+def pytest_stages(
+    args: Sequence[str], found: PackageTests, first: Sequence[FirstTest]
+) -> Stages | OneStage:
+    """pytest: the first stage names its test modules, and failed tests by id; the second
+    ignores those modules and deselects those ids (whose ids start at pytest's rootdir)."""
+    paths, options, _ = selection_parts(args)
+    prefix = os.path.relpath(found.package.path, found.rootdir).replace(os.sep, "/")
+    named = [pytest_node_id(t.module, t.test) if t.test else t.module for t in first]
+    rest = [*paths, *options]
+    for test, name in zip(first, named):
+        rooted = name if prefix == "." else f"{prefix}/{name}"
+        rest.append(f"--deselect={rooted}" if test.test else f"--ignore={name}")
+    return Stages((*options, *named), tuple(rest), tuple(first), len(found.tests))
+
+
+def nose_stages(
+    args: Sequence[str], found: PackageTests, first: Sequence[FirstTest]
+) -> Stages | OneStage:
+    """nose: the first stage names its test modules; the second leaves them out by name
+    (``-I``, with nose's own patterns, which it replaces), so names must be unique."""
+    if args:
+        return OneStage("its runner arguments select the tests")
+    chosen = [t.module for t in first]
+    basenames = [os.path.basename(t) for t in chosen]
+    others = {os.path.basename(t) for t in found.tests if t not in chosen}
+    if others & set(basenames):
+        return OneStage("a test module of the first stage shares its name with another")
+    ignore = [*NOSE_IGNORED, *(f"^{re.escape(b)}$" for b in basenames)]
+    rest = tuple(arg for pattern in ignore for arg in ("-I", pattern))
+    modules = tuple(replace(t, test="") for t in first)
+    return Stages(tuple(chosen), rest, modules, len(found.tests))
+
+
+def dotted_stages(
+    args: Sequence[str], found: PackageTests, first: Sequence[FirstTest], unittest: bool = False
+) -> Stages | OneStage:
+    """unittest and nose2 take test modules by dotted name (unittest's discovery, by name
+    pattern), but cannot leave any out: the second stage runs the whole package again."""
+    if args:
+        return OneStage("its runner arguments select the tests")
+    names = [t.module[: -len(".py")].replace("/", ".") for t in first]
+    chosen = tuple(a for n in names for a in ("-k", f"{n}.*")) if unittest else tuple(names)
+    modules = tuple(replace(t, test="") for t in first)
+    return Stages(chosen, (), modules, len(found.tests), rest_repeats=True)
+
+
+STAGE_ARGS: dict[str, Callable[..., Stages | OneStage]] = {
+    "pytest": pytest_stages,
+    "nose": nose_stages,
+    "nose2": dotted_stages,
+    "unittest": functools.partial(dotted_stages, unittest=True),
+}
+
+
+def candidate_tests(
+    package: Package, runner: Runner, selection: Selection, root: Path, files: Iterable[str]
+) -> tuple[str, ...]:
+    """The package's test modules its runner runs, relative to it: in pytest's selected paths
+    (or ``testpaths``), outside its ``--ignore`` paths; for other runners, anywhere in it."""
+    top = package.path
+    where: list[Path] = [top]
+    ignored: list[Path] = []
+    if runner.name == "pytest":
+        paths, _, ignore = selection_parts(selection.args)
+        config = pytest_config_file(package, root)
+        declared = pytest_setting(config, "testpaths") if not paths else ()
+        if paths:
+            where = [top / p for p in paths]
+        elif declared and config is not None:
+            where = [config[0].parent / p for p in declared]
+        ignored = [top / p for p in ignore]
+    found = []
+    for path in files:
+        name = os.path.basename(path)
+        if name == "conftest.py" or not is_test_module(name):
+            continue
+        inside = [Path(path) == w or str(w) + os.sep in path for w in where]
+        if any(inside) and not any(path.startswith(str(i)) for i in ignored):
+            found.append(os.path.relpath(path, top).replace(os.sep, "/"))
+    return tuple(sorted(found))
+
+
+def package_modules(package: Package, files: Iterable[str], scan: ImportScan) -> list[Module]:
+    """Each file as a module: its name, and its imports read by the scan."""
+    modules = []
+    for path in files:
+        scanned = scan.scanned(path)
+        name = module_name(path, package)
+        is_package = os.path.basename(path) == "__init__.py"
+        names = frozenset(absolute_imports(scanned.names, name, is_package))
+        modules.append(Module(path, name, names, scanned.dynamic))
+    return modules
+
+
+def reach_of(change: Change, packages: Iterable[Package], scan: ImportScan) -> Reach:
+    """Read the modules of ``packages`` (those the change may reach) and follow their imports
+    from the changed modules."""
+    files = {p: tuple(package_python_files(p)) for p in packages}
+    modules = [m for p, found in files.items() for m in package_modules(p, found, scan)]
+    return Reach(reached_by(change.modules, modules), files)
+
+
+def package_tests(
+    package: Package, runner: Runner, selection: Selection, root: Path, reach: Reach
+) -> PackageTests:
+    """The package's test modules its runner selects, from the files the reach read (a
+    package the change does not reach has none that import it)."""
+    files = reach.files.get(package, ())
+    tests = candidate_tests(package, runner, selection, root, files)
+    config = pytest_config_file(package, root) if runner.name == "pytest" else None
+    rootdir = config[0].parent if config is not None else package.path
+    named = pytest_setting(config, "python_files") if config is not None else ()
+    why = f"its pytest config sets python_files ({' '.join(named)})" if named else ""
+    return PackageTests(package, tests, rootdir, why)
+
+
+class Stage(Protocol):
+    """One stage's run, as a cycle sees a run: ``Run`` is one."""
+
+    def poll(self) -> RunResult | None: ...
+
+    def kill(self) -> None: ...
+
+    def wait_handle(self) -> int | None: ...
+
+
+class StagedRun:
+    """A package's run in two stages, as one run: the second starts once the first passed,
+    and the verdict covers both.  ``start`` starts a run with the given runner arguments in
+    place of the selection's."""
+
+    def __init__(self, stages: Stages, start: Callable[[tuple[str, ...]], Stage]) -> None:
+        self.stages = stages
+        self.start = start
+        self.first: RunResult | None = None
+        self.current = start(stages.first)
+
+    @property
+    def stage(self) -> int:
+        return 1 if self.first is None else 2
+
+    def poll(self) -> RunResult | None:
+        result = self.current.poll()
+        if result is None:
+            return None
+        if self.first is not None:
+            return both_stages(self.first, result)
+        if result.verdict is Verdict.FAILED:
+            return replace(result, note=joined_note(result.note, "first stage"))
+        if result.verdict is Verdict.COULD_NOT_RUN:
+            return result
+        self.first = result
+        self.current = self.start(self.stages.rest)
+        return None
+
+    def wait_handle(self) -> int | None:
+        return self.current.wait_handle()
+
+    def kill(self) -> None:
+        self.current.kill()
+
+
+def joined_note(*notes: str) -> str:
+    return ", ".join(n for n in notes if n)
+
+
+def both_stages(first: RunResult, second: RunResult) -> RunResult:
+    """One verdict for the two stages of a run: the second's when it did not pass; else
+    ``ok`` if either ran tests."""
+    verdict = second.verdict
+    if verdict is Verdict.NO_TESTS and first.verdict is Verdict.OK:
+        verdict = Verdict.OK
+    return replace(
+        second,
+        verdict=verdict,
+        seconds=first.seconds + second.seconds,
+        warm=first.warm and second.warm,
+        runner_xml=joined_reports(first.runner_xml, second.runner_xml),
+        forked_failed=first.forked_failed or second.forked_failed,
+    )
+
+
+class Staging:
+    """What staging keeps: each package's last run (its failed tests), and for the cycle at
+    hand its change and what that reaches, read at the first run that is staged."""
+
+    def __init__(self, root: Path, scan: ImportScan, enabled: bool = True) -> None:
+        self.root = root
+        self.scan = scan
+        self.enabled = enabled
+        self.history: dict[Package, History] = {}
+        self.change = Change()
+        self.scope: tuple[Package, ...] = ()
+        self.reach: Reach | None = None
+
+    def cycle(self, change: Change, scope: Iterable[Package]) -> None:
+        """A new cycle, for ``change``, whose modules the ``scope`` packages may import."""
+        self.change = change if self.enabled else Change()
+        self.scope = tuple(scope)
+        self.reach = None
+
+    def plan(
+        self, package: Package, runner: Runner, selection: Selection, assume_ran: bool = False
+    ) -> Stages | OneStage:
+        """How the package's run goes in this cycle; with ``assume_ran`` (--plan), as it would
+        once the package has run, with no test failing."""
+        history = self.history.get(package, History() if assume_ran else None)
+        whole = whole_run(runner, self.change, history)
+        if whole is not None or history is None:
+            return whole or OneStage()
+        if self.reach is None:
+            self.reach = reach_of(self.change, self.scope, self.scan)
+        found = package_tests(package, runner, selection, self.root, self.reach)
+        return stage_plan(runner, selection, found, self.reach, history)
+
+    def record(self, result: RunResult) -> None:
+        self.history[result.package] = History(result.failing_tests)

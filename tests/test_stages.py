@@ -1,0 +1,334 @@
+"""Inside a package, the tests a save concerns run first: the first stage (the test modules that
+import a changed module, and the tests that failed last run), then the rest; what cannot be
+traced runs whole.  Real watchers and real runs of each runner, and the pure decisions alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from test_events import save_vim
+
+from conftest import Repo, Watch, clean_env, load_autotest, run_autotest
+
+at = load_autotest()
+
+
+MODULES = 6  # test modules of the package "big", each importing one module of it
+
+TEST_MODULE = """\
+import os
+from big.m{i} import VALUE
+
+
+def test_value_{i}():
+    with open(os.environ["STAGES_LOG"], "a") as log:
+        log.write("test_m{i}\\n")
+    assert VALUE == {i}
+"""
+
+UNITTEST_MODULE = """\
+import os
+import unittest
+from big.m{i} import VALUE
+
+
+class T(unittest.TestCase):
+    def test_value_{i}(self):
+        with open(os.environ["STAGES_LOG"], "a") as log:
+            log.write("test_m{i}\\n")
+        self.assertEqual(VALUE, {i})
+"""
+
+
+def big_package(repo: Repo, unittest: bool = False) -> Path:
+    """A package of MODULES modules, each with the one test module that imports it."""
+    repo.write("big/pyproject.toml", '[project]\nname = "big"\nversion = "0"\n')
+    repo.write("big/big/__init__.py")
+    repo.write("big/tests/__init__.py")
+    template = UNITTEST_MODULE if unittest else TEST_MODULE
+    for i in range(MODULES):
+        repo.write(f"big/big/m{i}.py", f"VALUE = {i}\n")
+        repo.write(f"big/tests/test_m{i}.py", template.format(i=i))
+    return repo.path / "big"
+
+
+def ran(log: Path) -> Counter[str]:
+    """Which test modules ran since the log was last emptied, and how often; emptied now."""
+    text = log.read_text() if log.exists() else ""
+    log.write_text("")
+    return Counter(text.split())
+
+
+def start_watching(watch: object, repo: Repo, log: Path, *args: str) -> Watch:
+    env = clean_env(STAGES_LOG=str(log), PYTHONPATH=str(repo.path / "big"))
+    w: Watch = watch(repo.path, "-v", *args, env=env)  # type: ignore[operator]
+    w.wait_cycles(1, timeout=60)
+    return w
+
+
+@pytest.mark.parametrize("runner", ["pytest", "nose", "nose2", "unittest"])
+def test_a_breaking_save_fails_in_the_first_stage_with_only_the_tests_that_import_it(
+    repo: Repo, watch: object, tmp_path: Path, runner: str
+) -> None:
+    big_package(repo, unittest=runner == "unittest")
+    log = tmp_path / "ran.log"
+    w = start_watching(watch, repo, log, "--runner", runner)
+    assert ran(log) == Counter(f"test_m{i}" for i in range(MODULES))
+
+    save_vim(repo.path / "big/big/m3.py", "VALUE = 33\n")
+    end = w.wait_cycles(2, timeout=60)
+    assert "big: first stage: 1 of 6 test modules; then" in w.output
+    assert "tests/test_m3.py imports big.m3" in w.output
+    assert any("FAILED" in line and "first stage" in line for line in w.lines[:end]), w.output
+    assert ran(log) == Counter(["test_m3"])  # the other five never started
+
+    save_vim(repo.path / "big/big/m3.py", "VALUE = 3\n")
+    w.wait_cycles(3, timeout=60)
+    counts = ran(log)
+    assert set(counts) == {f"test_m{i}" for i in range(MODULES)}, w.output
+    if runner in ("pytest", "nose"):  # they leave out what ran first
+        assert set(counts.values()) == {1}, counts
+    else:  # unittest and nose2 cannot: their second stage runs all again
+        assert counts["test_m3"] == 2 and "then all of its tests again" in w.output
+
+
+def test_the_tests_that_failed_last_run_come_first_by_id(
+    repo: Repo, watch: object, tmp_path: Path
+) -> None:
+    big_package(repo)
+    other = "\n\ndef test_other():\n    pass\n"
+    repo.write("big/tests/test_m3.py", TEST_MODULE.format(i=3) + other)
+    log = tmp_path / "ran.log"
+    w = start_watching(watch, repo, log, "--runner", "pytest")
+    save_vim(repo.path / "big/big/m3.py", "VALUE = 33\n")
+    w.wait_cycles(2, timeout=60)
+    ran(log)
+    save_vim(repo.path / "big/big/m5.py", "VALUE = 5  # still 5\n")  # m3 stays broken
+    end = w.wait_cycles(3, timeout=60)
+    shown = "\n".join(w.lines[w.lines.index("changed: big/big/m5.py") :])
+    assert "tests/test_m3.py::test_value_3 failed last run" in shown
+    assert "tests/test_m5.py imports big.m5" in shown
+    assert any("FAILED" in line and "first stage" in line for line in w.lines[:end])
+    assert ran(log) == Counter(["test_m3", "test_m5"])
+
+
+def test_a_dependency_change_reaches_the_modules_that_import_it_through_the_package(
+    repo: Repo, watch: object, tmp_path: Path
+) -> None:
+    """app's test imports app.core, which imports big.m3: a change to big.m3 runs that test
+    first in app, and the rest of app after."""
+    big_package(repo)
+    repo.write("app/pyproject.toml", '[project]\nname = "app"\ndependencies = ["big"]\n')
+    repo.write("app/app/__init__.py")
+    repo.write("app/app/core.py", "from big.m3 import VALUE\n\nDOUBLE = 2 * VALUE\n")
+    repo.write("app/tests/__init__.py")
+    repo.write(
+        "app/tests/test_core.py",
+        "from app.core import DOUBLE\n\n\ndef test_double():\n    assert DOUBLE == 6\n",
+    )
+    repo.write("app/tests/test_plain.py", "def test_plain():\n    pass\n")
+    log = tmp_path / "ran.log"
+    env = clean_env(
+        STAGES_LOG=str(log),
+        PYTHONPATH=os.pathsep.join([str(repo.path / "big"), str(repo.path / "app")]),
+    )
+    w: Watch = watch(repo.path, "-v", "--runner", "pytest", env=env)  # type: ignore[operator]
+    w.wait_cycles(1, timeout=60)
+    # big's own test of m3 still passes: VALUE == 3 is what it asserts; app's needs 6
+    save_vim(repo.path / "big/big/m3.py", "VALUE = 3\nVALUE = 3  # said twice\n")
+    w.wait_cycles(2, timeout=60)
+    assert "app: first stage: 1 of 2 test modules; then the rest" in w.output
+    assert "tests/test_core.py imports app.core, which imports big.m3" in w.output
+
+
+@pytest.mark.parametrize(
+    ("rel", "text", "why"),
+    [
+        ("big/tests/conftest.py", "", "big/tests/conftest.py changed (a conftest.py)"),
+        ("big/data.json", "{}", "big/data.json changed (not a module)"),
+    ],
+)
+def test_what_cannot_be_traced_runs_the_whole_package_in_one_stage(
+    repo: Repo, watch: object, tmp_path: Path, rel: str, text: str, why: str
+) -> None:
+    big_package(repo)
+    repo.write(rel, text)
+    log = tmp_path / "ran.log"
+    w = start_watching(watch, repo, log, "--runner", "pytest")
+    ran(log)
+    save_vim(repo.path / rel, text + "\n")
+    w.wait_cycles(2, timeout=60)
+    assert f"big runs whole: {why}" in w.output
+    assert set(ran(log).values()) == {1} and "first stage" not in w.output
+
+
+def test_the_first_run_after_start_runs_whole(repo: Repo, tmp_path: Path) -> None:
+    big_package(repo)
+    env = clean_env(STAGES_LOG=str(tmp_path / "ran.log"), PYTHONPATH=str(repo.path / "big"))
+    done = run_autotest(
+        repo.path, "--once", "-v", "--changed", "big/big/m3.py", "--runner", "pytest", env=env
+    )
+    assert "big runs whole: its first run since autotest started" in done.stdout, done.stdout
+    assert done.returncode == 0
+
+
+def test_a_module_imported_by_a_computed_name_puts_its_importers_first(
+    repo: Repo, watch: object, tmp_path: Path
+) -> None:
+    big_package(repo)
+    repo.write(
+        "big/tests/test_plugins.py",
+        "import importlib\n\nNAMES = ['big.m1']\n\n\ndef test_loads():\n"
+        "    for name in NAMES:\n        importlib.import_module(name)\n",
+    )
+    log = tmp_path / "ran.log"
+    w = start_watching(watch, repo, log, "--runner", "pytest")
+    save_vim(repo.path / "big/big/m4.py", "VALUE = 4  # again\n")
+    w.wait_cycles(2, timeout=60)
+    assert "tests/test_plugins.py imports modules by computed names" in w.output
+    assert "big: first stage: 2 of 7 test modules; then the rest" in w.output
+
+
+def test_no_stages_runs_every_package_whole(repo: Repo, watch: object, tmp_path: Path) -> None:
+    big_package(repo)
+    log = tmp_path / "ran.log"
+    w = start_watching(watch, repo, log, "--runner", "pytest", "--no-stages")
+    ran(log)
+    save_vim(repo.path / "big/big/m3.py", "VALUE = 33\n")
+    w.wait_cycles(2, timeout=60)
+    assert "first stage" not in w.output
+    assert len(ran(log)) == MODULES
+
+
+def test_the_plan_names_the_first_stage_of_a_change(repo: Repo) -> None:
+    big_package(repo)
+    done = run_autotest(repo.path, "--plan", "--changed", "big/big/m3.py", "--runner", "pytest")
+    assert done.returncode == 0, done.stderr
+    (entry,) = json.loads(done.stdout)["packages"]
+    assert entry["first_stage"] == ["tests/test_m3.py imports big.m3"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The decisions on their own
+# ---------------------------------------------------------------------------------------------
+
+
+def module(name: str, *imports: str, dynamic: bool = False) -> object:
+    return at.Module(name.replace(".", "/") + ".py", name, frozenset(imports), dynamic)
+
+
+def test_a_change_reaches_modules_through_chains_of_imports() -> None:
+    modules = [
+        module("big.util", "big.m3.VALUE"),
+        module("tests.test_util", "big.util", "big"),
+        module("tests.test_other", "big.m4"),
+        module("tests.test_loader", dynamic=True),
+    ]
+    chains = at.reached_by({"big.m3"}, modules)
+    assert chains["tests.test_util"] == ("big.util", "big.m3")
+    assert at.chain_text(chains["tests.test_util"]) == "imports big.util, which imports big.m3"
+    assert at.chain_text(chains["tests.test_loader"]) == "imports modules by computed names"
+    assert "tests.test_other" not in chains
+
+
+def test_a_changed_package_init_reaches_every_module_importing_from_the_package() -> None:
+    chains = at.reached_by({"big"}, [module("tests.t", "big.m4.VALUE")])
+    assert chains["tests.t"] == ("big",)
+
+
+def test_relative_imports_are_resolved_against_the_module() -> None:
+    assert at.absolute_imports({".m", "..x.y", "."}, "big.sub.mod", False) == {
+        "big.sub.m",
+        "big.x.y",
+        "big.sub",
+    }
+    assert at.absolute_imports({".m"}, "big.sub", True) == {"big.sub.m"}
+
+
+def test_a_failed_test_is_found_by_its_module_wherever_the_runners_root_is() -> None:
+    failed = [
+        at.FailingTest("libs.big.tests.test_a.TestX.test_y[a.b]", "", ""),
+        at.FailingTest("tests.test_b.test_z", "", ""),
+    ]
+    found = at.failed_files(failed, ["tests/test_a.py", "tests/test_b.py", "tests/test_c.py"])
+    assert found == {"tests/test_a.py": "TestX.test_y[a.b]", "tests/test_b.py": "test_z"}
+    assert at.pytest_node_id("tests/test_a.py", "TestX.test_y[a.b]") == (
+        "tests/test_a.py::TestX::test_y[a.b]"
+    )
+
+
+def package_tests(tests: tuple[str, ...], rootdir: str = "") -> object:
+    package = at.Package(Path("/r/libs/big"), "libs/big")
+    return at.PackageTests(package, tests, Path(rootdir or "/r/libs/big"))
+
+
+FIRST = (
+    at.FirstTest("tests/test_a.py", "failed last run", "test_y"),
+    at.FirstTest("tests/test_m3.py", "imports big.m3"),
+)
+
+
+def test_pytest_stages_deselect_failed_ids_from_its_rootdir_and_ignore_modules() -> None:
+    found = package_tests(("tests/test_a.py", "tests/test_m3.py", "tests/test_z.py"), "/r")
+    stages = at.pytest_stages(("tests", "-m", "not slow"), found, FIRST)
+    assert stages.first == ("-m", "not slow", "tests/test_a.py::test_y", "tests/test_m3.py")
+    assert stages.rest == (
+        "tests", "-m", "not slow", "--deselect=libs/big/tests/test_a.py::test_y",
+        "--ignore=tests/test_m3.py",
+    )  # fmt: skip
+
+
+def test_nose_leaves_out_the_first_stage_by_name_keeping_its_own_patterns() -> None:
+    found = package_tests(("tests/test_a.py", "tests/test_m3.py", "tests/test_z.py"))
+    stages = at.nose_stages((), found, FIRST)
+    assert stages.first == ("tests/test_a.py", "tests/test_m3.py")
+    patterns = stages.rest[1::2]
+    assert patterns == (r"^\.", r"^_", r"^setup\.py$", r"^test_a\.py$", r"^test_m3\.py$")
+
+
+def test_nose_runs_whole_when_a_first_stage_module_shares_its_name() -> None:
+    found = package_tests(("tests/test_m3.py", "tests/unit/test_m3.py", "tests/test_z.py"))
+    plan = at.nose_stages((), found, FIRST[1:])
+    assert plan == at.OneStage("a test module of the first stage shares its name with another")
+
+
+def test_unittest_and_nose2_name_modules_and_run_everything_again() -> None:
+    found = package_tests(("tests/test_a.py", "tests/test_m3.py", "tests/test_z.py"))
+    unittest = at.STAGE_ARGS["unittest"]((), found, FIRST)
+    assert unittest.first == ("-k", "tests.test_a.*", "-k", "tests.test_m3.*")
+    nose2 = at.STAGE_ARGS["nose2"]((), found, FIRST)
+    assert nose2.first == ("tests.test_a", "tests.test_m3")
+    assert unittest.rest == nose2.rest == () and unittest.rest_repeats and nose2.rest_repeats
+
+
+@pytest.mark.parametrize(
+    ("paths", "why"),
+    [
+        (["big/conftest.py"], "big/conftest.py changed (a conftest.py)"),
+        (["big/setup.py"], "big/setup.py changed (not a module)"),
+        (["big/big/m1.py", "big/README.md"], "big/README.md changed (not a module)"),
+    ],
+)
+def test_a_change_that_cannot_be_traced_runs_whole(paths: list[str], why: str) -> None:
+    root = Path("/r")
+    packages = [at.Package(root / "big", "big")]
+    change = at.change_of([str(root / p) for p in paths], packages, root)
+    runner = at.BUILTIN_RUNNERS["pytest"]
+    assert at.whole_run(runner, change, at.History()) == at.OneStage(why)
+
+
+def test_a_first_run_a_command_and_no_change_run_whole() -> None:
+    root = Path("/r")
+    change = at.change_of(["/r/big/big/m1.py"], [at.Package(root / "big", "big")], root)
+    assert change.modules == {"big.m1"}
+    pytest_runner = at.BUILTIN_RUNNERS["pytest"]
+    first = at.whole_run(pytest_runner, change, None)
+    assert first == at.OneStage("its first run since autotest started")
+    assert at.whole_run(at.make_runner("make test"), change, at.History()) == at.OneStage()
+    assert at.whole_run(pytest_runner, at.Change(), at.History()) == at.OneStage()
+    assert at.whole_run(pytest_runner, change, at.History()) is None
