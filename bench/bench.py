@@ -51,6 +51,10 @@ same run, the ratio of autotest's figure to it, and the goal.
    peak RSS of autotest after its first cycle.  Baselines: cold nose in the first package (shown
    for scale; the start-up goal is on the figure itself, as in 5b), and a bare recursive
    watchdog Observer on the same tree.
+11. a package of 30 test modules of 0.15 s each, each importing one module of the package: a
+   breaking save to the module only the 24th imports -> FAILED (11a), and a save that breaks
+   nothing -> ok (11b), each against the same watcher with ``--no-stages`` (the whole package
+   in one run, in collection order).
 
 --quick: 3 trials, 2,000 ignored directories in 5, and 5 s idle windows (scaled to 10 s).
 --only N [N ...] runs only those scenarios.
@@ -1390,6 +1394,88 @@ def monorepo_startup(bench: Bench) -> list[Row]:
         return [failed("10a", start_measure, str(exc)), failed("10b", rss_measure, str(exc))]
 
 
+STAGED_TEST = """\
+import time
+
+from big.m{index:02d} import VALUE
+
+
+def test_m{index:02d}():
+    time.sleep({sleep!r})
+    assert VALUE == {index}
+"""
+
+
+def staged_package(root: Path, count: int, sleep: float) -> Path:
+    """A package of ``count`` modules, each with the one test module that imports it."""
+    package = root / "big"
+    write(package / "pyproject.toml", '[project]\nname = "big"\nversion = "0.1.0"\n')
+    write(package / "big" / "__init__.py", "")
+    write(package / "tests" / "__init__.py", "")
+    for index in range(count):
+        write(package / "big" / f"m{index:02d}.py", f"VALUE = {index}\n")
+        write(
+            package / "tests" / f"test_m{index:02d}.py",
+            STAGED_TEST.format(index=index, sleep=sleep),
+        )
+    return package
+
+
+def staged_saves(bench: Bench, child: Child, source: Path, index: int) -> tuple[list[float], ...]:
+    """Per trial: a breaking save -> the FAILED line, a mending save, then a save that breaks
+    nothing -> the ok line."""
+    assert child.out is not None
+    child.out.wait_for(SUMMARY, timeout=120)
+    breaking, harmless = [], []
+    for trial in range(bench.trials):
+        start = child.out.count()
+        t0 = time.time()
+        source.write_text(f"VALUE = {index + 100}  # save {trial}\n")
+        _, at, _ = child.out.wait_for(r"^big\s+FAILED", start, timeout=120)
+        breaking.append(at - t0)
+        child.out.wait_for(SUMMARY, start, timeout=120)
+        start = child.out.count()
+        source.write_text(f"VALUE = {index}  # mended {trial}\n")
+        child.out.wait_for(r"^the 1 package passed", start, timeout=120)
+        start = child.out.count()
+        t0 = time.time()
+        source.write_text(f"VALUE = {index}  # harmless {trial}\n")
+        _, at, _ = child.out.wait_for(r"^big\s+ok", start, timeout=120)
+        harmless.append(at - t0)
+        child.out.wait_for(SUMMARY, start, timeout=120)
+    return breaking, harmless
+
+
+def staged_runs(bench: Bench) -> list[Row]:
+    """11. Inside a package of 30 test modules of 0.15 s each: a breaking save to the module
+    only the 24th test module imports, and a save that breaks nothing, staged against the same
+    watcher running the package whole (--no-stages)."""
+    count, sleep, index = 30, 0.15, 23
+    label = f"{count} test modules of {sleep:g} s in one package"
+    measures = {
+        "11a": f"{label}: breaking save to `big/m{index}.py` -> FAILED (the same, --no-stages)",
+        "11b": f"{label}: save that breaks nothing -> ok (the same, --no-stages)",
+    }
+    root = bench.tmp / "staged"
+    package = staged_package(root, count, sleep)
+    make_git(root)
+    source = package / "big" / f"m{index:02d}.py"
+    try:
+        say(f"11: autotest --no-stages watching, {bench.trials} saves of each kind")
+        with bench.autotest(root, "--no-stages") as child:
+            whole_breaking, whole_harmless = staged_saves(bench, child, source, index)
+        say(f"11: autotest watching, {bench.trials} saves of each kind")
+        with bench.autotest(root) as child:
+            breaking, harmless = staged_saves(bench, child, source, index)
+        return [
+            measured("11a", measures["11a"], breaking, whole_breaking, Goal(0.2, True)),
+            measured("11b", measures["11b"], harmless, whole_harmless, Goal(1.1, True)),
+        ]
+    except BenchError as exc:
+        say(str(exc))
+        return [failed(number, text, str(exc)) for number, text in measures.items()]
+
+
 # ---------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------
@@ -1473,7 +1559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = Bench(tmp, trials, args.quick)
     rows: list[Row] = []
     scenarios = (save_to_first_body, first_failure, parallel_jobs, idle_cpu, big_tree)
-    scale = (many_packages, slow_import, pydantic_package, monorepo_startup)
+    scale = (many_packages, slow_import, pydantic_package, monorepo_startup, staged_runs)
     numbered = dict(enumerate((*scenarios, other_watchers, *scale), 1))
     chosen = [numbered[n] for n in sorted(set(args.only or numbered)) if n in numbered]
     header = machine(bench)

@@ -258,10 +258,10 @@ def test_plan_json_lists_each_step_with_its_command_and_dependencies() -> None:
         "packages": [
             {"path": "libs/core", "name": "core", "reason": "changed", "runner": "nose",
              "interpreter": "/py", "argv": ["/py", "-m", "nose", "tests"],
-             "selection": "its tests/ directory", "dependencies": []},
+             "selection": "its tests/ directory", "dependencies": [], "first_stage": []},
             {"path": "api", "name": "acme-api", "reason": "uses libs/core", "runner": "command",
              "interpreter": None, "argv": ["make", "test"], "selection": "",
-             "dependencies": ["libs/core"]},
+             "dependencies": ["libs/core"], "first_stage": []},
         ],
     }  # fmt: skip
 
