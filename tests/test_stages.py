@@ -332,3 +332,31 @@ def test_a_first_run_a_command_and_no_change_run_whole() -> None:
     assert at.whole_run(at.make_runner("make test"), change, at.History()) == at.OneStage()
     assert at.whole_run(pytest_runner, at.Change(), at.History()) == at.OneStage()
     assert at.whole_run(pytest_runner, change, at.History()) is None
+
+
+def test_only_the_test_modules_the_runner_would_collect_are_chosen(repo: Repo) -> None:
+    """A module outside pytest's testpaths or its --ignore, or where nose's or unittest's
+    discovery never goes, must not run first: the project's own command would not run it."""
+    for rel in (
+        "tests/__init__.py", "tests/test_a.py", "tests/slow/test_b.py", "scripts/test_c.py",
+        "tests/unit/__init__.py", "tests/unit/test_d.py", "tests/conftest.py",
+        "tests/functional_tests/test_e.py",
+    ):  # fmt: skip
+        repo.write(f"big/{rel}")
+    repo.write("big/pyproject.toml", '[tool.pytest.ini_options]\ntestpaths = ["tests"]\n')
+    package = at.Package(repo.path / "big", "big")
+    files = [str(p) for p in (repo.path / "big").rglob("*.py")]
+
+    def chosen(runner: str, *selection: str) -> tuple[str, ...]:
+        choice = at.Selection(tuple(selection))
+        return at.candidate_tests(package, at.BUILTIN_RUNNERS[runner], choice, repo.path, files)
+
+    packages = ("tests/test_a.py", "tests/unit/test_d.py")
+    assert chosen("pytest") == (
+        "tests/functional_tests/test_e.py", "tests/slow/test_b.py", *packages
+    )  # fmt: skip
+    assert chosen("pytest", "tests", "--ignore", "tests/slow") == (
+        "tests/functional_tests/test_e.py", *packages,
+    )  # fmt: skip
+    assert chosen("nose") == ("tests/functional_tests/test_e.py", *packages)  # named like tests
+    assert chosen("unittest") == chosen("nose2") == packages  # packages only

@@ -6072,6 +6072,7 @@ The decisions (``stage_plan`` and what it calls) are pure functions of the value
 # from __future__ import annotations
 
 import functools
+import glob
 import os
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -6081,6 +6082,7 @@ from typing import Callable, Protocol
 
 # from .basics import Verdict
 # from .discovery import Package, owner_of
+# from .graph import users_reached
 # from .imports import ImportScan, absolute_imports, is_test_module
 # from .junit import FailingTest, joined_reports
 # from .run import RunResult
@@ -6108,15 +6110,6 @@ class PackageTests:
     tests: tuple[str, ...]
     rootdir: Path
     untraceable: str = ""
-
-
-@dataclass(frozen=True)
-class Reach:
-    """What a cycle's change reaches, read once per cycle: each module of the packages it may
-    reach that imports a changed module, with the chain of imports that leads there."""
-
-    chains: Mapping[str, tuple[str, ...]]
-    files: Mapping[Package, tuple[str, ...]]  # the Python files of those packages
 
 
 @dataclass(frozen=True)
@@ -6297,12 +6290,13 @@ def selection_parts(args: Sequence[str]) -> tuple[list[str], list[str], list[str
 NOSE_IGNORED = (r"^\.", r"^_", r"^setup\.py$")  # nose's own, which -I replaces
 
 
-def first_tests(found: PackageTests, reach: Reach, failed: Mapping[str, str]) -> list[FirstTest]:
+def first_tests(
+    found: PackageTests, chains: Mapping[str, tuple[str, ...]], failed: Mapping[str, str]
+) -> list[FirstTest]:
     """The first stage's test modules: those holding a test that failed last time (that test
     alone, unless the module also imports a change), then those that import a changed
     module."""
     tests = found.tests
-    chains = reach.chains
     names = {t: module_name(str(found.package.path / t), found.package) for t in tests}
     reaching = {t: chains[names[t]] for t in tests if names[t] in chains}
     first = [
@@ -6330,17 +6324,18 @@ def whole_run(runner: Runner, change: Change, history: History | None) -> OneSta
 
 
 def stage_plan(
-    runner: Runner, selection: Selection, found: PackageTests, reach: Reach, history: History
-) -> Stages | OneStage:
-    """How a package's run goes, given what its change reaches: in two stages, or whole, and
-    why."""
+    runner: Runner, selection: Selection, found: PackageTests,
+    chains: Mapping[str, tuple[str, ...]], history: History,
+) -> Stages | OneStage:  # fmt: skip
+    """How a package's run goes, given the modules the change reaches (``chains``, from
+    ``reached_by``): in two stages, or whole, and why."""
     if found.untraceable:
         return OneStage(found.untraceable)
     tests = found.tests
     if not tests:
         return OneStage("no test modules to choose from")
     failed = failed_files(history.failed, tests)
-    first = first_tests(found, reach, failed)
+    first = first_tests(found, chains, failed)
     if not first:
         return OneStage("nothing in its tests imports the change")
     if len(first) == len(tests):
@@ -6405,31 +6400,64 @@ STAGE_ARGS: dict[str, Callable[..., Stages | OneStage]] = {
 }
 
 
+def pytest_places(
+    package: Package, selection: Selection, root: Path
+) -> tuple[list[str], list[str]]:
+    """Where pytest looks for the package's tests, and what it leaves out: the selection's
+    paths, else ``testpaths`` (globs expanded), else the package; its ``--ignore`` paths."""
+    top = package.path
+    paths, _, ignore = selection_parts(selection.args)
+    config = pytest_config_file(package, root)
+    declared = pytest_setting(config, "testpaths") if not paths and config is not None else ()
+    if paths:
+        where = [str(top / p.partition("::")[0]) for p in paths]
+    elif declared and config is not None:
+        where = [w for p in declared for w in glob.glob(str(config[0].parent / p))]
+    else:
+        where = [str(top)]
+    return [os.path.normpath(w) for w in where], [os.path.normpath(top / i) for i in ignore]
+
+
+NOSE_TEST_MATCH = re.compile(r"(?:^|[\b_\./-])[Tt]est")  # nose's testMatch
+
+
+def collected(runner: Runner, top: Path, rel: str) -> bool:
+    """Whether the runner's discovery reaches a test module by its directories: unittest and
+    nose2 descend into packages only; nose also into directories named like tests, src and
+    lib (named on their command line, a module they would not find would run all the same)."""
+    parts = rel.split("/")[:-1]
+    for depth, part in enumerate(parts, 1):
+        is_package = (top.joinpath(*parts[:depth]) / "__init__.py").is_file()
+        if runner.name == "nose":
+            if not (is_package or NOSE_TEST_MATCH.search(part) or part in ("src", "lib")):
+                return False
+        elif runner.name in ("unittest", "nose2") and not is_package:
+            return False
+    return True
+
+
 def candidate_tests(
     package: Package, runner: Runner, selection: Selection, root: Path, files: Iterable[str]
 ) -> tuple[str, ...]:
-    """The package's test modules its runner runs, relative to it: in pytest's selected paths
-    (or ``testpaths``), outside its ``--ignore`` paths; for other runners, anywhere in it."""
+    """The package's test modules its runner runs, relative to it: for pytest, in its selected
+    paths (or ``testpaths``), outside its ``--ignore`` paths; for the others, where their
+    discovery goes."""
     top = package.path
-    where: list[Path] = [top]
-    ignored: list[Path] = []
-    if runner.name == "pytest":
-        paths, _, ignore = selection_parts(selection.args)
-        config = pytest_config_file(package, root)
-        declared = pytest_setting(config, "testpaths") if not paths else ()
-        if paths:
-            where = [top / p for p in paths]
-        elif declared and config is not None:
-            where = [config[0].parent / p for p in declared]
-        ignored = [top / p for p in ignore]
+    where, ignored = (
+        pytest_places(package, selection, root) if runner.name == "pytest" else ([str(top)], [])
+    )
+
+    def under(path: str, places: Iterable[str]) -> bool:
+        return any(path == place or path.startswith(place + os.sep) for place in places)
+
     found = []
     for path in files:
         name = os.path.basename(path)
         if name == "conftest.py" or not is_test_module(name):
             continue
-        inside = [Path(path) == w or str(w) + os.sep in path for w in where]
-        if any(inside) and not any(path.startswith(str(i)) for i in ignored):
-            found.append(os.path.relpath(path, top).replace(os.sep, "/"))
+        rel = os.path.relpath(path, top).replace(os.sep, "/")
+        if under(path, where) and not under(path, ignored) and collected(runner, top, rel):
+            found.append(rel)
     return tuple(sorted(found))
 
 
@@ -6445,20 +6473,10 @@ def package_modules(package: Package, files: Iterable[str], scan: ImportScan) ->
     return modules
 
 
-def reach_of(change: Change, packages: Iterable[Package], scan: ImportScan) -> Reach:
-    """Read the modules of ``packages`` (those the change may reach) and follow their imports
-    from the changed modules."""
-    files = {p: tuple(package_python_files(p)) for p in packages}
-    modules = [m for p, found in files.items() for m in package_modules(p, found, scan)]
-    return Reach(reached_by(change.modules, modules), files)
-
-
 def package_tests(
-    package: Package, runner: Runner, selection: Selection, root: Path, reach: Reach
+    package: Package, runner: Runner, selection: Selection, root: Path, files: Iterable[str]
 ) -> PackageTests:
-    """The package's test modules its runner selects, from the files the reach read (a
-    package the change does not reach has none that import it)."""
-    files = reach.files.get(package, ())
+    """The package's test modules (of its Python ``files``) that its runner selects."""
     tests = candidate_tests(package, runner, selection, root, files)
     config = pytest_config_file(package, root) if runner.name == "pytest" else None
     rootdir = config[0].parent if config is not None else package.path
@@ -6534,8 +6552,8 @@ def both_stages(first: RunResult, second: RunResult) -> RunResult:
 
 
 class Staging:
-    """What staging keeps: each package's last run (its failed tests), and for the cycle at
-    hand its change and what that reaches, read at the first run that is staged."""
+    """What staging keeps: each package's last run (its failed tests); for the cycle at hand,
+    its change, the packages it reaches, and their modules, each read once."""
 
     def __init__(self, root: Path, scan: ImportScan, enabled: bool = True) -> None:
         self.root = root
@@ -6543,14 +6561,19 @@ class Staging:
         self.enabled = enabled
         self.history: dict[Package, History] = {}
         self.change = Change()
-        self.scope: tuple[Package, ...] = ()
-        self.reach: Reach | None = None
+        self.reached: frozenset[Package] = frozenset()
+        self.dependencies: dict[Package, list[Package]] = {}
+        self.modules: dict[Package, list[Module]] = {}
 
-    def cycle(self, change: Change, scope: Iterable[Package]) -> None:
-        """A new cycle, for ``change``, whose modules the ``scope`` packages may import."""
+    def cycle(
+        self, change: Change, reached: Iterable[Package], uses: Mapping[Package, set[Package]]
+    ) -> None:
+        """A new cycle, for ``change``, which reaches the packages ``reached`` (those holding
+        it and those that use them), in the graph ``uses``."""
         self.change = change if self.enabled else Change()
-        self.scope = tuple(scope)
-        self.reach = None
+        self.reached = frozenset(reached)
+        self.dependencies = {p: sorted(used, key=lambda u: u.rel) for p, used in uses.items()}
+        self.modules = {}
 
     def plan(
         self, package: Package, runner: Runner, selection: Selection, assume_ran: bool = False
@@ -6561,10 +6584,24 @@ class Staging:
         whole = whole_run(runner, self.change, history)
         if whole is not None or history is None:
             return whole or OneStage()
-        if self.reach is None:
-            self.reach = reach_of(self.change, self.scope, self.scan)
-        found = package_tests(package, runner, selection, self.root, self.reach)
-        return stage_plan(runner, selection, found, self.reach, history)
+        if package not in self.reached:
+            return OneStage("nothing in its tests imports the change")
+        files = [m.path for m in self.modules_of(package)]
+        found = package_tests(package, runner, selection, self.root, files)
+        return stage_plan(runner, selection, found, self.chains_to(package), history)
+
+    def chains_to(self, package: Package) -> dict[str, tuple[str, ...]]:
+        """The modules the change reaches in the package and in the packages between: those
+        it uses, however indirectly, that the change reaches too."""
+        between = {package, *users_reached([package], self.dependencies)} & self.reached
+        modules = [m for p in sorted(between, key=lambda p: p.rel) for m in self.modules_of(p)]
+        return reached_by(self.change.modules, modules)
+
+    def modules_of(self, package: Package) -> list[Module]:
+        if package not in self.modules:
+            files = package_python_files(package)
+            self.modules[package] = package_modules(package, files, self.scan)
+        return self.modules[package]
 
     def record(self, result: RunResult) -> None:
         self.history[result.package] = History(result.failing_tests)
@@ -9542,7 +9579,7 @@ class Session:
             steps = [s for s in steps if s.package in only]
         self.choices.choose(list(changed) if changed else None)
         reached = affected(self.tree.all, owners, graph.uses)
-        self.runs.staging.cycle(change_of(changed, self.tree.all, self.root), reached)
+        self.runs.staging.cycle(change_of(changed, self.tree.all, self.root), reached, graph.uses)
         if self.options.explain:
             self.reporter.explain(steps)
             self.reporter.explain_choices({s.package: self.choices[s.package] for s in steps})
@@ -9707,8 +9744,9 @@ class CiSession(Session):
         changed = self.first_changes
         steps, _ = self.narrowed_steps(changed)
         owners = self.tree.owners(changed)
-        reached = affected(self.tree.all, owners, self.tree.graph.uses)
-        self.runs.staging.cycle(change_of(changed, self.tree.all, self.root), reached)
+        uses = self.tree.graph.uses
+        reached = affected(self.tree.all, owners, uses)
+        self.runs.staging.cycle(change_of(changed, self.tree.all, self.root), reached, uses)
         self.reporter.plan(plan_json(self.root, steps, self.planned, self.tree.graph.uses))
         return 0
 

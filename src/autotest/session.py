@@ -535,7 +535,7 @@ class Session:
             steps = [s for s in steps if s.package in only]
         self.choices.choose(list(changed) if changed else None)
         reached = affected(self.tree.all, owners, graph.uses)
-        self.runs.staging.cycle(change_of(changed, self.tree.all, self.root), reached)
+        self.runs.staging.cycle(change_of(changed, self.tree.all, self.root), reached, graph.uses)
         if self.options.explain:
             self.reporter.explain(steps)
             self.reporter.explain_choices({s.package: self.choices[s.package] for s in steps})
@@ -700,8 +700,9 @@ class CiSession(Session):
         changed = self.first_changes
         steps, _ = self.narrowed_steps(changed)
         owners = self.tree.owners(changed)
-        reached = affected(self.tree.all, owners, self.tree.graph.uses)
-        self.runs.staging.cycle(change_of(changed, self.tree.all, self.root), reached)
+        uses = self.tree.graph.uses
+        reached = affected(self.tree.all, owners, uses)
+        self.runs.staging.cycle(change_of(changed, self.tree.all, self.root), reached, uses)
         self.reporter.plan(plan_json(self.root, steps, self.planned, self.tree.graph.uses))
         return 0
 
