@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
@@ -192,6 +193,22 @@ def test_a_module_imported_by_a_computed_name_puts_its_importers_first(
     w.wait_cycles(2, timeout=60)
     assert "tests/test_plugins.py imports modules by computed names" in w.output
     assert "big: first stage: 2 of 7 test modules; then the rest" in w.output
+
+
+@pytest.mark.parametrize("runner", ["pytest", "nose"])
+def test_the_junit_report_holds_both_stages_as_one_package(
+    repo: Repo, watch: object, tmp_path: Path, runner: str
+) -> None:
+    big_package(repo)
+    log, report = tmp_path / "ran.log", tmp_path / "junit.xml"
+    w = start_watching(watch, repo, log, "--runner", runner, "--junit-xml", str(report))
+    save_vim(repo.path / "big/big/m3.py", "VALUE = 3  # again\n")
+    w.wait_cycles(2, timeout=60)
+    assert "big: first stage: 1 of 6 test modules" in w.output
+    (suite,) = ET.parse(report).getroot()
+    names = sorted(case.get("name", "") for case in suite)
+    assert names == [f"test_value_{i}" for i in range(MODULES)]
+    assert suite.get("tests") == str(MODULES) and suite.get("failures") == "0"
 
 
 def test_no_stages_runs_every_package_whole(repo: Repo, watch: object, tmp_path: Path) -> None:

@@ -6065,8 +6065,9 @@ that is not Python (configuration, metadata, data), the first run after start, a
 cannot select.  A module that imports by computed name (``importlib.import_module(name)``) may
 import anything, so it counts as importing every change.
 
-The decisions (``stage_plan`` and what it calls) are pure functions of the values gathered by
-``package_tests``; ``StagedRun`` runs the two stages one after the other as one run.
+The decisions (``whole_run``, ``stage_plan`` and what they call) are pure functions of values;
+``Staging`` gathers those values (each package's modules read once per cycle, its last run's
+failed tests) and ``StagedRun`` runs the two stages one after the other as one run.
 """
 
 # from __future__ import annotations
