@@ -466,3 +466,43 @@ def test_with_no_color_a_failing_runs_colours_are_dropped_too(repo: Repo, termin
     assert t.wait() == 1
     assert "\033" not in t.text
     assert r"\x1b[5;5Hmoved red hidden\rshown\x08" in t.text
+
+
+GATED_TEST = """\
+import os
+import time
+from big.{module} import VALUE
+
+
+def test_{module}():
+    gates = os.environ["GATES"]
+    while os.path.exists(os.path.join(gates, "armed")) and not os.path.exists(
+        os.path.join(gates, "{module}")
+    ):
+        time.sleep(0.01)
+    assert VALUE == 1
+"""
+
+
+def test_the_status_line_names_the_stage_of_a_staged_run(
+    repo: Repo, terminal: Opener, tmp_path: Path
+) -> None:
+    """Once armed, each test waits for its gate file: the status line is read while each
+    stage runs, then its gate is opened."""
+    repo.write("big/pyproject.toml", '[project]\nname = "big"\n')
+    repo.write("big/big/__init__.py")
+    for module in ("first", "other"):
+        repo.write(f"big/big/{module}.py", "VALUE = 1\n")
+        repo.write(f"big/tests/test_{module}.py", GATED_TEST.format(module=module))
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    t = terminal("--runner", "pytest", NO_COLOR="1", GATES=str(gates),
+                 PYTHONPATH=str(repo.path / "big"))  # fmt: skip
+    t.read_until(r"the 1 package passed")
+    (gates / "armed").write_text("")
+    (repo.path / "big/big/first.py").write_text("VALUE = 1  # saved\n")
+    t.read_until(r"running 1/1 big \(first stage: 1 of 2 test modules\) \ds")
+    (gates / "first").write_text("")
+    t.read_until(r"running 1/1 big \(second stage\) \ds")
+    (gates / "other").write_text("")
+    t.read_until(r"the 1 package passed(.|\n)*the 1 package passed")

@@ -350,8 +350,7 @@ class CycleRuns:
         self.progress.started(package)
         if isinstance(plan, OneStage):
             return self.start_stage(package, None)
-        self.progress.staged(package, plan.summary)
-        stages = iter(("second stage", ""))
+        stages = iter((plan.summary, "second stage"))
 
         def start(args: tuple[str, ...]) -> Run:
             run = self.start_stage(package, args)
