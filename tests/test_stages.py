@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
@@ -23,6 +24,7 @@ MODULES = 6  # test modules of the package "big", each importing one module of i
 
 TEST_MODULE = """\
 import os
+import sys
 from big.m{i} import VALUE
 
 
@@ -34,6 +36,7 @@ def test_value_{i}():
 
 UNITTEST_MODULE = """\
 import os
+import sys
 import unittest
 from big.m{i} import VALUE
 
@@ -377,3 +380,15 @@ def test_only_the_test_modules_the_runner_would_collect_are_chosen(repo: Repo) -
     )  # fmt: skip
     assert chosen("nose") == ("tests/functional_tests/test_e.py", *packages)  # named like tests
     assert chosen("unittest") == chosen("nose2") == packages  # packages only
+
+
+def test_the_timeout_covers_both_stages_together(repo: Repo) -> None:
+    """The second stage has what the first left of --timeout: with all of it spent, the
+    second stage's run is killed at its first look, and the line names the whole timeout."""
+    package = at.Package(repo.package("alpha"), "alpha")
+    runner = at.make_runner(f"{sys.executable} -c 'import time; time.sleep(30)'")
+    start = at.RunStart(package, runner, sys.executable, (), dict(os.environ))
+    run = at.Run(start, 5.0, spent=5.0)
+    result = run.poll()
+    assert result is not None and result.note == "timed out", result
+    assert "timed out after 5s; killed" in result.output + result.tail

@@ -5830,8 +5830,9 @@ class Run:
     def __init__(
         self, start: RunStart, timeout: float | None, launcher: Launcher | None = None,
         saved: Path | None = None, needs: Needs | None = None, confirm: bool = False,
-        report: RunnerReport | None = None,
+        report: RunnerReport | None = None, spent: float = 0.0,
     ) -> None:  # fmt: skip
+        """``spent``: the seconds of ``timeout`` the package's first stage took already."""
         self.mark = run_mark()  # in its environment, cold or forked: what it leaves is found
         start = dataclasses.replace(start, env={**start.env, RUN_MARK: self.mark})
         self.start = start
@@ -5839,6 +5840,7 @@ class Run:
         self.command = start.argv
         self.runner = start.runner
         self.timeout = timeout
+        self.spent = spent
         self.saved = saved
         self.needs = needs
         self.confirm = confirm
@@ -5906,7 +5908,8 @@ class Run:
             return self._result(Verdict.FAILED)
         code = self.proc.poll()
         if code is None:
-            if self.timeout is not None and time.monotonic() - self.started > self.timeout:
+            elapsed = time.monotonic() - self.started + self.spent
+            if self.timeout is not None and elapsed > self.timeout:
                 self._show_where_it_hangs()
                 self.kill()
                 self._append(f"\nautotest: timed out after {self.timeout:g}s; killed\n")
@@ -9396,9 +9399,11 @@ class CycleRuns:
         if isinstance(plan, OneStage):
             return self.start_stage(package, None)
         stages = iter((plan.summary, "second stage"))
+        began = time.monotonic()
 
         def start(args: tuple[str, ...]) -> Run:
-            run = self.start_stage(package, args)
+            spent = time.monotonic() - began  # --timeout is for the two stages together
+            run = self.start_stage(package, args, spent)
             self.progress.staged(package, next(stages, ""))
             return run
 
@@ -9413,10 +9418,13 @@ class CycleRuns:
             return OneStage("the runner arguments name tests")
         return self.staging.plan(package, choice.runner, self.choices.selections[package])
 
-    def start_stage(self, package: Package, selected: tuple[str, ...] | None) -> Run:
-        """Start one run of the package (the whole of it, or the stage ``selected``).  Between
-        a cold process's start and its record, a signal waits: no run can be left behind (a
-        forked one the warm interpreter kills itself)."""
+    def start_stage(
+        self, package: Package, selected: tuple[str, ...] | None, spent: float = 0.0
+    ) -> Run:
+        """Start one run of the package (the whole of it, or the stage ``selected`` after
+        ``spent`` seconds of its first stage).  Between a cold process's start and its record,
+        a signal waits: no run can be left behind (a forked one the warm interpreter kills
+        itself)."""
         choices = self.choices
         choice = choices[package]
         report = runner_report(choice.runner.name)
@@ -9434,7 +9442,7 @@ class CycleRuns:
             launcher.wait_ready(choice.runner, choice.python)
         confirm = package not in self.failed  # a new failure, if forked, is confirmed cold
         with self.signals.deferred():
-            run = Run(start, self.limits.timeout, launcher, saved, needs, confirm, report)
+            run = Run(start, self.limits.timeout, launcher, saved, needs, confirm, report, spent)
             self.live.append(run)
         return run
 

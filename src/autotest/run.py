@@ -278,8 +278,9 @@ class Run:
     def __init__(
         self, start: RunStart, timeout: float | None, launcher: Launcher | None = None,
         saved: Path | None = None, needs: Needs | None = None, confirm: bool = False,
-        report: RunnerReport | None = None,
+        report: RunnerReport | None = None, spent: float = 0.0,
     ) -> None:  # fmt: skip
+        """``spent``: the seconds of ``timeout`` the package's first stage took already."""
         self.mark = run_mark()  # in its environment, cold or forked: what it leaves is found
         start = dataclasses.replace(start, env={**start.env, RUN_MARK: self.mark})
         self.start = start
@@ -287,6 +288,7 @@ class Run:
         self.command = start.argv
         self.runner = start.runner
         self.timeout = timeout
+        self.spent = spent
         self.saved = saved
         self.needs = needs
         self.confirm = confirm
@@ -354,7 +356,8 @@ class Run:
             return self._result(Verdict.FAILED)
         code = self.proc.poll()
         if code is None:
-            if self.timeout is not None and time.monotonic() - self.started > self.timeout:
+            elapsed = time.monotonic() - self.started + self.spent
+            if self.timeout is not None and elapsed > self.timeout:
                 self._show_where_it_hangs()
                 self.kill()
                 self._append(f"\nautotest: timed out after {self.timeout:g}s; killed\n")

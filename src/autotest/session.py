@@ -351,9 +351,11 @@ class CycleRuns:
         if isinstance(plan, OneStage):
             return self.start_stage(package, None)
         stages = iter((plan.summary, "second stage"))
+        began = time.monotonic()
 
         def start(args: tuple[str, ...]) -> Run:
-            run = self.start_stage(package, args)
+            spent = time.monotonic() - began  # --timeout is for the two stages together
+            run = self.start_stage(package, args, spent)
             self.progress.staged(package, next(stages, ""))
             return run
 
@@ -368,10 +370,13 @@ class CycleRuns:
             return OneStage("the runner arguments name tests")
         return self.staging.plan(package, choice.runner, self.choices.selections[package])
 
-    def start_stage(self, package: Package, selected: tuple[str, ...] | None) -> Run:
-        """Start one run of the package (the whole of it, or the stage ``selected``).  Between
-        a cold process's start and its record, a signal waits: no run can be left behind (a
-        forked one the warm interpreter kills itself)."""
+    def start_stage(
+        self, package: Package, selected: tuple[str, ...] | None, spent: float = 0.0
+    ) -> Run:
+        """Start one run of the package (the whole of it, or the stage ``selected`` after
+        ``spent`` seconds of its first stage).  Between a cold process's start and its record,
+        a signal waits: no run can be left behind (a forked one the warm interpreter kills
+        itself)."""
         choices = self.choices
         choice = choices[package]
         report = runner_report(choice.runner.name)
@@ -389,7 +394,7 @@ class CycleRuns:
             launcher.wait_ready(choice.runner, choice.python)
         confirm = package not in self.failed  # a new failure, if forked, is confirmed cold
         with self.signals.deferred():
-            run = Run(start, self.limits.timeout, launcher, saved, needs, confirm, report)
+            run = Run(start, self.limits.timeout, launcher, saved, needs, confirm, report, spent)
             self.live.append(run)
         return run
 
