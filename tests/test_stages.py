@@ -148,6 +148,9 @@ def test_a_dependency_change_reaches_the_modules_that_import_it_through_the_pack
     w.wait_cycles(2, timeout=60)
     assert "app: first stage: 1 of 2 test modules; then the rest" in w.output
     assert "tests/test_core.py imports app.core, which imports big.m3" in w.output
+    save_vim(repo.path / "big/big/m5.py", "VALUE = 5  # saved\n")  # app does not import it
+    w.wait_cycles(3, timeout=60)
+    assert "app runs whole: nothing in its tests imports the change" in w.output
 
 
 @pytest.mark.parametrize(
@@ -155,6 +158,12 @@ def test_a_dependency_change_reaches_the_modules_that_import_it_through_the_pack
     [
         ("big/tests/conftest.py", "", "big/tests/conftest.py changed (a conftest.py)"),
         ("big/data.json", "{}", "big/data.json changed (not a module)"),
+        (
+            "big/pyproject.toml",
+            '[project]\nname = "big"\n',
+            "big/pyproject.toml changed (not a module)",
+        ),
+        ("big/big/__init__.py", "", "every test module imports the change"),
     ],
 )
 def test_what_cannot_be_traced_runs_the_whole_package_in_one_stage(
