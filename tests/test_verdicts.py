@@ -362,3 +362,9 @@ def test_a_summary_followed_by_a_long_report_still_passes(repo: Repo) -> None:
     repo.write("alpha/tests/__init__.py", "from . import conftest_report  # noqa: F401\n")
     done = once(repo.path, "--runner", "unittest")
     assert verdicts(done.stdout) == [("alpha", "ok")], done.stdout
+
+
+def test_verbose_names_a_command_runner_quoted_as_it_was_given(repo: Repo) -> None:
+    repo.package("alpha")
+    done = once(repo.path, "-v", "--runner", "python -c 'print(1)' {package}")
+    assert "python -c 'print(1)' '{package}' (--runner): alpha" in done.stdout, done.stdout

@@ -641,7 +641,7 @@ class Reporter(KeyNotices):
         """Which runner and interpreter each package gets, and why, grouped."""
         groups: dict[str, list[str]] = {}
         for package, choice in sorted(choices.items(), key=lambda item: item[0].rel):
-            name = choice.runner.name if choice.runner.module else " ".join(choice.runner.argv)
+            name = choice.runner.name if choice.runner.module else shlex.join(choice.runner.argv)
             groups.setdefault(f"{name} ({choice.reason})", []).append(package.rel)
             if choice.python != sys.executable:
                 where = self.rel(choice.python)
