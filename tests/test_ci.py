@@ -606,6 +606,7 @@ def test_plan_prints_the_cycle_as_json_and_runs_nothing(repo: Repo, tmp_path: Pa
         "argv": [sys.executable, "-X", "faulthandler", "-m", "pytest", "tests", "-v"],
         "selection": "its tests/ directory",  # after it, the runner arguments
         "dependencies": ["libs/core"],
+        "first_stage": [],  # a directory changed: it would run whole
     }
     assert (foo["name"], foo["reason"], foo["dependencies"]) == (
         "foo-http", "uses libs/api (imports)", ["libs/api"]
