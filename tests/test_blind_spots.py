@@ -258,3 +258,24 @@ def test_an_entry_renamed_in_from_elsewhere_holds_its_burst_until_its_old_path_i
     old.write_text("")
     os.utime(old, (1e9, 1e9))
     assert at.renamed_into_place(str(old))
+
+
+def test_a_package_deleted_and_restored_passes_forked_again(
+    repo: Repo, watch: type[Watch], tmp_path: Path
+) -> None:
+    """A warm interpreter that started while the package was gone had found nothing on its
+    sys.path entry and kept that: a forked run must look again, as a cold one would."""
+    repo.package("alpha")
+    beta = repo.package("beta")
+    kept = tmp_path / "beta-kept"
+    shutil.copytree(beta, kept)
+    path = os.pathsep.join(str(repo.path / name) for name in ("alpha", "beta"))
+    w = started(watch, repo.path, "-v", env=clean_env(PYTHONPATH=path))
+    (beta / "beta" / "__init__.py").write_text("VALUE = 1  # saved\n")
+    cycle(w, 2)
+    shutil.rmtree(beta)  # the next warm interpreter starts while beta is gone
+    cycle(w, 3)
+    shutil.copytree(kept, beta)
+    lines = cycle(w, 4)
+    assert verdicts(lines) == [("beta", "ok"), ("alpha", "ok")], w.output
+    assert "failed when forked" not in w.output

@@ -187,6 +187,7 @@ def run_forked(
     os.environ.update(request["env"])
     sys.argv = [module, *request["args"]]
     sys.path[0] = request["cwd"]
+    forget_import_caches()
     hide_modules(request.get("hide", ()), request.get("runner_modules", frozenset()))
     before = set(sys.modules)
     faulthandler.enable()  # as -X faulthandler does cold: SIGABRT prints where it hangs
@@ -211,6 +212,18 @@ def run_forked(
         with contextlib.suppress(Exception):
             report_imports(report, before)
     os._exit(code)
+
+
+def forget_import_caches() -> None:  # pragma: no cover (runs in a forked run)
+    """What the warm interpreter learned of directories may be stale, where a cold start
+    would look again: a directory on sys.path that was missing (a package deleted, then
+    restored) is cached as holding nothing, and a listing as it was."""
+    import importlib
+    import sys
+
+    for path in [p for p, finder in sys.path_importer_cache.items() if finder is None]:
+        del sys.path_importer_cache[path]
+    importlib.invalidate_caches()
 
 
 def hide_modules(  # pragma: no cover (runs in a forked run)
@@ -561,8 +574,9 @@ def exit_unless_importable(module: str) -> NoReturn:  # pragma: no cover (runs e
 # a short line.  The functions use only the standard library and one another.
 SENT_FUNCTIONS = (
     set_parent_death_signal, become_child_subreaper, child_pids, kill_with_group, end_leftovers,
-    plugin_modules, run_forked, hide_modules, report_imports, is_installed_code,
-    interpreter_state, state_change, checked_import, probe_learned, import_learned, warm_up,
+    plugin_modules, run_forked, forget_import_caches, hide_modules, report_imports,
+    is_installed_code, interpreter_state, state_change, checked_import, probe_learned,
+    import_learned, warm_up,
     serve_warm, fork_run, site_directories, print_interpreter_facts, exit_unless_importable,
 )  # fmt: skip
 
