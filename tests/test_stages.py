@@ -247,27 +247,39 @@ def test_the_plan_names_the_first_stage_of_a_change(repo: Repo) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def module(name: str, *imports: str, dynamic: bool = False) -> object:
-    return at.Module(name.replace(".", "/") + ".py", name, frozenset(imports), dynamic)
+def module(name: str, *imports: str, dynamic: bool = False, where: str = "") -> object:
+    path = where or name.replace(".", "/") + ".py"
+    return at.Module(path, name, frozenset(imports), dynamic)
 
 
 def test_a_change_reaches_modules_through_chains_of_imports() -> None:
     modules = [
+        module("big.m3"),
         module("big.util", "big.m3.VALUE"),
         module("tests.test_util", "big.util", "big"),
         module("tests.test_other", "big.m4"),
         module("tests.test_loader", dynamic=True),
     ]
-    chains = at.reached_by({"big.m3"}, modules)
-    assert chains["tests.test_util"] == ("big.util", "big.m3")
-    assert at.chain_text(chains["tests.test_util"]) == "imports big.util, which imports big.m3"
-    assert at.chain_text(chains["tests.test_loader"]) == "imports modules by computed names"
-    assert "tests.test_other" not in chains
+    chains = at.reached_by({"big/m3.py"}, modules)
+    assert chains["tests/test_util.py"] == ("big.util", "big.m3")
+    assert at.chain_text(chains["tests/test_util.py"]) == "imports big.util, which imports big.m3"
+    assert at.chain_text(chains["tests/test_loader.py"]) == "imports modules by computed names"
+    assert "tests/test_other.py" not in chains
 
 
 def test_a_changed_package_init_reaches_every_module_importing_from_the_package() -> None:
-    chains = at.reached_by({"big"}, [module("tests.t", "big.m4.VALUE")])
-    assert chains["tests.t"] == ("big",)
+    modules = [module("big", where="big/__init__.py"), module("tests.t", "big.m4.VALUE")]
+    assert at.reached_by({"big/__init__.py"}, modules)["tests/t.py"] == ("big",)
+
+
+def test_test_modules_of_two_packages_with_one_name_are_never_taken_for_each_other() -> None:
+    modules = [
+        module("a.core", where="a/a/core.py"),
+        module("tests.test_core", "a.core", where="a/tests/test_core.py"),
+        module("b.core", where="b/b/core.py"),
+        module("tests.test_core", "b.core", where="b/tests/test_core.py"),
+    ]
+    assert set(at.reached_by({"a/a/core.py"}, modules)) == {"a/a/core.py", "a/tests/test_core.py"}
 
 
 def test_relative_imports_are_resolved_against_the_module() -> None:
@@ -302,22 +314,24 @@ FIRST = (
 )
 
 
-def test_pytest_stages_deselect_failed_ids_from_its_rootdir_and_ignore_modules() -> None:
+def test_each_pytest_stage_is_the_selection_less_the_other_stages_modules() -> None:
+    """Never --deselect: it matches ids as prefixes (test_y would take test_y_more along)."""
     found = package_tests(("tests/test_a.py", "tests/test_m3.py", "tests/test_z.py"), "/r")
     stages = at.pytest_stages(("tests", "-m", "not slow"), found, FIRST)
-    assert stages.first == ("-m", "not slow", "tests/test_a.py::test_y", "tests/test_m3.py")
+    assert stages.first == ("tests", "-m", "not slow", "--ignore=tests/test_z.py")
     assert stages.rest == (
-        "tests", "-m", "not slow", "--deselect=libs/big/tests/test_a.py::test_y",
-        "--ignore=tests/test_m3.py",
+        "tests", "-m", "not slow", "--ignore=tests/test_a.py", "--ignore=tests/test_m3.py",
     )  # fmt: skip
+    assert str(stages.tests[0]) == "tests/test_a.py::test_y failed last run"
 
 
-def test_nose_leaves_out_the_first_stage_by_name_keeping_its_own_patterns() -> None:
+def test_each_nose_stage_leaves_out_the_other_stages_modules_by_name() -> None:
     found = package_tests(("tests/test_a.py", "tests/test_m3.py", "tests/test_z.py"))
     stages = at.nose_stages((), found, FIRST)
-    assert stages.first == ("tests/test_a.py", "tests/test_m3.py")
-    patterns = stages.rest[1::2]
-    assert patterns == (r"^\.", r"^_", r"^setup\.py$", r"^test_a\.py$", r"^test_m3\.py$")
+    own = (r"^\.", r"^_", r"^setup\.py$")  # nose's, which -I replaces
+    assert stages.first[1::2] == (*own, r"^test_z\.py$")
+    assert stages.rest[1::2] == (*own, r"^test_a\.py$", r"^test_m3\.py$")
+    assert set(stages.first[::2]) == set(stages.rest[::2]) == {"-I"}
 
 
 def test_nose_runs_whole_when_a_first_stage_module_shares_its_name() -> None:
@@ -345,16 +359,13 @@ def test_unittest_and_nose2_name_modules_and_run_everything_again() -> None:
 )
 def test_a_change_that_cannot_be_traced_runs_whole(paths: list[str], why: str) -> None:
     root = Path("/r")
-    packages = [at.Package(root / "big", "big")]
-    change = at.change_of([str(root / p) for p in paths], packages, root)
+    change = at.change_of([str(root / p) for p in paths], root)
     runner = at.BUILTIN_RUNNERS["pytest"]
     assert at.whole_run(runner, change, at.History()) == at.OneStage(why)
 
 
 def test_a_first_run_a_command_and_no_change_run_whole() -> None:
-    root = Path("/r")
-    change = at.change_of(["/r/big/big/m1.py"], [at.Package(root / "big", "big")], root)
-    assert change.modules == {"big.m1"}
+    change = at.change_of(["/r/big/big/m1.py"], Path("/r"))
     pytest_runner = at.BUILTIN_RUNNERS["pytest"]
     first = at.whole_run(pytest_runner, change, None)
     assert first == at.OneStage("its first run since autotest started")
@@ -401,3 +412,37 @@ def test_the_timeout_covers_both_stages_together(repo: Repo) -> None:
     result = run.poll()
     assert result is not None and result.note == "timed out", result
     assert "timed out after 5s; killed" in result.output + result.tail
+
+
+def test_a_module_that_the_projects_config_leaves_out_never_runs_first(
+    repo: Repo, watch: object, tmp_path: Path
+) -> None:
+    """pytest's own rules of what it collects hold in both stages: a test module its
+    conftest's collect_ignore or its norecursedirs leave out is not run because it imports
+    the change (named on the command line, pytest would run it)."""
+    repo.write("big/pyproject.toml", '[project]\nname = "big"\n\n[tool.pytest.ini_options]\n'
+               'norecursedirs = ["e2e"]\n')  # fmt: skip
+    repo.write("big/big/__init__.py")
+    repo.write("big/big/core.py", "VALUE = 1\n")
+    repo.write("big/conftest.py", 'collect_ignore = ["tests/integration"]\n')
+    needs_a_database = "from big.core import VALUE\n\n\ndef test_live():\n    assert False\n"
+    repo.write("big/tests/integration/test_pg.py", needs_a_database)
+    repo.write("big/tests/e2e/test_live.py", needs_a_database)
+    repo.write("big/tests/test_core.py", "from big.core import VALUE\n\n\ndef test_v():\n"
+               "    assert VALUE == 1\n")  # fmt: skip
+    repo.write("big/tests/test_other.py", "def test_other():\n    pass\n")
+    log = tmp_path / "ran.log"
+    w = start_watching(watch, repo, log, "--runner", "pytest")
+    save_vim(repo.path / "big/big/core.py", "VALUE = 1  # saved\n")
+    lines = w.lines[: w.wait_cycles(2, timeout=60)]
+    assert "tests/test_core.py imports big.core" in w.output
+    assert lines[-1].startswith("the 1 package passed"), w.output
+
+
+def test_a_conftest_that_imports_the_change_reaches_every_test_module_below_it() -> None:
+    top = Path("/r/big")
+    chains = {"/r/big/tests/unit/conftest.py": ("big.settings",), "/r/big/big/settings.py": ()}
+    assert at.why_reached(top, "tests/unit/test_a.py", chains) == (
+        "runs under tests/unit/conftest.py, which imports big.settings"
+    )
+    assert at.why_reached(top, "tests/test_b.py", chains) == ""

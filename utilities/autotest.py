@@ -6093,13 +6093,14 @@ import functools
 import glob
 import os
 import re
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Protocol
 
 # from .basics import Verdict
-# from .discovery import Package, owner_of
+# from .discovery import Package
 # from .graph import users_reached
 # from .imports import ImportScan, absolute_imports, is_test_module
 # from .junit import FailingTest, joined_reports
@@ -6133,7 +6134,7 @@ class PackageTests:
 @dataclass(frozen=True)
 class FirstTest:
     """One test module of the first stage (relative to the package), and why it is there;
-    ``test`` names the test that failed last run when only it runs first."""
+    ``test``, the test of it that failed last run, when that is why."""
 
     module: str
     why: str
@@ -6189,23 +6190,28 @@ def prefixes(name: str) -> list[str]:
 
 
 def reached_by(changed: Collection[str], modules: Sequence[Module]) -> dict[str, tuple[str, ...]]:
-    """Every module that imports a changed one, directly or through others, each with the chain
-    of names that leads there (empty for a changed module itself; ending in ``*`` through one
-    that imports by computed names, which may import anything)."""
+    """Every module (by path) that imports a changed one (``changed`` paths), directly or
+    through others, each with the chain of names that leads there: empty for a changed module
+    itself, ending in ``*`` through one that imports by computed names (it may import
+    anything).  Test modules of several packages may share a name (``tests.test_core``): by
+    path, one is never taken for another."""
     importers: dict[str, list[Module]] = {}
     for module in modules:
         for prefix in {p for name in module.imports for p in prefixes(name)}:
             importers.setdefault(prefix, []).append(module)
-    chains: dict[str, tuple[str, ...]] = {m: () for m in changed}
-    if changed:
-        chains.update({m.name: ("*",) for m in modules if m.dynamic and m.name not in chains})
-    pending = list(chains)
+    seeds = [m for m in modules if m.path in changed]
+    chains: dict[str, tuple[str, ...]] = {m.path: () for m in seeds}
+    if seeds:
+        dynamic = [m for m in modules if m.dynamic and m.path not in chains]
+        chains.update({m.path: ("*",) for m in dynamic})
+        seeds += dynamic
+    pending = seeds
     while pending:
         reached = pending.pop(0)
-        for module in importers.get(reached, ()):
-            if module.name not in chains:
-                chains[module.name] = (reached, *chains[reached])
-                pending.append(module.name)
+        for module in importers.get(reached.name, ()):
+            if module.path not in chains:
+                chains[module.path] = (reached.name, *chains[reached.path])
+                pending.append(module)
     return chains
 
 
@@ -6221,29 +6227,23 @@ def chain_text(chain: tuple[str, ...]) -> str:
 
 @dataclass(frozen=True)
 class Change:
-    """What staging knows of a cycle's change: the changed paths, and the dotted names of the
-    changed Python modules of the repository."""
+    """What staging knows of a cycle's change: the changed paths."""
 
     paths: tuple[str, ...] = ()
-    modules: frozenset[str] = frozenset()
     untraceable: str = ""  # a changed path that can only be run whole, and why
 
 
-def change_of(paths: Iterable[str], packages: Sequence[Package], root: Path) -> Change:
-    """The change as staging sees it: the modules changed, or the path that runs whole."""
+def change_of(paths: Iterable[str], root: Path) -> Change:
+    """The change as staging sees it: its paths, or the first that runs packages whole."""
     paths = tuple(paths)
-    modules = set()
     for path in paths:
         rel = os.path.relpath(path, root).replace(os.sep, "/")
         name = os.path.basename(path)
         if name == "conftest.py":
-            return Change(paths, frozenset(), f"{rel} changed (a conftest.py)")
+            return Change(paths, f"{rel} changed (a conftest.py)")
         if not name.endswith(".py") or name == "setup.py":
-            return Change(paths, frozenset(), f"{rel} changed (not a module)")
-        owner = owner_of(path, packages)
-        if owner is not None:
-            modules.add(module_name(path, owner))
-    return Change(paths, frozenset(modules))
+            return Change(paths, f"{rel} changed (not a module)")
+    return Change(paths)
 
 
 @dataclass(frozen=True)
@@ -6311,21 +6311,33 @@ NOSE_IGNORED = (r"^\.", r"^_", r"^setup\.py$")  # nose's own, which -I replaces
 def first_tests(
     found: PackageTests, chains: Mapping[str, tuple[str, ...]], failed: Mapping[str, str]
 ) -> list[FirstTest]:
-    """The first stage's test modules: those holding a test that failed last time (that test
-    alone, unless the module also imports a change), then those that import a changed
-    module."""
-    tests = found.tests
-    names = {t: module_name(str(found.package.path / t), found.package) for t in tests}
-    reaching = {t: chains[names[t]] for t in tests if names[t] in chains}
+    """The first stage's test modules: those holding a test that failed last time, then those
+    that import a changed module."""
+    top = found.package.path
+    reaching = {t: why for t in found.tests if (why := why_reached(top, t, chains))}
     first = [
-        FirstTest(t, f"failed last run, {chain_text(reaching[t])}")
+        FirstTest(t, f"failed last run, {reaching[t]}")
         if t in reaching
         else FirstTest(t, "failed last run", failed[t])
-        for t in tests
+        for t in found.tests
         if t in failed
     ]
-    first += [FirstTest(t, chain_text(c)) for t, c in reaching.items() if t not in failed]
+    first += [FirstTest(t, why) for t, why in reaching.items() if t not in failed]
     return first
+
+
+def why_reached(top: Path, test: str, chains: Mapping[str, tuple[str, ...]]) -> str:
+    """Why the change reaches test module ``test`` (relative to ``top``), or "": it imports a
+    changed module, or pytest loads a ``conftest.py`` above it that does."""
+    path = os.path.join(top, *test.split("/"))
+    if path in chains:
+        return chain_text(chains[path])
+    for conftest, chain in chains.items():
+        folder, name = os.path.split(conftest)
+        if name == "conftest.py" and path.startswith(folder + os.sep):
+            rel = os.path.relpath(conftest, top).replace(os.sep, "/")
+            return f"runs under {rel}, which {chain_text(chain)}"
+    return ""
 
 
 def whole_run(runner: Runner, change: Change, history: History | None) -> OneStage | None:
@@ -6364,37 +6376,45 @@ def stage_plan(
     return build(selection.args, found, first)
 
 
+def modules_of(first: Sequence[FirstTest]) -> list[str]:
+    """The first stage's test modules, each once, in order."""
+    return list(dict.fromkeys(t.module for t in first))
+
+
 def pytest_stages(
     args: Sequence[str], found: PackageTests, first: Sequence[FirstTest]
 ) -> Stages | OneStage:
-    """pytest: the first stage names its test modules, and failed tests by id; the second
-    ignores those modules and deselects those ids (whose ids start at pytest's rootdir)."""
-    paths, options, _ = selection_parts(args)
-    prefix = os.path.relpath(found.package.path, found.rootdir).replace(os.sep, "/")
-    named = [pytest_node_id(t.module, t.test) if t.test else t.module for t in first]
-    rest = [*paths, *options]
-    for test, name in zip(first, named):
-        rooted = name if prefix == "." else f"{prefix}/{name}"
-        rest.append(f"--deselect={rooted}" if test.test else f"--ignore={name}")
-    return Stages((*options, *named), tuple(rest), tuple(first), len(found.tests))
+    """pytest: each stage is the whole selection less the other stage's test modules
+    (``--ignore``, which matches a path exactly), so pytest's own rules of what it collects
+    (``collect_ignore``, ``norecursedirs``, markers) hold in both, and no test runs twice.
+    A failed test runs with its module: ``--deselect`` matches ids as prefixes, so
+    ``test_a`` would take ``test_a_more`` with it."""
+    chosen = modules_of(first)
+    others = [t for t in found.tests if t not in chosen]
+    first_args = (*args, *(f"--ignore={t}" for t in others))
+    rest = (*args, *(f"--ignore={t}" for t in chosen))
+    return Stages(first_args, rest, tuple(first), len(found.tests))
 
 
 def nose_stages(
     args: Sequence[str], found: PackageTests, first: Sequence[FirstTest]
 ) -> Stages | OneStage:
-    """nose: the first stage names its test modules; the second leaves them out by name
-    (``-I``, with nose's own patterns, which it replaces), so names must be unique."""
+    """nose: each stage is the whole package less the other stage's test modules, left out
+    by file name (``-I``, with nose's own patterns, which it replaces), so nose's own rules of
+    what it collects (``--exe``, directories) hold in both; file names must be unique."""
     if args:
         return OneStage("its runner arguments select the tests")
-    chosen = [t.module for t in first]
-    basenames = [os.path.basename(t) for t in chosen]
-    others = {os.path.basename(t) for t in found.tests if t not in chosen}
-    if others & set(basenames):
+    chosen = modules_of(first)
+    names = Counter(os.path.basename(t) for t in found.tests)
+    if any(names[os.path.basename(t)] > 1 for t in chosen):
         return OneStage("a test module of the first stage shares its name with another")
-    ignore = [*NOSE_IGNORED, *(f"^{re.escape(b)}$" for b in basenames)]
-    rest = tuple(arg for pattern in ignore for arg in ("-I", pattern))
-    modules = tuple(replace(t, test="") for t in first)
-    return Stages(tuple(chosen), rest, modules, len(found.tests))
+
+    def leaving_out(modules: Iterable[str]) -> tuple[str, ...]:
+        patterns = [*NOSE_IGNORED, *(f"^{re.escape(os.path.basename(m))}$" for m in modules)]
+        return tuple(arg for pattern in patterns for arg in ("-I", pattern))
+
+    others = [t for t in found.tests if t not in chosen]
+    return Stages(leaving_out(others), leaving_out(chosen), tuple(first), len(found.tests))
 
 
 def dotted_stages(
@@ -6404,10 +6424,9 @@ def dotted_stages(
     pattern), but cannot leave any out: the second stage runs the whole package again."""
     if args:
         return OneStage("its runner arguments select the tests")
-    names = [t.module[: -len(".py")].replace("/", ".") for t in first]
+    names = [m[: -len(".py")].replace("/", ".") for m in modules_of(first)]
     chosen = tuple(a for n in names for a in ("-k", f"{n}.*")) if unittest else tuple(names)
-    modules = tuple(replace(t, test="") for t in first)
-    return Stages(chosen, (), modules, len(found.tests), rest_repeats=True)
+    return Stages(chosen, (), tuple(first), len(found.tests), rest_repeats=True)
 
 
 STAGE_ARGS: dict[str, Callable[..., Stages | OneStage]] = {
@@ -6613,7 +6632,7 @@ class Staging:
         it uses, however indirectly, that the change reaches too."""
         between = {package, *users_reached([package], self.dependencies)} & self.reached
         modules = [m for p in sorted(between, key=lambda p: p.rel) for m in self.modules_of(p)]
-        return reached_by(self.change.modules, modules)
+        return reached_by(self.change.paths, modules)
 
     def modules_of(self, package: Package) -> list[Module]:
         if package not in self.modules:
@@ -9601,7 +9620,7 @@ class Session:
             steps = [s for s in steps if s.package in only]
         self.choices.choose(list(changed) if changed else None)
         reached = affected(self.tree.all, owners, graph.uses)
-        self.runs.staging.cycle(change_of(changed, self.tree.all, self.root), reached, graph.uses)
+        self.runs.staging.cycle(change_of(changed, self.root), reached, graph.uses)
         if self.options.explain:
             self.reporter.explain(steps)
             self.reporter.explain_choices({s.package: self.choices[s.package] for s in steps})
@@ -9768,7 +9787,7 @@ class CiSession(Session):
         owners = self.tree.owners(changed)
         uses = self.tree.graph.uses
         reached = affected(self.tree.all, owners, uses)
-        self.runs.staging.cycle(change_of(changed, self.tree.all, self.root), reached, uses)
+        self.runs.staging.cycle(change_of(changed, self.root), reached, uses)
         self.reporter.plan(plan_json(self.root, steps, self.planned, self.tree.graph.uses))
         return 0
 

@@ -539,7 +539,7 @@ class Session:
             steps = [s for s in steps if s.package in only]
         self.choices.choose(list(changed) if changed else None)
         reached = affected(self.tree.all, owners, graph.uses)
-        self.runs.staging.cycle(change_of(changed, self.tree.all, self.root), reached, graph.uses)
+        self.runs.staging.cycle(change_of(changed, self.root), reached, graph.uses)
         if self.options.explain:
             self.reporter.explain(steps)
             self.reporter.explain_choices({s.package: self.choices[s.package] for s in steps})
@@ -706,7 +706,7 @@ class CiSession(Session):
         owners = self.tree.owners(changed)
         uses = self.tree.graph.uses
         reached = affected(self.tree.all, owners, uses)
-        self.runs.staging.cycle(change_of(changed, self.tree.all, self.root), reached, uses)
+        self.runs.staging.cycle(change_of(changed, self.root), reached, uses)
         self.reporter.plan(plan_json(self.root, steps, self.planned, self.tree.graph.uses))
         return 0
 
