@@ -1,6 +1,10 @@
 """Inside a package, the tests a save concerns run first: the first stage (the test modules that
 import a changed module, and the tests that failed last run), then the rest; what cannot be
 traced runs whole.  Real watchers and real runs of each runner, and the pure decisions alone.
+
+Saves are GTK editors' (a temporary renamed over the file): the tests count which test modules
+ran in a cycle, and a save that is not atomic can, on a loaded machine, start a cycle on a file
+half written and a second one once it is whole.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_events import save_vim
+from test_events import save_gtk
 
 from conftest import Repo, Watch, clean_env, load_autotest, run_autotest
 
@@ -84,14 +88,14 @@ def test_a_breaking_save_fails_in_the_first_stage_with_only_the_tests_that_impor
     w = start_watching(watch, repo, log, "--runner", runner)
     assert ran(log) == Counter(f"test_m{i}" for i in range(MODULES))
 
-    save_vim(repo.path / "big/big/m3.py", "VALUE = 33\n")
+    save_gtk(repo.path / "big/big/m3.py", "VALUE = 33\n")
     end = w.wait_cycles(2, timeout=60)
     assert "big: first stage: 1 of 6 test modules; then" in w.output
     assert "tests/test_m3.py imports big.m3" in w.output
     assert any("FAILED" in line and "first stage" in line for line in w.lines[:end]), w.output
     assert ran(log) == Counter(["test_m3"])  # the other five never started
 
-    save_vim(repo.path / "big/big/m3.py", "VALUE = 3\n")
+    save_gtk(repo.path / "big/big/m3.py", "VALUE = 3\n")
     w.wait_cycles(3, timeout=60)
     counts = ran(log)
     assert set(counts) == {f"test_m{i}" for i in range(MODULES)}, w.output
@@ -109,10 +113,10 @@ def test_the_tests_that_failed_last_run_come_first_by_id(
     repo.write("big/tests/test_m3.py", TEST_MODULE.format(i=3) + other)
     log = tmp_path / "ran.log"
     w = start_watching(watch, repo, log, "--runner", "pytest")
-    save_vim(repo.path / "big/big/m3.py", "VALUE = 33\n")
+    save_gtk(repo.path / "big/big/m3.py", "VALUE = 33\n")
     w.wait_cycles(2, timeout=60)
     ran(log)
-    save_vim(repo.path / "big/big/m5.py", "VALUE = 5  # still 5\n")  # m3 stays broken
+    save_gtk(repo.path / "big/big/m5.py", "VALUE = 5  # still 5\n")  # m3 stays broken
     end = w.wait_cycles(3, timeout=60)
     shown = "\n".join(w.lines[w.lines.index("changed: big/big/m5.py") :])
     assert "tests/test_m3.py::test_value_3 failed last run" in shown
@@ -144,11 +148,11 @@ def test_a_dependency_change_reaches_the_modules_that_import_it_through_the_pack
     w: Watch = watch(repo.path, "-v", "--runner", "pytest", env=env)  # type: ignore[operator]
     w.wait_cycles(1, timeout=60)
     # big's own test of m3 still passes: VALUE == 3 is what it asserts; app's needs 6
-    save_vim(repo.path / "big/big/m3.py", "VALUE = 3\nVALUE = 3  # said twice\n")
+    save_gtk(repo.path / "big/big/m3.py", "VALUE = 3\nVALUE = 3  # said twice\n")
     seen = w.wait_for(r"app: first stage: 1 of 2 test modules; then the rest$", timeout=60)
     w.wait_for(r"tests/test_core.py imports app.core, which imports big.m3$", seen - 1)
     w.wait_cycles(2, timeout=60)
-    save_vim(repo.path / "big/big/m5.py", "VALUE = 5  # saved\n")  # app does not import it
+    save_gtk(repo.path / "big/big/m5.py", "VALUE = 5  # saved\n")  # app does not import it
     w.wait_for(r"app runs whole: nothing in its tests imports the change$", seen, timeout=60)
 
 
@@ -173,7 +177,7 @@ def test_what_cannot_be_traced_runs_the_whole_package_in_one_stage(
     log = tmp_path / "ran.log"
     w = start_watching(watch, repo, log, "--runner", "pytest")
     ran(log)
-    save_vim(repo.path / rel, text + "\n")
+    save_gtk(repo.path / rel, text + "\n")
     w.wait_cycles(2, timeout=60)
     assert f"big runs whole: {why}" in w.output
     assert set(ran(log).values()) == {1} and "first stage" not in w.output
@@ -200,7 +204,7 @@ def test_a_module_imported_by_a_computed_name_puts_its_importers_first(
     )
     log = tmp_path / "ran.log"
     w = start_watching(watch, repo, log, "--runner", "pytest")
-    save_vim(repo.path / "big/big/m4.py", "VALUE = 4  # again\n")
+    save_gtk(repo.path / "big/big/m4.py", "VALUE = 4  # again\n")
     w.wait_cycles(2, timeout=60)
     assert "tests/test_plugins.py imports modules by computed names" in w.output
     assert "big: first stage: 2 of 7 test modules; then the rest" in w.output
@@ -213,7 +217,7 @@ def test_the_junit_report_holds_both_stages_as_one_package(
     big_package(repo)
     log, report = tmp_path / "ran.log", tmp_path / "junit.xml"
     w = start_watching(watch, repo, log, "--runner", runner, "--junit-xml", str(report))
-    save_vim(repo.path / "big/big/m3.py", "VALUE = 3  # again\n")
+    save_gtk(repo.path / "big/big/m3.py", "VALUE = 3  # again\n")
     w.wait_cycles(2, timeout=60)
     assert "big: first stage: 1 of 6 test modules" in w.output
     (suite,) = ET.parse(report).getroot()
@@ -227,7 +231,7 @@ def test_no_stages_runs_every_package_whole(repo: Repo, watch: object, tmp_path:
     log = tmp_path / "ran.log"
     w = start_watching(watch, repo, log, "--runner", "pytest", "--no-stages")
     ran(log)
-    save_vim(repo.path / "big/big/m3.py", "VALUE = 33\n")
+    save_gtk(repo.path / "big/big/m3.py", "VALUE = 33\n")
     w.wait_cycles(2, timeout=60)
     assert "first stage" not in w.output
     assert len(ran(log)) == MODULES
@@ -432,7 +436,7 @@ def test_a_module_that_the_projects_config_leaves_out_never_runs_first(
     repo.write("big/tests/test_other.py", "def test_other():\n    pass\n")
     log = tmp_path / "ran.log"
     w = start_watching(watch, repo, log, "--runner", "pytest")
-    save_vim(repo.path / "big/big/core.py", "VALUE = 1  # saved\n")
+    save_gtk(repo.path / "big/big/core.py", "VALUE = 1  # saved\n")
     lines = w.lines[: w.wait_cycles(2, timeout=60)]
     assert "tests/test_core.py imports big.core" in w.output
     assert lines[-1].startswith("the 1 package passed"), w.output
