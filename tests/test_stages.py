@@ -449,3 +449,27 @@ def test_a_conftest_that_imports_the_change_reaches_every_test_module_below_it()
         "runs under tests/unit/conftest.py, which imports big.settings"
     )
     assert at.why_reached(top, "tests/test_b.py", chains) == ""
+
+
+def test_a_test_helper_reaches_the_tests_that_import_it_by_either_name(
+    repo: Repo, watch: object, tmp_path: Path
+) -> None:
+    """In a tests/ without __init__.py pytest imports tests/helpers.py as ``helpers``; in one
+    with it, as ``tests.helpers``: either way the tests importing it come first."""
+    big_package(repo)
+    repo.write("big/tests/helpers.py", "from big.m1 import VALUE as ONE\n")
+    repo.write("big/tests/test_with_helper.py", "from helpers import ONE\n\n\n"
+               "def test_one():\n    assert ONE == 1\n")  # fmt: skip
+    (repo.path / "big/tests/__init__.py").unlink()
+    log = tmp_path / "ran.log"
+    w = start_watching(watch, repo, log, "--runner", "pytest")
+    save_gtk(repo.path / "big/big/m1.py", "VALUE = 1  # saved\n")
+    seen = w.wait_for(r"big: first stage: 2 of 7 test modules; then the rest$", timeout=60)
+    w.wait_for(r"tests/test_with_helper.py imports helpers, which imports big.m1$", seen - 1)
+
+
+def test_the_name_pytest_imports_a_module_by_starts_below_the_first_folder_no_package() -> None:
+    packages = {"/r/big/tests/unit"}
+    assert at.basedir_name("/r/big/tests/unit/helpers.py", packages.__contains__) == "unit.helpers"
+    assert at.basedir_name("/r/big/tests/helpers.py", packages.__contains__) == "helpers"
+    assert at.basedir_name("/r/big/tests/unit/__init__.py", packages.__contains__) == "unit"

@@ -2611,12 +2611,13 @@ uses a package, however indirectly.
 
 # from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# from .discovery import Package, owner_of
+# from .discovery import TEST_DIR_NAMES, Package, owner_of
 # from .imports import ImportScan, provided_modules
 # from .metadata import read_metadata
 
@@ -2661,6 +2662,18 @@ def imported_packages(
     return found
 
 
+def test_module_names(packages: Sequence[Package]) -> frozenset[str]:
+    """What tests import of their own: their directory (``tests.helpers``), and the modules in
+    it that pytest's default import mode puts on sys.path (``helpers``).  The scan keeps them
+    for the stages; the graph finds no package that provides them."""
+    names = set(TEST_DIR_NAMES)
+    for package in packages:
+        for folder in TEST_DIR_NAMES:
+            with contextlib.suppress(OSError), os.scandir(package.path / folder) as scan:
+                names.update(e.name[: -len(".py")] for e in scan if e.name.endswith(".py"))
+    return frozenset(names)
+
+
 def dependency_graph(
     packages: Sequence[Package], root: Path | None = None, scan: ImportScan | None = None
 ) -> DependencyGraph:
@@ -2674,7 +2687,7 @@ def dependency_graph(
     for package in packages:
         for module in provided_modules(package):
             providers.setdefault(module, set()).add(package)
-    scan.want(frozenset(m.partition(".")[0] for m in providers))
+    scan.want(frozenset(m.partition(".")[0] for m in providers) | test_module_names(packages))
     edges: dict[Package, dict[Package, set[str]]] = {p: {} for p in packages}
 
     def link(user: Package, used: Package | None, label: str) -> None:
@@ -6118,6 +6131,7 @@ class Module:
     name: str
     imports: frozenset[str]
     dynamic: bool
+    alias: str = ""  # the name pytest imports it by, where that is another (``helpers``)
 
 
 @dataclass(frozen=True)
@@ -6208,10 +6222,11 @@ def reached_by(changed: Collection[str], modules: Sequence[Module]) -> dict[str,
     pending = seeds
     while pending:
         reached = pending.pop(0)
-        for module in importers.get(reached.name, ()):
-            if module.path not in chains:
-                chains[module.path] = (reached.name, *chains[reached.path])
-                pending.append(module)
+        for name in filter(None, (reached.name, reached.alias)):
+            for module in importers.get(name, ()):
+                if module.path not in chains:
+                    chains[module.path] = (name, *chains[reached.path])
+                    pending.append(module)
     return chains
 
 
@@ -6369,6 +6384,8 @@ def stage_plan(
     if not first:
         return OneStage("nothing in its tests imports the change")
     if len(first) == len(tests):
+        if any(t.why == "failed last run" for t in first):
+            return OneStage("every test module imports the change or failed last run")
         return OneStage("every test module imports the change")
     build = STAGE_ARGS.get(runner.name)
     if build is None:
@@ -6498,15 +6515,34 @@ def candidate_tests(
     return tuple(sorted(found))
 
 
+def basedir_name(path: str, is_package: Callable[[str], bool]) -> str:
+    """The name pytest's default import mode gives a module: from the first directory above
+    it that is no package (which it puts on sys.path), so ``tests/helpers.py`` in a ``tests/``
+    without ``__init__.py`` is ``helpers``."""
+    folder, name = os.path.split(path)
+    parts = [] if name == "__init__.py" else [name[: -len(".py")]]
+    while is_package(folder) and os.path.dirname(folder) != folder:
+        folder, name = os.path.split(folder)
+        parts.insert(0, name)
+    return ".".join(parts)
+
+
 def package_modules(package: Package, files: Iterable[str], scan: ImportScan) -> list[Module]:
-    """Each file as a module: its name, and its imports read by the scan."""
+    """Each file as a module: its name, its imports read by the scan, and the name pytest
+    would import it by when that is another."""
+
+    @functools.cache
+    def is_package(folder: str) -> bool:
+        return os.path.isfile(os.path.join(folder, "__init__.py"))
+
     modules = []
     for path in files:
         scanned = scan.scanned(path)
         name = module_name(path, package)
-        is_package = os.path.basename(path) == "__init__.py"
-        names = frozenset(absolute_imports(scanned.names, name, is_package))
-        modules.append(Module(path, name, names, scanned.dynamic))
+        init = os.path.basename(path) == "__init__.py"
+        names = frozenset(absolute_imports(scanned.names, name, init))
+        alias = basedir_name(path, is_package)
+        modules.append(Module(path, name, names, scanned.dynamic, "" if alias == name else alias))
     return modules
 
 

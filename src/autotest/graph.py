@@ -4,12 +4,13 @@ uses a package, however indirectly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .discovery import Package, owner_of
+from .discovery import TEST_DIR_NAMES, Package, owner_of
 from .imports import ImportScan, provided_modules
 from .metadata import read_metadata
 
@@ -54,6 +55,18 @@ def imported_packages(
     return found
 
 
+def test_module_names(packages: Sequence[Package]) -> frozenset[str]:
+    """What tests import of their own: their directory (``tests.helpers``), and the modules in
+    it that pytest's default import mode puts on sys.path (``helpers``).  The scan keeps them
+    for the stages; the graph finds no package that provides them."""
+    names = set(TEST_DIR_NAMES)
+    for package in packages:
+        for folder in TEST_DIR_NAMES:
+            with contextlib.suppress(OSError), os.scandir(package.path / folder) as scan:
+                names.update(e.name[: -len(".py")] for e in scan if e.name.endswith(".py"))
+    return frozenset(names)
+
+
 def dependency_graph(
     packages: Sequence[Package], root: Path | None = None, scan: ImportScan | None = None
 ) -> DependencyGraph:
@@ -67,7 +80,7 @@ def dependency_graph(
     for package in packages:
         for module in provided_modules(package):
             providers.setdefault(module, set()).add(package)
-    scan.want(frozenset(m.partition(".")[0] for m in providers))
+    scan.want(frozenset(m.partition(".")[0] for m in providers) | test_module_names(packages))
     edges: dict[Package, dict[Package, set[str]]] = {p: {} for p in packages}
 
     def link(user: Package, used: Package | None, label: str) -> None:

@@ -45,6 +45,7 @@ class Module:
     name: str
     imports: frozenset[str]
     dynamic: bool
+    alias: str = ""  # the name pytest imports it by, where that is another (``helpers``)
 
 
 @dataclass(frozen=True)
@@ -135,10 +136,11 @@ def reached_by(changed: Collection[str], modules: Sequence[Module]) -> dict[str,
     pending = seeds
     while pending:
         reached = pending.pop(0)
-        for module in importers.get(reached.name, ()):
-            if module.path not in chains:
-                chains[module.path] = (reached.name, *chains[reached.path])
-                pending.append(module)
+        for name in filter(None, (reached.name, reached.alias)):
+            for module in importers.get(name, ()):
+                if module.path not in chains:
+                    chains[module.path] = (name, *chains[reached.path])
+                    pending.append(module)
     return chains
 
 
@@ -296,6 +298,8 @@ def stage_plan(
     if not first:
         return OneStage("nothing in its tests imports the change")
     if len(first) == len(tests):
+        if any(t.why == "failed last run" for t in first):
+            return OneStage("every test module imports the change or failed last run")
         return OneStage("every test module imports the change")
     build = STAGE_ARGS.get(runner.name)
     if build is None:
@@ -425,15 +429,34 @@ def candidate_tests(
     return tuple(sorted(found))
 
 
+def basedir_name(path: str, is_package: Callable[[str], bool]) -> str:
+    """The name pytest's default import mode gives a module: from the first directory above
+    it that is no package (which it puts on sys.path), so ``tests/helpers.py`` in a ``tests/``
+    without ``__init__.py`` is ``helpers``."""
+    folder, name = os.path.split(path)
+    parts = [] if name == "__init__.py" else [name[: -len(".py")]]
+    while is_package(folder) and os.path.dirname(folder) != folder:
+        folder, name = os.path.split(folder)
+        parts.insert(0, name)
+    return ".".join(parts)
+
+
 def package_modules(package: Package, files: Iterable[str], scan: ImportScan) -> list[Module]:
-    """Each file as a module: its name, and its imports read by the scan."""
+    """Each file as a module: its name, its imports read by the scan, and the name pytest
+    would import it by when that is another."""
+
+    @functools.cache
+    def is_package(folder: str) -> bool:
+        return os.path.isfile(os.path.join(folder, "__init__.py"))
+
     modules = []
     for path in files:
         scanned = scan.scanned(path)
         name = module_name(path, package)
-        is_package = os.path.basename(path) == "__init__.py"
-        names = frozenset(absolute_imports(scanned.names, name, is_package))
-        modules.append(Module(path, name, names, scanned.dynamic))
+        init = os.path.basename(path) == "__init__.py"
+        names = frozenset(absolute_imports(scanned.names, name, init))
+        alias = basedir_name(path, is_package)
+        modules.append(Module(path, name, names, scanned.dynamic, "" if alias == name else alias))
     return modules
 
 
