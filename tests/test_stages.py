@@ -328,6 +328,15 @@ def test_each_pytest_stage_is_the_selection_less_the_other_stages_modules() -> N
     assert str(stages.tests[0]) == "tests/test_a.py::test_y failed last run"
 
 
+def test_a_test_module_the_selection_names_is_dropped_from_it_not_ignored() -> None:
+    """pytest runs a path named on its command line whatever --ignore says."""
+    found = package_tests(("tests/test_a.py", "tests/test_m3.py", "tests/test_z.py"))
+    named = ("tests/test_a.py", "tests/test_z.py::TestZ", "-m", "unit")
+    stages = at.pytest_stages(named, found, FIRST)
+    assert stages.first == ("tests/test_a.py", "-m", "unit", "--ignore=tests/test_z.py")
+    assert stages.rest[:3] == ("tests/test_z.py::TestZ", "-m", "unit")
+
+
 def test_each_nose_stage_leaves_out_the_other_stages_modules_by_name() -> None:
     found = package_tests(("tests/test_a.py", "tests/test_m3.py", "tests/test_z.py"))
     stages = at.nose_stages((), found, FIRST)

@@ -322,9 +322,20 @@ def pytest_stages(
     ``test_a`` would take ``test_a_more`` with it."""
     chosen = modules_of(first)
     others = [t for t in found.tests if t not in chosen]
-    first_args = (*args, *(f"--ignore={t}" for t in others))
-    rest = (*args, *(f"--ignore={t}" for t in chosen))
-    return Stages(first_args, rest, tuple(first), len(found.tests))
+    return Stages(
+        selection_less(args, others), selection_less(args, chosen), tuple(first),
+        len(found.tests),
+    )  # fmt: skip
+
+
+def selection_less(args: Sequence[str], modules: Sequence[str]) -> tuple[str, ...]:
+    """pytest's selection less test ``modules``: a module it names is dropped from it (pytest
+    runs a path named on its command line whatever ``--ignore`` says), any other ignored."""
+    paths, options, _ = selection_parts(args)
+    left_out = set(modules)
+    named = [p for p in paths if os.path.normpath(p.partition("::")[0]).replace(os.sep, "/")
+             not in left_out]  # fmt: skip
+    return (*named, *options, *(f"--ignore={m}" for m in modules))
 
 
 def nose_stages(
