@@ -242,6 +242,7 @@ class WarmServer:
         python: str = sys.executable,
     ) -> None:  # fmt: skip
         self.used = False  # it has forked a run, so its hash seed has been seen
+        self.resident = 0  # its resident memory once ready, in bytes (0: not known)
         self.learned = learned
         self.preloaded = preloaded
         self.exits: dict[int, int] = {}
@@ -295,6 +296,7 @@ class WarmServer:
             self.learned.drop(name, why)
         elif kind == "ready":
             self.ready = True
+            self.resident = int(numbers[0]) if numbers else 0
             if self.learned is not None:
                 self.learned.prove(self.preloaded)
         elif kind == "exit":
