@@ -4,6 +4,7 @@ not have; the warm interpreters stay few, fit a memory budget, and all end with 
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -219,12 +220,35 @@ def test_the_spares_of_every_runner_and_interpreter_share_one_memory_budget(
         assert len(nose.warm.kept) == 2, "its spare started"
         assert pytest_.spare() is at.SpareKept.OVER_BUDGET, "what is left is too little"
         assert len(pytest_.warm.kept) == 1
+        said = {p.runner: p for p in pool.preloads()}
+        assert said["nose"].spare is at.SpareKept.KEPT, "as -v says it"
+        assert said["pytest"].resident == pytest_.resident
         monkeypatch.setattr(at, "SPARE_MEMORY", nose.resident // 2)
         pool.renew()
         assert nose.spare() is at.SpareKept.OVER_BUDGET
         assert len([s for s in nose.warm.kept if s.ready]) <= 1, "its spare ended"
     finally:
         pool.close()
+
+
+def test_explain_says_whether_a_spare_is_kept_and_what_one_interpreter_takes() -> None:
+    stream = io.StringIO()
+    reporter = at.Reporter(stream, color=False)
+    reporter.preloads(
+        [
+            at.Preloads("nose", sys.executable, (), {}, False, at.SpareKept.KEPT, 28_400_000),
+            at.Preloads("pytest", sys.executable, (), {}, False, at.SpareKept.OVER_BUDGET, 7e8),
+            at.Preloads("nose2", sys.executable, (), {}, False, at.SpareKept.UNSAID, 28_000_000),
+        ]
+    )
+    assert stream.getvalue().splitlines() == [
+        "      warm nose imports ahead: nothing yet",
+        "      warm nose keeps a spare interpreter ready: 28 MB each (all spares: at most 500 MB)",
+        "      warm pytest imports ahead: nothing yet",
+        "      warm pytest keeps no spare interpreter: one takes 700 MB (all spares: at most "
+        "500 MB)",
+        "      warm nose2 imports ahead: nothing yet",
+    ]
 
 
 CENSUS_TEST = """\
@@ -276,6 +300,7 @@ def test_rapid_saves_change_the_seed_keep_few_interpreters_and_leave_none_behind
         assert this[1] != last[1], "never the seed of the package's last run"
     censuses = [alive.split(",") for _, _, alive in runs[1:]]
     assert max(map(len, censuses)) <= 4, "two kept ready, one starting, the one this run forked"
+    assert any("keeps a spare interpreter ready" in line for line in w.lines), w.output
     assert w.stop() == 130
     seen = {pid for census in censuses for pid in census}
     assert not [pid for pid in seen if os.path.exists(f"/proc/{pid}")], "every one ended"

@@ -4878,7 +4878,7 @@ def read_report(report: IO[bytes]) -> list[tuple[str, str]]:
 
 
 class SpareKept(enum.Enum):
-    """Whether a runner and interpreter keep a spare warm interpreter."""
+    """Whether a runner and interpreter keep a spare warm interpreter, as ``-v`` says it."""
 
     UNSAID = "unsaid"  # one interpreter is not ready yet, or PYTHONHASHSEED makes one enough
     KEPT = "kept"
@@ -4893,14 +4893,16 @@ class SpareKept(enum.Enum):
 @dataclass(frozen=True)
 class Preloads:
     """What ``-v`` says of one warm interpreter: what it imports ahead, the learned modules it
-    must not (and why), and whether its runs taught it nothing to import ahead (rather than
-    nothing yet)."""
+    must not (and why), whether its runs taught it nothing to import ahead (rather than
+    nothing yet), and whether a spare is kept, with what one interpreter takes."""
 
     runner: str
     python: str
     names: tuple[str, ...]
     dropped: Mapping[str, str]
     none_to_learn: bool
+    spare: SpareKept = SpareKept.UNSAID
+    resident: int = 0  # bytes
 
 
 class LearnedPreloads:
@@ -6202,7 +6204,8 @@ class WarmPool:
                 launcher.settle()
                 kept = tuple(n for n in launcher.preloaded if n in learned.names)
                 none = learned.taught and not learned.names
-                described.append(Preloads(name, python, kept, dict(learned.dropped), none))
+                spare = launcher.spare(), launcher.resident
+                described.append(Preloads(name, python, kept, dict(learned.dropped), none, *spare))
         return described
 
     def close(self) -> None:
@@ -6833,7 +6836,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable
 
-# from .basics import STILL_RUNNING_AFTER, STILL_RUNNING_EVERY, Verdict
+# from .basics import SPARE_MEMORY, STILL_RUNNING_AFTER, STILL_RUNNING_EVERY, Verdict
 # from .ci import CiJob
 # from .cycle import CycleOutcome
 # from .discovery import Package, owner_of
@@ -6843,7 +6846,7 @@ from typing import IO, Callable
 # from .run import RunResult
 # from .runners import Choice, combined
 # from .selection import Selection
-# from .warm_client import Preloads, is_standard_library
+# from .warm_client import Preloads, SpareKept, is_standard_library
 
 
 def use_color(stream: IO[str]) -> bool:
@@ -6872,6 +6875,19 @@ VERDICT_COLUMN = len("FAILED (timed out)")  # every verdict, with a short note, 
 def counted(number: int, noun: str) -> str:
     """``1 package``, ``3 packages``."""
     return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 10**6:.0f} MB"
+
+
+def spare_said(p: Preloads) -> str:
+    """Whether a spare interpreter is kept ready, so that a save right after a verdict need not
+    wait for one to start, and the memory that costs."""
+    budget = f"(all spares: at most {megabytes(SPARE_MEMORY)})"
+    if p.spare is SpareKept.KEPT:
+        return f"keeps a spare interpreter ready: {megabytes(p.resident)} each {budget}"
+    return f"keeps no spare interpreter: one takes {megabytes(p.resident)} {budget}"
 
 
 NOTHING_TO_IMPORT_AHEAD = "nothing; its runs import nothing else from outside the repository"
@@ -7280,6 +7296,8 @@ class Notices(Terminal):
             self.say(self.paint(f"      warm {runner} imports ahead: {what}", "dim"))
             for name, why in sorted(p.dropped.items())[:5]:
                 self.say(self.paint(f"      warm {runner} does not import {name}: {why}", "dim"))
+            if p.spare is not SpareKept.UNSAID:
+                self.say(self.paint(f"      warm {runner} {spare_said(p)}", "dim"))
 
     def forked_run_differed(self, rel: str) -> None:
         self.note(
@@ -7609,7 +7627,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
-# from .basics import DEFAULT_DEBOUNCE, VERSION, UsageError, run_git
+# from .basics import DEFAULT_DEBOUNCE, SPARE_MEMORY, VERSION, UsageError, run_git
 # from .report import shown
 # from .toml_files import load_toml
 
@@ -7802,10 +7820,12 @@ SETTINGS = (
     Setting("poll", Given.FLAG, "poll the tree instead of OS notifications"),
     Setting("cross-mounts", Given.FLAG, "find packages, read imports and watch in file systems "
             "mounted below the root too (by default a directory on another device is left out)"),
-    Setting("warm", Given.FLAG,
-            "start every run cold instead of forking it from a warm interpreter"),
+    Setting("warm", Given.FLAG, "start every run cold instead of forking it from a warm "
+            "interpreter (one per runner and interpreter, with a spare ready while all spares "
+            f"take at most {SPARE_MEMORY // 10**6} MB)"),
     Setting("explain", Given.FLAG, "say why each package runs where it does, with which runner and "
-            "interpreter, and what warm interpreters import ahead", short="v"),
+            "interpreter, what warm interpreters import ahead, and whether they keep a spare",
+            short="v"),
     Setting("clear", Given.FLAG, "clear the screen before each cycle"),
     Setting("bell", Given.FLAG, "ring the terminal bell when a package fails"),
     Setting("notify", Given.FLAG, "desktop notification when a cycle fails or recovers"),

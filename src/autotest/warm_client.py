@@ -133,7 +133,7 @@ def read_report(report: IO[bytes]) -> list[tuple[str, str]]:
 
 
 class SpareKept(enum.Enum):
-    """Whether a runner and interpreter keep a spare warm interpreter."""
+    """Whether a runner and interpreter keep a spare warm interpreter, as ``-v`` says it."""
 
     UNSAID = "unsaid"  # one interpreter is not ready yet, or PYTHONHASHSEED makes one enough
     KEPT = "kept"
@@ -148,14 +148,16 @@ class SpareKept(enum.Enum):
 @dataclass(frozen=True)
 class Preloads:
     """What ``-v`` says of one warm interpreter: what it imports ahead, the learned modules it
-    must not (and why), and whether its runs taught it nothing to import ahead (rather than
-    nothing yet)."""
+    must not (and why), whether its runs taught it nothing to import ahead (rather than
+    nothing yet), and whether a spare is kept, with what one interpreter takes."""
 
     runner: str
     python: str
     names: tuple[str, ...]
     dropped: Mapping[str, str]
     none_to_learn: bool
+    spare: SpareKept = SpareKept.UNSAID
+    resident: int = 0  # bytes
 
 
 class LearnedPreloads:

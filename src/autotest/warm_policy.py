@@ -115,7 +115,8 @@ class WarmPool:
                 launcher.settle()
                 kept = tuple(n for n in launcher.preloaded if n in learned.names)
                 none = learned.taught and not learned.names
-                described.append(Preloads(name, python, kept, dict(learned.dropped), none))
+                spare = launcher.spare(), launcher.resident
+                described.append(Preloads(name, python, kept, dict(learned.dropped), none, *spare))
         return described
 
     def close(self) -> None:
