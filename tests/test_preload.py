@@ -338,7 +338,7 @@ def test_a_module_from_outside_the_repository_is_imported_ahead_and_the_reposito
     runs = [row.split()[-1] for row in rows]
     assert [r for r in runs if r in importers] == runs[:2], "only the cold and learning runs"
     # each later import is a warm interpreter's probe or its own, one of each per interpreter
-    # (a fresh one per cycle, for a fresh hash seed), never a run's
+    # (replaced once runs have seen its hash seed), never a run's
     assert len(importers) >= 4, importers
 
 
@@ -346,8 +346,9 @@ def test_a_module_from_outside_the_repository_is_imported_ahead_and_the_reposito
 def test_a_module_proven_in_an_earlier_warm_interpreter_is_imported_without_a_probe(
     tmp_path: Path, proven: bool
 ) -> None:
-    """A fresh warm interpreter starts for every cycle: probing again what an earlier one
-    imported and kept would double its start-up for nothing."""
+    """A fresh warm interpreter starts whenever runs have seen an earlier one's hash seed:
+    probing again what an earlier one imported and kept would double its start-up for
+    nothing."""
     from conftest import AUTOTEST
 
     site = tmp_path / "site"
@@ -370,72 +371,6 @@ def test_a_module_proven_in_an_earlier_warm_interpreter_is_imported_without_a_pr
     assert len(importers) == (1 if proven else 2), "the probe's import, then its own"
 
 
-NEXT_INTERPRETER_TEST = """import os
-import sys
-import time
-
-import extlib
-
-
-def warm_importers():
-    with open(os.environ["IMPORTS_LOG"]) as f:
-        return [line.split() for line in f]
-
-
-def test_waits_for_the_next_interpreter():
-    server = str(os.getppid())
-    if not any(pid == server for pid, _ in warm_importers()):
-        return  # a cold run, or a warm interpreter that does not import extlib ahead
-    earlier = {server}  # this run's interpreter and those of earlier runs, with their probes
-    if os.path.exists(os.environ["SEEN_LOG"]):
-        with open(os.environ["SEEN_LOG"]) as f:
-            earlier.update(line.split()[0] for line in f)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        others = [p for p, parent in warm_importers() if not earlier & {p, parent}]
-        if others:
-            with open(os.environ["SEEN_LOG"], "a") as f:
-                f.write(f"{server} {others[-1]}\\n")
-            return
-        time.sleep(0.01)
-    raise AssertionError("no other warm interpreter imported extlib while this run ran")
-"""
-
-WARM_EXTLIB = """import os
-import sys
-
-if "autotest-warm" in sys.argv:
-    with open(os.environ["IMPORTS_LOG"], "a") as f:
-        f.write(f"{os.getpid()} {os.getppid()}\\n")
-X = 1
-"""
-
-
-def test_the_next_cycles_warm_interpreter_starts_at_the_first_run_of_this_one(
-    repo: Repo, watch: Callable[..., Watch], tmp_path: Path
-) -> None:
-    """So that it has the whole cycle, not only the pause before the next save, to import
-    ahead what it learned; the next cycle forks from it."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "extlib.py").write_text(WARM_EXTLIB)
-    (tmp_path / "imports.log").write_text("")
-    repo.package("alpha", tests=NEXT_INTERPRETER_TEST)
-    seen = tmp_path / "seen.log"
-    env = clean_env(
-        PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(site),
-        IMPORTS_LOG=str(tmp_path / "imports.log"), SEEN_LOG=str(seen),
-    )  # fmt: skip
-    w = watch(repo.path, env=env)
-    save_cycles(w, repo, 4)  # cold, learning, then three cycles forked with extlib ahead
-    assert sum(line.startswith("the 1 package passed") for line in w.lines) == 5, w.output
-    pairs = [line.split() for line in seen.read_text().splitlines()]
-    assert len(pairs) == 3, w.output
-    for (_, successor), (server, _) in zip(pairs, pairs[1:]):
-        assert server == successor, "the next cycle forked from the interpreter started early"
-    assert len({server for server, _ in pairs}) == 3
-
-
 def test_a_virtualenvs_interpreter_is_asked_for_its_facts_and_one_that_cannot_tell_is_not_warmed(
     tmp_path: Path,
 ) -> None:
@@ -453,7 +388,7 @@ def test_a_virtualenvs_interpreter_is_asked_for_its_facts_and_one_that_cannot_te
     nose = at.BUILTIN_RUNNERS["nose"]
     unknown = at.interpreter_facts(str(mute), nose.plugins)
     launcher = at.WarmLauncher(nose, clean_env(), unknown, python=str(mute))
-    assert launcher.spare is None, "its runs start cold"
+    assert launcher.warm.kept == [], "its runs start cold"
 
 
 def test_only_the_virtualenvs_of_the_packages_changed_last_are_kept_warm(tmp_path: Path) -> None:

@@ -107,6 +107,9 @@ PRELOAD_RESTARTS = 5  # warm restarts that drop a learned module, before learnin
 WARM_VIRTUALENVS = 3  # package virtualenvs kept warm at once: those of the packages changed last
 
 
+SPARE_MEMORY = 500 * 10**6  # bytes: what the spare warm interpreters may take, all together
+
+
 HEAD_LINES = 100  # a failing run shows this many lines from its start (what failed) ...
 
 

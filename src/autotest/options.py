@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
-from .basics import DEFAULT_DEBOUNCE, VERSION, UsageError, run_git
+from .basics import DEFAULT_DEBOUNCE, SPARE_MEMORY, VERSION, UsageError, run_git
 from .report import shown
 from .toml_files import load_toml
 
@@ -211,12 +211,14 @@ SETTINGS = (
     Setting("poll", Given.FLAG, "poll the tree instead of OS notifications"),
     Setting("cross-mounts", Given.FLAG, "find packages, read imports and watch in file systems "
             "mounted below the root too (by default a directory on another device is left out)"),
-    Setting("warm", Given.FLAG,
-            "start every run cold instead of forking it from a warm interpreter"),
+    Setting("warm", Given.FLAG, "start every run cold instead of forking it from a warm "
+            "interpreter (one per runner and interpreter, with a spare ready while all spares "
+            f"take at most {SPARE_MEMORY // 10**6} MB)"),
     Setting("stages", Given.FLAG,
             "run each package whole, instead of first the test modules a change concerns"),
     Setting("explain", Given.FLAG, "say why each package runs where it does, with which runner and "
-            "interpreter, and what warm interpreters import ahead", short="v"),
+            "interpreter, what warm interpreters import ahead, and whether they keep a spare",
+            short="v"),
     Setting("clear", Given.FLAG, "clear the screen before each cycle"),
     Setting("bell", Given.FLAG, "ring the terminal bell when a package fails"),
     Setting("notify", Given.FLAG, "desktop notification when a cycle fails or recovers"),

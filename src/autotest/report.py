@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable
 
-from .basics import STILL_RUNNING_AFTER, STILL_RUNNING_EVERY, Verdict
+from .basics import SPARE_MEMORY, STILL_RUNNING_AFTER, STILL_RUNNING_EVERY, Verdict
 from .ci import CiJob
 from .cycle import CycleOutcome
 from .discovery import Package, owner_of
@@ -28,7 +28,7 @@ from .run import RunResult
 from .runners import Choice, combined
 from .selection import Selection
 from .stages import OneStage, Stages
-from .warm_client import Preloads, is_standard_library
+from .warm_client import Preloads, SpareKept, is_standard_library
 
 
 def use_color(stream: IO[str]) -> bool:
@@ -57,6 +57,19 @@ VERDICT_COLUMN = len("FAILED (timed out)")  # every verdict, with a short note, 
 def counted(number: int, noun: str) -> str:
     """``1 package``, ``3 packages``."""
     return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 10**6:.0f} MB"
+
+
+def spare_said(p: Preloads) -> str:
+    """Whether a spare interpreter is kept ready, so that a save right after a verdict need not
+    wait for one to start, and the memory that costs."""
+    budget = f"(all spares: at most {megabytes(SPARE_MEMORY)})"
+    if p.spare is SpareKept.KEPT:
+        return f"keeps a spare interpreter ready: {megabytes(p.resident)} each {budget}"
+    return f"keeps no spare interpreter: one takes {megabytes(p.resident)} {budget}"
 
 
 NOTHING_TO_IMPORT_AHEAD = "nothing; its runs import nothing else from outside the repository"
@@ -490,6 +503,8 @@ class Notices(Terminal):
             self.say(self.paint(f"      warm {runner} imports ahead: {what}", "dim"))
             for name, why in sorted(p.dropped.items())[:5]:
                 self.say(self.paint(f"      warm {runner} does not import {name}: {why}", "dim"))
+            if p.spare is not SpareKept.UNSAID:
+                self.say(self.paint(f"      warm {runner} {spare_said(p)}", "dim"))
 
     def forked_run_differed(self, rel: str) -> None:
         self.note(

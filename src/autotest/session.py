@@ -391,7 +391,7 @@ class CycleRuns:
         )
         launcher = self.warm_policy.forking_launcher(package)
         if launcher is not None:
-            launcher.wait_ready(choice.runner, choice.python)
+            launcher.wait_ready(choice.runner, choice.python, package)
         confirm = package not in self.failed  # a new failure, if forked, is confirmed cold
         with self.signals.deferred():
             run = Run(start, self.limits.timeout, launcher, saved, needs, confirm, report, spent)

@@ -6,6 +6,7 @@ process.
 from __future__ import annotations
 
 import contextlib
+import enum
 import functools
 import json
 import os
@@ -25,6 +26,7 @@ from .basics import (
     POLL_INTERVAL,
     PRELOAD_RESTARTS,
     SERVER_EXIT_WAIT,
+    SPARE_MEMORY,
     WARM_REPLY_TIMEOUT,
     WARM_START_TIMEOUT,
 )
@@ -130,17 +132,32 @@ def read_report(report: IO[bytes]) -> list[tuple[str, str]]:
     return [tuple(line.split("\t", 1)) for line in text.splitlines() if "\t" in line]  # type: ignore[misc]
 
 
+class SpareKept(enum.Enum):
+    """Whether a runner and interpreter keep a spare warm interpreter, as ``-v`` says it."""
+
+    UNSAID = "unsaid"  # one interpreter is not ready yet, or PYTHONHASHSEED makes one enough
+    KEPT = "kept"
+    OVER_BUDGET = "over budget"
+
+    @property
+    def ready(self) -> int:
+        """How many interpreters are kept ready."""
+        return 2 if self is SpareKept.KEPT else 1
+
+
 @dataclass(frozen=True)
 class Preloads:
     """What ``-v`` says of one warm interpreter: what it imports ahead, the learned modules it
-    must not (and why), and whether its runs taught it nothing to import ahead (rather than
-    nothing yet)."""
+    must not (and why), whether its runs taught it nothing to import ahead (rather than
+    nothing yet), and whether a spare is kept, with what one interpreter takes."""
 
     runner: str
     python: str
     names: tuple[str, ...]
     dropped: Mapping[str, str]
     none_to_learn: bool
+    spare: SpareKept = SpareKept.UNSAID
+    resident: int = 0  # bytes
 
 
 class LearnedPreloads:
@@ -241,7 +258,8 @@ class WarmServer:
         learned: LearnedPreloads | None = None, preloaded: tuple[str, ...] = (),
         python: str = sys.executable,
     ) -> None:  # fmt: skip
-        self.used = False  # it has forked a run, so its hash seed has been seen
+        self.served: set[Package] = set()  # whose runs it forked: they have seen its hash seed
+        self.resident = 0  # its resident memory once ready, in bytes (0: not known)
         self.learned = learned
         self.preloaded = preloaded
         self.exits: dict[int, int] = {}
@@ -295,6 +313,7 @@ class WarmServer:
             self.learned.drop(name, why)
         elif kind == "ready":
             self.ready = True
+            self.resident = int(numbers[0]) if numbers else 0
             if self.learned is not None:
                 self.learned.prove(self.preloaded)
         elif kind == "exit":
@@ -375,19 +394,108 @@ class WarmServer:
             self.proc = None
 
 
+def fork_choice(
+    package: Package | None, ready: Sequence[WarmServer], last: WarmServer | None
+) -> WarmServer | None:
+    """The ready interpreter a run of ``package`` forks from: never ``last``, the one that forked
+    its last run (its hash seed again), and one whose seed it never had where there is one; of
+    those, the first started, so that the younger stay fresh for the packages that need them.
+    None: the run has to wait for one."""
+    allowed = [s for s in ready if s is not last]
+    unseen = [s for s in allowed if package not in s.served]
+    return next(iter(unseen or allowed), None)
+
+
+def surplus(ready: Sequence[WarmServer], kept: int) -> list[WarmServer]:
+    """The ready interpreters to end so that ``kept`` remain: those whose seed runs have seen
+    first, the first started first."""
+    used = [s for s in ready if s.served]
+    fresh = [s for s in ready if not s.served]
+    return (used + fresh)[: max(0, len(ready) - kept)]
+
+
+def wants_another(servers: Sequence[WarmServer], kept: int, fresh_seeds: bool) -> bool:
+    """Whether to start one more interpreter: one at a time (each start takes a core for a
+    while), while fewer than ``kept`` have a seed no run has seen.  With PYTHONHASHSEED set
+    every seed is the same, and one is enough."""
+    if any(not s.ready for s in servers):
+        return False
+    if not fresh_seeds:
+        return not servers
+    return sum(not s.served for s in servers) < kept
+
+
+def spare_kept(fresh_seeds: bool, resident: int, budget: int) -> SpareKept:
+    """Whether a spare is kept: only where seeds change from run to run, and one interpreter
+    (``resident`` bytes, 0 when not known yet) fits the ``budget``."""
+    if not fresh_seeds or not resident:
+        return SpareKept.UNSAID
+    return SpareKept.KEPT if resident <= budget else SpareKept.OVER_BUDGET
+
+
+class WarmSet:
+    """The warm interpreters of one runner and interpreter: those kept (ready or starting, the
+    first started first), which of them forked each package's last run, and the runs each is
+    serving.  One no longer kept ends, or once its runs have."""
+
+    def __init__(self, fresh_seeds: bool) -> None:
+        self.fresh_seeds = fresh_seeds  # no PYTHONHASHSEED: each interpreter has its own seed
+        self.kept: list[WarmServer] = []
+        self.last: dict[Package, WarmServer] = {}  # which one forked each package's last run
+        self.serving: dict[int, WarmServer] = {}  # each forked run, by pid, with its server
+
+    def ready(self) -> list[WarmServer]:
+        """Those ready, having taken in what each said so far (drops, ready), without waiting."""
+        return [s for s in self.kept if s.is_ready(0.0)]
+
+    def starting(self) -> WarmServer | None:
+        return next((s for s in self.kept if not s.ready), None)
+
+    def choice(self, package: Package | None) -> WarmServer | None:
+        last = self.last.get(package) if package is not None else None
+        return fork_choice(package, self.ready(), last)
+
+    def forked(self, server: WarmServer, pid: int, package: Package) -> None:
+        self.serving[pid] = server
+        if self.fresh_seeds:
+            server.served.add(package)
+            self.last[package] = server
+
+    def retire(self, server: WarmServer) -> None:
+        if server in self.kept:
+            self.kept.remove(server)
+        if server not in self.serving.values():
+            server.close()
+
+    def ended(self, pid: int) -> None:
+        """Run ``pid`` ended: its server ends too if it is no longer kept."""
+        server = self.serving.pop(pid)
+        if server not in self.kept:
+            self.retire(server)
+
+    def close(self) -> None:
+        for server in {*self.serving.values(), *self.kept}:
+            server.close()
+        self.serving.clear()
+        self.kept.clear()
+
+
 class WarmLauncher:
     """Starts runs by forking them from a warm interpreter.  Where there is no fork, when the
-    runner is not a Python module, or when the warm interpreter died, ``launch`` returns None
+    runner is not a Python module, or when the warm interpreters died, ``launch`` returns None
     and the run starts cold.  With ``learned``, the runs report what they imported, and the
-    warm interpreter imports ahead what they taught (less the runner's plugins).
+    warm interpreters import ahead what they taught (less the runner's plugins).
 
-    An interpreter's hash seed is fixed when it starts, so unless PYTHONHASHSEED fixes it, each
-    interpreter serves one cycle: the first run it forks starts its successor, which has the
-    rest of the cycle to get ready for the next one."""
+    An interpreter's hash seed is fixed when it starts, so unless PYTHONHASHSEED fixes it, no run
+    of a package forks from the one that forked its last run.  Two are kept ready while one fits
+    ``spare_budget`` (a spare): a run always has one to fork from, however soon it comes.  The
+    first run an interpreter forks starts its successor, which gets ready in the background;
+    none starts between a save and its run's fork, which it would slow down."""
 
     def __init__(
         self, runner: Runner, env: Mapping[str, str], facts: InterpreterFacts | None,
         learned: LearnedPreloads | None = None, python: str = sys.executable,
+        spare_budget: int = SPARE_MEMORY,
     ) -> None:  # fmt: skip
         """``facts`` are ``interpreter_facts(python, runner.plugins)``: None leaves runs cold."""
         self.runner = runner
@@ -397,150 +505,145 @@ class WarmLauncher:
         self.site_dirs = facts.site_dirs if facts is not None else ()
         self.never = facts.plugins if facts is not None else frozenset()
         self.restarts = 0  # warm interpreters in a row that ended dropping a learned module
-        self.fresh_seeds = "PYTHONHASHSEED" not in self.env
-        self.spare: WarmServer | None = None  # the next run forks from this one
-        self.successor: WarmServer | None = None  # the next cycle's spare, getting ready
-        self.serving: dict[int, WarmServer] = {}  # each forked run, by pid, with its server
+        self.warm = WarmSet(fresh_seeds="PYTHONHASHSEED" not in self.env)
+        self.spare_budget = spare_budget  # the bytes a spare interpreter may take
+        self.resident = 0  # the most bytes one warm interpreter took so far (0: not known yet)
         self.installed = installed_stamp(self.site_dirs)
         self.usable = facts is not None and runner.module is not None
-        self._start_spare()
+        self._take_in()
 
     def _wanted(self) -> tuple[str, ...]:
         """What a warm interpreter started now imports ahead."""
         return self.learned.for_runner(self.never) if self.learned is not None else ()
 
-    def _new_server(self) -> WarmServer | None:
-        if not self.usable or self.runner.module is None:
-            return None
-        return WarmServer(
-            self.runner.module, self.runner.preload, self.env, self.learned, self._wanted(),
-            self.python,
-        )  # fmt: skip
+    def spare(self) -> SpareKept:
+        return spare_kept(self.warm.fresh_seeds, self.resident, self.spare_budget)
 
-    def _start_spare(self) -> None:
-        self.spare = self._new_server()
+    def _take_in(self, start: bool = True) -> None:
+        """Take in what the interpreters said so far, without waiting: one that ended is let go,
+        and with ``start`` the next one starts when one is wanted, in the place of one beyond
+        those kept."""
+        warm = self.warm
+        for server in [s for s in warm.kept if not s.is_ready(0.0) and not s.alive]:
+            if server.ready:
+                warm.retire(server)
+            else:
+                self._ended_early(server, timed_out=False)
+        self.resident = max([self.resident, *(s.resident for s in warm.kept if s.ready)])
+        module, kept = self.runner.module, self.spare().ready
+        if start and self.usable and module and wants_another(warm.kept, kept, warm.fresh_seeds):
+            for server in surplus(warm.kept, kept):  # room for it, from those runs used
+                warm.retire(server)
+            args = (self.runner.preload, self.env, self.learned, self._wanted(), self.python)
+            warm.kept.append(WarmServer(module, *args))
 
-    def _replace_spare(self) -> None:
-        """A new spare for the next runs; the old one ends once its runs have."""
-        old, self.spare = self.spare, None
-        self._retire(old)
-        self._drop_successor()
-        self._start_spare()
-
-    def _drop_successor(self) -> None:
-        old, self.successor = self.successor, None
-        self._retire(old)
-
-    def _restart_if_installs_changed(self) -> None:
-        """A warm interpreter read the installed .pth files when it started: after a
-        ``pip install``, start a new one."""
-        if not self.usable or installed_stamp(self.site_dirs) == self.installed:
-            return
-        self.installed = installed_stamp(self.site_dirs)
-        facts = interpreter_facts(self.python, self.runner.plugins)
-        self.never = facts.plugins if facts is not None else frozenset()
-        self.usable = facts is not None
-        self._replace_spare()
-
-    def _retire(self, server: WarmServer | None) -> None:
-        if server is not None and server not in self.serving.values():
-            server.close()
-
-    def wait_ready(self, runner: Runner | None = None, python: str = "") -> None:
-        """Wait for the spare interpreter (it starts while the previous run goes on).  One that
-        ended dropping a learned module is replaced by one without it, waited for in the same
-        time; one still importing ahead when the time is up may hang in a learned module's
-        import: learning is given up, and the next runs fork from one without any."""
-        self._restart_if_installs_changed()
-        deadline = time.monotonic() + WARM_START_TIMEOUT
-        while self.spare is not None:
-            spare = self.spare
-            if spare.is_ready(max(0.0, deadline - time.monotonic())):
-                return
-            learned, timed_out = self.learned, spare.alive
-            self.spare = None
-            self._retire(spare)
-            if learned is None or not spare.preloaded:
-                return  # forked runs are over: runs start cold
-            if timed_out:
-                learned.give_up("the warm interpreter was not ready in time with it")
-                self._start_spare()
-                return
-            if not set(spare.preloaded) - set(learned.for_runner(self.never)):
-                return  # it ended without dropping anything: not the learned modules' fault
+    def _ended_early(self, server: WarmServer, timed_out: bool) -> None:
+        """An interpreter ended before it was ready, or was not ready in time.  One that ended
+        dropping a learned module is followed by one without it; one still importing ahead when
+        the time was up may hang in a learned module's import: learning is given up, and the
+        next one imports nothing ahead.  Otherwise none follows: runs start cold once the
+        interpreters ready have been used."""
+        self.warm.retire(server)
+        learned = self.learned
+        if learned is None or not server.preloaded:
+            self.usable = False
+        elif timed_out:
+            learned.give_up("the warm interpreter was not ready in time with it")
+        elif not set(server.preloaded) - set(learned.for_runner(self.never)):
+            self.usable = False  # it ended without dropping anything: not the modules' fault
+        else:
             self.restarts += 1
             if self.restarts > PRELOAD_RESTARTS:
                 learned.give_up("too many modules unfit to import ahead")
-            self._start_spare()
+
+    def _restart_if_installs_changed(self) -> None:
+        """A warm interpreter read the installed .pth files when it started: after a
+        ``pip install``, new ones take over."""
+        if self.usable and installed_stamp(self.site_dirs) != self.installed:
+            self.installed = installed_stamp(self.site_dirs)
+            facts = interpreter_facts(self.python, self.runner.plugins)
+            self.never = facts.plugins if facts is not None else frozenset()
+            self.usable = facts is not None
+            for server in list(self.warm.kept):
+                self.warm.retire(server)
+
+    def wait_ready(
+        self, runner: Runner | None = None, python: str = "", package: Package | None = None
+    ) -> None:
+        """Wait until an interpreter that a run of ``package`` may fork from is ready (they
+        start while earlier runs go on); one that ended dropping a learned module is followed
+        by one without it, waited for in the same time."""
+        self._restart_if_installs_changed()
+        deadline = time.monotonic() + WARM_START_TIMEOUT
+        while True:
+            self._take_in(start=False)
+            if self.warm.choice(package) is not None:
+                return
+            self._take_in()  # none to fork from: the next one has to start now
+            starting = self.warm.starting()
+            if starting is None:
+                return
+            if starting.is_ready(max(0.0, deadline - time.monotonic())):
+                continue
+            timed_out = starting.alive
+            self._ended_early(starting, timed_out)
+            if timed_out:
+                self._take_in()  # the next one starts now, for the runs to come
+                return
 
     def settle(self) -> None:
-        """Take in what the spare interpreter said so far (drops, ready), without waiting."""
-        if self.spare is not None:
-            self.spare.is_ready(0.0)
+        """Take in what the interpreters said so far (drops, ready), without waiting."""
+        self.warm.ready()
 
     @property
     def preloaded(self) -> tuple[str, ...]:
-        """What the spare interpreter imports ahead of the runs."""
-        return self.spare.preloaded if self.spare is not None else ()
+        """What the interpreter started last imports ahead of the runs."""
+        kept = self.warm.kept
+        return kept[-1].preloaded if kept else ()
 
     def launch(self, start: RunStart, out: IO[bytes]) -> WarmProcess | None:
-        """Fork the run; None when it has to start cold.  It never waits for the warm
-        interpreter (the caller did, in ``wait_ready``): it runs while signals are held, so
-        that no run is left behind, and Ctrl+C must not wait on an interpreter's start."""
+        """Fork the run; None when it has to start cold.  It never waits for a warm interpreter
+        (the caller did, in ``wait_ready``): it runs while signals are held, so that no run is
+        left behind, and Ctrl+C must not wait on an interpreter's start."""
         if (start.runner, start.python) != (self.runner, self.python):
             return None
-        server = self.spare
-        if server is None or not server.alive or not server.is_ready(0.0):
+        server = self.warm.choice(start.package)
+        if server is None:
             return None
-        report = tempfile.TemporaryFile() if self.learned is not None else None  # noqa: SIM115
+        learned = self.learned
+        report = tempfile.TemporaryFile() if learned is not None else None  # noqa: SIM115
+        hide = [] if learned is None else learned.hidden_from(start.package, server.preloaded)
         request = json.dumps(
             {"cwd": str(start.package.path), "env": dict(start.env), "args": list(start.args),
-             "report": report is not None, "hide": self._hidden(start.package, server)}
+             "report": report is not None, "hide": hide}
         )  # fmt: skip
         pid = server.fork(request.encode() + b"\n", out, report)
         if pid is None:
             if report is not None:
                 report.close()
-            self.spare = None
+            self.warm.retire(server)
             return None
-        self.serving[pid] = server
-        if not server.used and self.fresh_seeds and self.successor is None:
-            self.successor = self._new_server()
-        server.used = True
+        self.warm.forked(server, pid, start.package)
+        self._take_in()  # its seed is seen now: the next one may start
         return WarmProcess(self, pid, report, server.preloaded, start.package)
 
-    def _hidden(self, package: Package, server: WarmServer) -> list[str]:
-        learned = self.learned
-        return [] if learned is None else learned.hidden_from(package, server.preloaded)
-
     def renew(self) -> None:
-        """After a cycle: the next one forks from a fresh interpreter when the used one's hash
-        seed has been seen (unless PYTHONHASHSEED fixes it), or when the runs taught modules to
-        import ahead that it does not.  That is the successor started at the cycle's first run,
-        unless what it imports ahead is no longer what was learned; the used one ends once its
-        runs have."""
-        spare = self.spare
-        if spare is None:
-            return
+        """After a cycle: the interpreters that do not import ahead what was learned (more, or
+        less since a module was dropped) end, as do the ready ones beyond those kept (during a
+        cycle, only to make room for a new one: the packages still to run would move to
+        another, which would then want a successor too), and the next one starts if wanted."""
         wanted = set(self._wanted())
-        learned_more = bool(wanted - set(spare.preloaded))
-        if learned_more:
+        stale = [s for s in self.warm.kept if set(s.preloaded) != wanted]
+        if any(wanted - set(s.preloaded) for s in stale):
             self.restarts = 0
-        if not learned_more and not (self.fresh_seeds and spare.used):
-            return
-        successor, self.successor = self.successor, None
-        if successor is not None and set(successor.preloaded) != wanted:
-            self._retire(successor)
-            successor = None
-        if successor is None:
-            self._replace_spare()
-        else:
-            self.spare = successor
-            self._retire(spare)
+        ready = [s for s in self.warm.ready() if s not in stale]
+        for server in [*stale, *surplus(ready, self.spare().ready)]:
+            self.warm.retire(server)
+        self._take_in()
 
     def wait_handle(self, pid: int) -> int:
         """What to wait on for run ``pid``'s ``exit`` (NOW when there is nothing to wait on)."""
-        server = self.serving.get(pid)
+        server = self.warm.serving.get(pid)
         return NOW if server is None else server.wait_handle(pid)
 
     def learn(self, reported: Iterable[tuple[str, str]], package: Package | None = None) -> None:
@@ -548,22 +651,16 @@ class WarmLauncher:
             self.learned.learn(reported, package)
 
     def exit_code(self, pid: int, block: bool) -> int | None:
-        server = self.serving.get(pid)
+        server = self.warm.serving.get(pid)
         if server is None:
             return -signal.SIGKILL
         code = server.exit_code(pid, block)
         if code is not None:
-            del self.serving[pid]
-            if server is not self.spare:
-                self._retire(server)
+            self.warm.ended(pid)
         return code
 
     def close(self) -> None:
-        for server in {*self.serving.values(), self.spare, self.successor}:
-            if server is not None:
-                server.close()
-        self.serving.clear()
-        self.spare = self.successor = None
+        self.warm.close()
 
 
 @dataclass
@@ -580,7 +677,7 @@ class Launcher(Protocol):
 
     def launch(self, start: RunStart, out: IO[bytes]) -> WarmProcess | None: ...
 
-    def wait_ready(self, runner: Runner, python: str) -> None: ...
+    def wait_ready(self, runner: Runner, python: str, package: Package) -> None: ...
 
     def renew(self) -> None: ...
 

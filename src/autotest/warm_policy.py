@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO
 
-from .basics import JUDGE_AFTER, WARM_VIRTUALENVS, Verdict
+from .basics import JUDGE_AFTER, SPARE_MEMORY, WARM_VIRTUALENVS, Verdict
 from .discovery import Package
 from .run import RunResult
 from .runners import BUILTIN_RUNNERS, Runner, RunStart
@@ -18,6 +18,7 @@ from .warm_client import (
     Launcher,
     LearnedPreloads,
     Preloads,
+    SpareKept,
     WarmLauncher,
     WarmProcess,
     WarmTimes,
@@ -26,12 +27,13 @@ from .warm_client import (
 
 
 class WarmPool:
-    """One warm interpreter per runner and interpreter in use (autotest's own, or a package's
+    """One warm launcher per runner and interpreter in use (autotest's own, or a package's
     virtualenv), each started at the first run that needs it; one that cannot serve forked
-    runs (no fork, or older than 3.9) leaves its runs cold.  As each holds in memory what it
-    imported ahead, only the virtualenvs of the WARM_VIRTUALENVS packages changed last are
-    kept warm; other packages with their own run cold.  With a ``root``, what the runs import
-    from outside it is learned, one set per interpreter."""
+    runs (no fork, or older than 3.9) leaves its runs cold.  As each warm interpreter holds in
+    memory what it imported ahead, only the virtualenvs of the WARM_VIRTUALENVS packages changed
+    last are kept warm (other packages with their own run cold), and the spares all together
+    take at most SPARE_MEMORY.  With a ``root``, what the runs import from outside it is
+    learned, one set per interpreter."""
 
     def __init__(self, env: Mapping[str, str], root: Path | None = None) -> None:
         self.env = dict(env)
@@ -49,18 +51,28 @@ class WarmPool:
         if runner not in BUILTIN_RUNNERS.values() or not self._kept_warm(python):
             return None
         self.prepare([(runner, python)])
+        self._share_spare_memory()
         return self.launchers[runner.name, python]
 
-    def wait_ready(self, runner: Runner, python: str) -> None:
+    def _share_spare_memory(self) -> None:
+        """What each launcher's spare may take: SPARE_MEMORY, less what the spares of the
+        launchers started before it take."""
+        left = SPARE_MEMORY
+        for launcher in self.launchers.values():
+            launcher.spare_budget = left
+            left -= launcher.resident if launcher.spare() is SpareKept.KEPT else 0
+
+    def wait_ready(self, runner: Runner, python: str, package: Package) -> None:
         launcher = self.launcher(runner, python)
         if launcher is not None:
-            launcher.wait_ready()
+            launcher.wait_ready(package=package)
 
     def launch(self, start: RunStart, out: IO[bytes]) -> WarmProcess | None:
         launcher = self.launcher(start.runner, start.python)
         return None if launcher is None else launcher.launch(start, out)
 
     def renew(self) -> None:
+        self._share_spare_memory()
         for launcher in self.launchers.values():
             launcher.renew()
 
@@ -103,7 +115,8 @@ class WarmPool:
                 launcher.settle()
                 kept = tuple(n for n in launcher.preloaded if n in learned.names)
                 none = learned.taught and not learned.names
-                described.append(Preloads(name, python, kept, dict(learned.dropped), none))
+                spare = launcher.spare(), launcher.resident
+                described.append(Preloads(name, python, kept, dict(learned.dropped), none, *spare))
         return described
 
     def close(self) -> None:

@@ -11,8 +11,9 @@ changes what a forked run would see is never imported ahead.
 
 The protocol, over a socket pair, one line per message:
   server -> autotest   ``drop NAME WHY``      a learned module is not imported ahead, and why
-  server -> autotest   ``ready``              the runner and the learned modules are imported;
-                                              requests may come
+  server -> autotest   ``ready BYTES``        the runner and the learned modules are imported;
+                                              requests may come; BYTES is the interpreter's
+                                              resident memory (0: unknown)
   autotest -> server   a JSON object {"cwd", "env", "args", "report"}, with the run's output
                        file passed alongside as a descriptor (SCM_RIGHTS), and, when "report"
                        is true, a second file for the modules the run imported
@@ -403,6 +404,25 @@ def warm_up(  # pragma: no cover (runs in the warm server)
     return runner_modules
 
 
+def resident_memory() -> int:  # pragma: no cover (runs in the warm server)
+    """This process's resident memory in bytes, 0 where it cannot tell: what one more warm
+    interpreter like it costs, once it has imported everything ahead.  Read from /proc on
+    Linux (where the peak that getrusage counts includes the parent's memory at the fork that
+    started this process), else that peak."""
+    import sys
+
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    try:
+        import resource
+    except ImportError:
+        return 0
+    peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes there, KiB elsewhere
+
+
 def serve_warm(  # pragma: no cover
     module: str, fd: int, preload: Sequence[str], parent: int, learned: Sequence[str] = (),
     proven: Collection[str] = (), root: str = "", site_dirs: Sequence[str] = (),
@@ -451,7 +471,7 @@ def serve_warm(  # pragma: no cover
             send(f"exit {pid} {code}")
 
     runner_modules = warm_up(module, preload, learned, proven, root, site_dirs, send)
-    send("ready")
+    send(f"ready {resident_memory()}")
     signal.signal(signal.SIGCHLD, reap)
     buffer, fds = b"", []
     while True:
@@ -538,8 +558,8 @@ SENT_FUNCTIONS = (
     set_parent_death_signal, become_child_subreaper, child_pids, kill_with_group, end_leftovers,
     plugin_modules, run_forked, forget_import_caches, hide_modules, report_imports,
     is_installed_code, interpreter_state, state_change, checked_import, probe_learned,
-    import_learned, warm_up,
-    serve_warm, fork_run, site_directories, print_interpreter_facts, exit_unless_importable,
+    import_learned, warm_up, resident_memory, serve_warm, fork_run, site_directories,
+    print_interpreter_facts, exit_unless_importable,
 )  # fmt: skip
 
 BOOTSTRAP = (
