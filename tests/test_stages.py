@@ -482,3 +482,11 @@ def test_the_name_pytest_imports_a_module_by_starts_below_the_first_folder_no_pa
     assert at.basedir_name("/r/big/tests/unit/helpers.py", packages.__contains__) == "unit.helpers"
     assert at.basedir_name("/r/big/tests/helpers.py", packages.__contains__) == "helpers"
     assert at.basedir_name("/r/big/tests/unit/__init__.py", packages.__contains__) == "unit"
+
+
+def test_a_directory_in_a_change_stands_for_its_files(tmp_path: Path) -> None:
+    (tmp_path / "big" / "big").mkdir(parents=True)
+    paths = [str(tmp_path / "big"), str(tmp_path / "big/big/m1.py")]
+    assert at.change_of(paths, tmp_path).untraceable == ""
+    gone = [str(tmp_path / "big/old_tests")]  # a directory removed: nothing tells what it held
+    assert at.change_of(gone, tmp_path).untraceable == "big/old_tests changed (not a module)"

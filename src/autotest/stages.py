@@ -163,9 +163,13 @@ class Change:
 
 
 def change_of(paths: Iterable[str], root: Path) -> Change:
-    """The change as staging sees it: its paths, or the first that runs packages whole."""
+    """The change as staging sees it: its paths, or the first that runs packages whole.  A
+    directory that is there stands for the files that came or went in it, which are reported
+    themselves."""
     paths = tuple(paths)
     for path in paths:
+        if os.path.isdir(path):
+            continue
         rel = os.path.relpath(path, root).replace(os.sep, "/")
         name = os.path.basename(path)
         if name == "conftest.py":
