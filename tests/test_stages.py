@@ -54,8 +54,11 @@ class T(unittest.TestCase):
 
 
 def big_package(repo: Repo, unittest: bool = False) -> Path:
-    """A package of MODULES modules, each with the one test module that imports it."""
+    """A package of MODULES modules, each with the one test module that imports it.  Its
+    .pytest_cache is there already: pytest's first run making it splits the watch on the
+    package, whose rescan can report the whole package changed, a cycle of its own."""
     repo.write("big/pyproject.toml", '[project]\nname = "big"\nversion = "0"\n')
+    (repo.path / "big/.pytest_cache").mkdir(parents=True)
     repo.write("big/big/__init__.py")
     repo.write("big/tests/__init__.py")
     template = UNITTEST_MODULE if unittest else TEST_MODULE
@@ -90,7 +93,7 @@ def test_a_breaking_save_fails_in_the_first_stage_with_only_the_tests_that_impor
 
     save_gtk(repo.path / "big/big/m3.py", "VALUE = 33\n")
     end = w.wait_cycles(2, timeout=60)
-    assert "big: first stage: 1 of 6 test modules; then" in w.output
+    assert "big: first stage: 1 of 6 test modules; then" in w.output, w.output
     assert "tests/test_m3.py imports big.m3" in w.output
     assert any("FAILED" in line and "first stage" in line for line in w.lines[:end]), w.output
     assert ran(log) == Counter(["test_m3"])  # the other five never started
@@ -132,6 +135,7 @@ def test_a_dependency_change_reaches_the_modules_that_import_it_through_the_pack
     first in app, and the rest of app after."""
     big_package(repo)
     repo.write("app/pyproject.toml", '[project]\nname = "app"\ndependencies = ["big"]\n')
+    (repo.path / "app/.pytest_cache").mkdir()
     repo.write("app/app/__init__.py")
     repo.write("app/app/core.py", "from big.m3 import VALUE\n\nDOUBLE = 2 * VALUE\n")
     repo.write("app/tests/__init__.py")
@@ -206,7 +210,7 @@ def test_a_module_imported_by_a_computed_name_puts_its_importers_first(
     w = start_watching(watch, repo, log, "--runner", "pytest")
     save_gtk(repo.path / "big/big/m4.py", "VALUE = 4  # again\n")
     w.wait_cycles(2, timeout=60)
-    assert "tests/test_plugins.py imports modules by computed names" in w.output
+    assert "tests/test_plugins.py imports modules by computed names" in w.output, w.output
     assert "big: first stage: 2 of 7 test modules; then the rest" in w.output
 
 
@@ -219,7 +223,7 @@ def test_the_junit_report_holds_both_stages_as_one_package(
     w = start_watching(watch, repo, log, "--runner", runner, "--junit-xml", str(report))
     save_gtk(repo.path / "big/big/m3.py", "VALUE = 3  # again\n")
     w.wait_cycles(2, timeout=60)
-    assert "big: first stage: 1 of 6 test modules" in w.output
+    assert "big: first stage: 1 of 6 test modules" in w.output, w.output
     (suite,) = ET.parse(report).getroot()
     names = sorted(case.get("name", "") for case in suite)
     assert names == [f"test_value_{i}" for i in range(MODULES)]
@@ -434,6 +438,7 @@ def test_a_module_that_the_projects_config_leaves_out_never_runs_first(
     the change (named on the command line, pytest would run it)."""
     repo.write("big/pyproject.toml", '[project]\nname = "big"\n\n[tool.pytest.ini_options]\n'
                'norecursedirs = ["e2e"]\n')  # fmt: skip
+    (repo.path / "big/.pytest_cache").mkdir()
     repo.write("big/big/__init__.py")
     repo.write("big/big/core.py", "VALUE = 1\n")
     repo.write("big/conftest.py", 'collect_ignore = ["tests/integration"]\n')
@@ -447,7 +452,7 @@ def test_a_module_that_the_projects_config_leaves_out_never_runs_first(
     w = start_watching(watch, repo, log, "--runner", "pytest")
     save_gtk(repo.path / "big/big/core.py", "VALUE = 1  # saved\n")
     lines = w.lines[: w.wait_cycles(2, timeout=60)]
-    assert "tests/test_core.py imports big.core" in w.output
+    assert "tests/test_core.py imports big.core" in w.output, w.output
     assert lines[-1].startswith("the 1 package passed"), w.output
 
 

@@ -490,6 +490,7 @@ def test_the_status_line_names_the_stage_of_a_staged_run(
     """Once armed, each test waits for its gate file: the status line is read while each
     stage runs, then its gate is opened."""
     repo.write("big/pyproject.toml", '[project]\nname = "big"\n')
+    (repo.path / "big/.pytest_cache").mkdir()
     repo.write("big/big/__init__.py")
     for module in ("first", "other"):
         repo.write(f"big/big/{module}.py", "VALUE = 1\n")
