@@ -46,8 +46,8 @@ same run, the ratio of autotest's figure to it, and the goal.
 9. the same with pydantic (bench/requirements.txt) under ``--runner pytest``, at a person's
    pace; baselines: a cold ``python -m pytest`` (9a) and pytest-watcher's save -> first test
    body (9b, at the same pace).
-10. a generated monorepo of 80 packages of 200 source files each, every file importing the
-   package below it (the import scan reads all 16,000): process start -> first test body, and
+10. a generated monorepo of 100 packages of 200 source files each, every file importing the
+   package below it (the import scan reads all 20,000): process start -> first test body, and
    peak RSS of autotest after its first cycle.  Baselines: cold nose in the first package (shown
    for scale; the start-up goal is on the figure itself, as in 5b), and a bare recursive
    watchdog Observer on the same tree.
@@ -1324,12 +1324,12 @@ def pydantic_package(bench: Bench) -> list[Row]:
 
 
 def monorepo_startup(bench: Bench) -> list[Row]:
-    """10. Start-up and memory on a generated monorepo of 80 packages of 200 files each."""
-    count, files = 80, 200
+    """10. Start-up and memory on a generated monorepo of 100 packages of 200 files each."""
+    count, files = 100, 200
     root = bench.tmp / "monorepo"
     marker = Marker(bench.tmp / "markers" / "monorepo")
     for index in range(count):
-        rel = f"{'libs' if index < 40 else 'exporter'}/pkg{index:02d}"
+        rel = f"{'libs' if index < count // 2 else 'exporter'}/pkg{index:02d}"
         make_package(root, rel, marker)
         below = f"pkg{index - 1:02d}" if index else "json"
         for number in range(files):
