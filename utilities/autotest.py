@@ -4185,37 +4185,45 @@ def sets_testpaths(config: tuple[Path, str] | None) -> bool:
     return parser.has_option(section, "testpaths") and bool(parser.get(section, "testpaths"))
 
 
-def package_python_files(package: Package) -> Iterable[str]:
-    """The package's own Python files: not those of packages or virtualenvs inside it."""
+def package_test_files(package: Package) -> Iterable[str]:
+    """The package's own conftest.py files and test modules: not those of packages or
+    virtualenvs inside it."""
     for directory, dirnames, filenames in os.walk(package.path):
         dirnames[:] = sorted(
             d for d in dirnames
             if not holds_no_packages(d, os.path.join(directory, d))
             and not any(os.path.isfile(os.path.join(directory, d, m)) for m in PACKAGE_MARKERS)
         )  # fmt: skip
-        yield from (os.path.join(directory, f) for f in sorted(filenames) if f.endswith(".py"))
+        yield from (os.path.join(directory, f) for f in sorted(filenames) if is_pytest_file(f))
+
+
+def is_pytest_file(name: str) -> bool:
+    """A conftest.py, or a file pytest collects tests from by default."""
+    return name == "conftest.py" or (
+        name.endswith(".py") and (name.startswith("test") or name.endswith("_test.py"))
+    )
 
 
 def pytest_style(package: Package) -> str | None:
     """Why pytest would claim the package by its files: a conftest.py, a test module importing
     pytest, or a test taking arguments (pytest fixtures, which nose cannot give)."""
-    for path in package_python_files(package):
-        name = os.path.basename(path)
-        rel = os.path.relpath(path, package.path).replace(os.sep, "/")
-        if name == "conftest.py":
-            return f"{rel} in the package"
-        if not (name.startswith("test") or name.endswith("_test.py")):
-            continue
+    for path in package_test_files(package):
+        if os.path.basename(path) == "conftest.py":
+            return f"{package_rel(path, package)} in the package"
         try:
             with open(path, "rb") as f:
                 source = f.read()
         except OSError:
             continue
         if PYTEST_IMPORT.search(source):
-            return f"{rel} imports pytest"
+            return f"{package_rel(path, package)} imports pytest"
         if FIXTURE_TEST.search(source):
-            return f"{rel} has tests taking pytest fixtures"
+            return f"{package_rel(path, package)} has tests taking pytest fixtures"
     return None
+
+
+def package_rel(path: str, package: Package) -> str:
+    return os.path.relpath(path, package.path).replace(os.sep, "/")
 
 
 def runner_for(
@@ -8516,6 +8524,16 @@ class RunnerChoices:
         self.package_args = package_args(options.package_args)
         self.name_filter = ""  # the test-name filter (the key t)
         self.choose(None, strict=True)
+        self.just_made = True  # every choice, from the files as they are at start
+
+    def choose_for_cycle(self, changed: Sequence[str]) -> None:
+        """Before a cycle: the choices ``changed`` paths may have changed made again, or every
+        one for a cycle of all (a runner installed since is seen).  The first cycle makes none:
+        every choice was made a moment ago, at start, and a package's own interpreter is asked
+        once."""
+        just_made, self.just_made = self.just_made, False
+        if not just_made:
+            self.choose(changed or None)
 
     def __getitem__(self, package: Package) -> Choice:
         return self.by_package[package]
@@ -8843,7 +8861,7 @@ class Session:
         )
         if only is not None:
             steps = [s for s in steps if s.package in only]
-        self.choices.choose(list(changed) if changed else None)
+        self.choices.choose_for_cycle(list(changed))
         if self.options.explain:
             self.reporter.explain(steps)
             self.reporter.explain_choices({s.package: self.choices[s.package] for s in steps})

@@ -347,6 +347,16 @@ class RunnerChoices:
         self.package_args = package_args(options.package_args)
         self.name_filter = ""  # the test-name filter (the key t)
         self.choose(None, strict=True)
+        self.just_made = True  # every choice, from the files as they are at start
+
+    def choose_for_cycle(self, changed: Sequence[str]) -> None:
+        """Before a cycle: the choices ``changed`` paths may have changed made again, or every
+        one for a cycle of all (a runner installed since is seen).  The first cycle makes none:
+        every choice was made a moment ago, at start, and a package's own interpreter is asked
+        once."""
+        just_made, self.just_made = self.just_made, False
+        if not just_made:
+            self.choose(changed or None)
 
     def __getitem__(self, package: Package) -> Choice:
         return self.by_package[package]
@@ -674,7 +684,7 @@ class Session:
         )
         if only is not None:
             steps = [s for s in steps if s.package in only]
-        self.choices.choose(list(changed) if changed else None)
+        self.choices.choose_for_cycle(list(changed))
         if self.options.explain:
             self.reporter.explain(steps)
             self.reporter.explain_choices({s.package: self.choices[s.package] for s in steps})
