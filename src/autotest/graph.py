@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .discovery import Package, owner_of
+from .discovery import Package
 from .imports import ImportScan, provided_modules
 from .metadata import read_metadata
 
@@ -74,6 +74,7 @@ def dependency_graph(
         if used is not None and used != user:
             edges[user].setdefault(used, set()).add(label)
 
+    nested = nested_packages(packages)
     for package in packages:
         for declared in metadata[package].declared:
             paths = [by_path.get(Path(os.path.normpath(p))) for p in declared.paths]
@@ -82,10 +83,7 @@ def dependency_graph(
                 by_name.get(declared.name or "") or next(filter(None, paths), None),
                 declared.label,
             )
-        nested = [
-            str(p.path) for p in packages if p != package and owner_of(str(p.path), [package])
-        ]
-        for kind, names in scan.package_imports(package, nested).items():
+        for kind, names in scan.package_imports(package, nested[package]).items():
             for used in imported_packages(package, names, providers):
                 link(package, used, "imports" if kind == "code" else "tests")
     return DependencyGraph(
@@ -96,6 +94,20 @@ def dependency_graph(
         frozenset((p, u) for p, used in edges.items() for u, labels in used.items()
                   if not labels & RUNTIME_LABELS),
     )  # fmt: skip
+
+
+def nested_packages(packages: Sequence[Package]) -> dict[Package, list[str]]:
+    """For each package, the directories of the packages inside it.  Ordered by their paths'
+    parts, the packages inside one follow it, so one pass finds them all."""
+    ordered = sorted(packages, key=lambda p: p.path.parts)
+    nested: dict[Package, list[str]] = {p: [] for p in packages}
+    for index, package in enumerate(ordered):
+        parts = package.path.parts
+        for other in ordered[index + 1 :]:
+            if other.path.parts[: len(parts)] != parts:
+                break
+            nested[package].append(str(other.path))
+    return nested
 
 
 def users_of(uses: Mapping[Package, set[Package]]) -> dict[Package, list[Package]]:
