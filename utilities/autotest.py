@@ -776,13 +776,16 @@ def changed_since_ref(root: Path, ref: str) -> list[str]:
 
 # ==================== src/autotest/toml_files.py ==================================================
 """Reading TOML: the standard library's tomllib from Python 3.11, tomli (the same parser)
-before.  Discovery, metadata, the runners and the options all read pyproject.toml through
-``load_toml``, so a file too deep or too big for the parser fails the same way everywhere."""
+before.  Discovery, metadata, the runners and the options all parse pyproject.toml through
+``parse_toml``, so a file too deep or too big for the parser fails the same way everywhere;
+discovery reads each once per refresh and hands it on (``TomlFiles``)."""
 
 # from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -815,10 +818,64 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise UsageError(TOML_READER_MISSING)
     try:
         with open(path, "rb") as f:
-            data: dict[str, Any] = tomllib.load(f)
+            return parse_toml(f.read())
+    except MemoryError as exc:
+        raise ValueError(f"{type(exc).__name__}: {exc}") from None
+
+
+def parse_toml(raw: bytes) -> dict[str, Any]:
+    """The tables of a file's bytes; failing only with ValueError (see ``load_toml``)."""
+    if tomllib is None:
+        raise UsageError(TOML_READER_MISSING)
+    try:
+        data: dict[str, Any] = tomllib.loads(raw.decode())
     except (RecursionError, MemoryError, UnicodeDecodeError) as exc:
         raise ValueError(f"{type(exc).__name__}: {exc}") from None
     return data
+
+
+@dataclass(frozen=True)
+class TomlFile:
+    """A TOML file read once: its text, which discovery searches for table headers (a file
+    that does not parse still says it declares a project), and its tables, or why it does not
+    parse."""
+
+    text: str  # with universal newlines, as read_text() gives it
+    data: dict[str, Any] | None  # None when it does not parse
+    error: str = ""
+
+    def tables(self) -> dict[str, Any]:
+        """The tables; ValueError, with why, when the file does not parse."""
+        if self.data is None:
+            raise ValueError(self.error)
+        return self.data
+
+
+def read_toml(path: Path) -> TomlFile:
+    """The file, read and parsed once; OSError when it cannot be read."""
+    try:
+        raw = path.read_bytes()
+    except MemoryError as exc:
+        return TomlFile("", None, f"{type(exc).__name__}: {exc}")
+    text = raw.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+    try:
+        return TomlFile(text, parse_toml(raw))
+    except ValueError as exc:
+        return TomlFile(text, None, str(exc) or type(exc).__name__)
+
+
+@dataclass(frozen=True)
+class TomlFiles:
+    """The pyproject.toml files one discovery read, by path, handed on to what reads the
+    packages (their metadata, their runner, their selection), so that a refresh reads and
+    parses each file once.  A file not among them is read when asked for."""
+
+    read: Mapping[Path, TomlFile] = field(default_factory=dict)
+
+    def tables(self, path: Path) -> dict[str, Any]:
+        """The file's tables; OSError or ValueError as ``load_toml``."""
+        known = self.read.get(path)
+        return load_toml(path) if known is None else known.tables()
 
 
 # ==================== src/autotest/platform.py ====================================================
@@ -1756,17 +1813,16 @@ of its own, not test data of another package, a template or workspace configurat
 
 # from __future__ import annotations
 
-import contextlib
 import fnmatch
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 # from .ignore import holds_no_packages
-# from .toml_files import load_toml
+# from .toml_files import TomlFile, TomlFiles, read_toml
 
 PACKAGE_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg")
 
@@ -1804,12 +1860,13 @@ def is_searchable(path: str) -> bool:
 
 @dataclass(frozen=True)
 class Discovery:
-    """The packages below a root, the projects found that are not packages (with why), and
-    the directories that could not be read."""
+    """The packages below a root, the projects found that are not packages (with why), the
+    directories that could not be read, and every pyproject.toml read on the way."""
 
     packages: tuple[Package, ...]
     left_out: tuple[tuple[str, str], ...] = ()
     unreadable: tuple[str, ...] = ()
+    tomls: TomlFiles = field(default_factory=TomlFiles)
 
 
 # A directory named like this holds example or sample projects (``examples/``), or is one
@@ -1854,13 +1911,22 @@ def path_glob_matches(rel: str, glob: str) -> bool:
     )  # fmt: skip
 
 
-def declared_workspace(directory: str, rel: str) -> Workspace | None:
-    """The workspace a directory's pyproject.toml declares, if it declares one."""
+def read_pyproject(directory: Path) -> TomlFile | None:
+    """The directory's pyproject.toml, read once; None when there is none it can read."""
     try:
-        data = load_toml(Path(directory) / "pyproject.toml")
-    except (OSError, ValueError):
+        return read_toml(directory / "pyproject.toml")
+    except OSError:
         return None
-    declared = data.get("tool", {}).get("uv", {}).get("workspace")
+
+
+def declared_workspace(pyproject: TomlFile | None, directory: str, rel: str) -> Workspace | None:
+    """The workspace a directory's pyproject.toml declares, if it declares one."""
+    data = pyproject.data if pyproject is not None else None
+    if data is None:
+        return None
+    tool = data.get("tool")
+    uv = tool.get("uv") if isinstance(tool, dict) else None
+    declared = uv.get("workspace") if isinstance(uv, dict) else None
     if not isinstance(declared, dict):
         return None
     listed = [declared.get(k) for k in ("members", "exclude")]
@@ -1893,7 +1959,9 @@ def below(place: Place, entry: os.DirEntry[str], rel: str, importable: bool) -> 
     return ""
 
 
-def project_verdict(place: Place, rel: str, names: set[str]) -> str | None:
+def project_verdict(
+    place: Place, rel: str, names: set[str], pyproject: TomlFile | None
+) -> str | None:
     """None when the directory is a package; else why the project in it is not one ("" when
     there is no project at all)."""
     if not names & set(PACKAGE_MARKERS):
@@ -1907,7 +1975,7 @@ def project_verdict(place: Place, rel: str, names: set[str]) -> str | None:
         return f"not a member of the workspace declared in {where}"
     if workspace is None and place.example:
         return f"an example: in {place.example}"
-    configuration_only = holds_configuration_only(Path(place.path))
+    configuration_only = holds_configuration_only(Path(place.path), pyproject)
     return "workspace or tool configuration only, no project" if configuration_only else None
 
 
@@ -1916,11 +1984,16 @@ class Walk:
     found: list[Package]
     left_out: list[tuple[str, str]]
     unreadable: list[str]
+    tomls: dict[Path, TomlFile]
 
 
-def walk(root: Path, root_package: str | None, excluded: Callable[[str, str], bool] | None) -> Walk:
-    """Every project below ``root``, judged; never following a link out of it."""
-    result = Walk([], [], [])
+def walk(
+    root: Path, root_package: str | None, excluded: Callable[[str, str], bool] | None,
+    root_pyproject: TomlFile | None,
+) -> Walk:  # fmt: skip
+    """Every project below ``root``, judged; never following a link out of it.
+    ``root_pyproject``: the root's pyproject.toml, already read."""
+    result = Walk([], [], [], {})
     stack = [Place(str(root), "", root_package, ())]
     while stack:
         place = stack.pop()
@@ -1937,10 +2010,16 @@ def walk(root: Path, root_package: str | None, excluded: Callable[[str, str], bo
         names = {e.name for e in entries}
         rel = Path(place.path).relative_to(root).as_posix() if place.path != str(root) else ""
         package, workspaces = place.package, place.workspaces
-        if "pyproject.toml" in names:
-            workspace = declared_workspace(place.path, rel)
+        pyproject = (
+            root_pyproject if not rel
+            else read_pyproject(Path(place.path)) if "pyproject.toml" in names
+            else None
+        )  # fmt: skip
+        if pyproject is not None:
+            result.tomls[Path(place.path, "pyproject.toml")] = pyproject
+            workspace = declared_workspace(pyproject, place.path, rel)
             workspaces += (workspace,) if workspace is not None else ()
-        verdict = project_verdict(place, rel, names) if rel else ""
+        verdict = project_verdict(place, rel, names, pyproject) if rel else ""
         if verdict is None:
             result.found.append(Package(Path(place.path), rel))
             package = rel
@@ -1967,44 +2046,47 @@ def discover(root: Path, excluded: Callable[[str, str], bool] | None = None) -> 
     holding project metadata is the one package when no package lies below it; while one
     does, the root is no package and its tests directory holds packages too (a repository's
     shared test utilities)."""
-    root_is_project = holds_package_metadata(root)
-    found = walk(root, root.name if root_is_project else None, excluded)
+    root_pyproject = read_pyproject(root)
+    root_is_project = holds_package_metadata(root, root_pyproject)
+    found = walk(root, root.name if root_is_project else None, excluded, root_pyproject)
     if found.found and root_is_project:
-        found = walk(root, None, excluded)
+        found = walk(root, None, excluded, root_pyproject)
     elif root_is_project:
         found.found.append(Package(root, root.name or str(root)))
     return Discovery(
         tuple(sorted(found.found, key=lambda p: p.rel)),
         tuple(sorted(found.left_out)),
         tuple(sorted(found.unreadable)),
+        TomlFiles(found.tomls),
     )
 
 
-def holds_configuration_only(directory: Path) -> bool:
+def holds_configuration_only(directory: Path, pyproject: TomlFile | None) -> bool:
     """Tables of tools or a workspace, and no project: a pyproject.toml or setup.cfg that
     configures something (``[tool.ruff]``, ``[flake8]``) but declares no project, and no
-    setup.py.  A marker file with no tables at all still marks a project."""
-    if holds_package_metadata(directory):
+    setup.py.  A marker file with no tables at all still marks a project.  ``pyproject``: the
+    directory's pyproject.toml, as read (None when it has none)."""
+    if holds_package_metadata(directory, pyproject):
         return False
-    for name in ("pyproject.toml", "setup.cfg"):
-        with contextlib.suppress(OSError):
-            if re.search(r"^\s*\[", (directory / name).read_text(errors="replace"), re.M):
-                return True
-    return False
+    texts = (pyproject.text if pyproject is not None else "", setup_cfg_text(directory))
+    return any(re.search(r"^\s*\[", text, re.M) for text in texts)
 
 
-def holds_package_metadata(directory: Path) -> bool:
+def holds_package_metadata(directory: Path, pyproject: TomlFile | None) -> bool:
     """A project of its own, not workspace or tool configuration alone."""
     if (directory / "setup.py").is_file():
         return True
-    for name, pattern in (
-        ("pyproject.toml", r"^\[(project|tool\.poetry)\]"),
-        ("setup.cfg", r"^\[(metadata|options)\]"),
-    ):
-        with contextlib.suppress(OSError):
-            if re.search(pattern, (directory / name).read_text(errors="replace"), re.M):
-                return True
-    return False
+    if pyproject is not None and re.search(r"^\[(project|tool\.poetry)\]", pyproject.text, re.M):
+        return True
+    return re.search(r"^\[(metadata|options)\]", setup_cfg_text(directory), re.M) is not None
+
+
+def setup_cfg_text(directory: Path) -> str:
+    """The directory's setup.cfg ("" when there is none it can read)."""
+    try:
+        return (directory / "setup.cfg").read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def owner_of(path: str, packages: Sequence[Package]) -> Package | None:
@@ -2031,10 +2113,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 # from .discovery import PACKAGE_MARKERS, Package
-# from .toml_files import load_toml
+# from .toml_files import TomlFiles
 
 
 def normalize_name(name: str) -> str:
@@ -2113,9 +2195,10 @@ def hatch_requirements(envs: Any) -> list[Declared]:
     ]
 
 
-def readable_toml(path: Path) -> dict[str, Any]:
+def readable_toml(path: Path, tomls: TomlFiles | None = None) -> dict[str, Any]:
+    """The file's tables, as ``tomls`` holds them or read now."""
     try:
-        return load_toml(path)
+        return (tomls or TomlFiles()).tables(path)
     except (OSError, ValueError, UnicodeDecodeError, RecursionError, MemoryError) as exc:
         raise UnreadableFile(str(exc) or type(exc).__name__) from None
 
@@ -2125,8 +2208,10 @@ def hatch_toml_requirements(path: Path) -> tuple[str | None, list[Declared]]:
     return None, hatch_requirements(readable_toml(path).get("envs"))
 
 
-def pyproject_requirements(path: Path) -> tuple[str | None, list[Declared]]:
-    data = readable_toml(path)
+def pyproject_requirements(
+    path: Path, tomls: TomlFiles | None = None
+) -> tuple[str | None, list[Declared]]:
+    data = readable_toml(path, tomls)
     project: dict[str, Any] = data["project"] if isinstance(data.get("project"), dict) else {}
     found = declared_names(project.get("dependencies"), "")
     extras = project.get("optional-dependencies")
@@ -2258,12 +2343,16 @@ class Metadata:
     unreadable: tuple[tuple[str, str], ...] = ()
 
 
-def read_metadata(package: Package, root: Path | None = None) -> Metadata:
+def read_metadata(
+    package: Package, root: Path | None = None, tomls: TomlFiles | None = None
+) -> Metadata:
+    """What the package declares; ``tomls``: the pyproject.toml files discovery read, so
+    that they are not read again."""
     name: str | None = None
     declared: list[Declared] = []
     unreadable: list[tuple[str, str]] = []
-    readers = (
-        ("pyproject.toml", pyproject_requirements),
+    readers: tuple[tuple[str, Callable[[Path], tuple[str | None, list[Declared]]]], ...] = (
+        ("pyproject.toml", lambda path: pyproject_requirements(path, tomls)),
         ("setup.cfg", setup_cfg_requirements),
         ("setup.py", setup_py_requirements),
         ("hatch.toml", hatch_toml_requirements),
@@ -2537,6 +2626,7 @@ from pathlib import Path
 # from .discovery import Package
 # from .imports import ImportScan, provided_modules
 # from .metadata import read_metadata
+# from .toml_files import TomlFiles
 
 
 @dataclass(frozen=True)
@@ -2580,12 +2670,13 @@ def imported_packages(
 
 
 def dependency_graph(
-    packages: Sequence[Package], root: Path | None = None, scan: ImportScan | None = None
-) -> DependencyGraph:
+    packages: Sequence[Package], root: Path | None = None, scan: ImportScan | None = None,
+    tomls: TomlFiles | None = None,
+) -> DependencyGraph:  # fmt: skip
     """Edges from everything the packages declare, and from what their code and tests import
-    of the modules the others provide."""
+    of the modules the others provide.  ``tomls``: the pyproject.toml files discovery read."""
     scan = scan or ImportScan()
-    metadata = {p: read_metadata(p, root) for p in packages}
+    metadata = {p: read_metadata(p, root, tomls) for p in packages}
     by_name = {m.name: p for p, m in metadata.items()}
     by_path = {p.path: p for p in packages}
     providers: dict[str, set[Package]] = {}
@@ -3896,7 +3987,7 @@ from typing import Any
 # from .discovery import PACKAGE_MARKERS, Package, owner_of
 # from .ignore import glob_matches, holds_no_packages
 # from .platform import scripts_dir, venv_python
-# from .toml_files import load_toml
+# from .toml_files import TomlFiles, load_toml
 # from .warm_server import BOOTSTRAP, exit_unless_importable, sent_call
 
 
@@ -4137,17 +4228,16 @@ PYTEST_IMPORT = re.compile(rb"^\s*(?:import|from)\s+_?pytest\b", re.M)
 FIXTURE_TEST = re.compile(rb"^\s*(?:async\s+)?def\s+test\w*\s*\(\s*(?!self\b|cls\b|\))\w", re.M)
 
 
-def has_table(path: Path, table: str) -> bool:
-    """Whether the config file has the ``[table]``; TOML is parsed where this Python can, and
-    otherwise (or when it does not parse) searched for the header."""
+def has_table(path: Path, table: str, tomls: TomlFiles | None = None) -> bool:
+    """Whether the config file has the ``[table]``; TOML is parsed (or taken parsed from
+    ``tomls``) where this Python can, and otherwise (or when it does not parse) searched for
+    the header."""
     if path.suffix == ".toml":
         with contextlib.suppress(OSError, ValueError):
-            data = load_toml(path)
-            if data is not None:
-                found: Any = data
-                for key in table.split("."):
-                    found = found.get(key) if isinstance(found, dict) else None
-                return isinstance(found, dict)
+            found: Any = (tomls or TomlFiles()).tables(path)
+            for key in table.split("."):
+                found = found.get(key) if isinstance(found, dict) else None
+            return isinstance(found, dict)
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -4155,9 +4245,9 @@ def has_table(path: Path, table: str) -> bool:
     return re.search(rf"^\[{re.escape(table)}\][ \t]*$", text, re.M) is not None
 
 
-def pytest_config(package: Package, root: Path) -> str | None:
+def pytest_config(package: Package, root: Path, tomls: TomlFiles | None = None) -> str | None:
     """The nearest file from the package directory up to the root that configures pytest."""
-    found = pytest_config_file(package, root)
+    found = pytest_config_file(package, root, tomls)
     if found is None:
         return None
     path, table = found
@@ -4165,20 +4255,23 @@ def pytest_config(package: Package, root: Path) -> str | None:
     return f"{where} [{table}]" if table else where
 
 
-def pytest_config_file(package: Package, root: Path) -> tuple[Path, str] | None:
-    """That file, and the table in it that configures pytest (empty: the whole file)."""
+def pytest_config_file(
+    package: Package, root: Path, tomls: TomlFiles | None = None
+) -> tuple[Path, str] | None:
+    """That file, and the table in it that configures pytest (empty: the whole file);
+    ``tomls``: the pyproject.toml files discovery read."""
     directory = package.path
     while True:
         for name, table in PYTEST_CONFIG:
             path = directory / name
-            if path.is_file() and (not table or has_table(path, table)):
+            if path.is_file() and (not table or has_table(path, table, tomls)):
                 return path, table
         if directory == root or root not in directory.parents:
             return None
         directory = directory.parent
 
 
-def sets_testpaths(config: tuple[Path, str] | None) -> bool:
+def sets_testpaths(config: tuple[Path, str] | None, tomls: TomlFiles | None = None) -> bool:
     """Whether pytest's config sets ``testpaths``: then pytest itself decides where to look."""
     if config is None:
         return False
@@ -4186,7 +4279,7 @@ def sets_testpaths(config: tuple[Path, str] | None) -> bool:
     if path.suffix == ".toml":
         data: Any = None
         with contextlib.suppress(OSError, ValueError):
-            data = load_toml(path)
+            data = (tomls or TomlFiles()).tables(path)
         for key in table.split("."):
             data = data.get(key) if isinstance(data, dict) else None
         return isinstance(data, dict) and bool(data.get("testpaths"))
@@ -4239,8 +4332,9 @@ def package_rel(path: str, package: Package) -> str:
 
 
 def runner_for(
-    package: Package, root: Path, explicit: Runner | None, by_glob: Sequence[tuple[str, Runner]]
-) -> tuple[Runner, str]:
+    package: Package, root: Path, explicit: Runner | None, by_glob: Sequence[tuple[str, Runner]],
+    tomls: TomlFiles | None = None,
+) -> tuple[Runner, str]:  # fmt: skip
     """The runner for one package, and why: ``--runner``, then the first matching glob of the
     ``runners`` setting, then pytest where pytest would claim the package, else nose."""
     if explicit is not None:
@@ -4248,7 +4342,7 @@ def runner_for(
     for glob, runner in by_glob:
         if glob_matches(package.rel, glob) or fnmatch.fnmatchcase(package.rel, glob):
             return runner, f"runners {glob!r}"
-    claim = pytest_config(package, root) or pytest_style(package)
+    claim = pytest_config(package, root, tomls) or pytest_style(package)
     if claim:
         return BUILTIN_RUNNERS["pytest"], claim
     return BUILTIN_RUNNERS["nose"], "no pytest configuration, conftest.py or pytest-style test"
@@ -4309,13 +4403,15 @@ def repository_interpreter(choice: Choice, root: Path, venvs_from: str) -> str:
 def choose(
     packages: Sequence[Package], root: Path, spec: str,
     runners: Sequence[tuple[str, str]], venvs: Sequence[tuple[str, str]],
+    tomls: TomlFiles | None = None,
 ) -> dict[Package, Choice]:  # fmt: skip
-    """Each package's runner and interpreter, as the settings and its files decide."""
+    """Each package's runner and interpreter, as the settings and its files decide
+    (``tomls``: the pyproject.toml files discovery read)."""
     explicit = None if spec == "auto" else make_runner(spec)
     by_glob = [(glob, make_runner(name, f"runners {glob!r}:")) for glob, name in runners]
     chosen: dict[Package, Choice] = {}
     for package in packages:
-        runner, reason = runner_for(package, root, explicit, by_glob)
+        runner, reason = runner_for(package, root, explicit, by_glob, tomls)
         python, python_reason = python_for(package, venvs)
         chosen[package] = Choice(runner, reason, python, python_reason)
     return chosen
@@ -4495,7 +4591,7 @@ from typing import Any
 
 # from .discovery import Package
 # from .runners import pytest_config_file, sets_testpaths
-# from .toml_files import load_toml
+# from .toml_files import TomlFiles
 
 
 @dataclass(frozen=True)
@@ -4610,13 +4706,13 @@ HATCH_TEST_ENVS = ("hatch-test", "test", "tests", "unit", "default")
 HATCH_SCRIPTS = ("unit", "test", "tests", "run")
 
 
-def hatch_envs(package: Path) -> tuple[str, dict[str, Any]]:
+def hatch_envs(package: Path, tomls: TomlFiles | None = None) -> tuple[str, dict[str, Any]]:
     """The hatch environments the package declares, and where: pyproject.toml's
     ``[tool.hatch.envs]``, else hatch.toml's ``[envs]``."""
     for name, keys in (("hatch.toml", ("envs",)), ("pyproject.toml", ("tool", "hatch", "envs"))):
         data: Any = None
         with contextlib.suppress(OSError, ValueError):
-            data = load_toml(package / name)
+            data = (tomls or TomlFiles()).tables(package / name)
         for key in keys:
             data = data.get(key) if isinstance(data, dict) else None
         if isinstance(data, dict) and data:
@@ -4624,9 +4720,9 @@ def hatch_envs(package: Path) -> tuple[str, dict[str, Any]]:
     return "", {}
 
 
-def hatch_selection(package: Path) -> Selection | None:
+def hatch_selection(package: Path, tomls: TomlFiles | None = None) -> Selection | None:
     """The selection of the first unit-test script of a test environment hatch declares."""
-    where, envs = hatch_envs(package)
+    where, envs = hatch_envs(package, tomls)
     names = [n for n in HATCH_TEST_ENVS if n in envs] + sorted(set(envs) - set(HATCH_TEST_ENVS))
     for env in names:
         scripts = envs[env].get("scripts", {}) if isinstance(envs[env], dict) else {}
@@ -4719,15 +4815,16 @@ def test_paths(args: Sequence[str]) -> list[str]:
     ]  # fmt: skip
 
 
-def declared_selection(package: Package, root: Path) -> Selection:
+def declared_selection(package: Package, root: Path, tomls: TomlFiles | None = None) -> Selection:
     """Which tests the package's project runs under pytest: nothing to add where pytest's
     ``testpaths`` decide; else its hatch or tox unit-test command's selection; else its
-    top-level ``tests/`` or ``test/`` directory."""
-    config = pytest_config_file(package, root)
-    if config is not None and sets_testpaths(config):
+    top-level ``tests/`` or ``test/`` directory.  ``tomls``: the pyproject.toml files
+    discovery read."""
+    config = pytest_config_file(package, root, tomls)
+    if config is not None and sets_testpaths(config, tomls):
         return Selection((), f"testpaths in {config[0].relative_to(root).as_posix()}")
     why = ""
-    for found in (hatch_selection(package.path), tox_selection(package.path, root)):
+    for found in (hatch_selection(package.path, tomls), tox_selection(package.path, root)):
         if found is not None and not found.why_none:
             return found
         if found is not None:
@@ -8258,7 +8355,7 @@ from typing import Callable
 #     stale_choices,
 # )
 # from .selection import Selection, declared_selection
-# from .toml_files import toml_reader_missing
+# from .toml_files import TomlFiles, toml_reader_missing
 # from .warm_policy import WarmPolicy, WarmPool
 # from .watch_mode import WatchMode
 # from .watching import WATCHDOG_ERROR, Watcher, directory_identity
@@ -8287,6 +8384,7 @@ class PackageSet:
         self.packages: list[Package] = []
         self.left_out: tuple[tuple[str, str], ...] = ()
         self.dropped: set[str] = set()  # directories skipped as unreadable
+        self.tomls = TomlFiles()  # the pyproject.toml files the last discovery read
         self.graph = DependencyGraph({})
         self.scan = ImportScan(self.rules.device)
         self.scan.load(scan_cache_file(root))
@@ -8304,6 +8402,7 @@ class PackageSet:
         self.dropped = set(found.unreadable)
         packages = list(found.packages)
         self.left_out = found.left_out
+        self.tomls = found.tomls
         if packages == self.all and not metadata_changed:
             return
         if self.all and packages != self.all:
@@ -8324,7 +8423,7 @@ class PackageSet:
         comes back when a change below it finds it readable again)."""
         while True:
             try:
-                self.graph = dependency_graph(self.all, self.root, self.scan)
+                self.graph = dependency_graph(self.all, self.root, self.scan, self.tomls)
                 break
             except OSError as exc:
                 owner = owner_of(os.fsdecode(exc.filename or ""), self.all)
@@ -8563,7 +8662,9 @@ class RunnerChoices:
         if strict:
             check_venvs(packages, options.venvs)
         stale = packages if changed is None else stale_choices(packages, self.by_package, changed)
-        fresh = choose(stale, options.root, options.runner, options.runners, options.venvs)
+        fresh = choose(
+            stale, options.root, options.runner, options.runners, options.venvs, self.tree.tomls
+        )
         self.tell_interpreters(fresh.values())
         kept = {p: c for p, c in self.by_package.items() if p not in fresh}
         self.by_package = {p: fresh.get(p) or kept[p] for p in packages}
@@ -8593,7 +8694,7 @@ class RunnerChoices:
                 return Selection(args, f"package-args {glob!r}")
         if choice.runner.name != "pytest":
             return Selection()
-        return declared_selection(package, self.options.root)
+        return declared_selection(package, self.options.root, self.tree.tomls)
 
     def run_start(self, package: Package, extra: Sequence[str] = ()) -> RunStart:
         """The one answer to how a package's tests run: what --plan shows, and what runs
@@ -8635,7 +8736,10 @@ class RunnerChoices:
             self.provided = {
                 name: p
                 for p in self.tree.packages
-                for name in (*provided_modules(p), read_metadata(p).name.replace("-", "_"))
+                for name in (
+                    *provided_modules(p),
+                    read_metadata(p, tomls=self.tree.tomls).name.replace("-", "_"),
+                )
             }
         for module in modules:
             provider = provider_of(module, self.provided)
@@ -9036,8 +9140,11 @@ class CiSession(Session):
     def plan(self) -> int:
         """Print the cycle as JSON and run nothing."""
         steps, _ = self.narrowed_steps(self.first_changes)
+        graph = self.tree.graph
         self.reporter.plan(
-            plan_json(self.root, steps, self.choices.command_for, self.tree.graph.uses)
+            plan_json(
+                self.root, steps, self.choices.command_for, graph.uses, graph.names.__getitem__
+            )
         )
         return 0
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from .discovery import Package
 from .imports import ImportScan, provided_modules
 from .metadata import read_metadata
+from .toml_files import TomlFiles
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,13 @@ def imported_packages(
 
 
 def dependency_graph(
-    packages: Sequence[Package], root: Path | None = None, scan: ImportScan | None = None
-) -> DependencyGraph:
+    packages: Sequence[Package], root: Path | None = None, scan: ImportScan | None = None,
+    tomls: TomlFiles | None = None,
+) -> DependencyGraph:  # fmt: skip
     """Edges from everything the packages declare, and from what their code and tests import
-    of the modules the others provide."""
+    of the modules the others provide.  ``tomls``: the pyproject.toml files discovery read."""
     scan = scan or ImportScan()
-    metadata = {p: read_metadata(p, root) for p in packages}
+    metadata = {p: read_metadata(p, root, tomls) for p in packages}
     by_name = {m.name: p for p, m in metadata.items()}
     by_path = {p.path: p for p in packages}
     providers: dict[str, set[Package]] = {}

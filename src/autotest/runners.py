@@ -23,7 +23,7 @@ from .basics import ASK_TIMEOUT, UsageError, Verdict, git_tracks_any
 from .discovery import PACKAGE_MARKERS, Package, owner_of
 from .ignore import glob_matches, holds_no_packages
 from .platform import scripts_dir, venv_python
-from .toml_files import load_toml
+from .toml_files import TomlFiles, load_toml
 from .warm_server import BOOTSTRAP, exit_unless_importable, sent_call
 
 
@@ -264,17 +264,16 @@ PYTEST_IMPORT = re.compile(rb"^\s*(?:import|from)\s+_?pytest\b", re.M)
 FIXTURE_TEST = re.compile(rb"^\s*(?:async\s+)?def\s+test\w*\s*\(\s*(?!self\b|cls\b|\))\w", re.M)
 
 
-def has_table(path: Path, table: str) -> bool:
-    """Whether the config file has the ``[table]``; TOML is parsed where this Python can, and
-    otherwise (or when it does not parse) searched for the header."""
+def has_table(path: Path, table: str, tomls: TomlFiles | None = None) -> bool:
+    """Whether the config file has the ``[table]``; TOML is parsed (or taken parsed from
+    ``tomls``) where this Python can, and otherwise (or when it does not parse) searched for
+    the header."""
     if path.suffix == ".toml":
         with contextlib.suppress(OSError, ValueError):
-            data = load_toml(path)
-            if data is not None:
-                found: Any = data
-                for key in table.split("."):
-                    found = found.get(key) if isinstance(found, dict) else None
-                return isinstance(found, dict)
+            found: Any = (tomls or TomlFiles()).tables(path)
+            for key in table.split("."):
+                found = found.get(key) if isinstance(found, dict) else None
+            return isinstance(found, dict)
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -282,9 +281,9 @@ def has_table(path: Path, table: str) -> bool:
     return re.search(rf"^\[{re.escape(table)}\][ \t]*$", text, re.M) is not None
 
 
-def pytest_config(package: Package, root: Path) -> str | None:
+def pytest_config(package: Package, root: Path, tomls: TomlFiles | None = None) -> str | None:
     """The nearest file from the package directory up to the root that configures pytest."""
-    found = pytest_config_file(package, root)
+    found = pytest_config_file(package, root, tomls)
     if found is None:
         return None
     path, table = found
@@ -292,20 +291,23 @@ def pytest_config(package: Package, root: Path) -> str | None:
     return f"{where} [{table}]" if table else where
 
 
-def pytest_config_file(package: Package, root: Path) -> tuple[Path, str] | None:
-    """That file, and the table in it that configures pytest (empty: the whole file)."""
+def pytest_config_file(
+    package: Package, root: Path, tomls: TomlFiles | None = None
+) -> tuple[Path, str] | None:
+    """That file, and the table in it that configures pytest (empty: the whole file);
+    ``tomls``: the pyproject.toml files discovery read."""
     directory = package.path
     while True:
         for name, table in PYTEST_CONFIG:
             path = directory / name
-            if path.is_file() and (not table or has_table(path, table)):
+            if path.is_file() and (not table or has_table(path, table, tomls)):
                 return path, table
         if directory == root or root not in directory.parents:
             return None
         directory = directory.parent
 
 
-def sets_testpaths(config: tuple[Path, str] | None) -> bool:
+def sets_testpaths(config: tuple[Path, str] | None, tomls: TomlFiles | None = None) -> bool:
     """Whether pytest's config sets ``testpaths``: then pytest itself decides where to look."""
     if config is None:
         return False
@@ -313,7 +315,7 @@ def sets_testpaths(config: tuple[Path, str] | None) -> bool:
     if path.suffix == ".toml":
         data: Any = None
         with contextlib.suppress(OSError, ValueError):
-            data = load_toml(path)
+            data = (tomls or TomlFiles()).tables(path)
         for key in table.split("."):
             data = data.get(key) if isinstance(data, dict) else None
         return isinstance(data, dict) and bool(data.get("testpaths"))
@@ -366,8 +368,9 @@ def package_rel(path: str, package: Package) -> str:
 
 
 def runner_for(
-    package: Package, root: Path, explicit: Runner | None, by_glob: Sequence[tuple[str, Runner]]
-) -> tuple[Runner, str]:
+    package: Package, root: Path, explicit: Runner | None, by_glob: Sequence[tuple[str, Runner]],
+    tomls: TomlFiles | None = None,
+) -> tuple[Runner, str]:  # fmt: skip
     """The runner for one package, and why: ``--runner``, then the first matching glob of the
     ``runners`` setting, then pytest where pytest would claim the package, else nose."""
     if explicit is not None:
@@ -375,7 +378,7 @@ def runner_for(
     for glob, runner in by_glob:
         if glob_matches(package.rel, glob) or fnmatch.fnmatchcase(package.rel, glob):
             return runner, f"runners {glob!r}"
-    claim = pytest_config(package, root) or pytest_style(package)
+    claim = pytest_config(package, root, tomls) or pytest_style(package)
     if claim:
         return BUILTIN_RUNNERS["pytest"], claim
     return BUILTIN_RUNNERS["nose"], "no pytest configuration, conftest.py or pytest-style test"
@@ -436,13 +439,15 @@ def repository_interpreter(choice: Choice, root: Path, venvs_from: str) -> str:
 def choose(
     packages: Sequence[Package], root: Path, spec: str,
     runners: Sequence[tuple[str, str]], venvs: Sequence[tuple[str, str]],
+    tomls: TomlFiles | None = None,
 ) -> dict[Package, Choice]:  # fmt: skip
-    """Each package's runner and interpreter, as the settings and its files decide."""
+    """Each package's runner and interpreter, as the settings and its files decide
+    (``tomls``: the pyproject.toml files discovery read)."""
     explicit = None if spec == "auto" else make_runner(spec)
     by_glob = [(glob, make_runner(name, f"runners {glob!r}:")) for glob, name in runners]
     chosen: dict[Package, Choice] = {}
     for package in packages:
-        runner, reason = runner_for(package, root, explicit, by_glob)
+        runner, reason = runner_for(package, root, explicit, by_glob, tomls)
         python, python_reason = python_for(package, venvs)
         chosen[package] = Choice(runner, reason, python, python_reason)
     return chosen

@@ -69,7 +69,7 @@ from .runners import (
     stale_choices,
 )
 from .selection import Selection, declared_selection
-from .toml_files import toml_reader_missing
+from .toml_files import TomlFiles, toml_reader_missing
 from .warm_policy import WarmPolicy, WarmPool
 from .watch_mode import WatchMode
 from .watching import WATCHDOG_ERROR, Watcher, directory_identity
@@ -98,6 +98,7 @@ class PackageSet:
         self.packages: list[Package] = []
         self.left_out: tuple[tuple[str, str], ...] = ()
         self.dropped: set[str] = set()  # directories skipped as unreadable
+        self.tomls = TomlFiles()  # the pyproject.toml files the last discovery read
         self.graph = DependencyGraph({})
         self.scan = ImportScan(self.rules.device)
         self.scan.load(scan_cache_file(root))
@@ -115,6 +116,7 @@ class PackageSet:
         self.dropped = set(found.unreadable)
         packages = list(found.packages)
         self.left_out = found.left_out
+        self.tomls = found.tomls
         if packages == self.all and not metadata_changed:
             return
         if self.all and packages != self.all:
@@ -135,7 +137,7 @@ class PackageSet:
         comes back when a change below it finds it readable again)."""
         while True:
             try:
-                self.graph = dependency_graph(self.all, self.root, self.scan)
+                self.graph = dependency_graph(self.all, self.root, self.scan, self.tomls)
                 break
             except OSError as exc:
                 owner = owner_of(os.fsdecode(exc.filename or ""), self.all)
@@ -374,7 +376,9 @@ class RunnerChoices:
         if strict:
             check_venvs(packages, options.venvs)
         stale = packages if changed is None else stale_choices(packages, self.by_package, changed)
-        fresh = choose(stale, options.root, options.runner, options.runners, options.venvs)
+        fresh = choose(
+            stale, options.root, options.runner, options.runners, options.venvs, self.tree.tomls
+        )
         self.tell_interpreters(fresh.values())
         kept = {p: c for p, c in self.by_package.items() if p not in fresh}
         self.by_package = {p: fresh.get(p) or kept[p] for p in packages}
@@ -404,7 +408,7 @@ class RunnerChoices:
                 return Selection(args, f"package-args {glob!r}")
         if choice.runner.name != "pytest":
             return Selection()
-        return declared_selection(package, self.options.root)
+        return declared_selection(package, self.options.root, self.tree.tomls)
 
     def run_start(self, package: Package, extra: Sequence[str] = ()) -> RunStart:
         """The one answer to how a package's tests run: what --plan shows, and what runs
@@ -446,7 +450,10 @@ class RunnerChoices:
             self.provided = {
                 name: p
                 for p in self.tree.packages
-                for name in (*provided_modules(p), read_metadata(p).name.replace("-", "_"))
+                for name in (
+                    *provided_modules(p),
+                    read_metadata(p, tomls=self.tree.tomls).name.replace("-", "_"),
+                )
             }
         for module in modules:
             provider = provider_of(module, self.provided)
@@ -847,8 +854,11 @@ class CiSession(Session):
     def plan(self) -> int:
         """Print the cycle as JSON and run nothing."""
         steps, _ = self.narrowed_steps(self.first_changes)
+        graph = self.tree.graph
         self.reporter.plan(
-            plan_json(self.root, steps, self.choices.command_for, self.tree.graph.uses)
+            plan_json(
+                self.root, steps, self.choices.command_for, graph.uses, graph.names.__getitem__
+            )
         )
         return 0
 
