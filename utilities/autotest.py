@@ -2487,7 +2487,7 @@ def is_test_module(name: str) -> bool:
     return name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py"
 
 
-SCAN_CACHE_VERSION = 1
+SCAN_CACHE_VERSION = 2  # 2: each distinct set of names once, files pointing to it
 
 
 KEEP_SCAN_FROM = 1000  # Python files; a smaller tree is read again faster than a cache is
@@ -2501,51 +2501,67 @@ def scan_cache_file(root: Path) -> str | None:
     return None if path is None else str(path)
 
 
+Scanned = tuple[int, int, frozenset[str]]  # a file's mtime (ns), its size, what it imports
+
+
 class ImportScan:
     """What each Python file imports of the ``wanted`` top-level modules (the packages'),
     kept by (mtime, size), and what each package imports, kept until a path inside it
     changes.  A change costs reading the changed files and walking the packages that hold
-    them; kept in a file between runs, a start costs one ``stat`` per file."""
+    them; kept in a file between runs, a start costs one ``stat`` per file.  The files of one
+    package mostly import the same names: each distinct set is held once, however many files
+    import it."""
 
     def __init__(self, device: int | None = None) -> None:
         self.device = device  # the root's file system: the scan stays on it (None: crosses)
         self.wanted: frozenset[str] | None = None  # None: every module
-        self.files: dict[str, tuple[int, int, frozenset[str]]] = {}
+        self.files: dict[str, Scanned] = {}  # the files looked up: only these are kept
+        self.kept: dict[str, Scanned] = {}  # read back from the last run, not looked up yet
+        self.sets: dict[frozenset[str], frozenset[str]] = {}  # each distinct set, once
         self.packages: dict[Path, dict[str, set[str]]] = {}
         self.changed = False
-        self.looked_up: set[str] = set()  # only these are kept: the others are gone
 
     def want(self, wanted: frozenset[str] | None) -> None:
         """Look for these modules from now on; a different set means reading every file."""
         if wanted != self.wanted:
             self.wanted = wanted
             self.files.clear()
+            self.kept.clear()
+            self.sets.clear()
             self.packages.clear()
+
+    def shared(self, names: frozenset[str]) -> frozenset[str]:
+        return self.sets.setdefault(names, names)
 
     def load(self, path: str | None) -> None:
         """Start from what an earlier run read, if anything; a cache that cannot be read is
         no cache."""
         if path is None:
             return
-        with contextlib.suppress(OSError, ValueError, TypeError, KeyError, AttributeError):
+        with contextlib.suppress(
+            OSError, ValueError, TypeError, KeyError, IndexError, AttributeError
+        ):
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
             if data["version"] == SCAN_CACHE_VERSION:
                 wanted = data["wanted"]
+                sets = [self.shared(frozenset(names)) for names in data["sets"]]
+                kept = {p: (m, s, sets[i]) for p, (m, s, i) in data["files"].items()}
                 self.wanted = None if wanted is None else frozenset(wanted)
-                self.files = {p: (m, s, frozenset(n)) for p, (m, s, n) in data["files"].items()}
+                self.kept = kept
 
     def save(self, path: str | None) -> None:
-        """Keep what was read for the next run, in one atomic write (0600), if anything
+        """Keep what was looked up for the next run, in one atomic write (0600), if anything
         changed."""
         if not self.changed or path is None:
             return
+        distinct = dict.fromkeys(names for _, _, names in self.files.values())
+        index = {names: i for i, names in enumerate(distinct)}
         data = {
             "version": SCAN_CACHE_VERSION,
             "wanted": None if self.wanted is None else sorted(self.wanted),
-            "files": {
-                p: (m, s, sorted(n)) for p, (m, s, n) in self.files.items() if p in self.looked_up
-            },
+            "sets": [sorted(names) for names in index],
+            "files": {p: (m, s, index[n]) for p, (m, s, n) in self.files.items()},
         }
         with contextlib.suppress(OSError):
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -2565,12 +2581,12 @@ class ImportScan:
 
     def imports(self, path: str) -> frozenset[str]:
         """What the file imports: from the cache while its mtime and size are unchanged."""
-        self.looked_up.add(path)
-        known = self.files.get(path)
+        known = self.files.get(path) or self.kept.pop(path, None)
         try:
             if known is not None:
                 stat = os.stat(path)
                 if known[:2] == (stat.st_mtime_ns, stat.st_size):
+                    self.files[path] = known
                     return known[2]
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))  # half open()'s cost
             try:
@@ -2582,7 +2598,7 @@ class ImportScan:
             imported = imports_in(source, self.wanted) if source else frozenset()
         except OSError:
             return frozenset()
-        self.files[path] = (stat.st_mtime_ns, stat.st_size, imported)
+        self.files[path] = (stat.st_mtime_ns, stat.st_size, self.shared(imported))
         self.changed = True
         return imported
 
@@ -8415,7 +8431,7 @@ class PackageSet:
 
     def save(self) -> None:
         """Keep the import scan for the next start, in a tree big enough for it to matter."""
-        if len(self.scan.looked_up) >= KEEP_SCAN_FROM:
+        if len(self.scan.files) >= KEEP_SCAN_FROM:
             self.scan.save(scan_cache_file(self.root))
 
     def read_graph(self) -> None:

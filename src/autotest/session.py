@@ -129,7 +129,7 @@ class PackageSet:
 
     def save(self) -> None:
         """Keep the import scan for the next start, in a tree big enough for it to matter."""
-        if len(self.scan.looked_up) >= KEEP_SCAN_FROM:
+        if len(self.scan.files) >= KEEP_SCAN_FROM:
             self.scan.save(scan_cache_file(self.root))
 
     def read_graph(self) -> None:
