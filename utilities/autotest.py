@@ -3295,8 +3295,8 @@ class Watcher:
         self.grants = GrantedWatches(self.root, rules)
 
     def start(self) -> str:
-        """Start watching; says how (``inotify, 42 watches`` or ``polling every second``)."""
-        self.rules.refresh_git_dirs()
+        """Start watching; says how (``inotify, 42 watches`` or ``polling every second``).  The
+        plan leaves out what the rules' last ``refresh_git_dirs`` found ignored as a whole."""
         plan = plan_watches(self.root, self.rules.excludes_dir)
         for path in plan.unreadable:
             self.notices.unreadable(path)
@@ -8913,7 +8913,8 @@ class WatchedRoot:
         self.watcher: Watcher | None = None
 
     def start(self) -> str:
-        """Watch the root as it is now; how it is watched."""
+        """Watch the root as it is now (what git ignores as of the rules' last refresh: the
+        package set's, a moment before); how it is watched."""
         self.identity = directory_identity(self.rules.root)
         self.watcher, how = started_watcher(self.rules, self.changes, self.poll, self.reporter)
         return how
@@ -8931,6 +8932,7 @@ class WatchedRoot:
             raise root_gone(root)
         self.reporter.root_replaced()
         self.rules.use_git = is_git_work_tree(root)
+        self.rules.refresh_git_dirs()
         return self.start()
 
     def stop(self) -> None:

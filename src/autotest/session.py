@@ -611,7 +611,8 @@ class WatchedRoot:
         self.watcher: Watcher | None = None
 
     def start(self) -> str:
-        """Watch the root as it is now; how it is watched."""
+        """Watch the root as it is now (what git ignores as of the rules' last refresh: the
+        package set's, a moment before); how it is watched."""
         self.identity = directory_identity(self.rules.root)
         self.watcher, how = started_watcher(self.rules, self.changes, self.poll, self.reporter)
         return how
@@ -629,6 +630,7 @@ class WatchedRoot:
             raise root_gone(root)
         self.reporter.root_replaced()
         self.rules.use_git = is_git_work_tree(root)
+        self.rules.refresh_git_dirs()
         return self.start()
 
     def stop(self) -> None:

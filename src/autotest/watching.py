@@ -350,8 +350,8 @@ class Watcher:
         self.grants = GrantedWatches(self.root, rules)
 
     def start(self) -> str:
-        """Start watching; says how (``inotify, 42 watches`` or ``polling every second``)."""
-        self.rules.refresh_git_dirs()
+        """Start watching; says how (``inotify, 42 watches`` or ``polling every second``).  The
+        plan leaves out what the rules' last ``refresh_git_dirs`` found ignored as a whole."""
         plan = plan_watches(self.root, self.rules.excludes_dir)
         for path in plan.unreadable:
             self.notices.unreadable(path)
