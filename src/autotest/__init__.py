@@ -30,6 +30,7 @@ LAYERS = (
     "basics",
     "toml_files",
     "platform",
+    "bytecode",
     "ignore",
     "discovery",
     "metadata",

@@ -210,13 +210,6 @@ class Needs:
     install: Callable[[Missing], InstallCommand | None] = lambda missing: None
 
 
-def pycache_dir() -> str | None:
-    """One bytecode cache for every repository (the prefix mirrors absolute paths), in the
-    private state directory: bytecode another user could write would run as this one."""
-    path = state_path("pycache")
-    return None if path is None else str(path)
-
-
 def run_environment(
     runner: Runner, pycache: str | None, python: str = sys.executable
 ) -> dict[str, str]:

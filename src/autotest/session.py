@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from .basics import ROOT_CHECK_EVERY, QuitRequested, UsageError, changed_since_ref, is_git_work_tree
+from .bytecode import pycache_dir
 from .ci import CiJob, Command, affected, own_outputs, plan_json
 from .cycle import CycleOutcome, Startable, run_cycle, wait_for_runs
 from .discovery import PACKAGE_MARKERS, Package, discover, owner_of
@@ -47,7 +48,6 @@ from .run import (
     Unrunnable,
     forget_bytecode,
     output_dir,
-    pycache_dir,
     run_environment,
 )
 from .runners import (
