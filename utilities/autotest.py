@@ -35,6 +35,239 @@ also be set in ``[tool.autotest]`` of the root pyproject.toml or ``[autotest]`` 
 from __future__ import annotations
 
 
+# ==================== src/autotest/state.py =======================================================
+"""The private state directory: where autotest keeps what it remembers outside the repository
+(bytecode, the failing runs' output, the import scan, run times), made and checked to be this
+user's alone.  It comes first among the modules: a script run of the file needs it before any
+other (see bytecode).
+"""
+
+# from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+POSIX = os.name == "posix"  # every POSIX/Windows branch (see platform) starts from this
+
+
+@dataclass(frozen=True)
+class StateDir:
+    """Where autotest keeps what it remembers outside the repository (bytecode, failing runs'
+    output, the import scan, run times): ``path``, private to this user, or None when no
+    private place could be made.  ``refused`` says why the usual place, ``usual``, was not
+    used ("" when it was)."""
+
+    path: Path | None
+    usual: Path
+    refused: str = ""
+
+
+def usual_state_dir() -> Path:
+    """$XDG_CACHE_HOME/autotest, else ~/.cache/autotest (a relative XDG_CACHE_HOME is ignored,
+    as the XDG spec says)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "autotest"
+
+
+def foreign_owner(st: os.stat_result) -> bool:
+    """Whether another user owns the file (never on Windows, which has no uid)."""
+    return hasattr(os, "getuid") and st.st_uid != os.getuid()
+
+
+def open_to_others(directory: Path) -> str:
+    """Why other local users could swap what lies in ``directory`` (empty when they cannot):
+    it belongs to someone other than this user or root, or it is writable by others without
+    the sticky bit (/tmp has it: there, no one renames another's entries)."""
+    st = os.stat(directory)
+    if foreign_owner(st) and st.st_uid != 0:
+        return f"{directory} belongs to another user (uid {st.st_uid})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+        return f"{directory} is writable by other users"
+    return ""
+
+
+def private_dir_problem(path: Path) -> str:
+    """Make ``path`` this user's private directory: created 0700 where missing, then checked,
+    without following a link, to be a directory of this user's, and closed to others (mode
+    0700, set through its descriptor).  Empty when it is; else why it cannot be used."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        problem = open_to_others(path.parent) if POSIX else ""
+        if problem:
+            return problem
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+        seen = os.lstat(path)
+        if stat.S_ISLNK(seen.st_mode):
+            return f"{path} is a symbolic link"
+        if not stat.S_ISDIR(seen.st_mode):
+            return f"{path} is not a directory"
+        if foreign_owner(seen):
+            return f"{path} belongs to another user (uid {seen.st_uid})"
+        if not POSIX:
+            return ""
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            held = os.fstat(fd)
+            if (held.st_dev, held.st_ino) != (seen.st_dev, seen.st_ino):
+                return f"{path} was replaced while it was checked"
+            if stat.S_IMODE(held.st_mode) != 0o700:
+                os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    return ""
+
+
+def private_state_dir(usual: Path) -> StateDir:
+    """``usual`` when it can be made this user's private directory; else a fresh private
+    temporary directory (mkdtemp makes it 0700, under a name no one can guess)."""
+    refused = private_dir_problem(usual)
+    if not refused:
+        return StateDir(usual, usual)
+    try:
+        return StateDir(Path(tempfile.mkdtemp(prefix="autotest-")), usual, refused)
+    except OSError as exc:
+        return StateDir(None, usual, f"{refused}; and {exc.strerror or exc}")
+
+
+@functools.lru_cache(maxsize=1)
+def state_dir() -> StateDir:
+    """The one place per-user state lives, made once per process (a fallback directory made
+    twice would split what one session remembers)."""
+    return private_state_dir(usual_state_dir())
+
+
+def state_path(*parts: str) -> Path | None:
+    """A path inside the private state directory; None when there is none."""
+    base = state_dir().path
+    return None if base is None else base.joinpath(*parts)
+
+
+def private_subdir(path: Path) -> bool:
+    """Create ``path`` (inside the private state directory) 0700; whether it is a directory."""
+    missing = [path, *(p for p in path.parents if not os.path.lexists(p))]
+    for folder in reversed(missing):  # each 0700: makedirs gives the mode to the last alone
+        with contextlib.suppress(OSError):
+            folder.mkdir(mode=0o700)
+    return path.is_dir() and not path.is_symlink()
+
+
+# ==================== src/autotest/bytecode.py ====================================================
+"""Where bytecode is kept: the runs', and this file's own, which it is run from.
+
+CPython never keeps the bytecode of the script it is asked to run, and it keeps the script's
+whole syntax tree in memory until the script returns: for autotest, the whole session, some
+20 MB for this one big file.  So a script run of the built file, as soon as it knows the
+private state directory (the one module above this one), replaces itself (``exec``: the same
+process, its signals, its terminal) with an interpreter that loads the file as an import would,
+from bytecode kept in that directory (compiled and written there the first time, and again
+whenever the file changes), and runs it as ``__main__``.  That run finds ``__cached__`` set and
+goes on in place.  The modules below this one are not even imported before the exec.
+"""
+
+# from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+# from .state import POSIX, private_dir_problem, state_path, usual_state_dir
+
+BYTECODE_DIR = "pycache"  # in the state directory; the prefix mirrors absolute paths
+
+
+def pycache_dir() -> str | None:
+    """One bytecode cache for every repository (the prefix mirrors absolute paths), in the
+    private state directory: bytecode another user could write would run as this one."""
+    path = state_path(BYTECODE_DIR)
+    return None if path is None else str(path)
+
+
+# What the new interpreter runs (``python -c LOADER PREFIX PATH0 FILE ARGS...``): the file's
+# code, from bytecode under PREFIX (read, or compiled and written there), as ``__main__`` with
+# ``__cached__`` set, sys.argv and sys.path[0] as a script run has them.
+LOADER = """\
+import sys
+def run(prefix, path0, path):
+    from importlib.machinery import SourceFileLoader
+    from importlib.util import cache_from_source
+    sys.argv[:4] = [path]
+    if sys.path and sys.path[0] == "":
+        sys.path[0] = path0
+    loader = SourceFileLoader("__main__", path)
+    kept, sys.pycache_prefix = sys.pycache_prefix, prefix
+    try:
+        code, cached = loader.get_code("__main__"), cache_from_source(path)
+    finally:
+        sys.pycache_prefix = kept
+    main = sys.modules["__main__"].__dict__
+    del main["run"]
+    main.update(__file__=path, __loader__=loader, __cached__=cached)
+    exec(code, main)
+run(*sys.argv[1:4])
+"""
+
+
+def interpreter_options(orig_argv: Sequence[str] | None, argv: Sequence[str]) -> list[str] | None:
+    """The options the interpreter was started with (``-X dev``, ``-W error``, ``-u``): what
+    comes between it and the script in ``sys.orig_argv``; None when that is not known (before
+    Python 3.10) or does not end with ``argv``."""
+    if orig_argv is None or not argv or len(orig_argv) <= len(argv):
+        return None
+    if list(orig_argv[len(orig_argv) - len(argv) :]) != list(argv):
+        return None
+    return list(orig_argv[1 : len(orig_argv) - len(argv)])
+
+
+def bytecode_argv(script: str, path0: str, prefix: str) -> list[str] | None:
+    """The command line that runs ``script`` from bytecode under ``prefix``, with this
+    interpreter and its options and the script's arguments; None when it cannot be told."""
+    options = interpreter_options(getattr(sys, "orig_argv", None), sys.argv)
+    if options is None or not sys.executable:
+        return None
+    return [sys.executable, *options, "-c", LOADER, prefix, path0, script, *sys.argv[1:]]
+
+
+def bytecode_prefix() -> str | None:
+    """Where this file's bytecode is kept: the usual state directory, when it is this user's
+    private one (a fallback directory, made afresh by each process, would keep nothing)."""
+    usual = usual_state_dir()
+    return None if private_dir_problem(usual) else str(usual / BYTECODE_DIR)
+
+
+def run_from_bytecode(script: str, path0: str) -> None:
+    """Replace this process with one running ``script`` from its kept bytecode.  Returns only
+    where it does not: without a process-keeping ``exec`` (Windows), before Python 3.10 (the
+    interpreter's options are not known), with bytecode not to be written, or with no private
+    state directory; then the script goes on as it was started."""
+    if not POSIX or sys.dont_write_bytecode or not os.path.isfile(script):
+        return
+    prefix = bytecode_prefix()
+    argv = bytecode_argv(script, path0, prefix) if prefix is not None else None
+    if argv is None:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    try:
+        os.execv(argv[0], argv)
+    except OSError:
+        return  # it could not be replaced (no memory, argument list too long): go on in place
+
+
+if __name__ == "__main__" and globals().get("__cached__") is None:
+    run_from_bytecode(__file__, sys.path[0] if sys.path else "")
+
+
 # ==================== src/autotest/warm_server.py =================================================
 """What runs inside another interpreter: the warm server that forks each run, and the two
 questions put to a package's own interpreter (its facts; whether it can import a module).
@@ -903,22 +1136,18 @@ import select
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 # from .basics import KEY_POLL, LEFTOVER_WAIT, POLL_INTERVAL, TASKKILL_TIMEOUT, Terminated
+# from .state import POSIX
 # from .warm_server import child_pids, kill_with_group
-
-POSIX = os.name == "posix"
 
 
 def can_fork_server() -> bool:
@@ -1074,112 +1303,6 @@ def wait_readable(fds: Iterable[int], timeout: float) -> None:
             selector.select(timeout)
         else:
             time.sleep(timeout)
-
-
-@dataclass(frozen=True)
-class StateDir:
-    """Where autotest keeps what it remembers outside the repository (bytecode, failing runs'
-    output, the import scan, run times): ``path``, private to this user, or None when no
-    private place could be made.  ``refused`` says why the usual place, ``usual``, was not
-    used ("" when it was)."""
-
-    path: Path | None
-    usual: Path
-    refused: str = ""
-
-
-def usual_state_dir() -> Path:
-    """$XDG_CACHE_HOME/autotest, else ~/.cache/autotest (a relative XDG_CACHE_HOME is ignored,
-    as the XDG spec says)."""
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    if not os.path.isabs(base):
-        base = os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "autotest"
-
-
-def foreign_owner(st: os.stat_result) -> bool:
-    """Whether another user owns the file (never on Windows, which has no uid)."""
-    return hasattr(os, "getuid") and st.st_uid != os.getuid()
-
-
-def open_to_others(directory: Path) -> str:
-    """Why other local users could swap what lies in ``directory`` (empty when they cannot):
-    it belongs to someone other than this user or root, or it is writable by others without
-    the sticky bit (/tmp has it: there, no one renames another's entries)."""
-    st = os.stat(directory)
-    if foreign_owner(st) and st.st_uid != 0:
-        return f"{directory} belongs to another user (uid {st.st_uid})"
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
-        return f"{directory} is writable by other users"
-    return ""
-
-
-def private_dir_problem(path: Path) -> str:
-    """Make ``path`` this user's private directory: created 0700 where missing, then checked,
-    without following a link, to be a directory of this user's, and closed to others (mode
-    0700, set through its descriptor).  Empty when it is; else why it cannot be used."""
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        problem = open_to_others(path.parent) if POSIX else ""
-        if problem:
-            return problem
-        with contextlib.suppress(FileExistsError):
-            path.mkdir(mode=0o700)
-        seen = os.lstat(path)
-        if stat.S_ISLNK(seen.st_mode):
-            return f"{path} is a symbolic link"
-        if not stat.S_ISDIR(seen.st_mode):
-            return f"{path} is not a directory"
-        if foreign_owner(seen):
-            return f"{path} belongs to another user (uid {seen.st_uid})"
-        if not POSIX:
-            return ""
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        try:
-            held = os.fstat(fd)
-            if (held.st_dev, held.st_ino) != (seen.st_dev, seen.st_ino):
-                return f"{path} was replaced while it was checked"
-            if stat.S_IMODE(held.st_mode) != 0o700:
-                os.fchmod(fd, 0o700)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        return f"{path}: {exc.strerror or exc}"
-    return ""
-
-
-def private_state_dir(usual: Path) -> StateDir:
-    """``usual`` when it can be made this user's private directory; else a fresh private
-    temporary directory (mkdtemp makes it 0700, under a name no one can guess)."""
-    refused = private_dir_problem(usual)
-    if not refused:
-        return StateDir(usual, usual)
-    try:
-        return StateDir(Path(tempfile.mkdtemp(prefix="autotest-")), usual, refused)
-    except OSError as exc:
-        return StateDir(None, usual, f"{refused}; and {exc.strerror or exc}")
-
-
-@functools.lru_cache(maxsize=1)
-def state_dir() -> StateDir:
-    """The one place per-user state lives, made once per process (a fallback directory made
-    twice would split what one session remembers)."""
-    return private_state_dir(usual_state_dir())
-
-
-def state_path(*parts: str) -> Path | None:
-    """A path inside the private state directory; None when there is none."""
-    base = state_dir().path
-    return None if base is None else base.joinpath(*parts)
-
-
-def private_subdir(path: Path) -> bool:
-    """Create ``path`` (inside the private state directory) 0700; whether it is a directory."""
-    missing = [path, *(p for p in path.parents if not os.path.lexists(p))]
-    for folder in reversed(missing):  # each 0700: makedirs gives the mode to the last alone
-        with contextlib.suppress(OSError):
-            folder.mkdir(mode=0o700)
-    return path.is_dir() and not path.is_symlink()
 
 
 def free_room(fd: int, path: str) -> int | None:
@@ -1553,112 +1676,6 @@ def tcsetpgrp_quietly(fd: int, pgrp: int) -> None:
 
 
 NOW = -1  # a run's wait handle when there is nothing to wait for: it is polled at once
-
-
-# ==================== src/autotest/bytecode.py ====================================================
-"""Where bytecode is kept: the runs', and this file's own, which it is run from.
-
-CPython never keeps the bytecode of the script it is asked to run, and it keeps the script's
-whole syntax tree in memory until the script returns: for autotest, the whole session, some
-20 MB for this one big file.  So a script run of the built file, once the modules above this
-one are defined, replaces itself (``exec``: the same process, its signals, its terminal) with
-an interpreter that loads the file as an import would, from bytecode kept in the private state
-directory (compiled and written there the first time, and again whenever the file changes),
-and runs it as ``__main__``.  That run finds ``__cached__`` set and goes on in place.
-"""
-
-# from __future__ import annotations
-
-import os
-import sys
-from collections.abc import Sequence
-
-# from .platform import POSIX, private_dir_problem, state_path, usual_state_dir
-
-BYTECODE_DIR = "pycache"  # in the state directory; the prefix mirrors absolute paths
-
-
-def pycache_dir() -> str | None:
-    """One bytecode cache for every repository (the prefix mirrors absolute paths), in the
-    private state directory: bytecode another user could write would run as this one."""
-    path = state_path(BYTECODE_DIR)
-    return None if path is None else str(path)
-
-
-# What the new interpreter runs (``python -c LOADER PREFIX PATH0 FILE ARGS...``): the file's
-# code, from bytecode under PREFIX (read, or compiled and written there), as ``__main__`` with
-# ``__cached__`` set, sys.argv and sys.path[0] as a script run has them.
-LOADER = """\
-import sys
-def run(prefix, path0, path):
-    from importlib.machinery import SourceFileLoader
-    from importlib.util import cache_from_source
-    sys.argv[:4] = [path]
-    if sys.path and sys.path[0] == "":
-        sys.path[0] = path0
-    loader = SourceFileLoader("__main__", path)
-    kept, sys.pycache_prefix = sys.pycache_prefix, prefix
-    try:
-        code, cached = loader.get_code("__main__"), cache_from_source(path)
-    finally:
-        sys.pycache_prefix = kept
-    main = sys.modules["__main__"].__dict__
-    del main["run"]
-    main.update(__file__=path, __loader__=loader, __cached__=cached)
-    exec(code, main)
-run(*sys.argv[1:4])
-"""
-
-
-def interpreter_options(orig_argv: Sequence[str] | None, argv: Sequence[str]) -> list[str] | None:
-    """The options the interpreter was started with (``-X dev``, ``-W error``, ``-u``): what
-    comes between it and the script in ``sys.orig_argv``; None when that is not known (before
-    Python 3.10) or does not end with ``argv``."""
-    if orig_argv is None or not argv or len(orig_argv) <= len(argv):
-        return None
-    if list(orig_argv[len(orig_argv) - len(argv) :]) != list(argv):
-        return None
-    return list(orig_argv[1 : len(orig_argv) - len(argv)])
-
-
-def bytecode_argv(script: str, path0: str, prefix: str) -> list[str] | None:
-    """The command line that runs ``script`` from bytecode under ``prefix``, with this
-    interpreter and its options and the script's arguments; None when it cannot be told."""
-    options = interpreter_options(getattr(sys, "orig_argv", None), sys.argv)
-    if options is None or not sys.executable:
-        return None
-    return [sys.executable, *options, "-c", LOADER, prefix, path0, script, *sys.argv[1:]]
-
-
-def bytecode_prefix() -> str | None:
-    """Where this file's bytecode is kept: the usual state directory, when it is this user's
-    private one (a fallback directory, made afresh by each process, would keep nothing)."""
-    usual = usual_state_dir()
-    return None if private_dir_problem(usual) else str(usual / BYTECODE_DIR)
-
-
-def run_from_bytecode(script: str, path0: str) -> None:
-    """Replace this process with one running ``script`` from its kept bytecode.  Returns only
-    where it does not: without a process-keeping ``exec`` (Windows), before Python 3.10 (the
-    interpreter's options are not known), with bytecode not to be written, or with no private
-    state directory; then the script goes on as it was started."""
-    if not POSIX or sys.dont_write_bytecode or not os.path.isfile(script):
-        return
-    prefix = bytecode_prefix()
-    argv = bytecode_argv(script, path0, prefix) if prefix is not None else None
-    if argv is None:
-        return
-    for stream in (sys.stdout, sys.stderr):
-        if stream is not None:
-            stream.flush()
-    try:
-        os.execv(argv[0], argv)
-    except OSError:
-        return  # it could not be replaced (no memory, argument list too long): go on in place
-
-
-if __name__ == "__main__" and globals().get("__cached__") is None:
-    run_from_bytecode(__file__, sys.path[0] if sys.path else "")
 
 
 # ==================== src/autotest/ignore.py ======================================================
@@ -2507,7 +2524,7 @@ from pathlib import Path
 
 # from .discovery import EXAMPLE_NAME, MAX_SCANNED_BYTES, TEST_DIR_NAMES, Package
 # from .ignore import holds_no_packages, other_device
-# from .platform import state_path
+# from .state import state_path
 
 NAMESPACE_DEPTH = 6  # namespace packages nest this deep at most (``a.b.c.d.e.f``)
 
@@ -5574,7 +5591,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-# from .platform import private_subdir, state_path
+# from .state import private_subdir, state_path
 
 
 def junit_args(runner_name: str, xml_path: str) -> tuple[str, ...]:
@@ -5748,14 +5765,13 @@ from typing import IO, Callable
 #     kill_leftovers,
 #     kill_tree,
 #     own_process_group,
-#     private_subdir,
 #     process_handle,
 #     run_mark,
 #     scripts_dir,
 #     show_stacks,
-#     state_path,
 # )
 # from .runners import InstallCommand, Runner, RunStart, activated_path, pytest_style
+# from .state import private_subdir, state_path
 # from .warm_client import Launcher, WarmProcess
 
 
@@ -6570,8 +6586,8 @@ from typing import Callable
 # from .junit import runner_cases
 # from .metadata import read_metadata
 # from .order import Step, cycle_order
-# from .platform import private_subdir, state_path
 # from .run import RunResult
+# from .state import private_subdir, state_path
 
 
 def affected(
@@ -6948,10 +6964,11 @@ from typing import IO, Callable
 # from .discovery import Package, owner_of
 # from .junit import FailingTest
 # from .order import Step
-# from .platform import StateDir, notify, terminal_has_colours
+# from .platform import notify, terminal_has_colours
 # from .run import RunResult
 # from .runners import Choice, combined
 # from .selection import Selection
+# from .state import StateDir
 # from .warm_client import Preloads, is_standard_library
 
 
@@ -8447,7 +8464,7 @@ from typing import Callable
 # from .metadata import is_metadata_file, normalize_name, read_metadata
 # from .options import Options, parse_options
 # from .order import Step, cycle_order
-# from .platform import Signals, can_notify, end_every_leftover, scripts_dir, state_dir
+# from .platform import Signals, can_notify, end_every_leftover, scripts_dir
 # from .report import Progress, Reporter, describe_changes, shown
 # from .run import (
 #     Missing,
@@ -8478,6 +8495,7 @@ from typing import Callable
 #     stale_choices,
 # )
 # from .selection import Selection, declared_selection
+# from .state import state_dir
 # from .toml_files import TomlFiles, toml_reader_missing
 # from .warm_policy import WarmPolicy, WarmPool
 # from .watch_mode import WatchMode

@@ -2,11 +2,12 @@
 
 CPython never keeps the bytecode of the script it is asked to run, and it keeps the script's
 whole syntax tree in memory until the script returns: for autotest, the whole session, some
-20 MB for this one big file.  So a script run of the built file, once the modules above this
-one are defined, replaces itself (``exec``: the same process, its signals, its terminal) with
-an interpreter that loads the file as an import would, from bytecode kept in the private state
-directory (compiled and written there the first time, and again whenever the file changes),
-and runs it as ``__main__``.  That run finds ``__cached__`` set and goes on in place.
+20 MB for this one big file.  So a script run of the built file, as soon as it knows the
+private state directory (the one module above this one), replaces itself (``exec``: the same
+process, its signals, its terminal) with an interpreter that loads the file as an import would,
+from bytecode kept in that directory (compiled and written there the first time, and again
+whenever the file changes), and runs it as ``__main__``.  That run finds ``__cached__`` set and
+goes on in place.  The modules below this one are not even imported before the exec.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .platform import POSIX, private_dir_problem, state_path, usual_state_dir
+from .state import POSIX, private_dir_problem, state_path, usual_state_dir
 
 BYTECODE_DIR = "pycache"  # in the state directory; the prefix mirrors absolute paths
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .discovery import EXAMPLE_NAME, MAX_SCANNED_BYTES, TEST_DIR_NAMES, Package
 from .ignore import holds_no_packages, other_device
-from .platform import state_path
+from .state import state_path
 
 NAMESPACE_DEPTH = 6  # namespace packages nest this deep at most (``a.b.c.d.e.f``)
 

@@ -23,10 +23,11 @@ from .cycle import CycleOutcome
 from .discovery import Package, owner_of
 from .junit import FailingTest
 from .order import Step
-from .platform import StateDir, notify, terminal_has_colours
+from .platform import notify, terminal_has_colours
 from .run import RunResult
 from .runners import Choice, combined
 from .selection import Selection
+from .state import StateDir
 from .warm_client import Preloads, is_standard_library
 
 

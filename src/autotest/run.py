@@ -37,14 +37,13 @@ from .platform import (
     kill_leftovers,
     kill_tree,
     own_process_group,
-    private_subdir,
     process_handle,
     run_mark,
     scripts_dir,
     show_stacks,
-    state_path,
 )
 from .runners import InstallCommand, Runner, RunStart, activated_path, pytest_style
+from .state import private_subdir, state_path
 from .warm_client import Launcher, WarmProcess
 
 

@@ -38,7 +38,7 @@ from .loop_guard import LoopGuard
 from .metadata import is_metadata_file, normalize_name, read_metadata
 from .options import Options, parse_options
 from .order import Step, cycle_order
-from .platform import Signals, can_notify, end_every_leftover, scripts_dir, state_dir
+from .platform import Signals, can_notify, end_every_leftover, scripts_dir
 from .report import Progress, Reporter, describe_changes, shown
 from .run import (
     Missing,
@@ -69,6 +69,7 @@ from .runners import (
     stale_choices,
 )
 from .selection import Selection, declared_selection
+from .state import state_dir
 from .toml_files import TomlFiles, toml_reader_missing
 from .warm_policy import WarmPolicy, WarmPool
 from .watch_mode import WatchMode
