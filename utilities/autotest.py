@@ -2710,12 +2710,13 @@ class ImportScan:
             for directory in [d for d in self.packages if path.startswith(str(d) + os.sep)]:
                 del self.packages[directory]
 
-    def imports(self, path: str) -> frozenset[str]:
-        """What the file imports: from the cache while its mtime and size are unchanged."""
+    def imports(self, path: str, entry: os.DirEntry[str] | None = None) -> frozenset[str]:
+        """What the file imports: from the cache while its mtime and size are unchanged
+        (``entry``: its directory entry, when a walk found it)."""
         known = self.files.get(path) or self.kept.pop(path, None)
         try:
             if known is not None:
-                stat = os.stat(path)
+                stat = entry.stat() if entry is not None else os.stat(path)
                 if known[:2] == (stat.st_mtime_ns, stat.st_size):
                     self.files[path] = known
                     return known[2]
@@ -2735,27 +2736,47 @@ class ImportScan:
 
     def package_imports(self, package: Package, others: Iterable[str]) -> dict[str, set[str]]:
         """The names the package's code imports (``code``) and its tests import (``tests``),
-        leaving out ``others``: the directories of packages nested inside it."""
+        leaving out ``others``: the directories of packages nested inside it.  Walked as
+        os.walk would (no link to a directory followed), with each file's directory entry
+        handed on: no path is joined twice."""
         if package.path in self.packages:
             return self.packages[package.path]
-        code: set[str] = set()
-        tests: set[str] = set()
+        found: dict[str, set[str]] = {"code": set(), "tests": set()}
         skip = set(others)
-        top = str(package.path)
-        for directory, dirnames, filenames in os.walk(top):
-            dirnames[:] = [
-                d for d in dirnames
-                if not holds_no_packages(d, os.path.join(directory, d))
-                and os.path.join(directory, d) not in skip
-                and not other_device(os.path.join(directory, d), self.device)
-            ]  # fmt: skip
-            inside_tests = not TEST_DIR_NAMES.isdisjoint(directory[len(top) :].split(os.sep))
-            for name in filenames:
-                if name.endswith(".py"):
-                    found = tests if inside_tests or is_test_module(name) else code
-                    found |= self.imports(os.path.join(directory, name))
-        self.packages[package.path] = {"code": code, "tests": tests}
-        return self.packages[package.path]
+        pending = [(str(package.path), False)]  # a directory, and whether it lies in tests
+        while pending:
+            directory, in_tests = pending.pop()
+            try:
+                with os.scandir(directory) as scan:
+                    entries = list(scan)
+            except OSError:
+                continue
+            for entry in entries:
+                if is_directory(entry):
+                    if not entry.is_symlink() and self.walks_into(entry, skip):
+                        pending.append((entry.path, in_tests or entry.name in TEST_DIR_NAMES))
+                elif entry.name.endswith(".py"):
+                    kind = "tests" if in_tests or is_test_module(entry.name) else "code"
+                    found[kind] |= self.imports(entry.path, entry)
+        self.packages[package.path] = found
+        return found
+
+    def walks_into(self, entry: os.DirEntry[str], skip: Container[str]) -> bool:
+        """Whether the scan goes down into a directory: not a tool's, not a nested package's,
+        not another file system's."""
+        return not (
+            holds_no_packages(entry.name, entry.path)
+            or entry.path in skip
+            or other_device(entry.path, self.device)
+        )
+
+
+def is_directory(entry: os.DirEntry[str]) -> bool:
+    """A directory, or a link to one; as os.walk has it, an entry that cannot tell is none."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 # ==================== src/autotest/graph.py =======================================================
