@@ -1395,6 +1395,15 @@ def monorepo_startup(bench: Bench) -> list[Row]:
 # ---------------------------------------------------------------------------------------------
 
 
+def autotest_state_dir() -> Path:
+    """Where autotest keeps what it remembers, as README says: $XDG_CACHE_HOME/autotest, else
+    ~/.cache/autotest."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "autotest"
+
+
 def watchdog_matches_names() -> bool:
     """Whether watchdog's pattern ``*.py`` matches a file in a subdirectory (before watchdog 7
     it matched the end of the path; since, the whole path)."""
@@ -1489,12 +1498,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench.procs.stop_all()
         trees = {f"{zlib.crc32(os.fsencode(tree)):08x}" for tree in tmp.iterdir()}
         shutil.rmtree(tmp, ignore_errors=True)
-        # autotest keeps bytecode in a per-user cache mirroring absolute paths: drop ours.
-        mirror = Path(tempfile.gettempdir()) / f"autotest-pycache-{os.getuid()}"
-        shutil.rmtree(mirror / str(tmp).lstrip(os.sep), ignore_errors=True)
+        # autotest keeps bytecode in its state directory, mirroring absolute paths: drop ours.
+        state = autotest_state_dir()
+        shutil.rmtree(state / "pycache" / str(tmp).lstrip(os.sep), ignore_errors=True)
         # ... and the import scan of each tree, kept under a name that starts with a checksum
         # of the tree's path.
-        for kept in (Path(tempfile.gettempdir()) / f"autotest-scan-{os.getuid()}").glob("*"):
+        for kept in (state / "scan").glob("*"):
             if kept.name.split("-", 1)[0] in trees:
                 kept.unlink(missing_ok=True)
         signal.signal(signal.SIGINT, signal.default_int_handler)
