@@ -47,8 +47,8 @@ same run, the ratio of autotest's figure to it, and the goal.
 9. the same with pydantic (bench/requirements.txt) under ``--runner pytest``, at a person's
    pace; baselines: a cold ``python -m pytest`` (9a) and pytest-watcher's save -> first test
    body (9b, at the same pace).
-10. a generated monorepo of 80 packages of 200 source files each, every file importing the
-   package below it (the import scan reads all 16,000): process start -> first test body, and
+10. a generated monorepo of 100 packages of 200 source files each, every file importing the
+   package below it (the import scan reads all 20,000): process start -> first test body, and
    peak RSS of autotest after its first cycle.  Baselines: cold nose in the first package (shown
    for scale; the start-up goal is on the figure itself, as in 5b), and a bare recursive
    watchdog Observer on the same tree.
@@ -1336,12 +1336,12 @@ def pydantic_package(bench: Bench) -> list[Row]:
 
 
 def monorepo_startup(bench: Bench) -> list[Row]:
-    """10. Start-up and memory on a generated monorepo of 80 packages of 200 files each."""
-    count, files = 80, 200
+    """10. Start-up and memory on a generated monorepo of 100 packages of 200 files each."""
+    count, files = 100, 200
     root = bench.tmp / "monorepo"
     marker = Marker(bench.tmp / "markers" / "monorepo")
     for index in range(count):
-        rel = f"{'libs' if index < 40 else 'exporter'}/pkg{index:02d}"
+        rel = f"{'libs' if index < count // 2 else 'exporter'}/pkg{index:02d}"
         make_package(root, rel, marker)
         below = f"pkg{index - 1:02d}" if index else "json"
         for number in range(files):
@@ -1489,6 +1489,15 @@ def staged_runs(bench: Bench) -> list[Row]:
 # ---------------------------------------------------------------------------------------------
 
 
+def autotest_state_dir() -> Path:
+    """Where autotest keeps what it remembers, as README says: $XDG_CACHE_HOME/autotest, else
+    ~/.cache/autotest."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "autotest"
+
+
 def watchdog_matches_names() -> bool:
     """Whether watchdog's pattern ``*.py`` matches a file in a subdirectory (before watchdog 7
     it matched the end of the path; since, the whole path)."""
@@ -1583,12 +1592,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench.procs.stop_all()
         trees = {f"{zlib.crc32(os.fsencode(tree)):08x}" for tree in tmp.iterdir()}
         shutil.rmtree(tmp, ignore_errors=True)
-        # autotest keeps bytecode in a per-user cache mirroring absolute paths: drop ours.
-        mirror = Path(tempfile.gettempdir()) / f"autotest-pycache-{os.getuid()}"
-        shutil.rmtree(mirror / str(tmp).lstrip(os.sep), ignore_errors=True)
+        # autotest keeps bytecode in its state directory, mirroring absolute paths: drop ours.
+        state = autotest_state_dir()
+        shutil.rmtree(state / "pycache" / str(tmp).lstrip(os.sep), ignore_errors=True)
         # ... and the import scan of each tree, kept under a name that starts with a checksum
         # of the tree's path.
-        for kept in (Path(tempfile.gettempdir()) / f"autotest-scan-{os.getuid()}").glob("*"):
+        for kept in (state / "scan").glob("*"):
             if kept.name.split("-", 1)[0] in trees:
                 kept.unlink(missing_ok=True)
         signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -17,11 +17,12 @@ from conftest import Repo, Watch, clean_env, git, load_autotest, run_autotest
 
 
 def fake_venv(venv: Path, marker: Path) -> Path:
-    """A virtualenv whose interpreter notes each start in ``marker``, then is this Python."""
+    """A virtualenv whose interpreter notes each start in ``marker`` (a line: ``started`` and
+    its arguments), then is this Python."""
     (venv / "bin").mkdir(parents=True)
     (venv / "pyvenv.cfg").write_text(f"home = {Path(sys.executable).parent}\n")
     python = venv / "bin" / "python"
-    python.write_text(f'#!/bin/sh\necho started >> "{marker}"\nexec "{sys.executable}" "$@"\n')
+    python.write_text(f'#!/bin/sh\necho "started $*" >> "{marker}"\nexec "{sys.executable}" "$@"\n')
     python.chmod(0o755)
     return python
 
@@ -68,6 +69,20 @@ def test_a_virtualenv_committed_to_git_is_named_and_one_made_locally_is_not(
     rel = committed.relative_to(repo.path)
     assert lines[0] == f"autotest: interpreter from a virtualenv committed to git: {rel}"
     assert done.stdout.count("interpreter from") == 1, done.stdout
+
+
+@posix_only
+def test_a_packages_own_interpreter_is_asked_for_its_runner_at_start_not_again_by_the_first_cycle(
+    repo: Repo, tmp_path: Path
+) -> None:
+    repo.package("alpha")
+    marker = tmp_path / "alpha-started"
+    fake_venv(repo.path / "alpha" / ".venv", marker)
+    done = run_autotest(repo.path, "--once", "--no-warm")
+    assert done.returncode == 0, done.stdout + done.stderr
+    starts = marker.read_text().splitlines()
+    assert sum("autotest-probe" in line for line in starts) == 1, starts
+    assert any(" -m nose" in line for line in starts), "the run used it"
 
 
 @pytest.mark.parametrize("named", ["missing-venv", "not-a-venv"])

@@ -594,6 +594,32 @@ def test_big_ignored_trees_cost_no_watches_and_no_start_up_time(
     sentinel(w, repo, 2, "beta/beta/__init__.py")
 
 
+@needs_linux
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_git_is_asked_once_at_start_what_it_ignores_and_no_watch_goes_below_it(
+    repo: Repo, watch: type[Watch], tmp_path: Path
+) -> None:
+    repo.package("alpha")
+    git(repo.path, "init", "-q")
+    repo.write(".gitignore", "generated-data/\n")
+    for i in range(300):
+        os.makedirs(repo.path / "generated-data" / f"d{i:03}")
+    asked = tmp_path / "git.log"
+    wrapper = tmp_path / "bin" / "git"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{asked}"\nexec "{shutil.which("git")}" "$@"\n')
+    wrapper.chmod(0o755)
+    w = started(
+        watch, repo.path, env=clean_env(PATH=f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
+    )
+    match = re.search(r"\(inotify, (\d+) watches\)", startup_line(w))
+    assert match and int(match[1]) < 300, startup_line(w)
+    whole_dirs = [
+        a for a in asked.read_text().splitlines() if "--ignored" in a and "--directory" in a
+    ]
+    assert len(whole_dirs) == 1, whole_dirs
+
+
 def test_too_few_inotify_watches_falls_back_to_polling(repo: Repo, watch: type[Watch]) -> None:
     repo.package("alpha")
     repo.package("beta")

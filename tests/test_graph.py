@@ -5,6 +5,7 @@ helpers in dependency groups and test-requirements.txt, fixture projects and tem
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -308,6 +309,46 @@ def test_an_unreadable_metadata_file_is_one_warning_naming_it(
     assert len(warnings) == 1, done.stdout
     assert f"libs/broken/{filename}" in warnings[0]
     assert "Traceback" not in done.stdout + done.stderr
+
+
+# Runs the built file's main() with an audit hook counting each open of a pyproject.toml (the
+# event of io.open, which has a mode: Path.open before 3.10 also raises os.open's, without one).
+COUNT_READS = """\
+import collections, importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("autotest", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+sys.modules["autotest"] = module
+spec.loader.exec_module(module)
+reads = collections.Counter()
+def count(event, args):
+    if event == "open" and args[1] is not None and str(args[0]).endswith("pyproject.toml"):
+        reads[str(args[0])] += 1
+sys.addaudithook(count)
+status = module.main(["--root", sys.argv[2], "--plan"])
+sys.stderr.write(json.dumps(reads))
+sys.exit(status)
+"""
+
+
+def test_each_pyproject_toml_is_read_once_for_discovery_metadata_runner_and_selection(
+    repo: Repo,
+) -> None:
+    monorepo(repo)
+    repo.write(
+        "libs/testing/pyproject.toml",
+        '[project]\nname = "acme-testing"\ndependencies = ["acme-core"]\n\n'
+        '[tool.hatch.envs.test.scripts]\nunit = "pytest tests/unit"\n',
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", COUNT_READS, str(AUTOTEST), str(repo.path)],
+        capture_output=True, text=True, env=FAST_ENV, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    reads = json.loads(done.stderr.splitlines()[-1])
+    plan = json.loads(done.stdout)
+    assert [p["runner"] for p in plan["packages"]] == ["pytest"] * 4, "configured at the root"
+    for entry in plan["packages"]:
+        assert reads[str(repo.path / entry["path"] / "pyproject.toml")] == 1, reads
 
 
 py39 = Path.home() / ".pyenv" / "versions" / "3.9.18" / "bin" / "python"
@@ -618,10 +659,11 @@ def test_the_import_scan_is_kept_between_runs_and_read_again_when_stale(tmp_path
     assert second.imports(str(source)) == {"acme_core"}  # not read: taken from the file
     second.want(frozenset({"acme_core", "acme_zore"}))  # a new package: every file again
     assert second.imports(str(source)) == {"acme_zore"}
-    Path(kept).write_text("{not json")
-    third = at.ImportScan()
-    third.load(kept)
-    assert third.files == {}
+    for broken in ("{not json", '{"version": 2, "wanted": null, "sets": [], "files": [1]}'):
+        Path(kept).write_text(broken)
+        third = at.ImportScan()
+        third.load(kept)
+        assert third.imports(str(source)) == {"acme_zore", "json"}, "read: no cache"
 
 
 # ---------------------------------------------------------------------------------------------

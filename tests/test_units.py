@@ -216,6 +216,16 @@ def test_dependency_graph_from_declared_names(repo: Repo) -> None:
     assert by_rel(graph) == {"app": {"foo-bar"}, "foo-bar": set(), "other": {"foo-bar"}}
 
 
+def test_the_packages_inside_a_package_are_found_whatever_names_sort_between_them() -> None:
+    rels = ["a", "a-x", "a/b", "a/b/c", "a/bc", "b"]
+    packages = {r: at.Package(Path("/r", r), r) for r in rels}
+    nested = at.nested_packages(list(packages.values()))
+    inside = {r: sorted(Path(p).relative_to("/r").as_posix() for p in nested[packages[r]])
+              for r in rels}  # fmt: skip
+    assert inside == {"a": ["a/b", "a/b/c", "a/bc"], "a-x": [], "a/b": ["a/b/c"], "a/b/c": [],
+                      "a/bc": [], "b": []}  # fmt: skip
+
+
 def test_dependency_graph_adds_the_imports_of_code_and_tests(repo: Repo) -> None:
     repo.package("core")
     repo.write("lib/pyproject.toml", '[project]\nname = "lib"\n')

@@ -35,6 +35,239 @@ also be set in ``[tool.autotest]`` of the root pyproject.toml or ``[autotest]`` 
 from __future__ import annotations
 
 
+# ==================== src/autotest/state.py =======================================================
+"""The private state directory: where autotest keeps what it remembers outside the repository
+(bytecode, the failing runs' output, the import scan, run times), made and checked to be this
+user's alone.  It comes first among the modules: a script run of the file needs it before any
+other (see bytecode).
+"""
+
+# from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+POSIX = os.name == "posix"  # every POSIX/Windows branch (see platform) starts from this
+
+
+@dataclass(frozen=True)
+class StateDir:
+    """Where autotest keeps what it remembers outside the repository (bytecode, failing runs'
+    output, the import scan, run times): ``path``, private to this user, or None when no
+    private place could be made.  ``refused`` says why the usual place, ``usual``, was not
+    used ("" when it was)."""
+
+    path: Path | None
+    usual: Path
+    refused: str = ""
+
+
+def usual_state_dir() -> Path:
+    """$XDG_CACHE_HOME/autotest, else ~/.cache/autotest (a relative XDG_CACHE_HOME is ignored,
+    as the XDG spec says)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "autotest"
+
+
+def foreign_owner(st: os.stat_result) -> bool:
+    """Whether another user owns the file (never on Windows, which has no uid)."""
+    return hasattr(os, "getuid") and st.st_uid != os.getuid()
+
+
+def open_to_others(directory: Path) -> str:
+    """Why other local users could swap what lies in ``directory`` (empty when they cannot):
+    it belongs to someone other than this user or root, or it is writable by others without
+    the sticky bit (/tmp has it: there, no one renames another's entries)."""
+    st = os.stat(directory)
+    if foreign_owner(st) and st.st_uid != 0:
+        return f"{directory} belongs to another user (uid {st.st_uid})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+        return f"{directory} is writable by other users"
+    return ""
+
+
+def private_dir_problem(path: Path) -> str:
+    """Make ``path`` this user's private directory: created 0700 where missing, then checked,
+    without following a link, to be a directory of this user's, and closed to others (mode
+    0700, set through its descriptor).  Empty when it is; else why it cannot be used."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        problem = open_to_others(path.parent) if POSIX else ""
+        if problem:
+            return problem
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+        seen = os.lstat(path)
+        if stat.S_ISLNK(seen.st_mode):
+            return f"{path} is a symbolic link"
+        if not stat.S_ISDIR(seen.st_mode):
+            return f"{path} is not a directory"
+        if foreign_owner(seen):
+            return f"{path} belongs to another user (uid {seen.st_uid})"
+        if not POSIX:
+            return ""
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            held = os.fstat(fd)
+            if (held.st_dev, held.st_ino) != (seen.st_dev, seen.st_ino):
+                return f"{path} was replaced while it was checked"
+            if stat.S_IMODE(held.st_mode) != 0o700:
+                os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    return ""
+
+
+def private_state_dir(usual: Path) -> StateDir:
+    """``usual`` when it can be made this user's private directory; else a fresh private
+    temporary directory (mkdtemp makes it 0700, under a name no one can guess)."""
+    refused = private_dir_problem(usual)
+    if not refused:
+        return StateDir(usual, usual)
+    try:
+        return StateDir(Path(tempfile.mkdtemp(prefix="autotest-")), usual, refused)
+    except OSError as exc:
+        return StateDir(None, usual, f"{refused}; and {exc.strerror or exc}")
+
+
+@functools.lru_cache(maxsize=1)
+def state_dir() -> StateDir:
+    """The one place per-user state lives, made once per process (a fallback directory made
+    twice would split what one session remembers)."""
+    return private_state_dir(usual_state_dir())
+
+
+def state_path(*parts: str) -> Path | None:
+    """A path inside the private state directory; None when there is none."""
+    base = state_dir().path
+    return None if base is None else base.joinpath(*parts)
+
+
+def private_subdir(path: Path) -> bool:
+    """Create ``path`` (inside the private state directory) 0700; whether it is a directory."""
+    missing = [path, *(p for p in path.parents if not os.path.lexists(p))]
+    for folder in reversed(missing):  # each 0700: makedirs gives the mode to the last alone
+        with contextlib.suppress(OSError):
+            folder.mkdir(mode=0o700)
+    return path.is_dir() and not path.is_symlink()
+
+
+# ==================== src/autotest/bytecode.py ====================================================
+"""Where bytecode is kept: the runs', and this file's own, which it is run from.
+
+CPython never keeps the bytecode of the script it is asked to run, and it keeps the script's
+whole syntax tree in memory until the script returns: for autotest, the whole session, some
+20 MB for this one big file.  So a script run of the built file, as soon as it knows the
+private state directory (the one module above this one), replaces itself (``exec``: the same
+process, its signals, its terminal) with an interpreter that loads the file as an import would,
+from bytecode kept in that directory (compiled and written there the first time, and again
+whenever the file changes), and runs it as ``__main__``.  That run finds ``__cached__`` set and
+goes on in place.  The modules below this one are not even imported before the exec.
+"""
+
+# from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+# from .state import POSIX, private_dir_problem, state_path, usual_state_dir
+
+BYTECODE_DIR = "pycache"  # in the state directory; the prefix mirrors absolute paths
+
+
+def pycache_dir() -> str | None:
+    """One bytecode cache for every repository (the prefix mirrors absolute paths), in the
+    private state directory: bytecode another user could write would run as this one."""
+    path = state_path(BYTECODE_DIR)
+    return None if path is None else str(path)
+
+
+# What the new interpreter runs (``python -c LOADER PREFIX PATH0 FILE ARGS...``): the file's
+# code, from bytecode under PREFIX (read, or compiled and written there), as ``__main__`` with
+# ``__cached__`` set, sys.argv and sys.path[0] as a script run has them.
+LOADER = """\
+import sys
+def run(prefix, path0, path):
+    from importlib.machinery import SourceFileLoader
+    from importlib.util import cache_from_source
+    sys.argv[:4] = [path]
+    if sys.path and sys.path[0] == "":
+        sys.path[0] = path0
+    loader = SourceFileLoader("__main__", path)
+    kept, sys.pycache_prefix = sys.pycache_prefix, prefix
+    try:
+        code, cached = loader.get_code("__main__"), cache_from_source(path)
+    finally:
+        sys.pycache_prefix = kept
+    main = sys.modules["__main__"].__dict__
+    del main["run"]
+    main.update(__file__=path, __loader__=loader, __cached__=cached)
+    exec(code, main)
+run(*sys.argv[1:4])
+"""
+
+
+def interpreter_options(orig_argv: Sequence[str] | None, argv: Sequence[str]) -> list[str] | None:
+    """The options the interpreter was started with (``-X dev``, ``-W error``, ``-u``): what
+    comes between it and the script in ``sys.orig_argv``; None when that is not known (before
+    Python 3.10) or does not end with ``argv``."""
+    if orig_argv is None or not argv or len(orig_argv) <= len(argv):
+        return None
+    if list(orig_argv[len(orig_argv) - len(argv) :]) != list(argv):
+        return None
+    return list(orig_argv[1 : len(orig_argv) - len(argv)])
+
+
+def bytecode_argv(script: str, path0: str, prefix: str) -> list[str] | None:
+    """The command line that runs ``script`` from bytecode under ``prefix``, with this
+    interpreter and its options and the script's arguments; None when it cannot be told."""
+    options = interpreter_options(getattr(sys, "orig_argv", None), sys.argv)
+    if options is None or not sys.executable:
+        return None
+    return [sys.executable, *options, "-c", LOADER, prefix, path0, script, *sys.argv[1:]]
+
+
+def bytecode_prefix() -> str | None:
+    """Where this file's bytecode is kept: the usual state directory, when it is this user's
+    private one (a fallback directory, made afresh by each process, would keep nothing)."""
+    usual = usual_state_dir()
+    return None if private_dir_problem(usual) else str(usual / BYTECODE_DIR)
+
+
+def run_from_bytecode(script: str, path0: str) -> None:
+    """Replace this process with one running ``script`` from its kept bytecode.  Returns only
+    where it does not: without a process-keeping ``exec`` (Windows), before Python 3.10 (the
+    interpreter's options are not known), with bytecode not to be written, or with no private
+    state directory; then the script goes on as it was started."""
+    if not POSIX or sys.dont_write_bytecode or not os.path.isfile(script):
+        return
+    prefix = bytecode_prefix()
+    argv = bytecode_argv(script, path0, prefix) if prefix is not None else None
+    if argv is None:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    try:
+        os.execv(argv[0], argv)
+    except OSError:
+        return  # it could not be replaced (no memory, argument list too long): go on in place
+
+
+if __name__ == "__main__" and globals().get("__cached__") is None:
+    run_from_bytecode(__file__, sys.path[0] if sys.path else "")
+
+
 # ==================== src/autotest/warm_server.py =================================================
 """What runs inside another interpreter: the warm server that forks each run, and the two
 questions put to a package's own interpreter (its facts; whether it can import a module).
@@ -66,6 +299,7 @@ forked with all they started, pid read or not, and ends without a word.
 # from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 from collections.abc import Collection, Sequence
 from typing import Any, Callable, NoReturn
@@ -609,12 +843,19 @@ BOOTSTRAP = (
 
 def sent_call(function: Callable[..., object], *args: object) -> bytes:
     """What BOOTSTRAP reads on stdin to call ``function(*args)`` in another interpreter."""
-    import inspect
     import json
 
     assert function in SENT_FUNCTIONS, function
-    source = "".join(inspect.getsource(f) + "\n" for f in SENT_FUNCTIONS)
-    return json.dumps({"source": source, "call": function.__name__, "args": args}).encode()
+    return json.dumps({"source": sent_source(), "call": function.__name__, "args": args}).encode()
+
+
+@functools.lru_cache(maxsize=1)
+def sent_source() -> str:
+    """The source of the functions sent, taken once per process: inspect tokenizes each one's
+    lines, and a warm interpreter starts every cycle."""
+    import inspect
+
+    return "".join(inspect.getsource(f) + "\n" for f in SENT_FUNCTIONS)
 
 
 # ==================== src/autotest/basics.py ======================================================
@@ -813,13 +1054,16 @@ def changed_since_ref(root: Path, ref: str) -> list[str]:
 
 # ==================== src/autotest/toml_files.py ==================================================
 """Reading TOML: the standard library's tomllib from Python 3.11, tomli (the same parser)
-before.  Discovery, metadata, the runners and the options all read pyproject.toml through
-``load_toml``, so a file too deep or too big for the parser fails the same way everywhere."""
+before.  Discovery, metadata, the runners and the options all parse pyproject.toml through
+``parse_toml``, so a file too deep or too big for the parser fails the same way everywhere;
+discovery reads each once per refresh and hands it on (``TomlFiles``)."""
 
 # from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -852,10 +1096,64 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise UsageError(TOML_READER_MISSING)
     try:
         with open(path, "rb") as f:
-            data: dict[str, Any] = tomllib.load(f)
+            return parse_toml(f.read())
+    except MemoryError as exc:
+        raise ValueError(f"{type(exc).__name__}: {exc}") from None
+
+
+def parse_toml(raw: bytes) -> dict[str, Any]:
+    """The tables of a file's bytes; failing only with ValueError (see ``load_toml``)."""
+    if tomllib is None:
+        raise UsageError(TOML_READER_MISSING)
+    try:
+        data: dict[str, Any] = tomllib.loads(raw.decode())
     except (RecursionError, MemoryError, UnicodeDecodeError) as exc:
         raise ValueError(f"{type(exc).__name__}: {exc}") from None
     return data
+
+
+@dataclass(frozen=True)
+class TomlFile:
+    """A TOML file read once: its text, which discovery searches for table headers (a file
+    that does not parse still says it declares a project), and its tables, or why it does not
+    parse."""
+
+    text: str  # with universal newlines, as read_text() gives it
+    data: dict[str, Any] | None  # None when it does not parse
+    error: str = ""
+
+    def tables(self) -> dict[str, Any]:
+        """The tables; ValueError, with why, when the file does not parse."""
+        if self.data is None:
+            raise ValueError(self.error)
+        return self.data
+
+
+def read_toml(path: Path) -> TomlFile:
+    """The file, read and parsed once; OSError when it cannot be read."""
+    try:
+        raw = path.read_bytes()
+    except MemoryError as exc:
+        return TomlFile("", None, f"{type(exc).__name__}: {exc}")
+    text = raw.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+    try:
+        return TomlFile(text, parse_toml(raw))
+    except ValueError as exc:
+        return TomlFile(text, None, str(exc) or type(exc).__name__)
+
+
+@dataclass(frozen=True)
+class TomlFiles:
+    """The pyproject.toml files one discovery read, by path, handed on to what reads the
+    packages (their metadata, their runner, their selection), so that a refresh reads and
+    parses each file once.  A file not among them is read when asked for."""
+
+    read: Mapping[Path, TomlFile] = field(default_factory=dict)
+
+    def tables(self, path: Path) -> dict[str, Any]:
+        """The file's tables; OSError or ValueError as ``load_toml``."""
+        known = self.read.get(path)
+        return load_toml(path) if known is None else known.tables()
 
 
 # ==================== src/autotest/platform.py ====================================================
@@ -875,22 +1173,18 @@ import select
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 # from .basics import KEY_POLL, LEFTOVER_WAIT, POLL_INTERVAL, TASKKILL_TIMEOUT, Terminated
+# from .state import POSIX
 # from .warm_server import child_pids, kill_with_group
-
-POSIX = os.name == "posix"
 
 
 def can_fork_server() -> bool:
@@ -1046,112 +1340,6 @@ def wait_readable(fds: Iterable[int], timeout: float) -> None:
             selector.select(timeout)
         else:
             time.sleep(timeout)
-
-
-@dataclass(frozen=True)
-class StateDir:
-    """Where autotest keeps what it remembers outside the repository (bytecode, failing runs'
-    output, the import scan, run times): ``path``, private to this user, or None when no
-    private place could be made.  ``refused`` says why the usual place, ``usual``, was not
-    used ("" when it was)."""
-
-    path: Path | None
-    usual: Path
-    refused: str = ""
-
-
-def usual_state_dir() -> Path:
-    """$XDG_CACHE_HOME/autotest, else ~/.cache/autotest (a relative XDG_CACHE_HOME is ignored,
-    as the XDG spec says)."""
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    if not os.path.isabs(base):
-        base = os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "autotest"
-
-
-def foreign_owner(st: os.stat_result) -> bool:
-    """Whether another user owns the file (never on Windows, which has no uid)."""
-    return hasattr(os, "getuid") and st.st_uid != os.getuid()
-
-
-def open_to_others(directory: Path) -> str:
-    """Why other local users could swap what lies in ``directory`` (empty when they cannot):
-    it belongs to someone other than this user or root, or it is writable by others without
-    the sticky bit (/tmp has it: there, no one renames another's entries)."""
-    st = os.stat(directory)
-    if foreign_owner(st) and st.st_uid != 0:
-        return f"{directory} belongs to another user (uid {st.st_uid})"
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
-        return f"{directory} is writable by other users"
-    return ""
-
-
-def private_dir_problem(path: Path) -> str:
-    """Make ``path`` this user's private directory: created 0700 where missing, then checked,
-    without following a link, to be a directory of this user's, and closed to others (mode
-    0700, set through its descriptor).  Empty when it is; else why it cannot be used."""
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        problem = open_to_others(path.parent) if POSIX else ""
-        if problem:
-            return problem
-        with contextlib.suppress(FileExistsError):
-            path.mkdir(mode=0o700)
-        seen = os.lstat(path)
-        if stat.S_ISLNK(seen.st_mode):
-            return f"{path} is a symbolic link"
-        if not stat.S_ISDIR(seen.st_mode):
-            return f"{path} is not a directory"
-        if foreign_owner(seen):
-            return f"{path} belongs to another user (uid {seen.st_uid})"
-        if not POSIX:
-            return ""
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        try:
-            held = os.fstat(fd)
-            if (held.st_dev, held.st_ino) != (seen.st_dev, seen.st_ino):
-                return f"{path} was replaced while it was checked"
-            if stat.S_IMODE(held.st_mode) != 0o700:
-                os.fchmod(fd, 0o700)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        return f"{path}: {exc.strerror or exc}"
-    return ""
-
-
-def private_state_dir(usual: Path) -> StateDir:
-    """``usual`` when it can be made this user's private directory; else a fresh private
-    temporary directory (mkdtemp makes it 0700, under a name no one can guess)."""
-    refused = private_dir_problem(usual)
-    if not refused:
-        return StateDir(usual, usual)
-    try:
-        return StateDir(Path(tempfile.mkdtemp(prefix="autotest-")), usual, refused)
-    except OSError as exc:
-        return StateDir(None, usual, f"{refused}; and {exc.strerror or exc}")
-
-
-@functools.lru_cache(maxsize=1)
-def state_dir() -> StateDir:
-    """The one place per-user state lives, made once per process (a fallback directory made
-    twice would split what one session remembers)."""
-    return private_state_dir(usual_state_dir())
-
-
-def state_path(*parts: str) -> Path | None:
-    """A path inside the private state directory; None when there is none."""
-    base = state_dir().path
-    return None if base is None else base.joinpath(*parts)
-
-
-def private_subdir(path: Path) -> bool:
-    """Create ``path`` (inside the private state directory) 0700; whether it is a directory."""
-    missing = [path, *(p for p in path.parents if not os.path.lexists(p))]
-    for folder in reversed(missing):  # each 0700: makedirs gives the mode to the last alone
-        with contextlib.suppress(OSError):
-            folder.mkdir(mode=0o700)
-    return path.is_dir() and not path.is_symlink()
 
 
 def free_room(fd: int, path: str) -> int | None:
@@ -1793,17 +1981,16 @@ of its own, not test data of another package, a template or workspace configurat
 
 # from __future__ import annotations
 
-import contextlib
 import fnmatch
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 # from .ignore import holds_no_packages
-# from .toml_files import load_toml
+# from .toml_files import TomlFile, TomlFiles, read_toml
 
 PACKAGE_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg")
 
@@ -1841,12 +2028,13 @@ def is_searchable(path: str) -> bool:
 
 @dataclass(frozen=True)
 class Discovery:
-    """The packages below a root, the projects found that are not packages (with why), and
-    the directories that could not be read."""
+    """The packages below a root, the projects found that are not packages (with why), the
+    directories that could not be read, and every pyproject.toml read on the way."""
 
     packages: tuple[Package, ...]
     left_out: tuple[tuple[str, str], ...] = ()
     unreadable: tuple[str, ...] = ()
+    tomls: TomlFiles = field(default_factory=TomlFiles)
 
 
 # A directory named like this holds example or sample projects (``examples/``), or is one
@@ -1891,13 +2079,22 @@ def path_glob_matches(rel: str, glob: str) -> bool:
     )  # fmt: skip
 
 
-def declared_workspace(directory: str, rel: str) -> Workspace | None:
-    """The workspace a directory's pyproject.toml declares, if it declares one."""
+def read_pyproject(directory: Path) -> TomlFile | None:
+    """The directory's pyproject.toml, read once; None when there is none it can read."""
     try:
-        data = load_toml(Path(directory) / "pyproject.toml")
-    except (OSError, ValueError):
+        return read_toml(directory / "pyproject.toml")
+    except OSError:
         return None
-    declared = data.get("tool", {}).get("uv", {}).get("workspace")
+
+
+def declared_workspace(pyproject: TomlFile | None, directory: str, rel: str) -> Workspace | None:
+    """The workspace a directory's pyproject.toml declares, if it declares one."""
+    data = pyproject.data if pyproject is not None else None
+    if data is None:
+        return None
+    tool = data.get("tool")
+    uv = tool.get("uv") if isinstance(tool, dict) else None
+    declared = uv.get("workspace") if isinstance(uv, dict) else None
     if not isinstance(declared, dict):
         return None
     listed = [declared.get(k) for k in ("members", "exclude")]
@@ -1930,7 +2127,9 @@ def below(place: Place, entry: os.DirEntry[str], rel: str, importable: bool) -> 
     return ""
 
 
-def project_verdict(place: Place, rel: str, names: set[str]) -> str | None:
+def project_verdict(
+    place: Place, rel: str, names: set[str], pyproject: TomlFile | None
+) -> str | None:
     """None when the directory is a package; else why the project in it is not one ("" when
     there is no project at all)."""
     if not names & set(PACKAGE_MARKERS):
@@ -1944,7 +2143,7 @@ def project_verdict(place: Place, rel: str, names: set[str]) -> str | None:
         return f"not a member of the workspace declared in {where}"
     if workspace is None and place.example:
         return f"an example: in {place.example}"
-    configuration_only = holds_configuration_only(Path(place.path))
+    configuration_only = holds_configuration_only(Path(place.path), pyproject)
     return "workspace or tool configuration only, no project" if configuration_only else None
 
 
@@ -1953,11 +2152,16 @@ class Walk:
     found: list[Package]
     left_out: list[tuple[str, str]]
     unreadable: list[str]
+    tomls: dict[Path, TomlFile]
 
 
-def walk(root: Path, root_package: str | None, excluded: Callable[[str, str], bool] | None) -> Walk:
-    """Every project below ``root``, judged; never following a link out of it."""
-    result = Walk([], [], [])
+def walk(
+    root: Path, root_package: str | None, excluded: Callable[[str, str], bool] | None,
+    root_pyproject: TomlFile | None,
+) -> Walk:  # fmt: skip
+    """Every project below ``root``, judged; never following a link out of it.
+    ``root_pyproject``: the root's pyproject.toml, already read."""
+    result = Walk([], [], [], {})
     stack = [Place(str(root), "", root_package, ())]
     while stack:
         place = stack.pop()
@@ -1974,10 +2178,16 @@ def walk(root: Path, root_package: str | None, excluded: Callable[[str, str], bo
         names = {e.name for e in entries}
         rel = Path(place.path).relative_to(root).as_posix() if place.path != str(root) else ""
         package, workspaces = place.package, place.workspaces
-        if "pyproject.toml" in names:
-            workspace = declared_workspace(place.path, rel)
+        pyproject = (
+            root_pyproject if not rel
+            else read_pyproject(Path(place.path)) if "pyproject.toml" in names
+            else None
+        )  # fmt: skip
+        if pyproject is not None:
+            result.tomls[Path(place.path, "pyproject.toml")] = pyproject
+            workspace = declared_workspace(pyproject, place.path, rel)
             workspaces += (workspace,) if workspace is not None else ()
-        verdict = project_verdict(place, rel, names) if rel else ""
+        verdict = project_verdict(place, rel, names, pyproject) if rel else ""
         if verdict is None:
             result.found.append(Package(Path(place.path), rel))
             package = rel
@@ -2004,44 +2214,47 @@ def discover(root: Path, excluded: Callable[[str, str], bool] | None = None) -> 
     holding project metadata is the one package when no package lies below it; while one
     does, the root is no package and its tests directory holds packages too (a repository's
     shared test utilities)."""
-    root_is_project = holds_package_metadata(root)
-    found = walk(root, root.name if root_is_project else None, excluded)
+    root_pyproject = read_pyproject(root)
+    root_is_project = holds_package_metadata(root, root_pyproject)
+    found = walk(root, root.name if root_is_project else None, excluded, root_pyproject)
     if found.found and root_is_project:
-        found = walk(root, None, excluded)
+        found = walk(root, None, excluded, root_pyproject)
     elif root_is_project:
         found.found.append(Package(root, root.name or str(root)))
     return Discovery(
         tuple(sorted(found.found, key=lambda p: p.rel)),
         tuple(sorted(found.left_out)),
         tuple(sorted(found.unreadable)),
+        TomlFiles(found.tomls),
     )
 
 
-def holds_configuration_only(directory: Path) -> bool:
+def holds_configuration_only(directory: Path, pyproject: TomlFile | None) -> bool:
     """Tables of tools or a workspace, and no project: a pyproject.toml or setup.cfg that
     configures something (``[tool.ruff]``, ``[flake8]``) but declares no project, and no
-    setup.py.  A marker file with no tables at all still marks a project."""
-    if holds_package_metadata(directory):
+    setup.py.  A marker file with no tables at all still marks a project.  ``pyproject``: the
+    directory's pyproject.toml, as read (None when it has none)."""
+    if holds_package_metadata(directory, pyproject):
         return False
-    for name in ("pyproject.toml", "setup.cfg"):
-        with contextlib.suppress(OSError):
-            if re.search(r"^\s*\[", (directory / name).read_text(errors="replace"), re.M):
-                return True
-    return False
+    texts = (pyproject.text if pyproject is not None else "", setup_cfg_text(directory))
+    return any(re.search(r"^\s*\[", text, re.M) for text in texts)
 
 
-def holds_package_metadata(directory: Path) -> bool:
+def holds_package_metadata(directory: Path, pyproject: TomlFile | None) -> bool:
     """A project of its own, not workspace or tool configuration alone."""
     if (directory / "setup.py").is_file():
         return True
-    for name, pattern in (
-        ("pyproject.toml", r"^\[(project|tool\.poetry)\]"),
-        ("setup.cfg", r"^\[(metadata|options)\]"),
-    ):
-        with contextlib.suppress(OSError):
-            if re.search(pattern, (directory / name).read_text(errors="replace"), re.M):
-                return True
-    return False
+    if pyproject is not None and re.search(r"^\[(project|tool\.poetry)\]", pyproject.text, re.M):
+        return True
+    return re.search(r"^\[(metadata|options)\]", setup_cfg_text(directory), re.M) is not None
+
+
+def setup_cfg_text(directory: Path) -> str:
+    """The directory's setup.cfg ("" when there is none it can read)."""
+    try:
+        return (directory / "setup.cfg").read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def owner_of(path: str, packages: Sequence[Package]) -> Package | None:
@@ -2068,10 +2281,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 # from .discovery import PACKAGE_MARKERS, Package
-# from .toml_files import load_toml
+# from .toml_files import TomlFiles
 
 
 def normalize_name(name: str) -> str:
@@ -2150,9 +2363,10 @@ def hatch_requirements(envs: Any) -> list[Declared]:
     ]
 
 
-def readable_toml(path: Path) -> dict[str, Any]:
+def readable_toml(path: Path, tomls: TomlFiles | None = None) -> dict[str, Any]:
+    """The file's tables, as ``tomls`` holds them or read now."""
     try:
-        return load_toml(path)
+        return (tomls or TomlFiles()).tables(path)
     except (OSError, ValueError, UnicodeDecodeError, RecursionError, MemoryError) as exc:
         raise UnreadableFile(str(exc) or type(exc).__name__) from None
 
@@ -2162,8 +2376,10 @@ def hatch_toml_requirements(path: Path) -> tuple[str | None, list[Declared]]:
     return None, hatch_requirements(readable_toml(path).get("envs"))
 
 
-def pyproject_requirements(path: Path) -> tuple[str | None, list[Declared]]:
-    data = readable_toml(path)
+def pyproject_requirements(
+    path: Path, tomls: TomlFiles | None = None
+) -> tuple[str | None, list[Declared]]:
+    data = readable_toml(path, tomls)
     project: dict[str, Any] = data["project"] if isinstance(data.get("project"), dict) else {}
     found = declared_names(project.get("dependencies"), "")
     extras = project.get("optional-dependencies")
@@ -2295,12 +2511,16 @@ class Metadata:
     unreadable: tuple[tuple[str, str], ...] = ()
 
 
-def read_metadata(package: Package, root: Path | None = None) -> Metadata:
+def read_metadata(
+    package: Package, root: Path | None = None, tomls: TomlFiles | None = None
+) -> Metadata:
+    """What the package declares; ``tomls``: the pyproject.toml files discovery read, so
+    that they are not read again."""
     name: str | None = None
     declared: list[Declared] = []
     unreadable: list[tuple[str, str]] = []
-    readers = (
-        ("pyproject.toml", pyproject_requirements),
+    readers: tuple[tuple[str, Callable[[Path], tuple[str | None, list[Declared]]]], ...] = (
+        ("pyproject.toml", lambda path: pyproject_requirements(path, tomls)),
         ("setup.cfg", setup_cfg_requirements),
         ("setup.py", setup_py_requirements),
         ("hatch.toml", hatch_toml_requirements),
@@ -2342,7 +2562,7 @@ from pathlib import Path
 
 # from .discovery import EXAMPLE_NAME, MAX_SCANNED_BYTES, TEST_DIR_NAMES, Package
 # from .ignore import holds_no_packages, other_device
-# from .platform import state_path
+# from .state import state_path
 
 NAMESPACE_DEPTH = 6  # namespace packages nest this deep at most (``a.b.c.d.e.f``)
 
@@ -2477,7 +2697,7 @@ def is_test_module(name: str) -> bool:
     return name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py"
 
 
-SCAN_CACHE_VERSION = 2
+SCAN_CACHE_VERSION = 3  # 2: each distinct set of names once; 3: and computed imports
 
 
 KEEP_SCAN_FROM = 1000  # Python files; a smaller tree is read again faster than a cache is
@@ -2491,13 +2711,15 @@ def scan_cache_file(root: Path) -> str | None:
     return None if path is None else str(path)
 
 
+# A file's mtime (ns), its size, what it imports, whether it imports by computed names.
+Scanned = tuple[int, int, frozenset[str], bool]
+
+
 @dataclass(frozen=True)
 class ScannedFile:
-    """One Python file as the scan read it: when (mtime, size), what it imports, and whether
-    it imports a module whose name it computes."""
+    """One Python file as the scan read it: what it imports, and whether it imports a module
+    whose name it computes."""
 
-    mtime: int
-    size: int
     names: frozenset[str]
     dynamic: bool
 
@@ -2511,52 +2733,60 @@ class ImportScan:
     """What each Python file imports of the ``wanted`` top-level modules (the packages'),
     kept by (mtime, size), and what each package imports, kept until a path inside it
     changes.  A change costs reading the changed files and walking the packages that hold
-    them; kept in a file between runs, a start costs one ``stat`` per file."""
+    them; kept in a file between runs, a start costs one ``stat`` per file.  The files of one
+    package mostly import the same names: each distinct set is held once, however many files
+    import it."""
 
     def __init__(self, device: int | None = None) -> None:
         self.device = device  # the root's file system: the scan stays on it (None: crosses)
         self.wanted: frozenset[str] | None = None  # None: every module
-        self.files: dict[str, ScannedFile] = {}
+        self.files: dict[str, Scanned] = {}  # the files looked up: only these are kept
+        self.kept: dict[str, Scanned] = {}  # read back from the last run, not looked up yet
+        self.sets: dict[frozenset[str], frozenset[str]] = {}  # each distinct set, once
         self.packages: dict[Path, dict[str, set[str]]] = {}
         self.changed = False
-        self.looked_up: set[str] = set()  # only these are kept: the others are gone
 
     def want(self, wanted: frozenset[str] | None) -> None:
         """Look for these modules from now on; a different set means reading every file."""
         if wanted != self.wanted:
             self.wanted = wanted
             self.files.clear()
+            self.kept.clear()
+            self.sets.clear()
             self.packages.clear()
+
+    def shared(self, names: frozenset[str]) -> frozenset[str]:
+        return self.sets.setdefault(names, names)
 
     def load(self, path: str | None) -> None:
         """Start from what an earlier run read, if anything; a cache that cannot be read is
         no cache."""
         if path is None:
             return
-        with contextlib.suppress(OSError, ValueError, TypeError, KeyError, AttributeError):
+        with contextlib.suppress(
+            OSError, ValueError, TypeError, KeyError, IndexError, AttributeError
+        ):
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
             if data["version"] == SCAN_CACHE_VERSION:
                 wanted = data["wanted"]
+                sets = [self.shared(frozenset(names)) for names in data["sets"]]
+                kept = {p: (m, s, sets[i], bool(d)) for p, (m, s, i, d) in data["files"].items()}
                 self.wanted = None if wanted is None else frozenset(wanted)
-                self.files = {
-                    p: ScannedFile(m, s, frozenset(n), bool(d))
-                    for p, (m, s, n, d) in data["files"].items()
-                }
+                self.kept = kept
 
     def save(self, path: str | None) -> None:
-        """Keep what was read for the next run, in one atomic write (0600), if anything
+        """Keep what was looked up for the next run, in one atomic write (0600), if anything
         changed."""
         if not self.changed or path is None:
             return
+        distinct = dict.fromkeys(names for _, _, names, _ in self.files.values())
+        index = {names: i for i, names in enumerate(distinct)}
         data = {
             "version": SCAN_CACHE_VERSION,
             "wanted": None if self.wanted is None else sorted(self.wanted),
-            "files": {
-                p: (f.mtime, f.size, sorted(f.names), f.dynamic)
-                for p, f in self.files.items()
-                if p in self.looked_up
-            },
+            "sets": [sorted(names) for names in index],
+            "files": {p: (m, s, index[n], d) for p, (m, s, n, d) in self.files.items()},
         }
         with contextlib.suppress(OSError):
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -2574,19 +2804,20 @@ class ImportScan:
             for directory in [d for d in self.packages if path.startswith(str(d) + os.sep)]:
                 del self.packages[directory]
 
-    def imports(self, path: str) -> frozenset[str]:
-        """What the file imports: from the cache while its mtime and size are unchanged."""
-        return self.scanned(path).names
+    def imports(self, path: str, entry: os.DirEntry[str] | None = None) -> frozenset[str]:
+        """What the file imports: from the cache while its mtime and size are unchanged
+        (``entry``: its directory entry, when a walk found it)."""
+        return self.scanned(path, entry).names
 
-    def scanned(self, path: str) -> ScannedFile:
+    def scanned(self, path: str, entry: os.DirEntry[str] | None = None) -> ScannedFile:
         """The file as last read (an unreadable one imports nothing)."""
-        self.looked_up.add(path)
-        known = self.files.get(path)
+        known = self.files.get(path) or self.kept.pop(path, None)
         try:
             if known is not None:
-                stat = os.stat(path)
-                if (known.mtime, known.size) == (stat.st_mtime_ns, stat.st_size):
-                    return known
+                stat = entry.stat() if entry is not None else os.stat(path)
+                if known[:2] == (stat.st_mtime_ns, stat.st_size):
+                    self.files[path] = known
+                    return ScannedFile(known[2], known[3])
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))  # half open()'s cost
             try:
                 stat = os.fstat(fd)
@@ -2595,36 +2826,56 @@ class ImportScan:
             finally:
                 os.close(fd)
         except OSError:
-            return ScannedFile(0, 0, frozenset(), False)
-        imported = imports_in(source, self.wanted) if source else frozenset()
-        found = ScannedFile(stat.st_mtime_ns, stat.st_size, imported, imports_dynamically(source))
-        self.files[path] = found
+            return ScannedFile(frozenset(), False)
+        imported = self.shared(imports_in(source, self.wanted) if source else frozenset())
+        dynamic = imports_dynamically(source)
+        self.files[path] = (stat.st_mtime_ns, stat.st_size, imported, dynamic)
         self.changed = True
-        return found
+        return ScannedFile(imported, dynamic)
 
     def package_imports(self, package: Package, others: Iterable[str]) -> dict[str, set[str]]:
         """The names the package's code imports (``code``) and its tests import (``tests``),
-        leaving out ``others``: the directories of packages nested inside it."""
+        leaving out ``others``: the directories of packages nested inside it.  Walked as
+        os.walk would (no link to a directory followed), with each file's directory entry
+        handed on: no path is joined twice."""
         if package.path in self.packages:
             return self.packages[package.path]
-        code: set[str] = set()
-        tests: set[str] = set()
+        found: dict[str, set[str]] = {"code": set(), "tests": set()}
         skip = set(others)
-        top = str(package.path)
-        for directory, dirnames, filenames in os.walk(top):
-            dirnames[:] = [
-                d for d in dirnames
-                if not holds_no_packages(d, os.path.join(directory, d))
-                and os.path.join(directory, d) not in skip
-                and not other_device(os.path.join(directory, d), self.device)
-            ]  # fmt: skip
-            inside_tests = not TEST_DIR_NAMES.isdisjoint(directory[len(top) :].split(os.sep))
-            for name in filenames:
-                if name.endswith(".py"):
-                    found = tests if inside_tests or is_test_module(name) else code
-                    found |= absolute_only(self.imports(os.path.join(directory, name)))
-        self.packages[package.path] = {"code": code, "tests": tests}
-        return self.packages[package.path]
+        pending = [(str(package.path), False)]  # a directory, and whether it lies in tests
+        while pending:
+            directory, in_tests = pending.pop()
+            try:
+                with os.scandir(directory) as scan:
+                    entries = list(scan)
+            except OSError:
+                continue
+            for entry in entries:
+                if is_directory(entry):
+                    if not entry.is_symlink() and self.walks_into(entry, skip):
+                        pending.append((entry.path, in_tests or entry.name in TEST_DIR_NAMES))
+                elif entry.name.endswith(".py"):
+                    kind = "tests" if in_tests or is_test_module(entry.name) else "code"
+                    found[kind] |= absolute_only(self.imports(entry.path, entry))
+        self.packages[package.path] = found
+        return found
+
+    def walks_into(self, entry: os.DirEntry[str], skip: Container[str]) -> bool:
+        """Whether the scan goes down into a directory: not a tool's, not a nested package's,
+        not another file system's."""
+        return not (
+            holds_no_packages(entry.name, entry.path)
+            or entry.path in skip
+            or other_device(entry.path, self.device)
+        )
+
+
+def is_directory(entry: os.DirEntry[str]) -> bool:
+    """A directory, or a link to one; as os.walk has it, an entry that cannot tell is none."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 # ==================== src/autotest/graph.py =======================================================
@@ -2640,9 +2891,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# from .discovery import TEST_DIR_NAMES, Package, owner_of
+# from .discovery import TEST_DIR_NAMES, Package
 # from .imports import ImportScan, provided_modules
 # from .metadata import read_metadata
+# from .toml_files import TomlFiles
 
 
 @dataclass(frozen=True)
@@ -2698,12 +2950,13 @@ def test_module_names(packages: Sequence[Package]) -> frozenset[str]:
 
 
 def dependency_graph(
-    packages: Sequence[Package], root: Path | None = None, scan: ImportScan | None = None
-) -> DependencyGraph:
+    packages: Sequence[Package], root: Path | None = None, scan: ImportScan | None = None,
+    tomls: TomlFiles | None = None,
+) -> DependencyGraph:  # fmt: skip
     """Edges from everything the packages declare, and from what their code and tests import
-    of the modules the others provide."""
+    of the modules the others provide.  ``tomls``: the pyproject.toml files discovery read."""
     scan = scan or ImportScan()
-    metadata = {p: read_metadata(p, root) for p in packages}
+    metadata = {p: read_metadata(p, root, tomls) for p in packages}
     by_name = {m.name: p for p, m in metadata.items()}
     by_path = {p.path: p for p in packages}
     providers: dict[str, set[Package]] = {}
@@ -2717,6 +2970,7 @@ def dependency_graph(
         if used is not None and used != user:
             edges[user].setdefault(used, set()).add(label)
 
+    nested = nested_packages(packages)
     for package in packages:
         for declared in metadata[package].declared:
             paths = [by_path.get(Path(os.path.normpath(p))) for p in declared.paths]
@@ -2725,10 +2979,7 @@ def dependency_graph(
                 by_name.get(declared.name or "") or next(filter(None, paths), None),
                 declared.label,
             )
-        nested = [
-            str(p.path) for p in packages if p != package and owner_of(str(p.path), [package])
-        ]
-        for kind, names in scan.package_imports(package, nested).items():
+        for kind, names in scan.package_imports(package, nested[package]).items():
             for used in imported_packages(package, names, providers):
                 link(package, used, "imports" if kind == "code" else "tests")
     return DependencyGraph(
@@ -2739,6 +2990,20 @@ def dependency_graph(
         frozenset((p, u) for p, used in edges.items() for u, labels in used.items()
                   if not labels & RUNTIME_LABELS),
     )  # fmt: skip
+
+
+def nested_packages(packages: Sequence[Package]) -> dict[Package, list[str]]:
+    """For each package, the directories of the packages inside it.  Ordered by their paths'
+    parts, the packages inside one follow it, so one pass finds them all."""
+    ordered = sorted(packages, key=lambda p: p.path.parts)
+    nested: dict[Package, list[str]] = {p: [] for p in packages}
+    for index, package in enumerate(ordered):
+        parts = package.path.parts
+        for other in ordered[index + 1 :]:
+            if other.path.parts[: len(parts)] != parts:
+                break
+            nested[package].append(str(other.path))
+    return nested
 
 
 def users_of(uses: Mapping[Package, set[Package]]) -> dict[Package, list[Package]]:
@@ -3229,14 +3494,18 @@ class GrantedWatches:
             return None
         return {inode for fd, inodes in held.items() if fd not in self.others for inode in inodes}
 
-    def shortfall(self) -> tuple[int, int] | None:
+    def shortfall(self, planned: int | None = None) -> tuple[int, int] | None:
         """The watches held and needed when the kernel granted fewer than the tree needs, or
-        None (also where the OS cannot tell)."""
+        None (also where the OS cannot tell).  ``planned``: what the plan just made needs;
+        while at least that many are held, the tree is not walked again to count."""
 
         def count() -> tuple[int, int] | None:
             held = self.watched_inodes()
-            needed = plan_watches(self.root, self.rules.excludes_dir).watches
-            return None if held is None else (len(held), needed)
+            if held is None:
+                return None
+            if planned is not None and len(held) >= planned:
+                return len(held), planned
+            return len(held), plan_watches(self.root, self.rules.excludes_dir).watches
 
         return lasting_shortfall(count)
 
@@ -3294,8 +3563,8 @@ class Watcher:
         self.grants = GrantedWatches(self.root, rules)
 
     def start(self) -> str:
-        """Start watching; says how (``inotify, 42 watches`` or ``polling every second``)."""
-        self.rules.refresh_git_dirs()
+        """Start watching; says how (``inotify, 42 watches`` or ``polling every second``).  The
+        plan leaves out what the rules' last ``refresh_git_dirs`` found ignored as a whole."""
         plan = plan_watches(self.root, self.rules.excludes_dir)
         for path in plan.unreadable:
             self.notices.unreadable(path)
@@ -3313,7 +3582,7 @@ class Watcher:
             self.notices.watches_refused(exc.strerror or str(exc))
             self.poll = True
             self._start_observer(plan)
-        shortfall = None if self.poll else self.grants.shortfall()
+        shortfall = None if self.poll else self.grants.shortfall(plan.watches)
         if shortfall is not None:
             self.notices.watches_not_granted(*shortfall)
             self._fall_back_to_polling()
@@ -3996,13 +4265,13 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 # from .basics import ASK_TIMEOUT, UsageError, Verdict, git_tracks_any
 # from .discovery import PACKAGE_MARKERS, Package, owner_of
 # from .ignore import glob_matches, holds_no_packages
 # from .platform import scripts_dir, venv_python
-# from .toml_files import load_toml
+# from .toml_files import TomlFiles, load_toml
 # from .warm_server import BOOTSTRAP, exit_unless_importable, sent_call
 
 
@@ -4243,17 +4512,16 @@ PYTEST_IMPORT = re.compile(rb"^\s*(?:import|from)\s+_?pytest\b", re.M)
 FIXTURE_TEST = re.compile(rb"^\s*(?:async\s+)?def\s+test\w*\s*\(\s*(?!self\b|cls\b|\))\w", re.M)
 
 
-def has_table(path: Path, table: str) -> bool:
-    """Whether the config file has the ``[table]``; TOML is parsed where this Python can, and
-    otherwise (or when it does not parse) searched for the header."""
+def has_table(path: Path, table: str, tomls: TomlFiles | None = None) -> bool:
+    """Whether the config file has the ``[table]``; TOML is parsed (or taken parsed from
+    ``tomls``) where this Python can, and otherwise (or when it does not parse) searched for
+    the header."""
     if path.suffix == ".toml":
         with contextlib.suppress(OSError, ValueError):
-            data = load_toml(path)
-            if data is not None:
-                found: Any = data
-                for key in table.split("."):
-                    found = found.get(key) if isinstance(found, dict) else None
-                return isinstance(found, dict)
+            found: Any = (tomls or TomlFiles()).tables(path)
+            for key in table.split("."):
+                found = found.get(key) if isinstance(found, dict) else None
+            return isinstance(found, dict)
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -4261,9 +4529,9 @@ def has_table(path: Path, table: str) -> bool:
     return re.search(rf"^\[{re.escape(table)}\][ \t]*$", text, re.M) is not None
 
 
-def pytest_config(package: Package, root: Path) -> str | None:
+def pytest_config(package: Package, root: Path, tomls: TomlFiles | None = None) -> str | None:
     """The nearest file from the package directory up to the root that configures pytest."""
-    found = pytest_config_file(package, root)
+    found = pytest_config_file(package, root, tomls)
     if found is None:
         return None
     path, table = found
@@ -4271,28 +4539,34 @@ def pytest_config(package: Package, root: Path) -> str | None:
     return f"{where} [{table}]" if table else where
 
 
-def pytest_config_file(package: Package, root: Path) -> tuple[Path, str] | None:
-    """That file, and the table in it that configures pytest (empty: the whole file)."""
+def pytest_config_file(
+    package: Package, root: Path, tomls: TomlFiles | None = None
+) -> tuple[Path, str] | None:
+    """That file, and the table in it that configures pytest (empty: the whole file);
+    ``tomls``: the pyproject.toml files discovery read."""
     directory = package.path
     while True:
         for name, table in PYTEST_CONFIG:
             path = directory / name
-            if path.is_file() and (not table or has_table(path, table)):
+            if path.is_file() and (not table or has_table(path, table, tomls)):
                 return path, table
         if directory == root or root not in directory.parents:
             return None
         directory = directory.parent
 
 
-def pytest_setting(config: tuple[Path, str] | None, key: str) -> tuple[str, ...]:
-    """The words of a pytest setting in its config (none when it is not set)."""
+def pytest_setting(
+    config: tuple[Path, str] | None, key: str, tomls: TomlFiles | None = None
+) -> tuple[str, ...]:
+    """The words of a pytest setting in its config (none when it is not set); ``tomls``: the
+    pyproject.toml files read already."""
     if config is None:
         return ()
     path, table = config
     if path.suffix == ".toml":
         data: Any = None
         with contextlib.suppress(OSError, ValueError):
-            data = load_toml(path)
+            data = (tomls or TomlFiles()).tables(path)
         for name in table.split("."):
             data = data.get(name) if isinstance(data, dict) else None
         value = data.get(key) if isinstance(data, dict) else None
@@ -4306,47 +4580,66 @@ def pytest_setting(config: tuple[Path, str] | None, key: str) -> tuple[str, ...]
     return tuple(parser.get(section, key).split()) if parser.has_option(section, key) else ()
 
 
-def sets_testpaths(config: tuple[Path, str] | None) -> bool:
+def sets_testpaths(config: tuple[Path, str] | None, tomls: TomlFiles | None = None) -> bool:
     """Whether pytest's config sets ``testpaths``: then pytest itself decides where to look."""
-    return bool(pytest_setting(config, "testpaths"))
+    return bool(pytest_setting(config, "testpaths", tomls))
 
 
-def package_python_files(package: Package) -> Iterable[str]:
-    """The package's own Python files: not those of packages or virtualenvs inside it."""
+def package_files(package: Package, keep: Callable[[str], bool]) -> Iterable[str]:
+    """The package's own files whose names ``keep`` keeps: not those of packages or
+    virtualenvs inside it."""
     for directory, dirnames, filenames in os.walk(package.path):
         dirnames[:] = sorted(
             d for d in dirnames
             if not holds_no_packages(d, os.path.join(directory, d))
             and not any(os.path.isfile(os.path.join(directory, d, m)) for m in PACKAGE_MARKERS)
         )  # fmt: skip
-        yield from (os.path.join(directory, f) for f in sorted(filenames) if f.endswith(".py"))
+        yield from (os.path.join(directory, f) for f in sorted(filenames) if keep(f))
+
+
+def package_test_files(package: Package) -> Iterable[str]:
+    """The package's own conftest.py files and test modules."""
+    return package_files(package, is_pytest_file)
+
+
+def package_python_files(package: Package) -> Iterable[str]:
+    """The package's own Python files."""
+    return package_files(package, lambda name: name.endswith(".py"))
+
+
+def is_pytest_file(name: str) -> bool:
+    """A conftest.py, or a file pytest collects tests from by default."""
+    return name == "conftest.py" or (
+        name.endswith(".py") and (name.startswith("test") or name.endswith("_test.py"))
+    )
 
 
 def pytest_style(package: Package) -> str | None:
     """Why pytest would claim the package by its files: a conftest.py, a test module importing
     pytest, or a test taking arguments (pytest fixtures, which nose cannot give)."""
-    for path in package_python_files(package):
-        name = os.path.basename(path)
-        rel = os.path.relpath(path, package.path).replace(os.sep, "/")
-        if name == "conftest.py":
-            return f"{rel} in the package"
-        if not (name.startswith("test") or name.endswith("_test.py")):
-            continue
+    for path in package_test_files(package):
+        if os.path.basename(path) == "conftest.py":
+            return f"{package_rel(path, package)} in the package"
         try:
             with open(path, "rb") as f:
                 source = f.read()
         except OSError:
             continue
         if PYTEST_IMPORT.search(source):
-            return f"{rel} imports pytest"
+            return f"{package_rel(path, package)} imports pytest"
         if FIXTURE_TEST.search(source):
-            return f"{rel} has tests taking pytest fixtures"
+            return f"{package_rel(path, package)} has tests taking pytest fixtures"
     return None
 
 
+def package_rel(path: str, package: Package) -> str:
+    return os.path.relpath(path, package.path).replace(os.sep, "/")
+
+
 def runner_for(
-    package: Package, root: Path, explicit: Runner | None, by_glob: Sequence[tuple[str, Runner]]
-) -> tuple[Runner, str]:
+    package: Package, root: Path, explicit: Runner | None, by_glob: Sequence[tuple[str, Runner]],
+    tomls: TomlFiles | None = None,
+) -> tuple[Runner, str]:  # fmt: skip
     """The runner for one package, and why: ``--runner``, then the first matching glob of the
     ``runners`` setting, then pytest where pytest would claim the package, else nose."""
     if explicit is not None:
@@ -4354,7 +4647,7 @@ def runner_for(
     for glob, runner in by_glob:
         if glob_matches(package.rel, glob) or fnmatch.fnmatchcase(package.rel, glob):
             return runner, f"runners {glob!r}"
-    claim = pytest_config(package, root) or pytest_style(package)
+    claim = pytest_config(package, root, tomls) or pytest_style(package)
     if claim:
         return BUILTIN_RUNNERS["pytest"], claim
     return BUILTIN_RUNNERS["nose"], "no pytest configuration, conftest.py or pytest-style test"
@@ -4415,13 +4708,15 @@ def repository_interpreter(choice: Choice, root: Path, venvs_from: str) -> str:
 def choose(
     packages: Sequence[Package], root: Path, spec: str,
     runners: Sequence[tuple[str, str]], venvs: Sequence[tuple[str, str]],
+    tomls: TomlFiles | None = None,
 ) -> dict[Package, Choice]:  # fmt: skip
-    """Each package's runner and interpreter, as the settings and its files decide."""
+    """Each package's runner and interpreter, as the settings and its files decide
+    (``tomls``: the pyproject.toml files discovery read)."""
     explicit = None if spec == "auto" else make_runner(spec)
     by_glob = [(glob, make_runner(name, f"runners {glob!r}:")) for glob, name in runners]
     chosen: dict[Package, Choice] = {}
     for package in packages:
-        runner, reason = runner_for(package, root, explicit, by_glob)
+        runner, reason = runner_for(package, root, explicit, by_glob, tomls)
         python, python_reason = python_for(package, venvs)
         chosen[package] = Choice(runner, reason, python, python_reason)
     return chosen
@@ -4601,7 +4896,7 @@ from typing import Any
 
 # from .discovery import Package
 # from .runners import pytest_config_file, sets_testpaths
-# from .toml_files import load_toml
+# from .toml_files import TomlFiles
 
 
 @dataclass(frozen=True)
@@ -4716,13 +5011,13 @@ HATCH_TEST_ENVS = ("hatch-test", "test", "tests", "unit", "default")
 HATCH_SCRIPTS = ("unit", "test", "tests", "run")
 
 
-def hatch_envs(package: Path) -> tuple[str, dict[str, Any]]:
+def hatch_envs(package: Path, tomls: TomlFiles | None = None) -> tuple[str, dict[str, Any]]:
     """The hatch environments the package declares, and where: pyproject.toml's
     ``[tool.hatch.envs]``, else hatch.toml's ``[envs]``."""
     for name, keys in (("hatch.toml", ("envs",)), ("pyproject.toml", ("tool", "hatch", "envs"))):
         data: Any = None
         with contextlib.suppress(OSError, ValueError):
-            data = load_toml(package / name)
+            data = (tomls or TomlFiles()).tables(package / name)
         for key in keys:
             data = data.get(key) if isinstance(data, dict) else None
         if isinstance(data, dict) and data:
@@ -4730,9 +5025,9 @@ def hatch_envs(package: Path) -> tuple[str, dict[str, Any]]:
     return "", {}
 
 
-def hatch_selection(package: Path) -> Selection | None:
+def hatch_selection(package: Path, tomls: TomlFiles | None = None) -> Selection | None:
     """The selection of the first unit-test script of a test environment hatch declares."""
-    where, envs = hatch_envs(package)
+    where, envs = hatch_envs(package, tomls)
     names = [n for n in HATCH_TEST_ENVS if n in envs] + sorted(set(envs) - set(HATCH_TEST_ENVS))
     for env in names:
         scripts = envs[env].get("scripts", {}) if isinstance(envs[env], dict) else {}
@@ -4825,15 +5120,16 @@ def test_paths(args: Sequence[str]) -> list[str]:
     ]  # fmt: skip
 
 
-def declared_selection(package: Package, root: Path) -> Selection:
+def declared_selection(package: Package, root: Path, tomls: TomlFiles | None = None) -> Selection:
     """Which tests the package's project runs under pytest: nothing to add where pytest's
     ``testpaths`` decide; else its hatch or tox unit-test command's selection; else its
-    top-level ``tests/`` or ``test/`` directory."""
-    config = pytest_config_file(package, root)
-    if config is not None and sets_testpaths(config):
+    top-level ``tests/`` or ``test/`` directory.  ``tomls``: the pyproject.toml files
+    discovery read."""
+    config = pytest_config_file(package, root, tomls)
+    if config is not None and sets_testpaths(config, tomls):
         return Selection((), f"testpaths in {config[0].relative_to(root).as_posix()}")
     why = ""
-    for found in (hatch_selection(package.path), tox_selection(package.path, root)):
+    for found in (hatch_selection(package.path, tomls), tox_selection(package.path, root)):
         if found is not None and not found.why_none:
             return found
         if found is not None:
@@ -5550,7 +5846,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-# from .platform import private_subdir, state_path
+# from .state import private_subdir, state_path
 
 
 def junit_args(runner_name: str, xml_path: str) -> tuple[str, ...]:
@@ -5736,14 +6032,13 @@ from typing import IO, Callable
 #     kill_leftovers,
 #     kill_tree,
 #     own_process_group,
-#     private_subdir,
 #     process_handle,
 #     run_mark,
 #     scripts_dir,
 #     show_stacks,
-#     state_path,
 # )
 # from .runners import InstallCommand, Runner, RunStart, activated_path, pytest_style
+# from .state import private_subdir, state_path
 # from .warm_client import Launcher, WarmProcess
 
 
@@ -5907,13 +6202,6 @@ class Needs:
     missing: Callable[[Sequence[str]], Missing | None]
     hint: Callable[[], InstallCommand | None] = lambda: None
     install: Callable[[Missing], InstallCommand | None] = lambda missing: None
-
-
-def pycache_dir() -> str | None:
-    """One bytecode cache for every repository (the prefix mirrors absolute paths), in the
-    private state directory: bytecode another user could write would run as this one."""
-    path = state_path("pycache")
-    return None if path is None else str(path)
 
 
 def run_environment(
@@ -7193,8 +7481,8 @@ from typing import Callable
 # from .junit import runner_cases
 # from .metadata import read_metadata
 # from .order import Step, cycle_order
-# from .platform import private_subdir, state_path
 # from .run import RunResult
+# from .state import private_subdir, state_path
 
 
 def affected(
@@ -7573,11 +7861,12 @@ from typing import IO, Callable
 # from .discovery import Package, owner_of
 # from .junit import FailingTest
 # from .order import Step
-# from .platform import StateDir, notify, terminal_has_colours
+# from .platform import notify, terminal_has_colours
 # from .run import RunResult
 # from .runners import Choice, combined
 # from .selection import Selection
 # from .stages import OneStage, Stages
+# from .state import StateDir
 # from .warm_client import Preloads, SpareKept, is_standard_library
 
 
@@ -8390,6 +8679,7 @@ from pathlib import Path
 # from .imports import KEEP_SCAN_FROM, ImportScan, scan_cache_file
 # from .metadata import is_metadata_file, normalize_name
 # from .report import Reporter, shown
+# from .toml_files import TomlFiles
 
 
 class PackageSet:
@@ -8415,6 +8705,7 @@ class PackageSet:
         self.packages: list[Package] = []
         self.left_out: tuple[tuple[str, str], ...] = ()
         self.dropped: set[str] = set()  # directories skipped as unreadable
+        self.tomls = TomlFiles()  # the pyproject.toml files the last discovery read
         self.graph = DependencyGraph({})
         self.scan = ImportScan(self.rules.device)
         self.scan.load(scan_cache_file(root))
@@ -8432,6 +8723,7 @@ class PackageSet:
         self.dropped = set(found.unreadable)
         packages = list(found.packages)
         self.left_out = found.left_out
+        self.tomls = found.tomls
         if packages == self.all and not metadata_changed:
             return
         if self.all and packages != self.all:
@@ -8444,7 +8736,7 @@ class PackageSet:
 
     def save(self) -> None:
         """Keep the import scan for the next start, in a tree big enough for it to matter."""
-        if len(self.scan.looked_up) >= KEEP_SCAN_FROM:
+        if len(self.scan.files) >= KEEP_SCAN_FROM:
             self.scan.save(scan_cache_file(self.root))
 
     def read_graph(self) -> None:
@@ -8452,7 +8744,7 @@ class PackageSet:
         comes back when a change below it finds it readable again)."""
         while True:
             try:
-                self.graph = dependency_graph(self.all, self.root, self.scan)
+                self.graph = dependency_graph(self.all, self.root, self.scan, self.tomls)
                 break
             except OSError as exc:
                 owner = owner_of(os.fsdecode(exc.filename or ""), self.all)
@@ -9298,6 +9590,7 @@ from pathlib import Path
 from typing import Callable
 
 # from .basics import ROOT_CHECK_EVERY, QuitRequested, UsageError, changed_since_ref, is_git_work_tree
+# from .bytecode import pycache_dir
 # from .ci import CiJob, Command, affected, own_outputs, plan_json
 # from .cycle import CycleOutcome, Startable, run_cycle, wait_for_runs
 # from .discovery import Package, owner_of
@@ -9315,7 +9608,7 @@ from typing import Callable
 # from .options import Options, parse_options
 # from .order import Step, cycle_order
 # from .package_set import PackageSet, no_packages
-# from .platform import Signals, can_notify, end_every_leftover, scripts_dir, state_dir
+# from .platform import Signals, can_notify, end_every_leftover, scripts_dir
 # from .report import Progress, Reporter, describe_changes, shown
 # from .run import (
 #     Missing,
@@ -9325,7 +9618,6 @@ from typing import Callable
 #     Unrunnable,
 #     forget_bytecode,
 #     output_dir,
-#     pycache_dir,
 #     run_environment,
 # )
 # from .runners import (
@@ -9348,6 +9640,7 @@ from typing import Callable
 # )
 # from .selection import Selection, declared_selection
 # from .stages import OneStage, StagedRun, Stages, Staging, change_of
+# from .state import state_dir
 # from .toml_files import toml_reader_missing
 # from .warm_policy import WarmPolicy, WarmPool
 # from .watch_mode import WatchMode
@@ -9452,6 +9745,16 @@ class RunnerChoices:
         self.package_args = package_args(options.package_args)
         self.name_filter = ""  # the test-name filter (the key t)
         self.choose(None, strict=True)
+        self.just_made = True  # every choice, from the files as they are at start
+
+    def choose_for_cycle(self, changed: Sequence[str]) -> None:
+        """Before a cycle: the choices ``changed`` paths may have changed made again, or every
+        one for a cycle of all (a runner installed since is seen).  The first cycle makes none:
+        every choice was made a moment ago, at start, and a package's own interpreter is asked
+        once."""
+        just_made, self.just_made = self.just_made, False
+        if not just_made:
+            self.choose(changed or None)
 
     def __getitem__(self, package: Package) -> Choice:
         return self.by_package[package]
@@ -9469,7 +9772,9 @@ class RunnerChoices:
         if strict:
             check_venvs(packages, options.venvs)
         stale = packages if changed is None else stale_choices(packages, self.by_package, changed)
-        fresh = choose(stale, options.root, options.runner, options.runners, options.venvs)
+        fresh = choose(
+            stale, options.root, options.runner, options.runners, options.venvs, self.tree.tomls
+        )
         self.tell_interpreters(fresh.values())
         kept = {p: c for p, c in self.by_package.items() if p not in fresh}
         self.by_package = {p: fresh.get(p) or kept[p] for p in packages}
@@ -9499,7 +9804,7 @@ class RunnerChoices:
                 return Selection(args, f"package-args {glob!r}")
         if choice.runner.name != "pytest":
             return Selection()
-        return declared_selection(package, self.options.root)
+        return declared_selection(package, self.options.root, self.tree.tomls)
 
     def run_start(
         self, package: Package, extra: Sequence[str] = (), selected: Sequence[str] | None = None
@@ -9545,7 +9850,10 @@ class RunnerChoices:
             self.provided = {
                 name: p
                 for p in self.tree.packages
-                for name in (*provided_modules(p), read_metadata(p).name.replace("-", "_"))
+                for name in (
+                    *provided_modules(p),
+                    read_metadata(p, tomls=self.tree.tomls).name.replace("-", "_"),
+                )
             }
         for module in modules:
             provider = provider_of(module, self.provided)
@@ -9738,7 +10046,8 @@ class WatchedRoot:
         self.watcher: Watcher | None = None
 
     def start(self) -> str:
-        """Watch the root as it is now; how it is watched."""
+        """Watch the root as it is now (what git ignores as of the rules' last refresh: the
+        package set's, a moment before); how it is watched."""
         self.identity = directory_identity(self.rules.root)
         self.watcher, how = started_watcher(self.rules, self.changes, self.poll, self.reporter)
         return how
@@ -9756,6 +10065,7 @@ class WatchedRoot:
             raise root_gone(root)
         self.reporter.root_replaced()
         self.rules.use_git = is_git_work_tree(root)
+        self.rules.refresh_git_dirs()
         return self.start()
 
     def stop(self) -> None:
@@ -9819,7 +10129,7 @@ class Session:
         )
         if only is not None:
             steps = [s for s in steps if s.package in only]
-        self.choices.choose(list(changed) if changed else None)
+        self.choices.choose_for_cycle(list(changed))
         reached = affected(self.tree.all, owners, graph.uses)
         self.runs.staging.cycle(change_of(changed, self.root), reached, graph.uses)
         if self.options.explain:
@@ -9986,10 +10296,12 @@ class CiSession(Session):
         changed = self.first_changes
         steps, _ = self.narrowed_steps(changed)
         owners = self.tree.owners(changed)
-        uses = self.tree.graph.uses
-        reached = affected(self.tree.all, owners, uses)
-        self.runs.staging.cycle(change_of(changed, self.root), reached, uses)
-        self.reporter.plan(plan_json(self.root, steps, self.planned, self.tree.graph.uses))
+        graph = self.tree.graph
+        reached = affected(self.tree.all, owners, graph.uses)
+        self.runs.staging.cycle(change_of(changed, self.root), reached, graph.uses)
+        self.reporter.plan(
+            plan_json(self.root, steps, self.planned, graph.uses, graph.names.__getitem__)
+        )
         return 0
 
     def planned(self, package: Package) -> Command:

@@ -26,6 +26,8 @@ also be set in ``[tool.autotest]`` of the root pyproject.toml or ``[autotest]`` 
 # holds them to it), and the built file holds them in this order.  README's Development section
 # says what each is for.
 LAYERS = (
+    "state",
+    "bytecode",
     "warm_server",
     "basics",
     "toml_files",

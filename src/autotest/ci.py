@@ -24,8 +24,8 @@ from .graph import DependencyGraph, users_of, users_reached
 from .junit import runner_cases
 from .metadata import read_metadata
 from .order import Step, cycle_order
-from .platform import private_subdir, state_path
 from .run import RunResult
+from .state import private_subdir, state_path
 
 
 def affected(

@@ -4,17 +4,16 @@ of its own, not test data of another package, a template or workspace configurat
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .ignore import holds_no_packages
-from .toml_files import load_toml
+from .toml_files import TomlFile, TomlFiles, read_toml
 
 PACKAGE_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg")
 
@@ -52,12 +51,13 @@ def is_searchable(path: str) -> bool:
 
 @dataclass(frozen=True)
 class Discovery:
-    """The packages below a root, the projects found that are not packages (with why), and
-    the directories that could not be read."""
+    """The packages below a root, the projects found that are not packages (with why), the
+    directories that could not be read, and every pyproject.toml read on the way."""
 
     packages: tuple[Package, ...]
     left_out: tuple[tuple[str, str], ...] = ()
     unreadable: tuple[str, ...] = ()
+    tomls: TomlFiles = field(default_factory=TomlFiles)
 
 
 # A directory named like this holds example or sample projects (``examples/``), or is one
@@ -102,13 +102,22 @@ def path_glob_matches(rel: str, glob: str) -> bool:
     )  # fmt: skip
 
 
-def declared_workspace(directory: str, rel: str) -> Workspace | None:
-    """The workspace a directory's pyproject.toml declares, if it declares one."""
+def read_pyproject(directory: Path) -> TomlFile | None:
+    """The directory's pyproject.toml, read once; None when there is none it can read."""
     try:
-        data = load_toml(Path(directory) / "pyproject.toml")
-    except (OSError, ValueError):
+        return read_toml(directory / "pyproject.toml")
+    except OSError:
         return None
-    declared = data.get("tool", {}).get("uv", {}).get("workspace")
+
+
+def declared_workspace(pyproject: TomlFile | None, directory: str, rel: str) -> Workspace | None:
+    """The workspace a directory's pyproject.toml declares, if it declares one."""
+    data = pyproject.data if pyproject is not None else None
+    if data is None:
+        return None
+    tool = data.get("tool")
+    uv = tool.get("uv") if isinstance(tool, dict) else None
+    declared = uv.get("workspace") if isinstance(uv, dict) else None
     if not isinstance(declared, dict):
         return None
     listed = [declared.get(k) for k in ("members", "exclude")]
@@ -141,7 +150,9 @@ def below(place: Place, entry: os.DirEntry[str], rel: str, importable: bool) -> 
     return ""
 
 
-def project_verdict(place: Place, rel: str, names: set[str]) -> str | None:
+def project_verdict(
+    place: Place, rel: str, names: set[str], pyproject: TomlFile | None
+) -> str | None:
     """None when the directory is a package; else why the project in it is not one ("" when
     there is no project at all)."""
     if not names & set(PACKAGE_MARKERS):
@@ -155,7 +166,7 @@ def project_verdict(place: Place, rel: str, names: set[str]) -> str | None:
         return f"not a member of the workspace declared in {where}"
     if workspace is None and place.example:
         return f"an example: in {place.example}"
-    configuration_only = holds_configuration_only(Path(place.path))
+    configuration_only = holds_configuration_only(Path(place.path), pyproject)
     return "workspace or tool configuration only, no project" if configuration_only else None
 
 
@@ -164,11 +175,16 @@ class Walk:
     found: list[Package]
     left_out: list[tuple[str, str]]
     unreadable: list[str]
+    tomls: dict[Path, TomlFile]
 
 
-def walk(root: Path, root_package: str | None, excluded: Callable[[str, str], bool] | None) -> Walk:
-    """Every project below ``root``, judged; never following a link out of it."""
-    result = Walk([], [], [])
+def walk(
+    root: Path, root_package: str | None, excluded: Callable[[str, str], bool] | None,
+    root_pyproject: TomlFile | None,
+) -> Walk:  # fmt: skip
+    """Every project below ``root``, judged; never following a link out of it.
+    ``root_pyproject``: the root's pyproject.toml, already read."""
+    result = Walk([], [], [], {})
     stack = [Place(str(root), "", root_package, ())]
     while stack:
         place = stack.pop()
@@ -185,10 +201,16 @@ def walk(root: Path, root_package: str | None, excluded: Callable[[str, str], bo
         names = {e.name for e in entries}
         rel = Path(place.path).relative_to(root).as_posix() if place.path != str(root) else ""
         package, workspaces = place.package, place.workspaces
-        if "pyproject.toml" in names:
-            workspace = declared_workspace(place.path, rel)
+        pyproject = (
+            root_pyproject if not rel
+            else read_pyproject(Path(place.path)) if "pyproject.toml" in names
+            else None
+        )  # fmt: skip
+        if pyproject is not None:
+            result.tomls[Path(place.path, "pyproject.toml")] = pyproject
+            workspace = declared_workspace(pyproject, place.path, rel)
             workspaces += (workspace,) if workspace is not None else ()
-        verdict = project_verdict(place, rel, names) if rel else ""
+        verdict = project_verdict(place, rel, names, pyproject) if rel else ""
         if verdict is None:
             result.found.append(Package(Path(place.path), rel))
             package = rel
@@ -215,44 +237,47 @@ def discover(root: Path, excluded: Callable[[str, str], bool] | None = None) -> 
     holding project metadata is the one package when no package lies below it; while one
     does, the root is no package and its tests directory holds packages too (a repository's
     shared test utilities)."""
-    root_is_project = holds_package_metadata(root)
-    found = walk(root, root.name if root_is_project else None, excluded)
+    root_pyproject = read_pyproject(root)
+    root_is_project = holds_package_metadata(root, root_pyproject)
+    found = walk(root, root.name if root_is_project else None, excluded, root_pyproject)
     if found.found and root_is_project:
-        found = walk(root, None, excluded)
+        found = walk(root, None, excluded, root_pyproject)
     elif root_is_project:
         found.found.append(Package(root, root.name or str(root)))
     return Discovery(
         tuple(sorted(found.found, key=lambda p: p.rel)),
         tuple(sorted(found.left_out)),
         tuple(sorted(found.unreadable)),
+        TomlFiles(found.tomls),
     )
 
 
-def holds_configuration_only(directory: Path) -> bool:
+def holds_configuration_only(directory: Path, pyproject: TomlFile | None) -> bool:
     """Tables of tools or a workspace, and no project: a pyproject.toml or setup.cfg that
     configures something (``[tool.ruff]``, ``[flake8]``) but declares no project, and no
-    setup.py.  A marker file with no tables at all still marks a project."""
-    if holds_package_metadata(directory):
+    setup.py.  A marker file with no tables at all still marks a project.  ``pyproject``: the
+    directory's pyproject.toml, as read (None when it has none)."""
+    if holds_package_metadata(directory, pyproject):
         return False
-    for name in ("pyproject.toml", "setup.cfg"):
-        with contextlib.suppress(OSError):
-            if re.search(r"^\s*\[", (directory / name).read_text(errors="replace"), re.M):
-                return True
-    return False
+    texts = (pyproject.text if pyproject is not None else "", setup_cfg_text(directory))
+    return any(re.search(r"^\s*\[", text, re.M) for text in texts)
 
 
-def holds_package_metadata(directory: Path) -> bool:
+def holds_package_metadata(directory: Path, pyproject: TomlFile | None) -> bool:
     """A project of its own, not workspace or tool configuration alone."""
     if (directory / "setup.py").is_file():
         return True
-    for name, pattern in (
-        ("pyproject.toml", r"^\[(project|tool\.poetry)\]"),
-        ("setup.cfg", r"^\[(metadata|options)\]"),
-    ):
-        with contextlib.suppress(OSError):
-            if re.search(pattern, (directory / name).read_text(errors="replace"), re.M):
-                return True
-    return False
+    if pyproject is not None and re.search(r"^\[(project|tool\.poetry)\]", pyproject.text, re.M):
+        return True
+    return re.search(r"^\[(metadata|options)\]", setup_cfg_text(directory), re.M) is not None
+
+
+def setup_cfg_text(directory: Path) -> str:
+    """The directory's setup.cfg ("" when there is none it can read)."""
+    try:
+        return (directory / "setup.cfg").read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def owner_of(path: str, packages: Sequence[Package]) -> Package | None:

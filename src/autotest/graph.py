@@ -10,9 +10,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .discovery import TEST_DIR_NAMES, Package, owner_of
+from .discovery import TEST_DIR_NAMES, Package
 from .imports import ImportScan, provided_modules
 from .metadata import read_metadata
+from .toml_files import TomlFiles
 
 
 @dataclass(frozen=True)
@@ -68,12 +69,13 @@ def test_module_names(packages: Sequence[Package]) -> frozenset[str]:
 
 
 def dependency_graph(
-    packages: Sequence[Package], root: Path | None = None, scan: ImportScan | None = None
-) -> DependencyGraph:
+    packages: Sequence[Package], root: Path | None = None, scan: ImportScan | None = None,
+    tomls: TomlFiles | None = None,
+) -> DependencyGraph:  # fmt: skip
     """Edges from everything the packages declare, and from what their code and tests import
-    of the modules the others provide."""
+    of the modules the others provide.  ``tomls``: the pyproject.toml files discovery read."""
     scan = scan or ImportScan()
-    metadata = {p: read_metadata(p, root) for p in packages}
+    metadata = {p: read_metadata(p, root, tomls) for p in packages}
     by_name = {m.name: p for p, m in metadata.items()}
     by_path = {p.path: p for p in packages}
     providers: dict[str, set[Package]] = {}
@@ -87,6 +89,7 @@ def dependency_graph(
         if used is not None and used != user:
             edges[user].setdefault(used, set()).add(label)
 
+    nested = nested_packages(packages)
     for package in packages:
         for declared in metadata[package].declared:
             paths = [by_path.get(Path(os.path.normpath(p))) for p in declared.paths]
@@ -95,10 +98,7 @@ def dependency_graph(
                 by_name.get(declared.name or "") or next(filter(None, paths), None),
                 declared.label,
             )
-        nested = [
-            str(p.path) for p in packages if p != package and owner_of(str(p.path), [package])
-        ]
-        for kind, names in scan.package_imports(package, nested).items():
+        for kind, names in scan.package_imports(package, nested[package]).items():
             for used in imported_packages(package, names, providers):
                 link(package, used, "imports" if kind == "code" else "tests")
     return DependencyGraph(
@@ -109,6 +109,20 @@ def dependency_graph(
         frozenset((p, u) for p, used in edges.items() for u, labels in used.items()
                   if not labels & RUNTIME_LABELS),
     )  # fmt: skip
+
+
+def nested_packages(packages: Sequence[Package]) -> dict[Package, list[str]]:
+    """For each package, the directories of the packages inside it.  Ordered by their paths'
+    parts, the packages inside one follow it, so one pass finds them all."""
+    ordered = sorted(packages, key=lambda p: p.path.parts)
+    nested: dict[Package, list[str]] = {p: [] for p in packages}
+    for index, package in enumerate(ordered):
+        parts = package.path.parts
+        for other in ordered[index + 1 :]:
+            if other.path.parts[: len(parts)] != parts:
+                break
+            nested[package].append(str(other.path))
+    return nested
 
 
 def users_of(uses: Mapping[Package, set[Package]]) -> dict[Package, list[Package]]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .discovery import EXAMPLE_NAME, MAX_SCANNED_BYTES, TEST_DIR_NAMES, Package
 from .ignore import holds_no_packages, other_device
-from .platform import state_path
+from .state import state_path
 
 NAMESPACE_DEPTH = 6  # namespace packages nest this deep at most (``a.b.c.d.e.f``)
 
@@ -152,7 +152,7 @@ def is_test_module(name: str) -> bool:
     return name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py"
 
 
-SCAN_CACHE_VERSION = 2
+SCAN_CACHE_VERSION = 3  # 2: each distinct set of names once; 3: and computed imports
 
 
 KEEP_SCAN_FROM = 1000  # Python files; a smaller tree is read again faster than a cache is
@@ -166,13 +166,15 @@ def scan_cache_file(root: Path) -> str | None:
     return None if path is None else str(path)
 
 
+# A file's mtime (ns), its size, what it imports, whether it imports by computed names.
+Scanned = tuple[int, int, frozenset[str], bool]
+
+
 @dataclass(frozen=True)
 class ScannedFile:
-    """One Python file as the scan read it: when (mtime, size), what it imports, and whether
-    it imports a module whose name it computes."""
+    """One Python file as the scan read it: what it imports, and whether it imports a module
+    whose name it computes."""
 
-    mtime: int
-    size: int
     names: frozenset[str]
     dynamic: bool
 
@@ -186,52 +188,60 @@ class ImportScan:
     """What each Python file imports of the ``wanted`` top-level modules (the packages'),
     kept by (mtime, size), and what each package imports, kept until a path inside it
     changes.  A change costs reading the changed files and walking the packages that hold
-    them; kept in a file between runs, a start costs one ``stat`` per file."""
+    them; kept in a file between runs, a start costs one ``stat`` per file.  The files of one
+    package mostly import the same names: each distinct set is held once, however many files
+    import it."""
 
     def __init__(self, device: int | None = None) -> None:
         self.device = device  # the root's file system: the scan stays on it (None: crosses)
         self.wanted: frozenset[str] | None = None  # None: every module
-        self.files: dict[str, ScannedFile] = {}
+        self.files: dict[str, Scanned] = {}  # the files looked up: only these are kept
+        self.kept: dict[str, Scanned] = {}  # read back from the last run, not looked up yet
+        self.sets: dict[frozenset[str], frozenset[str]] = {}  # each distinct set, once
         self.packages: dict[Path, dict[str, set[str]]] = {}
         self.changed = False
-        self.looked_up: set[str] = set()  # only these are kept: the others are gone
 
     def want(self, wanted: frozenset[str] | None) -> None:
         """Look for these modules from now on; a different set means reading every file."""
         if wanted != self.wanted:
             self.wanted = wanted
             self.files.clear()
+            self.kept.clear()
+            self.sets.clear()
             self.packages.clear()
+
+    def shared(self, names: frozenset[str]) -> frozenset[str]:
+        return self.sets.setdefault(names, names)
 
     def load(self, path: str | None) -> None:
         """Start from what an earlier run read, if anything; a cache that cannot be read is
         no cache."""
         if path is None:
             return
-        with contextlib.suppress(OSError, ValueError, TypeError, KeyError, AttributeError):
+        with contextlib.suppress(
+            OSError, ValueError, TypeError, KeyError, IndexError, AttributeError
+        ):
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
             if data["version"] == SCAN_CACHE_VERSION:
                 wanted = data["wanted"]
+                sets = [self.shared(frozenset(names)) for names in data["sets"]]
+                kept = {p: (m, s, sets[i], bool(d)) for p, (m, s, i, d) in data["files"].items()}
                 self.wanted = None if wanted is None else frozenset(wanted)
-                self.files = {
-                    p: ScannedFile(m, s, frozenset(n), bool(d))
-                    for p, (m, s, n, d) in data["files"].items()
-                }
+                self.kept = kept
 
     def save(self, path: str | None) -> None:
-        """Keep what was read for the next run, in one atomic write (0600), if anything
+        """Keep what was looked up for the next run, in one atomic write (0600), if anything
         changed."""
         if not self.changed or path is None:
             return
+        distinct = dict.fromkeys(names for _, _, names, _ in self.files.values())
+        index = {names: i for i, names in enumerate(distinct)}
         data = {
             "version": SCAN_CACHE_VERSION,
             "wanted": None if self.wanted is None else sorted(self.wanted),
-            "files": {
-                p: (f.mtime, f.size, sorted(f.names), f.dynamic)
-                for p, f in self.files.items()
-                if p in self.looked_up
-            },
+            "sets": [sorted(names) for names in index],
+            "files": {p: (m, s, index[n], d) for p, (m, s, n, d) in self.files.items()},
         }
         with contextlib.suppress(OSError):
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -249,19 +259,20 @@ class ImportScan:
             for directory in [d for d in self.packages if path.startswith(str(d) + os.sep)]:
                 del self.packages[directory]
 
-    def imports(self, path: str) -> frozenset[str]:
-        """What the file imports: from the cache while its mtime and size are unchanged."""
-        return self.scanned(path).names
+    def imports(self, path: str, entry: os.DirEntry[str] | None = None) -> frozenset[str]:
+        """What the file imports: from the cache while its mtime and size are unchanged
+        (``entry``: its directory entry, when a walk found it)."""
+        return self.scanned(path, entry).names
 
-    def scanned(self, path: str) -> ScannedFile:
+    def scanned(self, path: str, entry: os.DirEntry[str] | None = None) -> ScannedFile:
         """The file as last read (an unreadable one imports nothing)."""
-        self.looked_up.add(path)
-        known = self.files.get(path)
+        known = self.files.get(path) or self.kept.pop(path, None)
         try:
             if known is not None:
-                stat = os.stat(path)
-                if (known.mtime, known.size) == (stat.st_mtime_ns, stat.st_size):
-                    return known
+                stat = entry.stat() if entry is not None else os.stat(path)
+                if known[:2] == (stat.st_mtime_ns, stat.st_size):
+                    self.files[path] = known
+                    return ScannedFile(known[2], known[3])
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))  # half open()'s cost
             try:
                 stat = os.fstat(fd)
@@ -270,33 +281,53 @@ class ImportScan:
             finally:
                 os.close(fd)
         except OSError:
-            return ScannedFile(0, 0, frozenset(), False)
-        imported = imports_in(source, self.wanted) if source else frozenset()
-        found = ScannedFile(stat.st_mtime_ns, stat.st_size, imported, imports_dynamically(source))
-        self.files[path] = found
+            return ScannedFile(frozenset(), False)
+        imported = self.shared(imports_in(source, self.wanted) if source else frozenset())
+        dynamic = imports_dynamically(source)
+        self.files[path] = (stat.st_mtime_ns, stat.st_size, imported, dynamic)
         self.changed = True
-        return found
+        return ScannedFile(imported, dynamic)
 
     def package_imports(self, package: Package, others: Iterable[str]) -> dict[str, set[str]]:
         """The names the package's code imports (``code``) and its tests import (``tests``),
-        leaving out ``others``: the directories of packages nested inside it."""
+        leaving out ``others``: the directories of packages nested inside it.  Walked as
+        os.walk would (no link to a directory followed), with each file's directory entry
+        handed on: no path is joined twice."""
         if package.path in self.packages:
             return self.packages[package.path]
-        code: set[str] = set()
-        tests: set[str] = set()
+        found: dict[str, set[str]] = {"code": set(), "tests": set()}
         skip = set(others)
-        top = str(package.path)
-        for directory, dirnames, filenames in os.walk(top):
-            dirnames[:] = [
-                d for d in dirnames
-                if not holds_no_packages(d, os.path.join(directory, d))
-                and os.path.join(directory, d) not in skip
-                and not other_device(os.path.join(directory, d), self.device)
-            ]  # fmt: skip
-            inside_tests = not TEST_DIR_NAMES.isdisjoint(directory[len(top) :].split(os.sep))
-            for name in filenames:
-                if name.endswith(".py"):
-                    found = tests if inside_tests or is_test_module(name) else code
-                    found |= absolute_only(self.imports(os.path.join(directory, name)))
-        self.packages[package.path] = {"code": code, "tests": tests}
-        return self.packages[package.path]
+        pending = [(str(package.path), False)]  # a directory, and whether it lies in tests
+        while pending:
+            directory, in_tests = pending.pop()
+            try:
+                with os.scandir(directory) as scan:
+                    entries = list(scan)
+            except OSError:
+                continue
+            for entry in entries:
+                if is_directory(entry):
+                    if not entry.is_symlink() and self.walks_into(entry, skip):
+                        pending.append((entry.path, in_tests or entry.name in TEST_DIR_NAMES))
+                elif entry.name.endswith(".py"):
+                    kind = "tests" if in_tests or is_test_module(entry.name) else "code"
+                    found[kind] |= absolute_only(self.imports(entry.path, entry))
+        self.packages[package.path] = found
+        return found
+
+    def walks_into(self, entry: os.DirEntry[str], skip: Container[str]) -> bool:
+        """Whether the scan goes down into a directory: not a tool's, not a nested package's,
+        not another file system's."""
+        return not (
+            holds_no_packages(entry.name, entry.path)
+            or entry.path in skip
+            or other_device(entry.path, self.device)
+        )
+
+
+def is_directory(entry: os.DirEntry[str]) -> bool:
+    """A directory, or a link to one; as os.walk has it, an entry that cannot tell is none."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False

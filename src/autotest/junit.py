@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from .platform import private_subdir, state_path
+from .state import private_subdir, state_path
 
 
 def junit_args(runner_name: str, xml_path: str) -> tuple[str, ...]:

@@ -10,10 +10,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .discovery import PACKAGE_MARKERS, Package
-from .toml_files import load_toml
+from .toml_files import TomlFiles
 
 
 def normalize_name(name: str) -> str:
@@ -92,9 +92,10 @@ def hatch_requirements(envs: Any) -> list[Declared]:
     ]
 
 
-def readable_toml(path: Path) -> dict[str, Any]:
+def readable_toml(path: Path, tomls: TomlFiles | None = None) -> dict[str, Any]:
+    """The file's tables, as ``tomls`` holds them or read now."""
     try:
-        return load_toml(path)
+        return (tomls or TomlFiles()).tables(path)
     except (OSError, ValueError, UnicodeDecodeError, RecursionError, MemoryError) as exc:
         raise UnreadableFile(str(exc) or type(exc).__name__) from None
 
@@ -104,8 +105,10 @@ def hatch_toml_requirements(path: Path) -> tuple[str | None, list[Declared]]:
     return None, hatch_requirements(readable_toml(path).get("envs"))
 
 
-def pyproject_requirements(path: Path) -> tuple[str | None, list[Declared]]:
-    data = readable_toml(path)
+def pyproject_requirements(
+    path: Path, tomls: TomlFiles | None = None
+) -> tuple[str | None, list[Declared]]:
+    data = readable_toml(path, tomls)
     project: dict[str, Any] = data["project"] if isinstance(data.get("project"), dict) else {}
     found = declared_names(project.get("dependencies"), "")
     extras = project.get("optional-dependencies")
@@ -237,12 +240,16 @@ class Metadata:
     unreadable: tuple[tuple[str, str], ...] = ()
 
 
-def read_metadata(package: Package, root: Path | None = None) -> Metadata:
+def read_metadata(
+    package: Package, root: Path | None = None, tomls: TomlFiles | None = None
+) -> Metadata:
+    """What the package declares; ``tomls``: the pyproject.toml files discovery read, so
+    that they are not read again."""
     name: str | None = None
     declared: list[Declared] = []
     unreadable: list[tuple[str, str]] = []
-    readers = (
-        ("pyproject.toml", pyproject_requirements),
+    readers: tuple[tuple[str, Callable[[Path], tuple[str | None, list[Declared]]]], ...] = (
+        ("pyproject.toml", lambda path: pyproject_requirements(path, tomls)),
         ("setup.cfg", setup_cfg_requirements),
         ("setup.py", setup_py_requirements),
         ("hatch.toml", hatch_toml_requirements),

@@ -19,6 +19,7 @@ from .ignore import IgnoreRules, glob_matches
 from .imports import KEEP_SCAN_FROM, ImportScan, scan_cache_file
 from .metadata import is_metadata_file, normalize_name
 from .report import Reporter, shown
+from .toml_files import TomlFiles
 
 
 class PackageSet:
@@ -44,6 +45,7 @@ class PackageSet:
         self.packages: list[Package] = []
         self.left_out: tuple[tuple[str, str], ...] = ()
         self.dropped: set[str] = set()  # directories skipped as unreadable
+        self.tomls = TomlFiles()  # the pyproject.toml files the last discovery read
         self.graph = DependencyGraph({})
         self.scan = ImportScan(self.rules.device)
         self.scan.load(scan_cache_file(root))
@@ -61,6 +63,7 @@ class PackageSet:
         self.dropped = set(found.unreadable)
         packages = list(found.packages)
         self.left_out = found.left_out
+        self.tomls = found.tomls
         if packages == self.all and not metadata_changed:
             return
         if self.all and packages != self.all:
@@ -73,7 +76,7 @@ class PackageSet:
 
     def save(self) -> None:
         """Keep the import scan for the next start, in a tree big enough for it to matter."""
-        if len(self.scan.looked_up) >= KEEP_SCAN_FROM:
+        if len(self.scan.files) >= KEEP_SCAN_FROM:
             self.scan.save(scan_cache_file(self.root))
 
     def read_graph(self) -> None:
@@ -81,7 +84,7 @@ class PackageSet:
         comes back when a change below it finds it readable again)."""
         while True:
             try:
-                self.graph = dependency_graph(self.all, self.root, self.scan)
+                self.graph = dependency_graph(self.all, self.root, self.scan, self.tomls)
                 break
             except OSError as exc:
                 owner = owner_of(os.fsdecode(exc.filename or ""), self.all)

@@ -23,11 +23,12 @@ from .cycle import CycleOutcome
 from .discovery import Package, owner_of
 from .junit import FailingTest
 from .order import Step
-from .platform import StateDir, notify, terminal_has_colours
+from .platform import notify, terminal_has_colours
 from .run import RunResult
 from .runners import Choice, combined
 from .selection import Selection
 from .stages import OneStage, Stages
+from .state import StateDir
 from .warm_client import Preloads, SpareKept, is_standard_library
 
 

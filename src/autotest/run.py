@@ -37,14 +37,13 @@ from .platform import (
     kill_leftovers,
     kill_tree,
     own_process_group,
-    private_subdir,
     process_handle,
     run_mark,
     scripts_dir,
     show_stacks,
-    state_path,
 )
 from .runners import InstallCommand, Runner, RunStart, activated_path, pytest_style
+from .state import private_subdir, state_path
 from .warm_client import Launcher, WarmProcess
 
 
@@ -208,13 +207,6 @@ class Needs:
     missing: Callable[[Sequence[str]], Missing | None]
     hint: Callable[[], InstallCommand | None] = lambda: None
     install: Callable[[Missing], InstallCommand | None] = lambda missing: None
-
-
-def pycache_dir() -> str | None:
-    """One bytecode cache for every repository (the prefix mirrors absolute paths), in the
-    private state directory: bytecode another user could write would run as this one."""
-    path = state_path("pycache")
-    return None if path is None else str(path)
 
 
 def run_environment(

@@ -17,13 +17,13 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .basics import ASK_TIMEOUT, UsageError, Verdict, git_tracks_any
 from .discovery import PACKAGE_MARKERS, Package, owner_of
 from .ignore import glob_matches, holds_no_packages
 from .platform import scripts_dir, venv_python
-from .toml_files import load_toml
+from .toml_files import TomlFiles, load_toml
 from .warm_server import BOOTSTRAP, exit_unless_importable, sent_call
 
 
@@ -264,17 +264,16 @@ PYTEST_IMPORT = re.compile(rb"^\s*(?:import|from)\s+_?pytest\b", re.M)
 FIXTURE_TEST = re.compile(rb"^\s*(?:async\s+)?def\s+test\w*\s*\(\s*(?!self\b|cls\b|\))\w", re.M)
 
 
-def has_table(path: Path, table: str) -> bool:
-    """Whether the config file has the ``[table]``; TOML is parsed where this Python can, and
-    otherwise (or when it does not parse) searched for the header."""
+def has_table(path: Path, table: str, tomls: TomlFiles | None = None) -> bool:
+    """Whether the config file has the ``[table]``; TOML is parsed (or taken parsed from
+    ``tomls``) where this Python can, and otherwise (or when it does not parse) searched for
+    the header."""
     if path.suffix == ".toml":
         with contextlib.suppress(OSError, ValueError):
-            data = load_toml(path)
-            if data is not None:
-                found: Any = data
-                for key in table.split("."):
-                    found = found.get(key) if isinstance(found, dict) else None
-                return isinstance(found, dict)
+            found: Any = (tomls or TomlFiles()).tables(path)
+            for key in table.split("."):
+                found = found.get(key) if isinstance(found, dict) else None
+            return isinstance(found, dict)
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -282,9 +281,9 @@ def has_table(path: Path, table: str) -> bool:
     return re.search(rf"^\[{re.escape(table)}\][ \t]*$", text, re.M) is not None
 
 
-def pytest_config(package: Package, root: Path) -> str | None:
+def pytest_config(package: Package, root: Path, tomls: TomlFiles | None = None) -> str | None:
     """The nearest file from the package directory up to the root that configures pytest."""
-    found = pytest_config_file(package, root)
+    found = pytest_config_file(package, root, tomls)
     if found is None:
         return None
     path, table = found
@@ -292,28 +291,34 @@ def pytest_config(package: Package, root: Path) -> str | None:
     return f"{where} [{table}]" if table else where
 
 
-def pytest_config_file(package: Package, root: Path) -> tuple[Path, str] | None:
-    """That file, and the table in it that configures pytest (empty: the whole file)."""
+def pytest_config_file(
+    package: Package, root: Path, tomls: TomlFiles | None = None
+) -> tuple[Path, str] | None:
+    """That file, and the table in it that configures pytest (empty: the whole file);
+    ``tomls``: the pyproject.toml files discovery read."""
     directory = package.path
     while True:
         for name, table in PYTEST_CONFIG:
             path = directory / name
-            if path.is_file() and (not table or has_table(path, table)):
+            if path.is_file() and (not table or has_table(path, table, tomls)):
                 return path, table
         if directory == root or root not in directory.parents:
             return None
         directory = directory.parent
 
 
-def pytest_setting(config: tuple[Path, str] | None, key: str) -> tuple[str, ...]:
-    """The words of a pytest setting in its config (none when it is not set)."""
+def pytest_setting(
+    config: tuple[Path, str] | None, key: str, tomls: TomlFiles | None = None
+) -> tuple[str, ...]:
+    """The words of a pytest setting in its config (none when it is not set); ``tomls``: the
+    pyproject.toml files read already."""
     if config is None:
         return ()
     path, table = config
     if path.suffix == ".toml":
         data: Any = None
         with contextlib.suppress(OSError, ValueError):
-            data = load_toml(path)
+            data = (tomls or TomlFiles()).tables(path)
         for name in table.split("."):
             data = data.get(name) if isinstance(data, dict) else None
         value = data.get(key) if isinstance(data, dict) else None
@@ -327,47 +332,66 @@ def pytest_setting(config: tuple[Path, str] | None, key: str) -> tuple[str, ...]
     return tuple(parser.get(section, key).split()) if parser.has_option(section, key) else ()
 
 
-def sets_testpaths(config: tuple[Path, str] | None) -> bool:
+def sets_testpaths(config: tuple[Path, str] | None, tomls: TomlFiles | None = None) -> bool:
     """Whether pytest's config sets ``testpaths``: then pytest itself decides where to look."""
-    return bool(pytest_setting(config, "testpaths"))
+    return bool(pytest_setting(config, "testpaths", tomls))
 
 
-def package_python_files(package: Package) -> Iterable[str]:
-    """The package's own Python files: not those of packages or virtualenvs inside it."""
+def package_files(package: Package, keep: Callable[[str], bool]) -> Iterable[str]:
+    """The package's own files whose names ``keep`` keeps: not those of packages or
+    virtualenvs inside it."""
     for directory, dirnames, filenames in os.walk(package.path):
         dirnames[:] = sorted(
             d for d in dirnames
             if not holds_no_packages(d, os.path.join(directory, d))
             and not any(os.path.isfile(os.path.join(directory, d, m)) for m in PACKAGE_MARKERS)
         )  # fmt: skip
-        yield from (os.path.join(directory, f) for f in sorted(filenames) if f.endswith(".py"))
+        yield from (os.path.join(directory, f) for f in sorted(filenames) if keep(f))
+
+
+def package_test_files(package: Package) -> Iterable[str]:
+    """The package's own conftest.py files and test modules."""
+    return package_files(package, is_pytest_file)
+
+
+def package_python_files(package: Package) -> Iterable[str]:
+    """The package's own Python files."""
+    return package_files(package, lambda name: name.endswith(".py"))
+
+
+def is_pytest_file(name: str) -> bool:
+    """A conftest.py, or a file pytest collects tests from by default."""
+    return name == "conftest.py" or (
+        name.endswith(".py") and (name.startswith("test") or name.endswith("_test.py"))
+    )
 
 
 def pytest_style(package: Package) -> str | None:
     """Why pytest would claim the package by its files: a conftest.py, a test module importing
     pytest, or a test taking arguments (pytest fixtures, which nose cannot give)."""
-    for path in package_python_files(package):
-        name = os.path.basename(path)
-        rel = os.path.relpath(path, package.path).replace(os.sep, "/")
-        if name == "conftest.py":
-            return f"{rel} in the package"
-        if not (name.startswith("test") or name.endswith("_test.py")):
-            continue
+    for path in package_test_files(package):
+        if os.path.basename(path) == "conftest.py":
+            return f"{package_rel(path, package)} in the package"
         try:
             with open(path, "rb") as f:
                 source = f.read()
         except OSError:
             continue
         if PYTEST_IMPORT.search(source):
-            return f"{rel} imports pytest"
+            return f"{package_rel(path, package)} imports pytest"
         if FIXTURE_TEST.search(source):
-            return f"{rel} has tests taking pytest fixtures"
+            return f"{package_rel(path, package)} has tests taking pytest fixtures"
     return None
 
 
+def package_rel(path: str, package: Package) -> str:
+    return os.path.relpath(path, package.path).replace(os.sep, "/")
+
+
 def runner_for(
-    package: Package, root: Path, explicit: Runner | None, by_glob: Sequence[tuple[str, Runner]]
-) -> tuple[Runner, str]:
+    package: Package, root: Path, explicit: Runner | None, by_glob: Sequence[tuple[str, Runner]],
+    tomls: TomlFiles | None = None,
+) -> tuple[Runner, str]:  # fmt: skip
     """The runner for one package, and why: ``--runner``, then the first matching glob of the
     ``runners`` setting, then pytest where pytest would claim the package, else nose."""
     if explicit is not None:
@@ -375,7 +399,7 @@ def runner_for(
     for glob, runner in by_glob:
         if glob_matches(package.rel, glob) or fnmatch.fnmatchcase(package.rel, glob):
             return runner, f"runners {glob!r}"
-    claim = pytest_config(package, root) or pytest_style(package)
+    claim = pytest_config(package, root, tomls) or pytest_style(package)
     if claim:
         return BUILTIN_RUNNERS["pytest"], claim
     return BUILTIN_RUNNERS["nose"], "no pytest configuration, conftest.py or pytest-style test"
@@ -436,13 +460,15 @@ def repository_interpreter(choice: Choice, root: Path, venvs_from: str) -> str:
 def choose(
     packages: Sequence[Package], root: Path, spec: str,
     runners: Sequence[tuple[str, str]], venvs: Sequence[tuple[str, str]],
+    tomls: TomlFiles | None = None,
 ) -> dict[Package, Choice]:  # fmt: skip
-    """Each package's runner and interpreter, as the settings and its files decide."""
+    """Each package's runner and interpreter, as the settings and its files decide
+    (``tomls``: the pyproject.toml files discovery read)."""
     explicit = None if spec == "auto" else make_runner(spec)
     by_glob = [(glob, make_runner(name, f"runners {glob!r}:")) for glob, name in runners]
     chosen: dict[Package, Choice] = {}
     for package in packages:
-        runner, reason = runner_for(package, root, explicit, by_glob)
+        runner, reason = runner_for(package, root, explicit, by_glob, tomls)
         python, python_reason = python_for(package, venvs)
         chosen[package] = Choice(runner, reason, python, python_reason)
     return chosen

@@ -19,7 +19,7 @@ from typing import Any
 
 from .discovery import Package
 from .runners import pytest_config_file, sets_testpaths
-from .toml_files import load_toml
+from .toml_files import TomlFiles
 
 
 @dataclass(frozen=True)
@@ -134,13 +134,13 @@ HATCH_TEST_ENVS = ("hatch-test", "test", "tests", "unit", "default")
 HATCH_SCRIPTS = ("unit", "test", "tests", "run")
 
 
-def hatch_envs(package: Path) -> tuple[str, dict[str, Any]]:
+def hatch_envs(package: Path, tomls: TomlFiles | None = None) -> tuple[str, dict[str, Any]]:
     """The hatch environments the package declares, and where: pyproject.toml's
     ``[tool.hatch.envs]``, else hatch.toml's ``[envs]``."""
     for name, keys in (("hatch.toml", ("envs",)), ("pyproject.toml", ("tool", "hatch", "envs"))):
         data: Any = None
         with contextlib.suppress(OSError, ValueError):
-            data = load_toml(package / name)
+            data = (tomls or TomlFiles()).tables(package / name)
         for key in keys:
             data = data.get(key) if isinstance(data, dict) else None
         if isinstance(data, dict) and data:
@@ -148,9 +148,9 @@ def hatch_envs(package: Path) -> tuple[str, dict[str, Any]]:
     return "", {}
 
 
-def hatch_selection(package: Path) -> Selection | None:
+def hatch_selection(package: Path, tomls: TomlFiles | None = None) -> Selection | None:
     """The selection of the first unit-test script of a test environment hatch declares."""
-    where, envs = hatch_envs(package)
+    where, envs = hatch_envs(package, tomls)
     names = [n for n in HATCH_TEST_ENVS if n in envs] + sorted(set(envs) - set(HATCH_TEST_ENVS))
     for env in names:
         scripts = envs[env].get("scripts", {}) if isinstance(envs[env], dict) else {}
@@ -243,15 +243,16 @@ def test_paths(args: Sequence[str]) -> list[str]:
     ]  # fmt: skip
 
 
-def declared_selection(package: Package, root: Path) -> Selection:
+def declared_selection(package: Package, root: Path, tomls: TomlFiles | None = None) -> Selection:
     """Which tests the package's project runs under pytest: nothing to add where pytest's
     ``testpaths`` decide; else its hatch or tox unit-test command's selection; else its
-    top-level ``tests/`` or ``test/`` directory."""
-    config = pytest_config_file(package, root)
-    if config is not None and sets_testpaths(config):
+    top-level ``tests/`` or ``test/`` directory.  ``tomls``: the pyproject.toml files
+    discovery read."""
+    config = pytest_config_file(package, root, tomls)
+    if config is not None and sets_testpaths(config, tomls):
         return Selection((), f"testpaths in {config[0].relative_to(root).as_posix()}")
     why = ""
-    for found in (hatch_selection(package.path), tox_selection(package.path, root)):
+    for found in (hatch_selection(package.path, tomls), tox_selection(package.path, root)):
         if found is not None and not found.why_none:
             return found
         if found is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from .basics import ROOT_CHECK_EVERY, QuitRequested, UsageError, changed_since_ref, is_git_work_tree
+from .bytecode import pycache_dir
 from .ci import CiJob, Command, affected, own_outputs, plan_json
 from .cycle import CycleOutcome, Startable, run_cycle, wait_for_runs
 from .discovery import Package, owner_of
@@ -33,7 +34,7 @@ from .metadata import read_metadata
 from .options import Options, parse_options
 from .order import Step, cycle_order
 from .package_set import PackageSet, no_packages
-from .platform import Signals, can_notify, end_every_leftover, scripts_dir, state_dir
+from .platform import Signals, can_notify, end_every_leftover, scripts_dir
 from .report import Progress, Reporter, describe_changes, shown
 from .run import (
     Missing,
@@ -43,7 +44,6 @@ from .run import (
     Unrunnable,
     forget_bytecode,
     output_dir,
-    pycache_dir,
     run_environment,
 )
 from .runners import (
@@ -66,6 +66,7 @@ from .runners import (
 )
 from .selection import Selection, declared_selection
 from .stages import OneStage, StagedRun, Stages, Staging, change_of
+from .state import state_dir
 from .toml_files import toml_reader_missing
 from .warm_policy import WarmPolicy, WarmPool
 from .watch_mode import WatchMode
@@ -170,6 +171,16 @@ class RunnerChoices:
         self.package_args = package_args(options.package_args)
         self.name_filter = ""  # the test-name filter (the key t)
         self.choose(None, strict=True)
+        self.just_made = True  # every choice, from the files as they are at start
+
+    def choose_for_cycle(self, changed: Sequence[str]) -> None:
+        """Before a cycle: the choices ``changed`` paths may have changed made again, or every
+        one for a cycle of all (a runner installed since is seen).  The first cycle makes none:
+        every choice was made a moment ago, at start, and a package's own interpreter is asked
+        once."""
+        just_made, self.just_made = self.just_made, False
+        if not just_made:
+            self.choose(changed or None)
 
     def __getitem__(self, package: Package) -> Choice:
         return self.by_package[package]
@@ -187,7 +198,9 @@ class RunnerChoices:
         if strict:
             check_venvs(packages, options.venvs)
         stale = packages if changed is None else stale_choices(packages, self.by_package, changed)
-        fresh = choose(stale, options.root, options.runner, options.runners, options.venvs)
+        fresh = choose(
+            stale, options.root, options.runner, options.runners, options.venvs, self.tree.tomls
+        )
         self.tell_interpreters(fresh.values())
         kept = {p: c for p, c in self.by_package.items() if p not in fresh}
         self.by_package = {p: fresh.get(p) or kept[p] for p in packages}
@@ -217,7 +230,7 @@ class RunnerChoices:
                 return Selection(args, f"package-args {glob!r}")
         if choice.runner.name != "pytest":
             return Selection()
-        return declared_selection(package, self.options.root)
+        return declared_selection(package, self.options.root, self.tree.tomls)
 
     def run_start(
         self, package: Package, extra: Sequence[str] = (), selected: Sequence[str] | None = None
@@ -263,7 +276,10 @@ class RunnerChoices:
             self.provided = {
                 name: p
                 for p in self.tree.packages
-                for name in (*provided_modules(p), read_metadata(p).name.replace("-", "_"))
+                for name in (
+                    *provided_modules(p),
+                    read_metadata(p, tomls=self.tree.tomls).name.replace("-", "_"),
+                )
             }
         for module in modules:
             provider = provider_of(module, self.provided)
@@ -456,7 +472,8 @@ class WatchedRoot:
         self.watcher: Watcher | None = None
 
     def start(self) -> str:
-        """Watch the root as it is now; how it is watched."""
+        """Watch the root as it is now (what git ignores as of the rules' last refresh: the
+        package set's, a moment before); how it is watched."""
         self.identity = directory_identity(self.rules.root)
         self.watcher, how = started_watcher(self.rules, self.changes, self.poll, self.reporter)
         return how
@@ -474,6 +491,7 @@ class WatchedRoot:
             raise root_gone(root)
         self.reporter.root_replaced()
         self.rules.use_git = is_git_work_tree(root)
+        self.rules.refresh_git_dirs()
         return self.start()
 
     def stop(self) -> None:
@@ -537,7 +555,7 @@ class Session:
         )
         if only is not None:
             steps = [s for s in steps if s.package in only]
-        self.choices.choose(list(changed) if changed else None)
+        self.choices.choose_for_cycle(list(changed))
         reached = affected(self.tree.all, owners, graph.uses)
         self.runs.staging.cycle(change_of(changed, self.root), reached, graph.uses)
         if self.options.explain:
@@ -704,10 +722,12 @@ class CiSession(Session):
         changed = self.first_changes
         steps, _ = self.narrowed_steps(changed)
         owners = self.tree.owners(changed)
-        uses = self.tree.graph.uses
-        reached = affected(self.tree.all, owners, uses)
-        self.runs.staging.cycle(change_of(changed, self.root), reached, uses)
-        self.reporter.plan(plan_json(self.root, steps, self.planned, self.tree.graph.uses))
+        graph = self.tree.graph
+        reached = affected(self.tree.all, owners, graph.uses)
+        self.runs.staging.cycle(change_of(changed, self.root), reached, graph.uses)
+        self.reporter.plan(
+            plan_json(self.root, steps, self.planned, graph.uses, graph.names.__getitem__)
+        )
         return 0
 
     def planned(self, package: Package) -> Command:

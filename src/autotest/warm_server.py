@@ -28,6 +28,7 @@ forked with all they started, pid read or not, and ends without a word.
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 from collections.abc import Collection, Sequence
 from typing import Any, Callable, NoReturn
@@ -571,9 +572,16 @@ BOOTSTRAP = (
 
 def sent_call(function: Callable[..., object], *args: object) -> bytes:
     """What BOOTSTRAP reads on stdin to call ``function(*args)`` in another interpreter."""
-    import inspect
     import json
 
     assert function in SENT_FUNCTIONS, function
-    source = "".join(inspect.getsource(f) + "\n" for f in SENT_FUNCTIONS)
-    return json.dumps({"source": source, "call": function.__name__, "args": args}).encode()
+    return json.dumps({"source": sent_source(), "call": function.__name__, "args": args}).encode()
+
+
+@functools.lru_cache(maxsize=1)
+def sent_source() -> str:
+    """The source of the functions sent, taken once per process: inspect tokenizes each one's
+    lines, and a warm interpreter starts every cycle."""
+    import inspect
+
+    return "".join(inspect.getsource(f) + "\n" for f in SENT_FUNCTIONS)

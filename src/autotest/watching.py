@@ -285,14 +285,18 @@ class GrantedWatches:
             return None
         return {inode for fd, inodes in held.items() if fd not in self.others for inode in inodes}
 
-    def shortfall(self) -> tuple[int, int] | None:
+    def shortfall(self, planned: int | None = None) -> tuple[int, int] | None:
         """The watches held and needed when the kernel granted fewer than the tree needs, or
-        None (also where the OS cannot tell)."""
+        None (also where the OS cannot tell).  ``planned``: what the plan just made needs;
+        while at least that many are held, the tree is not walked again to count."""
 
         def count() -> tuple[int, int] | None:
             held = self.watched_inodes()
-            needed = plan_watches(self.root, self.rules.excludes_dir).watches
-            return None if held is None else (len(held), needed)
+            if held is None:
+                return None
+            if planned is not None and len(held) >= planned:
+                return len(held), planned
+            return len(held), plan_watches(self.root, self.rules.excludes_dir).watches
 
         return lasting_shortfall(count)
 
@@ -350,8 +354,8 @@ class Watcher:
         self.grants = GrantedWatches(self.root, rules)
 
     def start(self) -> str:
-        """Start watching; says how (``inotify, 42 watches`` or ``polling every second``)."""
-        self.rules.refresh_git_dirs()
+        """Start watching; says how (``inotify, 42 watches`` or ``polling every second``).  The
+        plan leaves out what the rules' last ``refresh_git_dirs`` found ignored as a whole."""
         plan = plan_watches(self.root, self.rules.excludes_dir)
         for path in plan.unreadable:
             self.notices.unreadable(path)
@@ -369,7 +373,7 @@ class Watcher:
             self.notices.watches_refused(exc.strerror or str(exc))
             self.poll = True
             self._start_observer(plan)
-        shortfall = None if self.poll else self.grants.shortfall()
+        shortfall = None if self.poll else self.grants.shortfall(plan.watches)
         if shortfall is not None:
             self.notices.watches_not_granted(*shortfall)
             self._fall_back_to_polling()
