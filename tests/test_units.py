@@ -1136,3 +1136,12 @@ def test_a_count_that_stops_short_is_a_refusal_after_the_stall() -> None:
         is not None
     ), "still short after GRANT_PATIENCE, growing or not"
     assert time_.now >= at.GRANT_PATIENCE
+
+
+def test_a_file_run_by_a_command_of_its_own_is_not_run_again_from_bytecode() -> None:
+    """``python -c 'runpy.run_path(...)' FILE ARGS``: the options before FILE are a program,
+    not the interpreter's options, so there is nothing to run the file again with."""
+    argv = ["autotest.py", "--once"]
+    assert at.interpreter_options(["python", "-X", "dev", *argv], argv) == ["-X", "dev"]
+    assert at.interpreter_options(["python", "-c", "import runpy; ...", *argv], argv) is None
+    assert at.interpreter_options(["python", "-m", "wrapper", *argv], argv) is None

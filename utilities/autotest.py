@@ -225,7 +225,10 @@ def interpreter_options(orig_argv: Sequence[str] | None, argv: Sequence[str]) ->
         return None
     if list(orig_argv[len(orig_argv) - len(argv) :]) != list(argv):
         return None
-    return list(orig_argv[1 : len(orig_argv) - len(argv)])
+    options = list(orig_argv[1 : len(orig_argv) - len(argv)])
+    if any(option in ("-c", "-m") for option in options):
+        return None  # run by a command or module of its own (runpy): that is not the script
+    return options
 
 
 def bytecode_argv(script: str, path0: str, prefix: str) -> list[str] | None:
