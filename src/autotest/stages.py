@@ -508,10 +508,6 @@ class StagedRun:
         self.first: RunResult | None = None
         self.current = start(stages.first)
 
-    @property
-    def stage(self) -> int:
-        return 1 if self.first is None else 2
-
     def poll(self) -> RunResult | None:
         result = self.current.poll()
         if result is None:
