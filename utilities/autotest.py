@@ -6530,7 +6530,7 @@ from typing import Callable, Protocol
 # from .junit import FailingTest, joined_reports
 # from .run import RunResult
 # from .runners import Runner, package_python_files, pytest_config_file, pytest_setting
-# from .selection import Selection
+# from .selection import KEPT_WITH_VALUE, Selection
 
 
 @dataclass(frozen=True)
@@ -6721,7 +6721,7 @@ def selection_parts(args: Sequence[str]) -> tuple[list[str], list[str], list[str
     rest = list(args)
     while rest:
         arg = rest.pop(0)
-        if arg in ("-m", "-k", "--ignore", "--ignore-glob", "--deselect", "-p") and rest:
+        if arg in (*KEPT_WITH_VALUE, "-p") and rest:
             value = rest.pop(0)
             options += [arg, value]
             if arg == "--ignore":
